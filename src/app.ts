@@ -1,0 +1,110 @@
+import cookieParser from 'cookie-parser';
+import express, { type Express } from 'express';
+import helmet from 'helmet';
+import type { Knex } from 'knex';
+import type { Config } from './config';
+import { notFound, unauthorized } from './lib/errors';
+import { errorMiddleware } from './lib/http/problem';
+import { requestId } from './lib/http/request-id';
+import { createRouteFactory, type Guard, type Principal } from './lib/http/route';
+import type { Logger } from './lib/logger';
+import { createRegistry } from './lib/openapi';
+import { createEventsRouter } from './modules/events/events-router';
+import { createEventsStore } from './modules/events/events-store';
+import { createIngestPipeline, type GroupStats } from './modules/ingest/ingest-pipeline';
+import { createApiKeyAuthenticators } from './modules/keys/api-key-authenticator';
+import { createKeyAuthService } from './modules/keys/key-auth-service';
+import { createSignRouter } from './modules/keys/keys-router';
+import { createKeysStore } from './modules/keys/keys-store';
+import { createMessagesRouter } from './modules/messages/messages-router';
+import { createMessagesService } from './modules/messages/messages-service';
+import { createMessagesStore } from './modules/messages/messages-store';
+import { createProjectsService } from './modules/projects/projects-service';
+import { createProjectsStore } from './modules/projects/projects-store';
+import { createSystemRouter, type ReadinessCheck } from './modules/system/system-router';
+import { createThreadsRouter } from './modules/threads/threads-router';
+import { createThreadsService } from './modules/threads/threads-service';
+import { createThreadsStore } from './modules/threads/threads-store';
+
+export interface AppDeps {
+  config: Config;
+  db: Knex;
+  logger: Logger;
+}
+
+/** Composition root: config → db → stores → services → routers. */
+export function createApp({ config, db, logger }: AppDeps) {
+  const registry = createRegistry();
+  const keysStore = createKeysStore();
+  const projectsStore = createProjectsStore();
+  const threadsStore = createThreadsStore();
+  const messagesStore = createMessagesStore();
+  const eventsStore = createEventsStore();
+
+  const groupListeners: Array<(s: GroupStats) => void> = [];
+  const ingest = createIngestPipeline({
+    db,
+    logger,
+    options: { maxBatch: config.INGEST_MAX_BATCH, maxWaitMs: config.INGEST_MAX_WAIT_MS, lanes: config.INGEST_CONCURRENCY, queueLimit: config.INGEST_QUEUE_LIMIT },
+    onGroup: (s) => groupListeners.forEach((l) => l(s)),
+  });
+  const keyAuth = createKeyAuthService({ db, keysStore, cacheTtlMs: config.KEY_CACHE_TTL_MS });
+  const projects = createProjectsService({ db, projectsStore, keysStore, signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS });
+  const threads = createThreadsService({ db, threadsStore, ingest });
+  const messages = createMessagesService({ db, ingest, threads, threadsStore, messagesStore, maxMessageBytes: config.MAX_MESSAGE_BYTES });
+
+  const apiKeys = createApiKeyAuthenticators(keyAuth);
+  const guards: Guard[] = [];
+  const readinessChecks: ReadinessCheck[] = [];
+  const routes = createRouteFactory({
+    registry,
+    guards,
+    maxJsonDepth: config.MAX_JSON_DEPTH,
+    authenticate: {
+      none: async (): Promise<Principal> => ({ type: 'anonymous' }),
+      api: apiKeys.api,
+      secret: apiKeys.secret,
+      admin: apiKeys.admin,
+      developer: async () => {
+        throw unauthorized('Sign in to the console first.');
+      },
+    },
+  });
+
+  const app: Express = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', config.TRUST_PROXY);
+  app.use(requestId());
+  app.use(helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } }));
+  app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));
+  app.use(express.text({ limit: config.MAX_REQUEST_BYTES, type: 'text/plain' }));
+  app.use(cookieParser());
+
+  app.use(createSystemRouter({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }));
+  app.use(createSignRouter({ db, routes, projectsStore }));
+  app.use(createThreadsRouter({ db, routes, threads }));
+  app.use(createMessagesRouter({ db, routes, messages }));
+  app.use(createEventsRouter({ db, routes, threads, eventsStore }));
+
+  app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
+  app.use(errorMiddleware(logger));
+
+  return {
+    app,
+    registry,
+    ingest,
+    keyAuth,
+    projects,
+    threads,
+    messages,
+    guards,
+    readinessChecks,
+    groupListeners,
+    /** Flushes pending writes; the caller closes the HTTP server and the pool. */
+    async close() {
+      await ingest.close();
+    },
+  };
+}
+
+export type App = ReturnType<typeof createApp>;

@@ -1,0 +1,62 @@
+import { z } from './lib/zod';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const url = z.string().url();
+
+/** Every setting the service reads from the environment, validated once at start. */
+export const configSchema = z.object({
+  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  PORT: int(0, 65535).default(8080),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+    .optional(),
+  DATA_DIR: z.string().min(1).default('./.data'),
+  EMBEDDED_PG_PORT: int(1, 65535).default(54329),
+  DB_POOL_MAX: int(2, 200).default(20),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PUBLIC_URL: url.optional(),
+  TRUST_PROXY: z.string().default('loopback'),
+  MAX_REQUEST_BYTES: int(1024, 64 * 1024 * 1024).default(4 * 1024 * 1024),
+  MAX_MESSAGE_BYTES: int(16, 16 * 1024 * 1024).default(64 * 1024),
+  MAX_JSON_DEPTH: int(2, 256).default(32),
+  KEY_CACHE_TTL_MS: int(0, 60_000).default(2_000),
+  SIGNING_SECRET_GRACE_SECONDS: int(0, 30 * 86400).default(86400),
+  INGEST_MAX_BATCH: int(1, 10_000).default(512),
+  INGEST_MAX_WAIT_MS: int(0, 1_000).default(0),
+  INGEST_CONCURRENCY: int(1, 64).default(4),
+  INGEST_QUEUE_LIMIT: int(1, 1_000_000).default(20_000),
+  SESSION_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  SESSION_TTL_SECONDS: int(60, 30 * 86400).default(3600),
+  GOOGLE_CLIENT_ID: z.string().min(1).optional(),
+  GOOGLE_CLIENT_SECRET: z.string().min(1).optional(),
+  GOOGLE_CALLBACK_URL: url.optional(),
+  GOOGLE_AUTHORIZATION_URL: url.optional(),
+  GOOGLE_TOKEN_URL: url.optional(),
+  GOOGLE_USERINFO_URL: url.optional(),
+  SEED_DEV_PROJECT: bool.default(true),
+  SHUTDOWN_TIMEOUT_MS: int(0, 600_000).default(10_000),
+});
+
+export type Config = Readonly<z.infer<typeof configSchema>>;
+
+export class ConfigError extends Error {}
+
+/** Parses the environment; the error lists every bad variable with what to fix. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Record<string, string>> = {}): Config {
+  const source: Record<string, string | undefined> = {};
+  for (const key of Object.keys(configSchema.shape)) {
+    const value = overrides[key] ?? env[key];
+    source[key] = value === '' ? undefined : value;
+  }
+  const parsed = configSchema.safeParse(source);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  return Object.freeze(parsed.data);
+}

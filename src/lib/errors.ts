@@ -1,0 +1,44 @@
+/**
+ * Domain errors. They carry no HTTP status: the error middleware maps each kind to one.
+ */
+export type ErrorKind =
+  | 'bad_request'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'not_found'
+  | 'conflict'
+  | 'unprocessable'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
+  | 'not_acceptable'
+  | 'rate_limited'
+  | 'unavailable';
+
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+export class AppError extends Error {
+  constructor(
+    readonly kind: ErrorKind,
+    message: string,
+    readonly extra: { errors?: FieldError[]; retryAfterSeconds?: number; type?: string } = {},
+  ) {
+    super(message);
+    this.name = 'AppError';
+  }
+}
+
+export const badRequest = (detail: string, errors?: FieldError[]) => new AppError('bad_request', detail, { errors });
+export const unauthorized = (detail: string) => new AppError('unauthorized', detail);
+export const forbidden = (detail: string) => new AppError('forbidden', detail);
+export const notFound = (what: string) => new AppError('not_found', `${what} was not found`);
+export const conflict = (detail: string) => new AppError('conflict', detail);
+export const unprocessable = (detail: string, errors?: FieldError[]) => new AppError('unprocessable', detail, { errors });
+export const unavailable = (detail: string, retryAfterSeconds = 1) =>
+  new AppError('unavailable', detail, { retryAfterSeconds });
+export const rateLimited = (detail: string, retryAfterSeconds: number) =>
+  new AppError('rate_limited', detail, { retryAfterSeconds, type: 'quota-exceeded' });
+
+export const isAppError = (e: unknown): e is AppError => e instanceof AppError;

@@ -1,0 +1,204 @@
+import type { NextFunction, Request, Response, Router } from 'express';
+import { z } from '../zod';
+import { AppError, badRequest } from '../errors';
+import type { OpenAPIRegistry } from '../openapi';
+import { exceedsDepth } from './json';
+import { problemSchema, zodFieldErrors } from './problem';
+
+export type AuthMode = 'none' | 'api' | 'secret' | 'admin' | 'developer';
+export type RateClass = 'read' | 'write' | 'auth';
+
+/** Who is calling: an API key (optionally acting as an end user) or a signed-in developer. */
+export type Principal =
+  | { type: 'anonymous' }
+  | {
+      type: 'api';
+      projectId: string;
+      keyId: string;
+      kind: 'secret' | 'publishable' | 'admin';
+      userId: string | null;
+      settings: Record<string, unknown>;
+    }
+  | { type: 'developer'; developerId: string };
+
+export type ApiPrincipal = Extract<Principal, { type: 'api' }>;
+export type DeveloperPrincipal = Extract<Principal, { type: 'developer' }>;
+
+type Schema = z.ZodType;
+type Infer<S> = S extends Schema ? z.infer<S> : undefined;
+
+export interface RouteSpec<P extends Schema | undefined, Q extends Schema | undefined, B extends Schema | undefined> {
+  method: 'get' | 'post' | 'put' | 'patch' | 'delete';
+  /** Express syntax: /v1/threads/:thread_id */
+  path: string;
+  summary: string;
+  description?: string;
+  tags: string[];
+  auth: AuthMode;
+  rateClass?: RateClass;
+  params?: P;
+  query?: Q;
+  body?: B;
+  /** Turns a text/plain body into this value before validation. */
+  textBody?: (text: string) => unknown;
+  responses: Record<number, { description: string; schema?: Schema; contentType?: string }>;
+}
+
+export interface HandlerInput<P, Q, B, A extends Principal> {
+  params: P;
+  query: Q;
+  body: B;
+  principal: A;
+  header(name: string): string | undefined;
+}
+
+export interface Reply {
+  status?: number;
+  body?: unknown;
+  /** Sent as text/plain instead of JSON. */
+  text?: string;
+  headers?: Record<string, string>;
+}
+
+type PrincipalFor<M extends AuthMode> = M extends 'api' | 'secret' | 'admin'
+  ? ApiPrincipal
+  : M extends 'developer'
+    ? DeveloperPrincipal
+    : Principal;
+
+/** Runs after authentication and validation, before the handler (rate limits, IP and origin guards). */
+export type Guard = (req: Request, res: Response, spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>, principal: Principal) => Promise<void> | void;
+
+export interface RouteFactoryDeps {
+  registry: OpenAPIRegistry;
+  authenticate: Record<AuthMode, (req: Request, res: Response) => Promise<Principal>>;
+  guards: Guard[];
+  maxJsonDepth: number;
+}
+
+const toOpenApiPath = (p: string) => p.replace(/:([A-Za-z_]+)/g, '{$1}');
+
+function parse<S extends Schema>(schema: S, value: unknown, where: string): z.infer<S> {
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const errors = zodFieldErrors(result.error, where);
+    throw badRequest(`Invalid ${where}: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, errors);
+  }
+  return result.data;
+}
+
+/**
+ * One declaration per route: the same zod schemas validate the request and describe it in
+ * the OpenAPI document. Handlers receive validated input and return a Reply; they never see
+ * req/res, except `stream` handlers (SSE), which own the response.
+ */
+export function createRouteFactory(deps: RouteFactoryDeps) {
+  function register(spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>) {
+    const responses: Record<string, unknown> = {};
+    for (const [status, r] of Object.entries(spec.responses)) {
+      responses[status] = r.schema
+        ? { description: r.description, content: { [r.contentType ?? 'application/json']: { schema: r.schema } } }
+        : { description: r.description };
+    }
+    responses.default = { description: 'Error', content: { 'application/problem+json': { schema: problemSchema } } };
+    const body = spec.body
+      ? {
+          content: {
+            'application/json': { schema: spec.body },
+            ...(spec.textBody ? { 'text/plain': { schema: z.string() } } : {}),
+          },
+        }
+      : undefined;
+    deps.registry.registerPath({
+      method: spec.method,
+      path: toOpenApiPath(spec.path),
+      summary: spec.summary,
+      description: spec.description,
+      tags: spec.tags,
+      security: spec.auth === 'none' ? [] : spec.auth === 'developer' ? [{ session: [] }] : [{ apiKey: [] }],
+      request: {
+        params: spec.params as z.ZodObject | undefined,
+        query: spec.query as z.ZodObject | undefined,
+        body,
+      },
+      responses: responses as never,
+    });
+  }
+
+  async function prepare(
+    spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>,
+    req: Request,
+    res: Response,
+  ) {
+    const principal = await deps.authenticate[spec.auth](req, res);
+    const params = spec.params ? parse(spec.params, req.params, 'path') : undefined;
+    const query = spec.query ? parse(spec.query, { ...req.query }, 'query') : undefined;
+    let body: unknown;
+    if (spec.body) {
+      let raw: unknown = req.body;
+      const hasBody = Number(req.get('content-length') ?? 0) > 0 || req.get('transfer-encoding') !== undefined;
+      if (hasBody && !req.is('application/json') && !(spec.textBody && req.is('text/plain'))) {
+        throw new AppError(
+          'unsupported_media_type',
+          `Send the body as application/json${spec.textBody ? ' or text/plain' : ''} (got ${req.get('content-type') ?? 'no Content-Type'}).`,
+        );
+      }
+      if (typeof raw === 'string' && spec.textBody) raw = spec.textBody(raw);
+      if (raw === undefined && !spec.body.safeParse(undefined).success) throw badRequest('A JSON request body is required.');
+      if (exceedsDepth(raw, deps.maxJsonDepth)) throw badRequest(`The JSON body nests deeper than ${deps.maxJsonDepth} levels.`);
+      body = parse(spec.body, raw, 'body');
+    }
+    for (const guard of deps.guards) await guard(req, res, spec, principal);
+    return { params, query, body, principal, header: (name: string) => req.get(name) };
+  }
+
+  function send(res: Response, reply: Reply | void, fallbackStatus: number) {
+    const r = reply ?? {};
+    for (const [k, v] of Object.entries(r.headers ?? {})) res.setHeader(k, v);
+    res.status(r.status ?? fallbackStatus);
+    if (r.text !== undefined) res.type('text/plain; charset=utf-8').send(r.text);
+    else if (r.body === undefined) res.end();
+    else res.type('application/json').send(JSON.stringify(r.body));
+  }
+
+  const defaultStatus = (spec: { responses: Record<number, unknown> }) =>
+    Number(Object.keys(spec.responses).find((s) => Number(s) < 300) ?? 200);
+
+  return {
+    route<P extends Schema | undefined, Q extends Schema | undefined, B extends Schema | undefined, M extends AuthMode>(
+      router: Router,
+      spec: RouteSpec<P, Q, B> & { auth: M },
+      handler: (input: HandlerInput<Infer<P>, Infer<Q>, Infer<B>, PrincipalFor<M>>) => Promise<Reply | void>,
+    ) {
+      const s = spec as RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>;
+      register(s);
+      router[spec.method](spec.path, async (req: Request, res: Response, next: NextFunction) => {
+        try {
+          const input = await prepare(s, req, res);
+          send(res, await handler(input as never), defaultStatus(s));
+        } catch (e) {
+          next(e);
+        }
+      });
+    },
+
+    /** A route that owns its response (Server-Sent Events). */
+    stream<P extends Schema | undefined, Q extends Schema | undefined, M extends AuthMode>(
+      router: Router,
+      spec: RouteSpec<P, Q, undefined> & { auth: M },
+      handler: (input: HandlerInput<Infer<P>, Infer<Q>, undefined, PrincipalFor<M>>, req: Request, res: Response) => Promise<void>,
+    ) {
+      const s = spec as RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>;
+      register(s);
+      router[spec.method](spec.path, async (req: Request, res: Response, next: NextFunction) => {
+        try {
+          await handler((await prepare(s, req, res)) as never, req, res);
+        } catch (e) {
+          next(e);
+        }
+      });
+    },
+  };
+}
+
+export type RouteFactory = ReturnType<typeof createRouteFactory>;

@@ -1,0 +1,19 @@
+import type { Db } from '../../lib/db';
+import type { EventView } from './events-schemas';
+
+export function createEventsStore() {
+  return {
+    /** Events with seq > afterSeq, ascending: a range scan of the log's primary key. */
+    async after(db: Db, projectId: string, threadId: string, afterSeq: number, limit: number): Promise<EventView[]> {
+      const rows = await db('events')
+        .select('seq', 'type', 'thread_id', 'message_id', 'actor', 'data', 'created_at')
+        .where({ project_id: projectId, thread_id: threadId })
+        .andWhere('seq', '>', afterSeq)
+        .orderBy('seq')
+        .limit(limit);
+      return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
+    },
+  };
+}
+
+export type EventsStore = ReturnType<typeof createEventsStore>;

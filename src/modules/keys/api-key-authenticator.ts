@@ -1,0 +1,35 @@
+import type { Request } from 'express';
+import { forbidden } from '../../lib/errors';
+import type { ApiPrincipal } from '../../lib/http/route';
+import type { KeyAuthService } from './key-auth-service';
+
+function keyFrom(req: Request): string | undefined {
+  const auth = req.get('authorization');
+  if (auth) {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+    return m ? m[1] : auth;
+  }
+  return req.get('x-api-key');
+}
+
+/** Authenticators for the API-key route modes: any data-plane key, secret only, admin only. */
+export function createApiKeyAuthenticators(keyAuth: KeyAuthService) {
+  const principal = (req: Request) => keyAuth.authenticate(keyFrom(req), req.get('x-user-id'), req.get('x-user-signature'));
+  return {
+    async api(req: Request): Promise<ApiPrincipal> {
+      const p = await principal(req);
+      if (p.kind === 'admin') throw forbidden('Admin keys (ak_) may call only /v1/admin routes; use a secret or publishable key.');
+      return p;
+    },
+    async secret(req: Request): Promise<ApiPrincipal> {
+      const p = await principal(req);
+      if (p.kind !== 'secret') throw forbidden('This route requires a secret key (sk_).');
+      return p;
+    },
+    async admin(req: Request): Promise<ApiPrincipal> {
+      const p = await principal(req);
+      if (p.kind !== 'admin') throw forbidden('This route requires an admin key (ak_).');
+      return p;
+    },
+  };
+}

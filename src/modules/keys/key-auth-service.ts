@@ -1,0 +1,111 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { Knex } from 'knex';
+import { forbidden, unauthorized } from '../../lib/errors';
+import { userIdSchema } from '../../lib/ids';
+import type { ApiPrincipal } from '../../lib/http/route';
+import { hashApiKey, parseApiKey, type KeyKind } from './api-key';
+import type { KeysStore } from './keys-store';
+
+interface KeyContext {
+  projectId: string;
+  keyId: string;
+  kind: KeyKind;
+  settings: Record<string, unknown>;
+  signingSecrets: string[];
+  previousExpiresAt: number | null;
+}
+
+export const signUserId = (secret: string, userId: string) => createHmac('sha256', secret).update(userId).digest('hex');
+
+function signatureMatches(secret: string, userId: string, signature: string): boolean {
+  const wellFormed = /^[0-9a-f]{64}$/.test(signature);
+  const expected = Buffer.from(signUserId(secret, userId), 'hex');
+  const given = wellFormed ? Buffer.from(signature, 'hex') : Buffer.alloc(32);
+  // Always compare, even for malformed input, so timing says nothing about the secret.
+  return timingSafeEqual(expected, given) && wellFormed;
+}
+
+const MAX_CACHED = 10_000;
+const TOUCH_INTERVAL_MS = 60_000;
+
+/**
+ * Resolves API keys to principals. Live keys are cached for KEY_CACHE_TTL_MS, so a revocation
+ * takes effect everywhere within that bound even without a notification; `invalidate` makes it
+ * immediate on this replica.
+ */
+export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cacheTtlMs: number; now?: () => number }) {
+  const now = deps.now ?? Date.now;
+  const cache = new Map<string, { ctx: KeyContext; expires: number }>();
+  const lastTouched = new Map<string, number>();
+
+  async function lookup(rawKey: string): Promise<KeyContext> {
+    if (!parseApiKey(rawKey)) throw unauthorized('The API key is not valid.');
+    const hash = hashApiKey(rawKey);
+    const cacheKey = hash.toString('base64');
+    const hit = cache.get(cacheKey);
+    if (hit && hit.expires > now()) return hit.ctx;
+    const row = await deps.keysStore.findByHash(deps.db, hash);
+    if (!row) {
+      cache.delete(cacheKey);
+      throw unauthorized('The API key is not valid or has been revoked.');
+    }
+    const ctx: KeyContext = {
+      projectId: row.project_id,
+      keyId: row.key_id,
+      kind: row.kind,
+      settings: row.settings ?? {},
+      signingSecrets: [row.signing_secret, ...(row.previous_signing_secret ? [row.previous_signing_secret] : [])],
+      previousExpiresAt: row.previous_signing_secret_expires_at ? Date.parse(row.previous_signing_secret_expires_at) : null,
+    };
+    if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
+    if (deps.cacheTtlMs > 0) cache.set(cacheKey, { ctx, expires: now() + deps.cacheTtlMs });
+    touch(ctx);
+    return ctx;
+  }
+
+  // last_used_at is advisory: written at most once a minute per key per replica, off the
+  // request path, so a hot key never turns into a hot row.
+  function touch(ctx: KeyContext) {
+    const last = lastTouched.get(ctx.keyId) ?? 0;
+    if (now() - last < TOUCH_INTERVAL_MS) return;
+    lastTouched.set(ctx.keyId, now());
+    deps.keysStore.touch(deps.db, ctx.projectId, ctx.keyId).catch(() => undefined);
+  }
+
+  return {
+    /**
+     * The principal for a key plus the optional end-user headers. Publishable keys must
+     * carry a user id signed with the project's signing secret.
+     */
+    async authenticate(rawKey: string | undefined, userIdHeader: string | undefined, signature: string | undefined): Promise<ApiPrincipal> {
+      if (!rawKey) throw unauthorized('Send an API key as "Authorization: Bearer <key>" or "X-API-Key: <key>".');
+      const ctx = await lookup(rawKey.trim());
+      let userId: string | null = null;
+      if (userIdHeader !== undefined) {
+        const parsed = userIdSchema.safeParse(userIdHeader);
+        if (!parsed.success) throw unauthorized('X-User-ID must be 1–128 printable ASCII characters without spaces.');
+        userId = parsed.data;
+      }
+      if (ctx.kind === 'publishable') {
+        if (!userId) throw unauthorized('Publishable keys must send X-User-ID and X-User-Signature.');
+        const secrets = ctx.previousExpiresAt !== null && ctx.previousExpiresAt > now() ? ctx.signingSecrets : ctx.signingSecrets.slice(0, 1);
+        // Check every candidate secret, so the time taken does not reveal which one matched.
+        const ok = secrets.map((s) => signatureMatches(s, userId!, signature ?? '')).some(Boolean);
+        if (!ok) throw unauthorized('X-User-Signature does not match X-User-ID.');
+      }
+      return { type: 'api', projectId: ctx.projectId, keyId: ctx.keyId, kind: ctx.kind, userId, settings: ctx.settings };
+    },
+
+    /** Drops cached keys (all of them, or one project's), e.g. on a revocation notice. */
+    invalidate(projectId?: string) {
+      if (!projectId) return cache.clear();
+      for (const [k, v] of cache) if (v.ctx.projectId === projectId) cache.delete(k);
+    },
+  };
+}
+
+export type KeyAuthService = ReturnType<typeof createKeyAuthService>;
+
+export function requireKind(principal: ApiPrincipal, allowed: KeyKind[], what: string) {
+  if (!allowed.includes(principal.kind)) throw forbidden(`${what} requires a ${allowed.join(' or ')} key.`);
+}

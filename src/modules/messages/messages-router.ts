@@ -1,0 +1,190 @@
+import { Router } from 'express';
+import type { Knex } from 'knex';
+import { z } from '../../lib/zod';
+import type { RouteFactory } from '../../lib/http/route';
+import { runIdempotent } from '../ingest/idempotency';
+import type { AppendOutcome } from './message-append';
+import {
+  batchSchema,
+  editMessageSchema,
+  messagePageSchema,
+  messageParams,
+  messageSchema,
+  messageVersionSchema,
+  newMessageSchema,
+  pageQuerySchema,
+  reactionParams,
+  type MessageView,
+} from './messages-schemas';
+import type { MessagesService } from './messages-service';
+import { threadParams } from '../threads/threads-schemas';
+
+const replayedHeader = (r: AppendOutcome): Record<string, string> =>
+  r.existed.every(Boolean) ? { 'Idempotent-Replayed': 'true' } : {};
+
+/** One line per message for `Accept: text/plain`: "#seq author: text". */
+function asText(messages: MessageView[]): string {
+  return messages
+    .map((m) => {
+      const b = m.body as { text?: unknown } | null;
+      const text = m.deleted ? '[deleted]' : b && typeof b === 'object' && typeof b.text === 'string' ? b.text : JSON.stringify(m.body);
+      return `#${m.seq} ${m.author}: ${text.replace(/[\r\n]+/g, ' ')}`;
+    })
+    .join('\n')
+    .concat(messages.length ? '\n' : '');
+}
+
+const prefersText = (accept: string | undefined) => !!accept && /text\/plain/.test(accept) && !/application\/json/.test(accept);
+
+export function createMessagesRouter(deps: { db: Knex; routes: RouteFactory; messages: MessagesService }) {
+  const { routes, messages } = deps;
+  const router = Router();
+  const tags = ['Messages'];
+
+  routes.route(
+    router,
+    {
+      method: 'post',
+      path: '/v1/threads/:thread_id/messages',
+      summary: 'Append a message (creates the thread if the id is new)',
+      description: 'A text/plain body becomes {"text": …}. A client-chosen id or an Idempotency-Key makes retries return the first result.',
+      tags,
+      auth: 'api',
+      rateClass: 'write',
+      params: threadParams,
+      body: newMessageSchema,
+      textBody: (text) => ({ body: { text } }),
+      responses: { 201: { description: 'Appended (acknowledged after commit)', schema: messageSchema } },
+    },
+    ({ principal, params, body, header }) =>
+      runIdempotent<AppendOutcome>(
+        deps.db,
+        { ...principal, header: header('idempotency-key'), route: `/v1/threads/${params.thread_id}/messages`, body },
+        (r) => ({ status: 201, body: r.messages[0], headers: replayedHeader(r) }),
+        (record) => messages.append(principal, params.thread_id, [body], record),
+      ),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'post',
+      path: '/v1/threads/:thread_id/messages/batch',
+      summary: 'Append up to 1,000 messages in one transaction with contiguous seqs',
+      tags,
+      auth: 'api',
+      rateClass: 'write',
+      params: threadParams,
+      body: batchSchema,
+      responses: { 201: { description: 'Appended', schema: z.object({ data: z.array(messageSchema) }) } },
+    },
+    ({ principal, params, body, header }) =>
+      runIdempotent<AppendOutcome>(
+        deps.db,
+        { ...principal, header: header('idempotency-key'), route: `/v1/threads/${params.thread_id}/messages/batch`, body },
+        (r) => ({ status: 201, body: { data: r.messages }, headers: replayedHeader(r) }),
+        (record) => messages.append(principal, params.thread_id, body.messages, record),
+      ),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/threads/:thread_id/messages',
+      summary: 'A page of messages in ascending seq order (the newest page without a cursor)',
+      description: '`Accept: text/plain` returns one line per message.',
+      tags,
+      auth: 'api',
+      rateClass: 'read',
+      params: threadParams,
+      query: pageQuerySchema,
+      responses: { 200: { description: 'A page', schema: messagePageSchema } },
+    },
+    async ({ principal, params, query, header }) => {
+      const page = await messages.page(principal, params.thread_id, query);
+      return prefersText(header('accept')) ? { text: asText(page.data) } : { body: page };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/threads/:thread_id/messages/:message_id',
+      summary: 'Read one message (current version)',
+      tags,
+      auth: 'api',
+      rateClass: 'read',
+      params: messageParams,
+      responses: { 200: { description: 'The message', schema: messageSchema } },
+    },
+    async ({ principal, params }) => ({ body: await messages.get(principal, params.thread_id, params.message_id) }),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'patch',
+      path: '/v1/threads/:thread_id/messages/:message_id',
+      summary: 'Edit a message (appends a new version)',
+      tags,
+      auth: 'api',
+      rateClass: 'write',
+      params: messageParams,
+      body: editMessageSchema,
+      textBody: (text) => ({ body: { text } }),
+      responses: { 200: { description: 'The edited message', schema: messageSchema } },
+    },
+    async ({ principal, params, body }) => ({ body: await messages.edit(principal, params.thread_id, params.message_id, body.body) }),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'delete',
+      path: '/v1/threads/:thread_id/messages/:message_id',
+      summary: 'Soft-delete a message (appends a tombstone version; history is kept)',
+      tags,
+      auth: 'api',
+      rateClass: 'write',
+      params: messageParams,
+      responses: { 200: { description: 'The tombstoned message', schema: messageSchema } },
+    },
+    async ({ principal, params }) => ({ body: await messages.remove(principal, params.thread_id, params.message_id) }),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/threads/:thread_id/messages/:message_id/versions',
+      summary: 'Every version of a message, oldest first',
+      tags,
+      auth: 'api',
+      rateClass: 'read',
+      params: messageParams,
+      responses: { 200: { description: 'Versions', schema: z.object({ data: z.array(messageVersionSchema) }) } },
+    },
+    async ({ principal, params }) => ({ body: { data: await messages.versions(principal, params.thread_id, params.message_id) } }),
+  );
+
+  for (const on of [true, false]) {
+    routes.route(
+      router,
+      {
+        method: on ? 'put' : 'delete',
+        path: '/v1/threads/:thread_id/messages/:message_id/reactions/:reaction',
+        summary: on ? "Add the user's reaction (idempotent)" : "Remove the user's reaction (idempotent)",
+        tags,
+        auth: 'api',
+        rateClass: 'write',
+        params: reactionParams,
+        responses: { 200: { description: 'The message with its reaction summary', schema: messageSchema } },
+      },
+      async ({ principal, params }) => ({ body: await messages.react(principal, params.thread_id, params.message_id, params.reaction, on) }),
+    );
+  }
+
+  return router;
+}

@@ -1,0 +1,77 @@
+import { z } from '../../lib/zod';
+import { idSchema, userIdSchema } from '../../lib/ids';
+
+const jsonValue = z
+  .unknown()
+  .refine((v) => v !== undefined, 'is required (any JSON value)')
+  .openapi({ description: 'Any JSON value' });
+
+export const reactionSchema = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[^\s/\\\x00-\x1f\x7f]+$/u, 'must be 1–64 characters without spaces, slashes or control characters');
+
+export const newMessageSchema = z
+  .object({
+    id: idSchema.optional().openapi({ description: 'Client-chosen id; a retry with the same id returns the first result' }),
+    body: jsonValue,
+    author: userIdSchema.optional().openapi({ description: 'Secret keys only; defaults to X-User-ID' }),
+  })
+  .strict()
+  .openapi('NewMessage');
+
+export const batchSchema = z
+  .object({ messages: z.array(newMessageSchema).min(1).max(1000) })
+  .strict()
+  .openapi('MessageBatch');
+
+export const editMessageSchema = z.object({ body: jsonValue }).strict().openapi('MessageEdit');
+
+export const messageSchema = z
+  .object({
+    id: z.string(),
+    thread_id: z.string(),
+    author: z.string(),
+    seq: z.number().int(),
+    body: z.unknown(),
+    version: z.number().int(),
+    created_at: z.string(),
+    edited_at: z.string().nullable(),
+    deleted: z.boolean(),
+    reactions: z.record(z.string(), z.number().int()),
+  })
+  .openapi('Message');
+export type MessageView = z.infer<typeof messageSchema>;
+
+export const messageVersionSchema = z
+  .object({
+    version: z.number().int(),
+    seq: z.number().int(),
+    actor: z.string().nullable(),
+    body: z.unknown(),
+    deleted: z.boolean(),
+    created_at: z.string(),
+  })
+  .openapi('MessageVersion');
+export type MessageVersionView = z.infer<typeof messageVersionSchema>;
+
+const seqParam = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const boolParam = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+export const pageQuerySchema = z
+  .object({
+    limit: z.coerce.number().int().min(1).max(200).default(50),
+    before_seq: seqParam.optional(),
+    after_seq: seqParam.optional(),
+    include_deleted: boolParam.default(false),
+  })
+  .strict()
+  .refine((q) => q.before_seq === undefined || q.after_seq === undefined, 'use before_seq or after_seq, not both');
+
+export const messagePageSchema = z
+  .object({ data: z.array(messageSchema), has_more_before: z.boolean(), has_more_after: z.boolean() })
+  .openapi('MessagePage');
+
+export const messageParams = z.object({ thread_id: idSchema, message_id: idSchema });
+export const reactionParams = messageParams.extend({ reaction: reactionSchema });

@@ -1,0 +1,163 @@
+import type { Knex } from 'knex';
+import { badRequest, forbidden, notFound, AppError } from '../../lib/errors';
+import { newId } from '../../lib/ids';
+import { jsonBytes } from '../../lib/http/json';
+import type { ApiPrincipal } from '../../lib/http/route';
+import type { IngestPipeline } from '../ingest/ingest-pipeline';
+import type { IdempotencyRecord, IdempotentReplay } from '../ingest/idempotency';
+import { appendEvents, type CommitPointers } from '../ingest/thread-log';
+import { assertAccess, isTrusted } from '../threads/thread-access';
+import type { ThreadsService } from '../threads/threads-service';
+import type { ThreadsStore } from '../threads/threads-store';
+import { appendMany, THREAD_MISSING, type AppendOutcome, type NewMessage } from './message-append';
+import type { MessagesStore } from './messages-store';
+import type { MessageView } from './messages-schemas';
+
+export interface MessageInput {
+  id?: string;
+  body: unknown;
+  author?: string;
+}
+
+export function createMessagesService(deps: {
+  db: Knex;
+  ingest: IngestPipeline;
+  threads: ThreadsService;
+  threadsStore: ThreadsStore;
+  messagesStore: MessagesStore;
+  maxMessageBytes: number;
+}) {
+  const { db, ingest, threads, threadsStore, messagesStore } = deps;
+
+  function toNewMessage(principal: ApiPrincipal, m: MessageInput, index: number | null): NewMessage {
+    const where = index === null ? '' : ` (messages[${index}])`;
+    if (m.author !== undefined && !isTrusted(principal) && m.author !== principal.userId) {
+      throw forbidden(`Only secret keys may post as another author${where}.`);
+    }
+    const author = m.author ?? principal.userId;
+    if (!author) throw badRequest(`Send "author" or an X-User-ID header to say who wrote the message${where}.`);
+    if (jsonBytes(m.body) > deps.maxMessageBytes) {
+      throw new AppError('payload_too_large', `A message body may be at most ${deps.maxMessageBytes} bytes of JSON${where}.`);
+    }
+    return { id: m.id ?? newId('msg'), clientChosen: m.id !== undefined, author, body: m.body };
+  }
+
+  /**
+   * Appends through the group-commit pipeline. The fast path needs a live thread the caller
+   * may write to; otherwise the slow path creates the thread (posting to an unknown id creates
+   * it) or refuses, inside the group transaction.
+   */
+  async function append(principal: ApiPrincipal, threadId: string, messages: MessageInput[], idempotency?: IdempotencyRecord<AppendOutcome>) {
+    const batch = messages.map((m, i) => toNewMessage(principal, m, messages.length > 1 ? i : null));
+    // Secret keys may write anywhere, so they go straight to the fast path. A user's append
+    // takes it only when the thread exists and its policy lets them write.
+    let fast = isTrusted(principal);
+    if (!fast) {
+      const thread = await threadsStore.getWithRole(db, principal.projectId, threadId, principal.userId);
+      if (thread) assertAccess(principal, thread, thread.role, 'write');
+      fast = Boolean(thread);
+    }
+    const request = { projectId: principal.projectId, threadId, messages: batch };
+    return ingest.submit({
+      kind: 'append',
+      partition: `${principal.projectId}:${threadId}`,
+      request,
+      fast,
+      idempotency,
+      slow: async (tx: Knex.Transaction, pointers: CommitPointers) => {
+        const state = await threadsStore.exists(tx, principal.projectId, threadId);
+        if (state === 'deleted') throw notFound('thread');
+        if (state === 'none') {
+          await threads.createInTx(tx, pointers, principal, { id: threadId, type: 'group' });
+        } else {
+          await threads.authorize(tx, principal, threadId, 'write', true);
+        }
+        const [result] = await appendMany(tx, pointers, [request]);
+        if (result === THREAD_MISSING) throw notFound('thread');
+        if (result instanceof AppError) throw result;
+        return result;
+      },
+    }) as Promise<AppendOutcome | IdempotentReplay>;
+  }
+
+  /** Edits or soft-deletes: a new version appended to the log, then the current row updated. */
+  function revise(principal: ApiPrincipal, threadId: string, messageId: string, change: { deleted: false; body: unknown } | { deleted: true }): Promise<MessageView> {
+    if (!change.deleted && jsonBytes(change.body) > deps.maxMessageBytes) {
+      throw new AppError('payload_too_large', `A message body may be at most ${deps.maxMessageBytes} bytes of JSON.`);
+    }
+    return ingest.submit({
+      kind: 'tx',
+      partition: `${principal.projectId}:${threadId}`,
+      run: async (tx, pointers) => {
+        // The thread lock first: every change to a message takes it, so the row below is stable.
+        await threads.authorize(tx, principal, threadId, 'read', true);
+        const message = await messagesStore.get(tx, principal.projectId, threadId, messageId);
+        if (!message) throw notFound('message');
+        if (!isTrusted(principal) && message.author !== principal.userId) throw forbidden('Only the author of a message (or a secret key) may change it.');
+        if (message.deleted) throw new AppError('conflict', 'The message is deleted; its history stays readable through /versions.');
+        const version = message.version + 1;
+        const body = change.deleted ? null : change.body;
+        const { lastSeq } = await appendEvents(tx, pointers, principal.projectId, threadId, [
+          change.deleted
+            ? { type: 'message.deleted', messageId, actor: principal.userId ?? message.author, data: { id: messageId, version } }
+            : { type: 'message.edited', messageId, actor: principal.userId ?? message.author, data: { id: messageId, body, version } },
+        ]);
+        return messagesStore.applyEdit(tx, principal.projectId, threadId, messageId, { body, deleted: change.deleted, seq: lastSeq });
+      },
+    });
+  }
+
+  function react(principal: ApiPrincipal, threadId: string, messageId: string, reaction: string, on: boolean): Promise<MessageView> {
+    const userId = principal.userId;
+    if (!userId) throw badRequest('Reactions belong to a user: send X-User-ID.');
+    return ingest.submit({
+      kind: 'tx',
+      partition: `${principal.projectId}:${threadId}`,
+      run: async (tx, pointers) => {
+        await threads.authorize(tx, principal, threadId, 'read', true);
+        const message = await messagesStore.get(tx, principal.projectId, threadId, messageId);
+        if (!message || message.deleted) throw notFound('message');
+        const key = { projectId: principal.projectId, threadId, messageId, reaction, userId };
+        if (!(await messagesStore.setReaction(tx, key, on))) return message;
+        await appendEvents(tx, pointers, principal.projectId, threadId, [
+          { type: on ? 'reaction.added' : 'reaction.removed', messageId, actor: userId, data: { message_id: messageId, reaction, user_id: userId } },
+        ]);
+        return messagesStore.adjustReactionCount(tx, principal.projectId, threadId, messageId, reaction, on ? 1 : -1);
+      },
+    });
+  }
+
+  return {
+    append,
+    edit: (p: ApiPrincipal, t: string, m: string, body: unknown) => revise(p, t, m, { deleted: false, body }),
+    remove: (p: ApiPrincipal, t: string, m: string) => revise(p, t, m, { deleted: true }),
+    react,
+
+    async page(principal: ApiPrincipal, threadId: string, q: { limit: number; before_seq?: number; after_seq?: number; include_deleted: boolean }) {
+      await threads.authorize(db, principal, threadId, 'read');
+      return messagesStore.page(db, principal.projectId, threadId, {
+        limit: q.limit,
+        beforeSeq: q.before_seq,
+        afterSeq: q.after_seq,
+        includeDeleted: q.include_deleted,
+      });
+    },
+
+    async get(principal: ApiPrincipal, threadId: string, messageId: string): Promise<MessageView> {
+      await threads.authorize(db, principal, threadId, 'read');
+      const message = await messagesStore.get(db, principal.projectId, threadId, messageId);
+      if (!message) throw notFound('message');
+      const { version_seqs: _seqs, ...view } = message;
+      return view;
+    },
+
+    async versions(principal: ApiPrincipal, threadId: string, messageId: string) {
+      await threads.authorize(db, principal, threadId, 'read');
+      const message = await messagesStore.get(db, principal.projectId, threadId, messageId);
+      if (!message) throw notFound('message');
+      return messagesStore.versions(db, principal.projectId, threadId, message.version_seqs);
+    },
+  };
+}
+
+export type MessagesService = ReturnType<typeof createMessagesService>;

@@ -1,0 +1,162 @@
+import { Router } from 'express';
+import type { Knex } from 'knex';
+import type { RouteFactory } from '../../lib/http/route';
+import { runIdempotent } from '../ingest/idempotency';
+import {
+  createThreadSchema,
+  memberListSchema,
+  memberParams,
+  memberSchema,
+  putMemberSchema,
+  threadListQuerySchema,
+  threadListSchema,
+  threadParams,
+  threadSchema,
+  updateThreadSchema,
+} from './threads-schemas';
+import type { CreatedThread, ThreadsService } from './threads-service';
+
+export function createThreadsRouter(deps: { db: Knex; routes: RouteFactory; threads: ThreadsService }) {
+  const { routes, threads } = deps;
+  const router = Router();
+  const tags = ['Threads'];
+
+  routes.route(
+    router,
+    {
+      method: 'post',
+      path: '/v1/threads',
+      summary: 'Create a thread (a repeated dm returns the existing one)',
+      tags,
+      auth: 'api',
+      rateClass: 'write',
+      body: createThreadSchema,
+      responses: { 201: { description: 'Created', schema: threadSchema }, 200: { description: 'The existing dm', schema: threadSchema } },
+    },
+    ({ principal, body, header }) =>
+      runIdempotent<CreatedThread>(
+        deps.db,
+        { ...principal, header: header('idempotency-key'), route: '/v1/threads', body },
+        (r) => ({ status: r.created ? 201 : 200, body: r.thread }),
+        (record) => threads.create(principal, body, record),
+      ),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/threads',
+      summary: "The caller's threads, most recent activity first",
+      tags,
+      auth: 'api',
+      rateClass: 'read',
+      query: threadListQuerySchema,
+      responses: { 200: { description: 'A page of threads', schema: threadListSchema } },
+    },
+    async ({ principal, query }) => ({ body: await threads.list(principal, query.limit, query.cursor) }),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/threads/:thread_id',
+      summary: 'Read a thread',
+      tags,
+      auth: 'api',
+      rateClass: 'read',
+      params: threadParams,
+      responses: { 200: { description: 'The thread', schema: threadSchema } },
+    },
+    async ({ principal, params }) => ({ body: await threads.get(principal, params.thread_id) }),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'patch',
+      path: '/v1/threads/:thread_id',
+      summary: 'Update title, attributes or policies (appends thread.updated)',
+      tags,
+      auth: 'api',
+      rateClass: 'write',
+      params: threadParams,
+      body: updateThreadSchema,
+      responses: { 200: { description: 'The updated thread', schema: threadSchema } },
+    },
+    async ({ principal, params, body }) => ({ body: await threads.update(principal, params.thread_id, body) }),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'delete',
+      path: '/v1/threads/:thread_id',
+      summary: 'Soft-delete a thread (appends thread.deleted)',
+      tags,
+      auth: 'api',
+      rateClass: 'write',
+      params: threadParams,
+      responses: { 204: { description: 'Deleted' } },
+    },
+    async ({ principal, params }) => {
+      await threads.remove(principal, params.thread_id);
+      return { status: 204 };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/threads/:thread_id/members',
+      summary: 'Members and their roles',
+      tags,
+      auth: 'api',
+      rateClass: 'read',
+      params: threadParams,
+      responses: { 200: { description: 'Members', schema: memberListSchema } },
+    },
+    async ({ principal, params }) => ({ body: { data: await threads.members(principal, params.thread_id) } }),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'put',
+      path: '/v1/threads/:thread_id/members/:user_id',
+      summary: 'Add a member or change their role (appends member.added)',
+      tags,
+      auth: 'api',
+      rateClass: 'write',
+      params: memberParams,
+      body: putMemberSchema.optional(),
+      responses: { 201: { description: 'Added', schema: memberSchema }, 200: { description: 'Role updated or unchanged', schema: memberSchema } },
+    },
+    async ({ principal, params, body }) => {
+      const r = await threads.putMember(principal, params.thread_id, params.user_id, body?.role ?? 'member');
+      return { status: r.created ? 201 : 200, body: r.member };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'delete',
+      path: '/v1/threads/:thread_id/members/:user_id',
+      summary: 'Remove a member (appends member.removed)',
+      tags,
+      auth: 'api',
+      rateClass: 'write',
+      params: memberParams,
+      responses: { 204: { description: 'Removed' } },
+    },
+    async ({ principal, params }) => {
+      await threads.removeMember(principal, params.thread_id, params.user_id);
+      return { status: 204 };
+    },
+  );
+
+  return router;
+}

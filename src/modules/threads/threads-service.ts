@@ -1,0 +1,193 @@
+import type { Knex } from 'knex';
+import { badRequest, conflict, notFound } from '../../lib/errors';
+import { newId } from '../../lib/ids';
+import type { ApiPrincipal } from '../../lib/http/route';
+import type { IngestPipeline } from '../ingest/ingest-pipeline';
+import type { IdempotencyRecord, IdempotentReplay } from '../ingest/idempotency';
+import { appendEvents, type CommitPointers, type EventInput } from '../ingest/thread-log';
+import { assertAccess, isTrusted, type Access } from './thread-access';
+import type { CreateThreadInput, Role, ThreadView, UpdateThreadInput } from './threads-schemas';
+import { toThreadView, type ThreadRow, type ThreadsStore } from './threads-store';
+
+export interface CreatedThread {
+  thread: ThreadView;
+  created: boolean;
+}
+
+const encodeCursor = (t: ThreadRow) => Buffer.from(JSON.stringify([t.last_activity_at, t.id])).toString('base64url');
+function decodeCursor(cursor: string): { at: string; id: string } {
+  try {
+    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
+    if (typeof at === 'string' && typeof id === 'string' && !Number.isNaN(Date.parse(at))) return { at, id };
+  } catch {
+    /* fall through */
+  }
+  throw badRequest('cursor is not valid: pass the next_cursor of a previous page unchanged.');
+}
+
+export function createThreadsService(deps: { db: Knex; threadsStore: ThreadsStore; ingest: IngestPipeline }) {
+  const { db, threadsStore: store, ingest } = deps;
+
+  /** The thread if the caller may access it; 404 when it does not exist in the caller's project. */
+  async function authorize(tx: Knex | Knex.Transaction, principal: ApiPrincipal, threadId: string, access: Access, lock = false) {
+    const thread = await store.getWithRole(tx, principal.projectId, threadId, principal.userId, { lock });
+    if (!thread) throw notFound('thread');
+    assertAccess(principal, thread, thread.role, access);
+    return thread;
+  }
+
+  /**
+   * Creates a thread inside a group transaction: the row, then thread.created and one
+   * member.added per member as its first events. Returns the existing thread for a repeated dm.
+   */
+  async function createInTx(tx: Knex.Transaction, pointers: CommitPointers, principal: ApiPrincipal, input: CreateThreadInput & { id: string }): Promise<CreatedThread> {
+    const actor = principal.userId;
+    const members = new Map<string, Role>();
+    if (actor) members.set(actor, 'owner');
+    for (const m of input.members ?? []) {
+      const userId = typeof m === 'string' ? m : m.user_id;
+      const role = typeof m === 'string' ? 'member' : m.role;
+      if (!members.has(userId)) members.set(userId, role);
+    }
+    let dmKey: string | null = null;
+    if (input.type === 'dm') {
+      if (members.size !== 2) throw badRequest('A dm has exactly two distinct members (the caller counts when X-User-ID is sent).');
+      dmKey = JSON.stringify([...members.keys()].sort());
+      const existing = await store.findDm(tx, principal.projectId, dmKey);
+      if (existing) return { thread: toThreadView(existing), created: false };
+    }
+    const row = await store.insert(tx, {
+      project_id: principal.projectId,
+      id: input.id,
+      type: input.type,
+      title: input.title ?? null,
+      attributes: input.attributes ?? {},
+      read_policy: input.policies?.read ?? 'members',
+      write_policy: input.policies?.write ?? 'members',
+      created_by: actor,
+      dm_key: dmKey,
+    });
+    if (!row) {
+      if (dmKey) {
+        const existing = await store.findDm(tx, principal.projectId, dmKey);
+        if (existing) return { thread: toThreadView(existing), created: false };
+      }
+      throw conflict(`A thread with id "${input.id}" already exists.`);
+    }
+    const events: EventInput[] = [
+      {
+        type: 'thread.created',
+        actor,
+        data: { id: row.id, type: row.type, title: row.title, attributes: row.attributes, policies: { read: row.read_policy, write: row.write_policy }, created_by: actor },
+      },
+    ];
+    for (const [userId, role] of members) {
+      await store.upsertMember(tx, principal.projectId, row.id, userId, role);
+      events.push({ type: 'member.added', actor, data: { user_id: userId, role } });
+    }
+    const { lastSeq, at } = await appendEvents(tx, pointers, principal.projectId, row.id, events);
+    return { thread: toThreadView({ ...row, last_seq: lastSeq, last_activity_at: at }), created: true };
+  }
+
+  return {
+    authorize,
+    createInTx,
+
+    create(principal: ApiPrincipal, input: CreateThreadInput, idempotency?: IdempotencyRecord<CreatedThread>): Promise<CreatedThread | IdempotentReplay> {
+      const id = input.id ?? newId('thr');
+      return ingest.submit({
+        kind: 'tx',
+        partition: `${principal.projectId}:${id}`,
+        run: (tx, pointers) => createInTx(tx, pointers, principal, { ...input, id }),
+        idempotency,
+      });
+    },
+
+    async get(principal: ApiPrincipal, threadId: string): Promise<ThreadView> {
+      return toThreadView(await authorize(db, principal, threadId, 'read'));
+    },
+
+    async list(principal: ApiPrincipal, limit: number, cursor?: string) {
+      const rows = await store.list(db, principal.projectId, principal.userId, limit, cursor ? decodeCursor(cursor) : undefined);
+      const page = rows.slice(0, limit);
+      return { data: page.map(toThreadView), next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]) : null };
+    },
+
+    update(principal: ApiPrincipal, threadId: string, patch: UpdateThreadInput): Promise<ThreadView> {
+      return ingest.submit({
+        kind: 'tx',
+        partition: `${principal.projectId}:${threadId}`,
+        run: async (tx, pointers) => {
+          const thread = await authorize(tx, principal, threadId, 'manage', true);
+          const changes: Record<string, unknown> = {};
+          const data: Record<string, unknown> = {};
+          if (patch.title !== undefined) changes.title = data.title = patch.title;
+          if (patch.attributes !== undefined) {
+            changes.attributes = JSON.stringify(patch.attributes);
+            data.attributes = patch.attributes;
+          }
+          if (patch.policies) {
+            const policies = { read: patch.policies.read ?? thread.read_policy, write: patch.policies.write ?? thread.write_policy };
+            changes.read_policy = policies.read;
+            changes.write_policy = policies.write;
+            data.policies = policies;
+          }
+          await appendEvents(tx, pointers, principal.projectId, threadId, [{ type: 'thread.updated', actor: principal.userId, data }]);
+          return toThreadView(await store.update(tx, principal.projectId, threadId, changes));
+        },
+      });
+    },
+
+    remove(principal: ApiPrincipal, threadId: string): Promise<void> {
+      return ingest.submit({
+        kind: 'tx',
+        partition: `${principal.projectId}:${threadId}`,
+        run: async (tx, pointers) => {
+          await authorize(tx, principal, threadId, 'manage', true);
+          await appendEvents(tx, pointers, principal.projectId, threadId, [{ type: 'thread.deleted', actor: principal.userId, data: {} }]);
+          await store.update(tx, principal.projectId, threadId, { deleted_at: tx.fn.now() });
+        },
+      });
+    },
+
+    async members(principal: ApiPrincipal, threadId: string) {
+      await authorize(db, principal, threadId, 'read');
+      return store.members(db, principal.projectId, threadId);
+    },
+
+    putMember(principal: ApiPrincipal, threadId: string, userId: string, role: Role) {
+      return ingest.submit({
+        kind: 'tx',
+        partition: `${principal.projectId}:${threadId}`,
+        run: async (tx, pointers) => {
+          const thread = await authorize(tx, principal, threadId, 'manage', true);
+          if (role === 'owner' && !isTrusted(principal) && thread.role !== 'owner') {
+            throw badRequest('Only an owner (or a secret key) can make another owner.');
+          }
+          const current = await store.getMember(tx, principal.projectId, threadId, userId);
+          if (current?.role === role) return { member: current, created: false };
+          const member = await store.upsertMember(tx, principal.projectId, threadId, userId, role);
+          await appendEvents(tx, pointers, principal.projectId, threadId, [{ type: 'member.added', actor: principal.userId, data: { user_id: userId, role } }]);
+          return { member, created: !current };
+        },
+      });
+    },
+
+    removeMember(principal: ApiPrincipal, threadId: string, userId: string): Promise<void> {
+      return ingest.submit({
+        kind: 'tx',
+        partition: `${principal.projectId}:${threadId}`,
+        run: async (tx, pointers) => {
+          // Leaving a thread needs no role; removing someone else needs owner or admin.
+          const thread = await store.getWithRole(tx, principal.projectId, threadId, principal.userId, { lock: true });
+          if (!thread) throw notFound('thread');
+          if (userId !== principal.userId) assertAccess(principal, thread, thread.role, 'manage');
+          if (!(await store.removeMember(tx, principal.projectId, threadId, userId))) throw notFound('member');
+          await appendEvents(tx, pointers, principal.projectId, threadId, [{ type: 'member.removed', actor: principal.userId, data: { user_id: userId } }]);
+        },
+      });
+    },
+  };
+}
+
+export type ThreadsService = ReturnType<typeof createThreadsService>;

@@ -1,0 +1,113 @@
+import type { Db } from '../../lib/db';
+import type { Role, ThreadView } from './threads-schemas';
+
+export interface ThreadRow {
+  project_id: string;
+  id: string;
+  type: 'dm' | 'group' | 'channel';
+  title: string | null;
+  attributes: Record<string, unknown>;
+  read_policy: 'public' | 'members' | 'owners';
+  write_policy: 'public' | 'members' | 'owners';
+  created_by: string | null;
+  dm_key: string | null;
+  created_at: string;
+  updated_at: string;
+  last_seq: number;
+  last_activity_at: string;
+  deleted_at: string | null;
+}
+
+export const toThreadView = (t: ThreadRow): ThreadView => ({
+  id: t.id,
+  type: t.type,
+  title: t.title,
+  attributes: t.attributes ?? {},
+  policies: { read: t.read_policy, write: t.write_policy },
+  created_by: t.created_by,
+  created_at: t.created_at,
+  updated_at: t.updated_at,
+  last_seq: Number(t.last_seq),
+  last_activity_at: t.last_activity_at,
+  deleted: t.deleted_at !== null,
+});
+
+export function createThreadsStore() {
+  return {
+    /** A live thread and, when a user is given, that user's role in it. */
+    async getWithRole(db: Db, projectId: string, threadId: string, userId: string | null, opts: { lock?: boolean } = {}) {
+      const q = db('threads as t')
+        .first('t.*', userId ? 'm.role' : db.raw('null::text as role'))
+        .where({ 't.project_id': projectId, 't.id': threadId })
+        .whereNull('t.deleted_at');
+      if (userId) q.leftJoin('thread_members as m', (j) => j.on('m.project_id', 't.project_id').andOn('m.thread_id', 't.id').andOnVal('m.user_id', userId));
+      if (opts.lock) q.forUpdate('t');
+      return (await q) as (ThreadRow & { role: Role | null }) | undefined;
+    },
+
+    async exists(db: Db, projectId: string, threadId: string): Promise<'live' | 'deleted' | 'none'> {
+      const row = await db('threads').first('deleted_at').where({ project_id: projectId, id: threadId });
+      return !row ? 'none' : row.deleted_at ? 'deleted' : 'live';
+    },
+
+    async findDm(db: Db, projectId: string, dmKey: string): Promise<ThreadRow | undefined> {
+      return db('threads').first('*').where({ project_id: projectId, dm_key: dmKey }).whereNull('deleted_at');
+    },
+
+    /** Inserts a thread with last_seq 0; undefined when the id (or dm pair) is taken. */
+    async insert(db: Db, row: Omit<ThreadRow, 'created_at' | 'updated_at' | 'last_seq' | 'last_activity_at' | 'deleted_at'>) {
+      const rows = await db('threads')
+        .insert({ ...row, attributes: JSON.stringify(row.attributes) })
+        .onConflict()
+        .ignore()
+        .returning('*');
+      return rows[0] as ThreadRow | undefined;
+    },
+
+    async update(db: Db, projectId: string, threadId: string, patch: Record<string, unknown>) {
+      const [row] = await db('threads')
+        .where({ project_id: projectId, id: threadId })
+        .update({ ...patch, updated_at: db.fn.now() })
+        .returning('*');
+      return row as ThreadRow;
+    },
+
+    /**
+     * Threads by latest activity, keyset-paginated on (last_activity_at, id). For a user: the
+     * threads they are a member of.
+     */
+    async list(db: Db, projectId: string, userId: string | null, limit: number, after?: { at: string; id: string }) {
+      const q = db('threads as t').select('t.*').where('t.project_id', projectId).whereNull('t.deleted_at');
+      if (userId) {
+        q.join('thread_members as m', (j) => j.on('m.project_id', 't.project_id').andOn('m.thread_id', 't.id')).where('m.user_id', userId);
+      }
+      if (after) q.whereRaw('(t.last_activity_at, t.id) < (?::timestamptz, ?)', [after.at, after.id]);
+      return (await q.orderBy([{ column: 't.last_activity_at', order: 'desc' }, { column: 't.id', order: 'desc' }]).limit(limit + 1)) as ThreadRow[];
+    },
+
+    async members(db: Db, projectId: string, threadId: string) {
+      return db('thread_members').select('user_id', 'role', 'added_at').where({ project_id: projectId, thread_id: threadId }).orderBy('added_at').orderBy('user_id');
+    },
+
+    async upsertMember(db: Db, projectId: string, threadId: string, userId: string, role: Role) {
+      const [row] = await db('thread_members')
+        .insert({ project_id: projectId, thread_id: threadId, user_id: userId, role })
+        .onConflict(['project_id', 'thread_id', 'user_id'])
+        .merge({ role })
+        .returning(['user_id', 'role', 'added_at']);
+      return row as { user_id: string; role: Role; added_at: string };
+    },
+
+    async getMember(db: Db, projectId: string, threadId: string, userId: string) {
+      return (await db('thread_members').first('user_id', 'role', 'added_at').where({ project_id: projectId, thread_id: threadId, user_id: userId })) as
+        | { user_id: string; role: Role; added_at: string }
+        | undefined;
+    },
+
+    async removeMember(db: Db, projectId: string, threadId: string, userId: string) {
+      return (await db('thread_members').where({ project_id: projectId, thread_id: threadId, user_id: userId }).del()) > 0;
+    },
+  };
+}
+
+export type ThreadsStore = ReturnType<typeof createThreadsStore>;

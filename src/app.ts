@@ -9,6 +9,7 @@ import { requestId } from './lib/http/request-id';
 import { createRouteFactory, type Guard, type Principal } from './lib/http/route';
 import type { Logger } from './lib/logger';
 import { createRegistry } from './lib/openapi';
+import { createPgListener } from './lib/pg-listener';
 import { createEventsRouter } from './modules/events/events-router';
 import { createEventsStore } from './modules/events/events-store';
 import { createIngestPipeline, type GroupStats } from './modules/ingest/ingest-pipeline';
@@ -30,10 +31,12 @@ export interface AppDeps {
   config: Config;
   db: Knex;
   logger: Logger;
+  /** For the replica's one LISTEN connection (outside the pool). */
+  databaseUrl: string;
 }
 
 /** Composition root: config → db → stores → services → routers. */
-export function createApp({ config, db, logger }: AppDeps) {
+export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   const registry = createRegistry();
   const keysStore = createKeysStore();
   const projectsStore = createProjectsStore();
@@ -41,6 +44,7 @@ export function createApp({ config, db, logger }: AppDeps) {
   const messagesStore = createMessagesStore();
   const eventsStore = createEventsStore();
 
+  const listener = createPgListener({ url: databaseUrl, logger });
   const groupListeners: Array<(s: GroupStats) => void> = [];
   const ingest = createIngestPipeline({
     db,
@@ -55,7 +59,7 @@ export function createApp({ config, db, logger }: AppDeps) {
 
   const apiKeys = createApiKeyAuthenticators(keyAuth);
   const guards: Guard[] = [];
-  const readinessChecks: ReadinessCheck[] = [];
+  const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }];
   const routes = createRouteFactory({
     registry,
     guards,
@@ -100,9 +104,15 @@ export function createApp({ config, db, logger }: AppDeps) {
     guards,
     readinessChecks,
     groupListeners,
-    /** Flushes pending writes; the caller closes the HTTP server and the pool. */
+    listener,
+    /** Opens the LISTEN connection; call once before serving. */
+    async start() {
+      await listener.start();
+    },
+    /** Flushes pending writes and drops LISTEN; the caller closes the HTTP server and the pool. */
     async close() {
       await ingest.close();
+      await listener.close();
     },
   };
 }

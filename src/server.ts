@@ -19,7 +19,8 @@ async function main() {
   const logger = createLogger(config.LOG_LEVEL);
   const database = await openDatabase(config, (line) => logger.debug({ postgres: line.trim() }));
   logger.info({ embedded: database.embedded }, 'database ready and migrated');
-  const app = createApp({ config, db: database.db, logger });
+  const app = createApp({ config, db: database.db, logger, databaseUrl: database.url });
+  await app.start();
 
   if (database.embedded && config.SEED_DEV_PROJECT) {
     const creds = await seedDevProject(app.projects, config.DATA_DIR);

@@ -21,7 +21,8 @@ export interface TestInstance {
 export async function startInstance(databaseUrl: string, env: Record<string, string> = {}): Promise<TestInstance> {
   const config = loadConfig({}, { NODE_ENV: 'test', DATABASE_URL: databaseUrl, LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent', DB_POOL_MAX: '10', ...env });
   const db = createDb(databaseUrl, config.DB_POOL_MAX);
-  const app = createApp({ config, db, logger: createLogger(config.LOG_LEVEL) });
+  const app = createApp({ config, db, logger: createLogger(config.LOG_LEVEL), databaseUrl });
+  await app.start();
   const server = app.app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const { port } = server.address() as AddressInfo;

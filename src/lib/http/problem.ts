@@ -1,7 +1,7 @@
 import type { ErrorRequestHandler, Response } from 'express';
 import { z } from '../zod';
 import { AppError, type ErrorKind, type FieldError } from '../errors';
-import { isConnectionError } from '../db';
+import { isConnectionError, pgCode } from '../db';
 import type { Logger } from '../logger';
 
 const KINDS: Record<ErrorKind, { status: number; slug: string; title: string }> = {
@@ -83,7 +83,11 @@ export function errorMiddleware(logger: Logger): ErrorRequestHandler {
     else if (parser.status && parser.status >= 400 && parser.status < 500 && parser.expose)
       problem = new AppError('bad_request', 'The request could not be read.');
     else if (err instanceof URIError) problem = new AppError('bad_request', 'The request URL is not correctly encoded.');
-    else if (isConnectionError(err)) {
+    else if (/^22/.test(pgCode(err) ?? '')) {
+      // A value PostgreSQL cannot store (a data exception): the input's fault, never a 500.
+      logger.warn({ err: (err as Error).message, request_id: res.locals.requestId }, 'database refused a value');
+      problem = new AppError('bad_request', 'A value in the request cannot be stored; check strings and numbers for unusual content.');
+    } else if (isConnectionError(err)) {
       logger.warn({ err, request_id: res.locals.requestId }, 'database unavailable');
       problem = new AppError('unavailable', 'The database is not reachable right now; retry shortly.', { retryAfterSeconds: 1 });
     } else {

@@ -2,7 +2,7 @@ import type { NextFunction, Request, Response, Router } from 'express';
 import { z } from '../zod';
 import { AppError, badRequest } from '../errors';
 import type { OpenAPIRegistry } from '../openapi';
-import { exceedsDepth } from './json';
+import { inspectJson } from './json';
 import { problemSchema, zodFieldErrors } from './problem';
 
 export type AuthMode = 'none' | 'api' | 'secret' | 'admin' | 'developer';
@@ -145,7 +145,9 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
       }
       if (typeof raw === 'string' && spec.textBody) raw = spec.textBody(raw);
       if (raw === undefined && !spec.body.safeParse(undefined).success) throw badRequest('A JSON request body is required.');
-      if (exceedsDepth(raw, deps.maxJsonDepth)) throw badRequest(`The JSON body nests deeper than ${deps.maxJsonDepth} levels.`);
+      const flaw = inspectJson(raw, deps.maxJsonDepth);
+      if (flaw === 'too_deep') throw badRequest(`The JSON body nests deeper than ${deps.maxJsonDepth} levels.`);
+      if (flaw === 'nul') throw badRequest('Strings in the body must not contain the NUL character (\\u0000).');
       body = parse(spec.body, raw, 'body');
     }
     for (const guard of deps.guards) await guard(req, res, spec, principal);

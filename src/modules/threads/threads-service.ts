@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { badRequest, conflict, notFound } from '../../lib/errors';
-import { newId } from '../../lib/ids';
+import { idSchema, newId } from '../../lib/ids';
 import type { ApiPrincipal } from '../../lib/http/route';
 import type { IngestPipeline } from '../ingest/ingest-pipeline';
 import type { IdempotencyRecord, IdempotentReplay } from '../ingest/idempotency';
@@ -18,7 +18,9 @@ const encodeCursor = (t: ThreadRow) => Buffer.from(JSON.stringify([t.last_activi
 function decodeCursor(cursor: string): { at: string; id: string } {
   try {
     const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
-    if (typeof at === 'string' && typeof id === 'string' && !Number.isNaN(Date.parse(at))) return { at, id };
+    if (typeof at === 'string' && /^\d{4}-\d\d-\d\dT[\d:.]+Z$/.test(at) && !Number.isNaN(Date.parse(at)) && idSchema.safeParse(id).success) {
+      return { at, id: id as string };
+    }
   } catch {
     /* fall through */
   }

@@ -10,6 +10,7 @@ import { createRouteFactory, type Guard, type Principal } from './lib/http/route
 import type { Logger } from './lib/logger';
 import { createRegistry } from './lib/openapi';
 import { createPgListener } from './lib/pg-listener';
+import { createAdminRouter } from './modules/admin/admin-router';
 import { createEventsRouter } from './modules/events/events-router';
 import { createEventsStore } from './modules/events/events-store';
 import { createIngestPipeline, type GroupStats } from './modules/ingest/ingest-pipeline';
@@ -89,6 +90,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(createThreadsRouter({ db, routes, threads }));
   app.use(createMessagesRouter({ db, routes, messages }));
   app.use(createEventsRouter({ db, routes, threads, eventsStore }));
+  app.use(createAdminRouter({ db, routes }));
 
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));

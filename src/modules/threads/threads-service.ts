@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { badRequest, conflict, notFound } from '../../lib/errors';
+import { badRequest, conflict, forbidden, notFound } from '../../lib/errors';
 import { idSchema, newId } from '../../lib/ids';
 import type { ApiPrincipal } from '../../lib/http/route';
 import type { IngestPipeline } from '../ingest/ingest-pipeline';
@@ -163,10 +163,10 @@ export function createThreadsService(deps: { db: Knex; threadsStore: ThreadsStor
         partition: `${principal.projectId}:${threadId}`,
         run: async (tx, pointers) => {
           const thread = await authorize(tx, principal, threadId, 'manage', true);
-          if (role === 'owner' && !isTrusted(principal) && thread.role !== 'owner') {
-            throw badRequest('Only an owner (or a secret key) can make another owner.');
-          }
           const current = await store.getMember(tx, principal.projectId, threadId, userId);
+          if ((role === 'owner' || current?.role === 'owner') && !isTrusted(principal) && thread.role !== 'owner') {
+            throw forbidden('Only an owner (or a secret key) can make or change an owner.');
+          }
           if (current?.role === role) return { member: current, created: false };
           const member = await store.upsertMember(tx, principal.projectId, threadId, userId, role);
           await appendEvents(tx, pointers, principal.projectId, threadId, [{ type: 'member.added', actor: principal.userId, data: { user_id: userId, role } }]);
@@ -183,7 +183,11 @@ export function createThreadsService(deps: { db: Knex; threadsStore: ThreadsStor
           // Leaving a thread needs no role; removing someone else needs owner or admin.
           const thread = await store.getWithRole(tx, principal.projectId, threadId, principal.userId, { lock: true });
           if (!thread) throw notFound('thread');
-          if (userId !== principal.userId) assertAccess(principal, thread, thread.role, 'manage');
+          if (userId !== principal.userId) {
+            assertAccess(principal, thread, thread.role, 'manage');
+            const target = await store.getMember(tx, principal.projectId, threadId, userId);
+            if (target?.role === 'owner' && !isTrusted(principal) && thread.role !== 'owner') throw forbidden('Only an owner (or a secret key) can remove an owner.');
+          }
           if (!(await store.removeMember(tx, principal.projectId, threadId, userId))) throw notFound('member');
           await appendEvents(tx, pointers, principal.projectId, threadId, [{ type: 'member.removed', actor: principal.userId, data: { user_id: userId } }]);
         },

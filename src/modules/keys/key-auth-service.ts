@@ -38,12 +38,12 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
   const cache = new Map<string, { ctx: KeyContext; expires: number }>();
   const lastTouched = new Map<string, number>();
 
-  async function lookup(rawKey: string): Promise<KeyContext> {
+  async function lookup(rawKey: string, opts: { fresh?: boolean } = {}): Promise<KeyContext & { cached: boolean }> {
     if (!parseApiKey(rawKey)) throw unauthorized('The API key is not valid.');
     const hash = hashApiKey(rawKey);
     const cacheKey = hash.toString('base64');
     const hit = cache.get(cacheKey);
-    if (hit && hit.expires > now()) return hit.ctx;
+    if (!opts.fresh && hit && hit.expires > now()) return { ...hit.ctx, cached: true };
     const row = await deps.keysStore.findByHash(deps.db, hash);
     if (!row) {
       cache.delete(cacheKey);
@@ -60,7 +60,13 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
     if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
     if (deps.cacheTtlMs > 0) cache.set(cacheKey, { ctx, expires: now() + deps.cacheTtlMs });
     touch(ctx);
-    return ctx;
+    return { ...ctx, cached: false };
+  }
+
+  function signatureValid(ctx: KeyContext, userId: string, signature: string | undefined): boolean {
+    const secrets = ctx.previousExpiresAt !== null && ctx.previousExpiresAt > now() ? ctx.signingSecrets : ctx.signingSecrets.slice(0, 1);
+    // Check every candidate secret, so the time taken does not reveal which one matched.
+    return secrets.map((s) => signatureMatches(s, userId, signature ?? '')).some(Boolean);
   }
 
   // last_used_at is advisory: written at most once a minute per key per replica, off the
@@ -79,7 +85,7 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
      */
     async authenticate(rawKey: string | undefined, userIdHeader: string | undefined, signature: string | undefined): Promise<ApiPrincipal> {
       if (!rawKey) throw unauthorized('Send an API key as "Authorization: Bearer <key>" or "X-API-Key: <key>".');
-      const ctx = await lookup(rawKey.trim());
+      let ctx = await lookup(rawKey.trim());
       let userId: string | null = null;
       if (userIdHeader !== undefined) {
         const parsed = userIdSchema.safeParse(userIdHeader);
@@ -88,9 +94,13 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
       }
       if (ctx.kind === 'publishable') {
         if (!userId) throw unauthorized('Publishable keys must send X-User-ID and X-User-Signature.');
-        const secrets = ctx.previousExpiresAt !== null && ctx.previousExpiresAt > now() ? ctx.signingSecrets : ctx.signingSecrets.slice(0, 1);
-        // Check every candidate secret, so the time taken does not reveal which one matched.
-        const ok = secrets.map((s) => signatureMatches(s, userId!, signature ?? '')).some(Boolean);
+        let ok = signatureValid(ctx, userId, signature);
+        // A cached key may predate a signing-secret rotation: a signature made with the new
+        // secret must verify at once, so re-read the project before refusing.
+        if (!ok && ctx.cached) {
+          ctx = await lookup(rawKey.trim(), { fresh: true });
+          ok = ctx.kind === 'publishable' && signatureValid(ctx, userId, signature);
+        }
         if (!ok) throw unauthorized('X-User-Signature does not match X-User-ID.');
       }
       return { type: 'api', projectId: ctx.projectId, keyId: ctx.keyId, kind: ctx.kind, userId, settings: ctx.settings };

@@ -40,6 +40,15 @@ export const configSchema = z.object({
   GOOGLE_USERINFO_URL: url.optional(),
   SEED_DEV_PROJECT: bool.default(true),
   SHUTDOWN_TIMEOUT_MS: int(0, 600_000).default(10_000),
+  RATE_LIMIT_ENABLED: bool.default(true),
+  RATE_LIMIT_WINDOW_SECONDS: int(1, 86_400).default(60),
+  RATE_LIMIT_READ: int(1, 1_000_000).default(6_000),
+  RATE_LIMIT_WRITE: int(1, 1_000_000).default(3_000),
+  RATE_LIMIT_AUTH: int(1, 1_000_000).default(300),
+  RATE_LIMIT_IP: int(1, 1_000_000).default(300),
+  SLOW_QUERY_MS: int(0, 3_600_000).default(250),
+  SLOW_QUERY_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
+  METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
 });
 
 export type Config = Readonly<z.infer<typeof configSchema>>;

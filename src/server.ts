@@ -3,6 +3,7 @@ import { createApp } from './app';
 import { ConfigError, loadConfig } from './config';
 import { openDatabase } from './lib/database';
 import { createLogger } from './lib/logger';
+import { createGracefulShutdown, exitOnSignals } from './lib/shutdown';
 import { credentialsPath, seedDevProject } from '../seeds/dev-project';
 
 async function main() {
@@ -46,23 +47,14 @@ async function main() {
     logger.info({ url: `http://${config.HOST}:${config.PORT}` }, 'ProgressDB listening');
   });
 
-  let stopping = false;
-  const shutdown = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    const deadline = setTimeout(() => {
-      logger.error('shutdown deadline passed; exiting');
-      process.exit(1);
-    }, config.SHUTDOWN_TIMEOUT_MS);
-    deadline.unref();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    await app.close();
-    await database.close();
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
+  const shutdown = createGracefulShutdown({
+    server,
+    logger,
+    timeoutMs: config.SHUTDOWN_TIMEOUT_MS,
+    closers: [() => app.close(), () => database.close()],
+    readinessChecks: app.readinessChecks,
+  });
+  exitOnSignals(shutdown, logger);
 }
 
 main().catch((e) => {

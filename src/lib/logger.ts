@@ -3,8 +3,8 @@ import pino from 'pino';
 export type Logger = pino.Logger;
 
 /** JSON logs; credentials and bodies are redacted wherever they could appear. */
-export function createLogger(level: string, name = 'progressdb'): Logger {
-  return pino({
+export function createLogger(level: string, name = 'progressdb', destination?: pino.DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
     name,
     level,
     redact: {
@@ -21,5 +21,7 @@ export function createLogger(level: string, name = 'progressdb'): Logger {
       ],
       censor: '[redacted]',
     },
-  });
+  };
+  // A destination other than stdout is for tests that read what was logged.
+  return destination ? pino(options, destination) : pino(options);
 }

@@ -1,0 +1,57 @@
+import type { Request, RequestHandler, Response } from 'express';
+import type { Logger } from '../logger';
+import type { Metrics } from '../metrics';
+import type { Guard } from './route';
+
+// Probes and scrapes arrive every few seconds from every load balancer and Prometheus;
+// at info level they would drown the requests that matter.
+const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+
+/** The route pattern that served the request (`/v1/threads/:thread_id`), never the raw URL. */
+export function routeLabel(req: Request, res: Response): string {
+  const path = (req.route as { path?: unknown } | undefined)?.path;
+  if (typeof path === 'string') return (req.baseUrl ?? '') + path;
+  if (res.locals.route) return String(res.locals.route);
+  return res.statusCode === 404 ? 'unmatched' : 'other';
+}
+
+/**
+ * A guard that runs first on every declared route: it remembers who called (project) and
+ * the route's rate-limit class for the request log and metrics.
+ */
+export const requestContextGuard: Guard = (_req, res, spec, principal) => {
+  if (principal.type === 'api') res.locals.projectId = principal.projectId;
+  if (spec.rateClass) res.locals.rateClass = spec.rateClass;
+};
+
+/**
+ * One JSON line per request, when it ends: request id, project, route pattern, method,
+ * status, duration. Never headers, query strings or bodies (they carry keys and user data).
+ * Also feeds the request-duration histogram and the rate-limit refusal counter.
+ */
+export function requestLog(deps: { logger: Logger; metrics: Metrics }): RequestHandler {
+  return (req, res, next) => {
+    const started = process.hrtime.bigint();
+    res.once('close', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const route = routeLabel(req, res);
+      const status = res.statusCode;
+      const stream = String(res.getHeader('content-type') ?? '').startsWith('text/event-stream');
+      if (!stream) deps.metrics.httpDuration.observe({ method: req.method, route, status: String(status) }, seconds);
+      if (status === 429) deps.metrics.rateLimitRefusals.inc({ class: String(res.locals.rateClass ?? 'unknown') });
+      const line = {
+        request_id: res.locals.requestId as string | undefined,
+        project_id: res.locals.projectId as string | undefined,
+        method: req.method,
+        route,
+        status,
+        duration_ms: Math.round(seconds * 1e6) / 1e3,
+        ...(res.writableFinished ? {} : { aborted: true }),
+      };
+      if (status >= 500) deps.logger.warn(line, 'request');
+      else if (QUIET_ROUTES.has(route)) deps.logger.debug(line, 'request');
+      else deps.logger.info(line, 'request');
+    });
+    next();
+  };
+}

@@ -1,0 +1,143 @@
+import { Router, type RequestHandler } from 'express';
+import type { Knex } from 'knex';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { timingSafeEqual } from 'node:crypto';
+import type { GroupStats } from '../modules/ingest/ingest-pipeline';
+import { unauthorized } from './errors';
+
+const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+interface TarnPool {
+  numUsed(): number;
+  numFree(): number;
+  numPendingAcquires(): number;
+  numPendingCreates(): number;
+}
+
+/**
+ * The replica's Prometheus metrics, on a registry of its own: two app instances in one
+ * process (tests, a cluster worker) never share or double-register a metric.
+ */
+export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'progressdb_' });
+
+  const httpDuration = new Histogram({
+    name: 'progressdb_http_request_duration_seconds',
+    help: 'HTTP request duration by route pattern (never the raw URL), method and status. Streams (SSE) are not observed.',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: SECONDS,
+    registers: [registry],
+  });
+  const ingestGroupSize = new Histogram({
+    name: 'progressdb_ingest_group_size',
+    help: 'Writes committed together in one group-commit transaction.',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096],
+    registers: [registry],
+  });
+  const ingestCommitSeconds = new Histogram({
+    name: 'progressdb_ingest_commit_seconds',
+    help: 'Time from the start of a group-commit transaction to its COMMIT (including retries).',
+    buckets: SECONDS,
+    registers: [registry],
+  });
+  const ingestRetries = new Counter({
+    name: 'progressdb_ingest_group_retries_total',
+    help: 'Group-commit transactions retried after a deadlock or serialization failure.',
+    registers: [registry],
+  });
+  const notifyLag = new Histogram({
+    name: 'progressdb_notify_delivery_lag_seconds',
+    help: 'Time from an event being committed to its delivery to a live subscriber (SSE or WebSocket).',
+    labelNames: ['transport'] as const,
+    buckets: SECONDS,
+    registers: [registry],
+  });
+  const realtimeConnections = new Gauge({
+    name: 'progressdb_realtime_connections',
+    help: 'Open live connections by transport (sse, ws).',
+    labelNames: ['transport'] as const,
+    registers: [registry],
+  });
+  const rateLimitRefusals = new Counter({
+    name: 'progressdb_rate_limit_refusals_total',
+    help: 'Requests refused with 429 by the rate limiter, by action class.',
+    labelNames: ['class'] as const,
+    registers: [registry],
+  });
+  const slowQueries = new Counter({
+    name: 'progressdb_slow_queries_total',
+    help: 'Statements slower than SLOW_QUERY_MS (all of them, not only the sampled ones that are logged).',
+    registers: [registry],
+  });
+  const pools: Array<{ name: string; db: Knex }> = [];
+  new Gauge({
+    name: 'progressdb_db_pool_connections',
+    help: 'Database pool connections by state: used, free, pending (acquires waiting), creating.',
+    labelNames: ['pool', 'state'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const { name, db } of pools) {
+        const pool = (db.client as { pool?: TarnPool }).pool;
+        if (!pool) continue;
+        this.set({ pool: name, state: 'used' }, pool.numUsed());
+        this.set({ pool: name, state: 'free' }, pool.numFree());
+        this.set({ pool: name, state: 'pending' }, pool.numPendingAcquires());
+        this.set({ pool: name, state: 'creating' }, pool.numPendingCreates());
+      }
+    },
+  });
+
+  return {
+    registry,
+    httpDuration,
+    ingestGroupSize,
+    ingestCommitSeconds,
+    ingestRetries,
+    /** Observed by the realtime module: seconds from commit to delivery. */
+    notifyLag,
+    /** Incremented/decremented by the realtime module per open SSE stream or WebSocket. */
+    realtimeConnections,
+    rateLimitRefusals,
+    slowQueries,
+
+    /** Feeds the ingest histograms; subscribe it to the app's group listeners. */
+    observeGroup(s: GroupStats) {
+      ingestGroupSize.observe(s.size);
+      ingestCommitSeconds.observe(s.commitMs / 1000);
+      if (s.attempts > 1) ingestRetries.inc(s.attempts - 1);
+    },
+
+    /** Reports a knex pool's usage at every scrape. */
+    watchPool(db: Knex, name = 'main') {
+      pools.push({ name, db });
+    },
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** GET /metrics in the Prometheus text format; behind a bearer token when one is configured. */
+export function createMetricsRouter(metrics: Metrics, token?: string): Router {
+  const router = Router();
+  const expected = token ? Buffer.from(`Bearer ${token}`) : null;
+  const authorized: RequestHandler = (req, res, next) => {
+    if (!expected) return next();
+    const given = Buffer.from(req.get('authorization') ?? '');
+    if (given.length === expected.length && timingSafeEqual(given, expected)) return next();
+    res.setHeader('WWW-Authenticate', 'Bearer realm="metrics"');
+    next(unauthorized('The metrics endpoint needs the bearer token configured in METRICS_TOKEN.'));
+  };
+  router.get('/metrics', authorized, async (_req, res, next) => {
+    try {
+      const text = await metrics.registry.metrics();
+      res.setHeader('Content-Type', metrics.registry.contentType);
+      res.setHeader('Cache-Control', 'no-store');
+      res.send(text);
+    } catch (e) {
+      next(e);
+    }
+  });
+  return router;
+}

@@ -3,7 +3,7 @@ import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type { Knex } from 'knex';
 import type { Config } from './config';
-import { notFound } from './lib/errors';
+import { notFound, unauthorized } from './lib/errors';
 import { errorMiddleware } from './lib/http/problem';
 import { requestId } from './lib/http/request-id';
 import { requestContextGuard, requestLog } from './lib/http/request-log';
@@ -14,7 +14,6 @@ import type { Logger } from './lib/logger';
 import { createRegistry } from './lib/openapi';
 import { createPgListener } from './lib/pg-listener';
 import { createAdminRouter } from './modules/admin/admin-router';
-import { createConsoleModule } from './modules/console/console-module';
 import { createEventsRouter } from './modules/events/events-router';
 import { createEventsStore } from './modules/events/events-store';
 import { createIngestPipeline, type GroupStats } from './modules/ingest/ingest-pipeline';
@@ -31,11 +30,6 @@ import { createSystemRouter, type ReadinessCheck } from './modules/system/system
 import { createThreadsRouter } from './modules/threads/threads-router';
 import { createThreadsService } from './modules/threads/threads-service';
 import { createThreadsStore } from './modules/threads/threads-store';
-import { createUsageModule } from './modules/usage/usage-module';
-import { ipAllowlistGuard, originGuard } from './modules/guards/access-guards';
-import { apiCors } from './modules/guards/api-cors';
-import { watchKeyChanges } from './modules/guards/key-change-listener';
-import { createRateLimitModule } from './modules/rate-limit/rate-limit-guard';
 
 export interface AppDeps {
   config: Config;
@@ -69,15 +63,9 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   const projects = createProjectsService({ db, projectsStore, keysStore, signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS });
   const threads = createThreadsService({ db, threadsStore, ingest });
   const messages = createMessagesService({ db, ingest, threads, threadsStore, messagesStore, maxMessageBytes: config.MAX_MESSAGE_BYTES });
-  const usage = createUsageModule({ db, logger });
-  const developerConsole = createConsoleModule({ config, db, logger, keyAuth, projects, threads, messages, usage });
 
   const apiKeys = createApiKeyAuthenticators(keyAuth);
   const guards: Guard[] = [requestContextGuard];
-  guards.push(usage.guard);
-  const rateLimits = createRateLimitModule({ db, logger, config });
-  guards.push(ipAllowlistGuard, originGuard, rateLimits.guard);
-  void watchKeyChanges({ listener, invalidate: (projectId) => (keyAuth.invalidate(projectId), rateLimits.invalidate(projectId)) });
   const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }];
   const routes = createRouteFactory({
     registry,
@@ -88,7 +76,9 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       api: apiKeys.api,
       secret: apiKeys.secret,
       admin: apiKeys.admin,
-      developer: developerConsole.authenticate,
+      developer: async () => {
+        throw unauthorized('Sign in to the console first.');
+      },
     },
   });
 
@@ -98,8 +88,6 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(requestId());
   app.use(requestLog({ logger, metrics }));
   app.use(helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } }));
-  app.use('/v1', apiCors());
-  app.use('/auth', rateLimits.perIp('auth'));
   app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));
   app.use(express.text({ limit: config.MAX_REQUEST_BYTES, type: 'text/plain' }));
   app.use(cookieParser());
@@ -108,10 +96,9 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(createSystemRouter({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }));
   app.use(createSignRouter({ db, routes, projectsStore }));
   app.use(createThreadsRouter({ db, routes, threads }));
-  app.use(createMessagesRouter({ db, routes, messages, onAppended: usage.countMessages }));
+  app.use(createMessagesRouter({ db, routes, messages }));
   app.use(createEventsRouter({ db, routes, threads, eventsStore }));
   app.use(createAdminRouter({ db, routes }));
-  app.use(developerConsole.router(routes));
 
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));
@@ -132,14 +119,10 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     /** Opens the LISTEN connection; call once before serving. */
     async start() {
       await listener.start();
-      await developerConsole.start();
-      usage.start();
     },
     /** Flushes pending writes and drops LISTEN; the caller closes the HTTP server and the pool. */
     async close() {
       await ingest.close();
-      await rateLimits.close();
-      await usage.close();
       await listener.close();
       detachQueryTelemetry();
     },

@@ -3,7 +3,7 @@ import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type { Knex } from 'knex';
 import type { Config } from './config';
-import { notFound, unauthorized } from './lib/errors';
+import { notFound } from './lib/errors';
 import { errorMiddleware } from './lib/http/problem';
 import { requestId } from './lib/http/request-id';
 import { requestContextGuard, requestLog } from './lib/http/request-log';
@@ -14,6 +14,7 @@ import type { Logger } from './lib/logger';
 import { createRegistry } from './lib/openapi';
 import { createPgListener } from './lib/pg-listener';
 import { createAdminRouter } from './modules/admin/admin-router';
+import { createConsoleModule } from './modules/console/console-module';
 import { createEventsRouter } from './modules/events/events-router';
 import { createEventsStore } from './modules/events/events-store';
 import { createIngestPipeline, type GroupStats } from './modules/ingest/ingest-pipeline';
@@ -30,6 +31,7 @@ import { createSystemRouter, type ReadinessCheck } from './modules/system/system
 import { createThreadsRouter } from './modules/threads/threads-router';
 import { createThreadsService } from './modules/threads/threads-service';
 import { createThreadsStore } from './modules/threads/threads-store';
+import { createUsageModule } from './modules/usage/usage-module';
 
 export interface AppDeps {
   config: Config;
@@ -63,9 +65,12 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   const projects = createProjectsService({ db, projectsStore, keysStore, signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS });
   const threads = createThreadsService({ db, threadsStore, ingest });
   const messages = createMessagesService({ db, ingest, threads, threadsStore, messagesStore, maxMessageBytes: config.MAX_MESSAGE_BYTES });
+  const usage = createUsageModule({ db, logger });
+  const developerConsole = createConsoleModule({ config, db, logger, keyAuth, projects, threads, messages, usage });
 
   const apiKeys = createApiKeyAuthenticators(keyAuth);
   const guards: Guard[] = [requestContextGuard];
+  guards.push(usage.guard);
   const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }];
   const routes = createRouteFactory({
     registry,
@@ -76,9 +81,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       api: apiKeys.api,
       secret: apiKeys.secret,
       admin: apiKeys.admin,
-      developer: async () => {
-        throw unauthorized('Sign in to the console first.');
-      },
+      developer: developerConsole.authenticate,
     },
   });
 
@@ -96,9 +99,10 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(createSystemRouter({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }));
   app.use(createSignRouter({ db, routes, projectsStore }));
   app.use(createThreadsRouter({ db, routes, threads }));
-  app.use(createMessagesRouter({ db, routes, messages }));
+  app.use(createMessagesRouter({ db, routes, messages, onAppended: usage.countMessages }));
   app.use(createEventsRouter({ db, routes, threads, eventsStore }));
   app.use(createAdminRouter({ db, routes }));
+  app.use(developerConsole.router(routes));
 
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));
@@ -119,10 +123,13 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     /** Opens the LISTEN connection; call once before serving. */
     async start() {
       await listener.start();
+      await developerConsole.start();
+      usage.start();
     },
     /** Flushes pending writes and drops LISTEN; the caller closes the HTTP server and the pool. */
     async close() {
       await ingest.close();
+      await usage.close();
       await listener.close();
       detachQueryTelemetry();
     },

@@ -36,8 +36,13 @@ function asText(messages: MessageView[]): string {
 
 const prefersText = (accept: string | undefined) => !!accept && /text\/plain/.test(accept) && !/application\/json/.test(accept);
 
-export function createMessagesRouter(deps: { db: Knex; routes: RouteFactory; messages: MessagesService }) {
+export function createMessagesRouter(deps: { db: Knex; routes: RouteFactory; messages: MessagesService; onAppended?: (projectId: string, newMessages: number) => void }) {
   const { routes, messages } = deps;
+  // Usage counting: only messages this request actually wrote (not retries of existing ids).
+  const counted = (projectId: string) => <T,>(r: T): T => {
+    if (r && typeof r === 'object' && 'existed' in r && Array.isArray(r.existed)) deps.onAppended?.(projectId, r.existed.filter((e) => !e).length);
+    return r;
+  };
   const router = Router();
   const tags = ['Messages'];
 
@@ -61,7 +66,7 @@ export function createMessagesRouter(deps: { db: Knex; routes: RouteFactory; mes
         deps.db,
         { ...principal, header: header('idempotency-key'), route: `/v1/threads/${params.thread_id}/messages`, body },
         (r) => ({ status: 201, body: r.messages[0], headers: replayedHeader(r) }),
-        (record) => messages.append(principal, params.thread_id, [body], record),
+        (record) => messages.append(principal, params.thread_id, [body], record).then(counted(principal.projectId)),
       ),
   );
 
@@ -83,7 +88,7 @@ export function createMessagesRouter(deps: { db: Knex; routes: RouteFactory; mes
         deps.db,
         { ...principal, header: header('idempotency-key'), route: `/v1/threads/${params.thread_id}/messages/batch`, body },
         (r) => ({ status: 201, body: { data: r.messages }, headers: replayedHeader(r) }),
-        (record) => messages.append(principal, params.thread_id, body.messages, record),
+        (record) => messages.append(principal, params.thread_id, body.messages, record).then(counted(principal.projectId)),
       ),
   );
 

@@ -75,6 +75,37 @@ export function createProjectsService(deps: {
       if (!row) throw notFound('project');
       return row;
     },
+
+    /** A developer's new project, without keys: the console creates them one at a time. */
+    async createOwnedProject(input: { name: string; ownerId: string; settings?: object }) {
+      return projectsStore.insert(db, { id: newId('prj'), name: input.name, owner_id: input.ownerId, signing_secret: newSigningSecret(), settings: input.settings ?? {} });
+    },
+
+    listOwned(ownerId: string) {
+      return projectsStore.listByOwner(db, ownerId);
+    },
+
+    /** The project if this developer owns it; anyone else's (or a missing one) is a 404, never a 403. */
+    async getOwned(ownerId: string, projectId: string) {
+      const row = await projectsStore.get(db, projectId);
+      if (!row || row.owner_id !== ownerId) throw notFound('project');
+      return row;
+    },
+
+    async updateProject(projectId: string, patch: { name?: string; settings?: Record<string, unknown> }) {
+      const row = await projectsStore.update(db, projectId, patch);
+      if (!row) throw notFound('project');
+      return row;
+    },
+
+    async deleteProject(projectId: string) {
+      if (!(await projectsStore.softDelete(db, projectId))) throw notFound('project');
+    },
+
+    /** Tells every replica to drop its cached keys and settings of this project. */
+    async notifyKeysChanged(projectId: string) {
+      await db.raw(`select pg_notify('progressdb_keys', ?)`, [projectId]);
+    },
   };
 }
 

@@ -1,0 +1,54 @@
+import type { Request, Response } from 'express';
+import { forbidden, unauthorized } from '../../lib/errors';
+import type { DeveloperPrincipal } from '../../lib/http/route';
+import type { DevelopersService } from '../developers/developers-service';
+import { setSessionCookies } from './session-cookies';
+import { CSRF_HEADER, SESSION_COOKIE, safeEqual, type SessionClaims, type SessionTokens } from './session-tokens';
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** The session token and where it came from: Authorization: Bearer (scripts) or the cookie (console). */
+function sessionFrom(req: Request): { token: string; viaCookie: boolean } | null {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(req.get('authorization') ?? '');
+  if (m) return { token: m[1], viaCookie: false };
+  const cookie = (req.cookies as Record<string, unknown> | undefined)?.[SESSION_COOKIE];
+  return typeof cookie === 'string' && cookie ? { token: cookie, viaCookie: true } : null;
+}
+
+function ownOrigin(req: Request, publicUrl: string | undefined): string[] {
+  const origins = [`${req.protocol}://${req.get('host') ?? ''}`];
+  if (publicUrl) origins.push(new URL(publicUrl).origin);
+  return origins;
+}
+
+/**
+ * A browser sends the cookie on any request to us, including ones another site triggers, so a
+ * cookie-authenticated change must prove it came from the console: the request's Origin (when
+ * sent) is ours, and X-CSRF-Token repeats the token bound into the session JWT. Bearer tokens
+ * are never sent by the browser on its own and need neither.
+ */
+function assertSameSiteIntent(req: Request, claims: SessionClaims, publicUrl: string | undefined) {
+  const origin = req.get('origin');
+  if (origin && !ownOrigin(req, publicUrl).includes(origin)) throw forbidden('Cross-site request refused (Origin does not match this server).');
+  const given = req.get(CSRF_HEADER) ?? '';
+  if (!given || !safeEqual(given, claims.csrf)) throw forbidden('Missing or wrong X-CSRF-Token header: send the value of the pdb_csrf cookie.');
+}
+
+/** The route factory's 'developer' mode: a valid session for a developer that still exists. */
+export function createDeveloperAuthenticator(deps: { sessions: SessionTokens; developers: Pick<DevelopersService, 'get'>; publicUrl?: string }) {
+  return async (req: Request, res: Response): Promise<DeveloperPrincipal> => {
+    const found = sessionFrom(req);
+    if (!found) throw unauthorized('Sign in to the console (GET /auth/google), or send "Authorization: Bearer <session token>".');
+    if (!found.viaCookie && /^(sk|pk|ak)_/.test(found.token)) {
+      throw unauthorized('This route needs a console session, not an API key: sign in to the console, or use POST /auth/token for a session token.');
+    }
+    const claims = deps.sessions.verify(found.token);
+    if (found.viaCookie && !SAFE_METHODS.has(req.method)) assertSameSiteIntent(req, claims, deps.publicUrl);
+    const developer = await deps.developers.get(claims.sub);
+    if (!developer) throw unauthorized('This developer account no longer exists; sign in again.');
+    if (found.viaCookie && deps.sessions.shouldRefresh(claims)) {
+      setSessionCookies(req, res, deps.sessions.issue(developer.id, { csrf: claims.csrf, auth_time: claims.auth_time }));
+    }
+    return { type: 'developer', developerId: developer.id };
+  };
+}

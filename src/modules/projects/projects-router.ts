@@ -1,0 +1,288 @@
+import { Router } from 'express';
+import { z } from '../../lib/zod';
+import type { RouteFactory } from '../../lib/http/route';
+import { developerSchema, type DevelopersService } from '../developers/developers-service';
+import type { KeyAuthService } from '../keys/key-auth-service';
+import type { UsageCounter } from '../usage/usage-counter';
+import { projectSettingsSchema, readSettings } from './project-settings';
+import type { ProjectsService } from './projects-service';
+import type { ProjectRow } from './projects-store';
+
+const projectIdParams = z.object({ project_id: z.string().min(1).max(64) });
+const keyParams = projectIdParams.extend({ key_id: z.string().min(1).max(64) });
+
+const projectSummarySchema = z
+  .object({ id: z.string(), name: z.string(), settings: projectSettingsSchema, created_at: z.string(), updated_at: z.string() })
+  .openapi('ProjectSummary');
+const projectSchema = projectSummarySchema
+  .extend({
+    signing_secret: z.string().openapi({ description: 'HMAC-SHA256 key for X-User-Signature; keep it on your backend' }),
+    previous_signing_secret_expires_at: z.string().nullable().openapi({ description: 'Until then, signatures made with the previous secret still verify' }),
+  })
+  .openapi('Project');
+
+const nameSchema = z.string().trim().min(1, 'must not be empty').max(100);
+const createProjectSchema = z.object({ name: nameSchema, settings: projectSettingsSchema.optional() }).strict().openapi('ProjectCreate');
+const updateProjectSchema = z
+  .object({
+    name: nameSchema.optional(),
+    settings: projectSettingsSchema.optional().openapi({ description: 'Top-level fields given replace the stored ones; fields not given are kept' }),
+  })
+  .strict()
+  .openapi('ProjectUpdate');
+
+const keySchema = z
+  .object({
+    id: z.string(),
+    kind: z.enum(['secret', 'publishable', 'admin']),
+    name: z.string(),
+    prefix: z.string().openapi({ description: 'The first characters of the key, to recognise it' }),
+    created_at: z.string(),
+    last_used_at: z.string().nullable(),
+    revoked_at: z.string().nullable(),
+  })
+  .openapi('ApiKey');
+const createdKeySchema = keySchema.extend({ key: z.string().openapi({ description: 'The full key: shown this once, never again' }) }).openapi('ApiKeyCreated');
+const createKeySchema = z
+  .object({ name: z.string().trim().max(100).default(''), kind: z.enum(['secret', 'publishable', 'admin']) })
+  .strict()
+  .openapi('ApiKeyCreate');
+
+const usageSchema = z
+  .object({ data: z.array(z.object({ hour: z.string(), requests: z.number().int(), messages: z.number().int() })) })
+  .openapi('ProjectUsage');
+
+const summary = (p: ProjectRow) => ({ id: p.id, name: p.name, settings: p.settings ?? {}, created_at: p.created_at, updated_at: p.updated_at });
+const full = (p: ProjectRow) => ({ ...summary(p), signing_secret: p.signing_secret, previous_signing_secret_expires_at: p.previous_signing_secret_expires_at });
+const keyView = (k: { id: string; kind: 'secret' | 'publishable' | 'admin'; name: string; prefix: string; created_at: string; last_used_at: string | null; revoked_at: string | null }) => ({
+  id: k.id,
+  kind: k.kind,
+  name: k.name,
+  prefix: k.prefix,
+  created_at: k.created_at,
+  last_used_at: k.last_used_at,
+  revoked_at: k.revoked_at,
+});
+
+const noStore = { 'Cache-Control': 'no-store' };
+
+/**
+ * The management API behind the console (session auth): the developer's own projects, their
+ * keys, signing secret, settings and usage. Another developer's project is a 404.
+ */
+export function createProjectsRouter(deps: {
+  routes: RouteFactory;
+  projects: ProjectsService;
+  developers: Pick<DevelopersService, 'get'>;
+  keyAuth: Pick<KeyAuthService, 'invalidate'>;
+  usage: Pick<UsageCounter, 'series'>;
+}) {
+  const { routes, projects } = deps;
+  const router = Router();
+  const tags = ['Console'];
+
+  // Local caches first (immediate on this replica), then the other replicas.
+  async function keysChanged(projectId: string) {
+    deps.keyAuth.invalidate(projectId);
+    await projects.notifyKeysChanged(projectId);
+  }
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/me',
+      summary: 'The signed-in developer',
+      tags,
+      auth: 'developer',
+      responses: { 200: { description: 'The developer', schema: developerSchema } },
+    },
+    async ({ principal }) => {
+      const me = await deps.developers.get(principal.developerId);
+      return { body: me };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'post',
+      path: '/v1/projects',
+      summary: 'Create a project',
+      description: 'The project starts without keys; create them with POST /v1/projects/{project_id}/keys.',
+      tags,
+      auth: 'developer',
+      body: createProjectSchema,
+      responses: { 201: { description: 'Created', schema: projectSchema } },
+    },
+    async ({ principal, body }) => {
+      const row = await projects.createOwnedProject({ name: body.name, ownerId: principal.developerId, settings: body.settings });
+      return { status: 201, body: full(row), headers: noStore };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/projects',
+      summary: "The developer's projects, newest first",
+      tags,
+      auth: 'developer',
+      responses: { 200: { description: 'Projects', schema: z.object({ data: z.array(projectSummarySchema) }).openapi('ProjectList') } },
+    },
+    async ({ principal }) => ({ body: { data: (await projects.listOwned(principal.developerId)).map(summary) } }),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/projects/:project_id',
+      summary: 'A project with its settings and signing secret',
+      tags,
+      auth: 'developer',
+      params: projectIdParams,
+      responses: { 200: { description: 'The project', schema: projectSchema } },
+    },
+    async ({ principal, params }) => ({ body: full(await projects.getOwned(principal.developerId, params.project_id)), headers: noStore }),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'patch',
+      path: '/v1/projects/:project_id',
+      summary: 'Rename a project or change its settings',
+      tags,
+      auth: 'developer',
+      params: projectIdParams,
+      body: updateProjectSchema,
+      responses: { 200: { description: 'The updated project', schema: projectSchema } },
+    },
+    async ({ principal, params, body }) => {
+      const current = await projects.getOwned(principal.developerId, params.project_id);
+      let settings: Record<string, unknown> | undefined;
+      if (body.settings) {
+        // Stored settings that no longer validate were already being ignored (readSettings).
+        settings = projectSettingsSchema.parse({ ...readSettings(current.settings), ...body.settings });
+      }
+      const row = await projects.updateProject(current.id, { name: body.name, settings });
+      if (settings) await keysChanged(current.id);
+      return { body: full(row), headers: noStore };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'delete',
+      path: '/v1/projects/:project_id',
+      summary: 'Delete a project (its keys stop working at once)',
+      tags,
+      auth: 'developer',
+      params: projectIdParams,
+      responses: { 204: { description: 'Deleted' } },
+    },
+    async ({ principal, params }) => {
+      const current = await projects.getOwned(principal.developerId, params.project_id);
+      await projects.deleteProject(current.id);
+      await keysChanged(current.id);
+      return { status: 204 };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'post',
+      path: '/v1/projects/:project_id/keys',
+      summary: 'Create an API key (the full key is in this response only)',
+      tags,
+      auth: 'developer',
+      params: projectIdParams,
+      body: createKeySchema,
+      responses: { 201: { description: 'Created', schema: createdKeySchema } },
+    },
+    async ({ principal, params, body }) => {
+      const project = await projects.getOwned(principal.developerId, params.project_id);
+      const created = await projects.createKey(project.id, body.kind, body.name);
+      return { status: 201, body: { ...keyView(created), key: created.key }, headers: noStore };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/projects/:project_id/keys',
+      summary: "A project's keys (prefixes only), newest first",
+      tags,
+      auth: 'developer',
+      params: projectIdParams,
+      responses: { 200: { description: 'Keys', schema: z.object({ data: z.array(keySchema) }).openapi('ApiKeyList') } },
+    },
+    async ({ principal, params }) => {
+      const project = await projects.getOwned(principal.developerId, params.project_id);
+      return { body: { data: (await projects.listKeys(project.id)).map(keyView) } };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'delete',
+      path: '/v1/projects/:project_id/keys/:key_id',
+      summary: 'Revoke a key (immediately on this replica, within seconds on the others)',
+      tags,
+      auth: 'developer',
+      params: keyParams,
+      responses: { 204: { description: 'Revoked' } },
+    },
+    async ({ principal, params }) => {
+      const project = await projects.getOwned(principal.developerId, params.project_id);
+      await projects.revokeKey(project.id, params.key_id);
+      await keysChanged(project.id);
+      return { status: 204 };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'post',
+      path: '/v1/projects/:project_id/signing-secret/rotate',
+      summary: 'Rotate the signing secret; the previous one keeps verifying for a grace period',
+      tags,
+      auth: 'developer',
+      params: projectIdParams,
+      responses: { 200: { description: 'The project with its new signing secret', schema: projectSchema } },
+    },
+    async ({ principal, params }) => {
+      const project = await projects.getOwned(principal.developerId, params.project_id);
+      const row = await projects.rotateSigningSecret(project.id);
+      await keysChanged(project.id);
+      return { body: full(row), headers: noStore };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/projects/:project_id/usage',
+      summary: 'Requests and new messages per hour',
+      tags,
+      auth: 'developer',
+      params: projectIdParams,
+      query: z.object({ hours: z.coerce.number().int().min(1).max(24 * 31).default(24) }).strict(),
+      responses: { 200: { description: 'Hourly usage, oldest first', schema: usageSchema } },
+    },
+    async ({ principal, params, query }) => {
+      const project = await projects.getOwned(principal.developerId, params.project_id);
+      return { body: { data: await deps.usage.series(project.id, query.hours) } };
+    },
+  );
+
+  return router;
+}

@@ -31,6 +31,10 @@ import { createSystemRouter, type ReadinessCheck } from './modules/system/system
 import { createThreadsRouter } from './modules/threads/threads-router';
 import { createThreadsService } from './modules/threads/threads-service';
 import { createThreadsStore } from './modules/threads/threads-store';
+import { ipAllowlistGuard, originGuard } from './modules/guards/access-guards';
+import { apiCors } from './modules/guards/api-cors';
+import { watchKeyChanges } from './modules/guards/key-change-listener';
+import { createRateLimitModule } from './modules/rate-limit/rate-limit-guard';
 import { createUsageModule } from './modules/usage/usage-module';
 
 export interface AppDeps {
@@ -70,6 +74,9 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
 
   const apiKeys = createApiKeyAuthenticators(keyAuth);
   const guards: Guard[] = [requestContextGuard];
+  const rateLimits = createRateLimitModule({ db, logger, config });
+  guards.push(ipAllowlistGuard, originGuard, rateLimits.guard);
+  void watchKeyChanges({ listener, invalidate: (projectId) => (keyAuth.invalidate(projectId), rateLimits.invalidate(projectId)) });
   guards.push(usage.guard);
   const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }];
   const routes = createRouteFactory({
@@ -91,6 +98,8 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(requestId());
   app.use(requestLog({ logger, metrics }));
   app.use(helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } }));
+  app.use('/v1', apiCors());
+  app.use('/auth', rateLimits.perIp('auth'));
   app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));
   app.use(express.text({ limit: config.MAX_REQUEST_BYTES, type: 'text/plain' }));
   app.use(cookieParser());
@@ -129,6 +138,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     /** Flushes pending writes and drops LISTEN; the caller closes the HTTP server and the pool. */
     async close() {
       await ingest.close();
+      await rateLimits.close();
       await usage.close();
       await listener.close();
       detachQueryTelemetry();

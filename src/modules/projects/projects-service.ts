@@ -68,11 +68,14 @@ export function createProjectsService(deps: {
 
     async revokeKey(projectId: string, keyId: string) {
       if (!(await keysStore.revoke(db, projectId, keyId))) throw notFound('key');
+      // Every replica drops its cached keys of the project now, not when the cache TTL lapses.
+      await db.raw(`select pg_notify('progressdb_keys', ?)`, [projectId]);
     },
 
     async rotateSigningSecret(projectId: string) {
       const row = await projectsStore.rotateSigningSecret(db, projectId, newSigningSecret(), deps.signingSecretGraceSeconds);
       if (!row) throw notFound('project');
+      await db.raw(`select pg_notify('progressdb_keys', ?)`, [projectId]);
       return row;
     },
 

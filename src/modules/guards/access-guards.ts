@@ -1,0 +1,100 @@
+import ipaddr from 'ipaddr.js';
+import type { Request } from 'express';
+import { forbidden } from '../../lib/errors';
+import type { Guard } from '../../lib/http/route';
+import { readSettings } from '../projects/project-settings';
+
+type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
+
+interface AccessRules {
+  /** null: no allowlist, every address may call. */
+  ipRanges: Range[] | null;
+  /** Normalised origins; '*' allows any. */
+  origins: Set<string>;
+}
+
+function parseRange(entry: string): Range | null {
+  try {
+    if (entry.includes('/')) {
+      const [addr, bits] = ipaddr.parseCIDR(entry);
+      // An IPv4-mapped IPv6 range is the IPv4 range it maps.
+      if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96) {
+        return [(addr as ipaddr.IPv6).toIPv4Address(), bits - 96];
+      }
+      return [addr, bits];
+    }
+    const addr = ipaddr.process(entry);
+    return [addr, addr.kind() === 'ipv4' ? 32 : 128];
+  } catch {
+    return null;
+  }
+}
+
+/** Canonical origin (what a browser sends): lowercase scheme and host, no default port. */
+export function normaliseOrigin(origin: string): string | null {
+  if (origin === '*') return '*';
+  try {
+    const u = new URL(origin);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u.origin : null;
+  } catch {
+    return null;
+  }
+}
+
+// Settings objects are shared by every request of a cached key; parse each one once.
+const cache = new WeakMap<object, AccessRules>();
+function rulesOf(raw: Record<string, unknown>): AccessRules {
+  let rules = cache.get(raw);
+  if (!rules) {
+    const s = readSettings(raw);
+    rules = {
+      ipRanges: s.ip_allowlist && s.ip_allowlist.length > 0 ? s.ip_allowlist.map(parseRange).filter((r): r is Range => r !== null) : null,
+      origins: new Set((s.allowed_origins ?? []).map(normaliseOrigin).filter((o): o is string => o !== null)),
+    };
+    cache.set(raw, rules);
+  }
+  return rules;
+}
+
+export function ipAllowed(ip: string | undefined, ranges: Range[]): boolean {
+  if (!ip) return false;
+  let addr: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    addr = ipaddr.process(ip);
+  } catch {
+    return false;
+  }
+  return ranges.some(([range, bits]) => range.kind() === addr.kind() && addr.match(range as never, bits));
+}
+
+const clientIp = (req: Request) => req.ip ?? req.socket.remoteAddress;
+
+/**
+ * The project's IP allowlist binds every one of its keys: a caller outside every listed range
+ * is refused before anything else happens.
+ */
+export const ipAllowlistGuard: Guard = (req, _res, _spec, principal) => {
+  if (principal.type !== 'api') return;
+  const { ipRanges } = rulesOf(principal.settings);
+  if (ipRanges === null) return;
+  const ip = clientIp(req);
+  if (!ipAllowed(ip, ipRanges)) throw forbidden(`Requests from ${ip ?? 'an unknown address'} are not in this project's ip_allowlist.`);
+};
+
+/**
+ * Publishable keys are bound to the project's allowed_origins. A request without an Origin
+ * header is not from a browser page (native app, server) and cannot be told apart from one
+ * that forges its Origin anyway, so the binding only concerns browsers, where it matters: a
+ * page on another site cannot use the key. No allowed_origins means no browser origin.
+ */
+export const originGuard: Guard = (req, _res, _spec, principal) => {
+  if (principal.type !== 'api' || principal.kind !== 'publishable') return;
+  const origin = req.get('origin');
+  if (origin === undefined) return;
+  const { origins } = rulesOf(principal.settings);
+  if (origins.has('*')) return;
+  const normal = normaliseOrigin(origin);
+  if (normal === null || !origins.has(normal)) {
+    throw forbidden(`Origin ${origin} is not in this project's allowed_origins; add it in the project settings to use a publishable key from that page.`);
+  }
+};

@@ -1,0 +1,20 @@
+import cors from 'cors';
+import type { RequestHandler } from 'express';
+
+/**
+ * CORS for the /v1 API. A preflight carries no key, so it cannot know which project (and
+ * which allowed_origins) the real request is for; it approves any origin, which grants
+ * nothing by itself. The real request carries the key and is refused by originGuard before
+ * its handler runs when the origin is not allowed for that key. No credentials mode: the API
+ * authenticates with headers, so cookies are never sent cross-origin on its behalf.
+ */
+export function apiCors(): RequestHandler {
+  return cors({
+    origin: true,
+    credentials: false,
+    methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    allowedHeaders: ['Authorization', 'X-API-Key', 'X-User-ID', 'X-User-Signature', 'Content-Type', 'Idempotency-Key', 'Last-Event-ID', 'X-Request-Id'],
+    exposedHeaders: ['RateLimit', 'RateLimit-Policy', 'Retry-After', 'X-Request-Id', 'Location', 'ETag'],
+    maxAge: 600,
+  });
+}

@@ -1,0 +1,100 @@
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { Knex } from 'knex';
+import type { Config } from '../../config';
+import { rateLimited } from '../../lib/errors';
+import type { Guard, Principal, RateClass } from '../../lib/http/route';
+import type { Logger } from '../../lib/logger';
+import { readSettings, type ProjectSettings } from '../projects/project-settings';
+import { createRateLimitStore } from './rate-limit-store';
+import { createRateLimiter, type Decision, type Policy } from './rate-limiter';
+
+type RateLimitConfig = Pick<
+  Config,
+  'RATE_LIMIT_ENABLED' | 'RATE_LIMIT_WINDOW_SECONDS' | 'RATE_LIMIT_READ' | 'RATE_LIMIT_WRITE' | 'RATE_LIMIT_AUTH' | 'RATE_LIMIT_IP'
+>;
+
+/** IETF draft-ietf-httpapi-ratelimit-headers syntax: `"write";q=600;w=60` and `"write";r=12;t=7`. */
+export function setRateLimitHeaders(res: Response, policy: Policy, d: Decision) {
+  res.setHeader('RateLimit-Policy', `"${policy.name}";q=${policy.limit};w=${Math.ceil(policy.windowMs / 1000)}`);
+  res.setHeader('RateLimit', `"${policy.name}";r=${d.remaining};t=${d.resetSeconds}`);
+}
+
+const classOf = (method: string, declared: RateClass | undefined): RateClass =>
+  declared ?? (method === 'get' || method === 'GET' || method === 'HEAD' ? 'read' : 'write');
+
+/** Set once a request has been counted, so a route behind perIp() is not counted twice. */
+const COUNTED = 'rateLimitCounted';
+
+/** Probes are never limited: a load balancer must always be able to ask. */
+const UNLIMITED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
+
+// Settings objects are shared by every request of a cached key, so parse each one once.
+const parsedSettings = new WeakMap<object, ProjectSettings>();
+function settingsOf(raw: Record<string, unknown>): ProjectSettings {
+  let s = parsedSettings.get(raw);
+  if (!s) {
+    s = readSettings(raw);
+    parsedSettings.set(raw, s);
+  }
+  return s;
+}
+
+/**
+ * Per project + key + end user + action class for API keys (limits from the project's
+ * `rate_limits`, else the service defaults); per client IP for anonymous callers; per
+ * developer for console sessions.
+ */
+export function createRateLimitModule(deps: { db: Knex; logger: Logger; config: RateLimitConfig }) {
+  const { config } = deps;
+  const limiter = createRateLimiter({ db: deps.db, store: createRateLimitStore(), logger: deps.logger });
+  const windowMs = config.RATE_LIMIT_WINDOW_SECONDS * 1000;
+  const defaults: Record<RateClass, number> = { read: config.RATE_LIMIT_READ, write: config.RATE_LIMIT_WRITE, auth: config.RATE_LIMIT_AUTH };
+
+  function policyFor(cls: RateClass, settings?: ProjectSettings): Policy {
+    const own = settings?.rate_limits?.[cls];
+    return own ? { name: cls, limit: own.limit, windowMs: own.window_seconds * 1000 } : { name: cls, limit: defaults[cls], windowMs };
+  }
+
+  async function enforce(res: Response, projectId: string, bucket: string, policy: Policy) {
+    res.locals[COUNTED] = true;
+    const d = await limiter.consume(projectId, bucket, policy);
+    setRateLimitHeaders(res, policy, d);
+    if (!d.allowed) {
+      throw rateLimited(
+        `The "${policy.name}" limit of ${policy.limit} requests per ${Math.ceil(policy.windowMs / 1000)} s is used up; retry after ${d.retryAfterSeconds} s.`,
+        d.retryAfterSeconds,
+      );
+    }
+  }
+
+  const ipPolicy = (cls: RateClass): Policy => ({ name: cls, limit: config.RATE_LIMIT_IP, windowMs });
+  const clientIp = (req: Request) => req.ip ?? req.socket.remoteAddress ?? 'unknown';
+
+  const guard: Guard = async (req, res, spec, principal: Principal) => {
+    if (!config.RATE_LIMIT_ENABLED || UNLIMITED_PATHS.has(spec.path) || res.locals[COUNTED]) return;
+    const cls = classOf(spec.method, spec.rateClass);
+    if (principal.type === 'api') {
+      const policy = policyFor(cls, settingsOf(principal.settings));
+      await enforce(res, principal.projectId, `${cls}:${principal.keyId}:${principal.userId ?? ''}`, policy);
+    } else if (principal.type === 'developer') {
+      await enforce(res, '', `dev:${cls}:${principal.developerId}`, policyFor(cls));
+    } else {
+      await enforce(res, '', `ip:${cls}:${clientIp(req)}`, ipPolicy(cls));
+    }
+  };
+
+  return {
+    guard,
+    /** Per-client-IP limit for routes outside the route factory (sign-in under /auth). */
+    perIp(cls: RateClass): RequestHandler {
+      return (req: Request, res: Response, next: NextFunction) => {
+        if (!config.RATE_LIMIT_ENABLED) return next();
+        enforce(res, '', `ip:${cls}:${clientIp(req)}`, ipPolicy(cls)).then(() => next(), next);
+      };
+    },
+    invalidate: (projectId?: string) => limiter.invalidate(projectId),
+    close: () => limiter.close(),
+  };
+}
+
+export type RateLimitModule = ReturnType<typeof createRateLimitModule>;

@@ -1,0 +1,56 @@
+import type { Db } from '../../lib/db';
+
+export interface LeaseGrant {
+  granted: number;
+  /** Units counted in the window after this grant. */
+  used: number;
+  /** The lease row's identity, to write back what was really used; null when nothing was granted. */
+  row: { grantedAt: string; id: number } | null;
+  /** Milliseconds until the oldest counted unit ages out of the window. */
+  resetMs: number;
+  /** Milliseconds until one more unit can be admitted; 0 when granted. */
+  retryMs: number;
+}
+
+export interface LeaseRef {
+  projectId: string;
+  bucket: string;
+  grantedAt: string;
+  id: number;
+}
+
+/** Quota leases in PostgreSQL (migrations/20261124002000_rate_limit_leases.ts). */
+export function createRateLimitStore() {
+  return {
+    async acquire(db: Db, projectId: string, bucket: string, limit: number, windowMs: number, want: number): Promise<LeaseGrant> {
+      const { rows } = await db.raw('select * from rate_limit_acquire(?, ?, ?, ?, ?)', [projectId, bucket, limit, windowMs, want]);
+      const r = rows[0];
+      return {
+        granted: r.granted,
+        used: Number(r.used),
+        row: r.lease_id === null ? null : { grantedAt: r.granted_at, id: Number(r.lease_id) },
+        resetMs: r.reset_ms,
+        retryMs: r.retry_ms,
+      };
+    },
+
+    /** Writes back how many units of a lease were really spent; the rest return to the window. */
+    async settle(db: Db, lease: LeaseRef, used: number): Promise<void> {
+      const where = { project_id: lease.projectId, bucket: lease.bucket, id: lease.id };
+      const q = db('rate_limit_leases').where(where).whereRaw('granted_at = ?::timestamptz', [lease.grantedAt]);
+      if (used > 0) await q.update({ units: used });
+      else await q.delete();
+    },
+
+    /** Drops leases that have aged out of their window (buckets nobody touches any more). */
+    async sweep(db: Db, batch = 5_000): Promise<number> {
+      const { rowCount } = await db.raw(
+        `delete from rate_limit_leases where ctid = any(array(select ctid from rate_limit_leases where expires_at < now() limit ?))`,
+        [batch],
+      );
+      return rowCount ?? 0;
+    },
+  };
+}
+
+export type RateLimitStore = ReturnType<typeof createRateLimitStore>;

@@ -19,9 +19,10 @@ export function routeLabel(req: Request, res: Response): string {
  * A guard that runs first on every declared route: it remembers who called (project) and
  * the route's rate-limit class for the request log and metrics.
  */
-export const requestContextGuard: Guard = (_req, res, spec, principal) => {
+export const requestContextGuard: Guard = (req, res, spec, principal) => {
   if (principal.type === 'api') res.locals.projectId = principal.projectId;
-  if (spec.rateClass) res.locals.rateClass = spec.rateClass;
+  // The limiter's rule: a route's declared class, else reads for GET/HEAD and writes otherwise.
+  res.locals.rateClass = spec.rateClass ?? (req.method === 'GET' || req.method === 'HEAD' ? 'read' : 'write');
 };
 
 /**
@@ -32,13 +33,18 @@ export const requestContextGuard: Guard = (_req, res, spec, principal) => {
 export function requestLog(deps: { logger: Logger; metrics: Metrics }): RequestHandler {
   return (req, res, next) => {
     const started = process.hrtime.bigint();
-    res.once('close', () => {
+    let logged = false;
+    // 'finish' (the last byte handed to the OS) comes before the client can see the
+    // response, so a scrape right after it counts it; 'close' alone catches aborted ones.
+    const done = () => {
+      if (logged) return;
+      logged = true;
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const route = routeLabel(req, res);
       const status = res.statusCode;
       const stream = String(res.getHeader('content-type') ?? '').startsWith('text/event-stream');
       if (!stream) deps.metrics.httpDuration.observe({ method: req.method, route, status: String(status) }, seconds);
-      if (status === 429) deps.metrics.rateLimitRefusals.inc({ class: String(res.locals.rateClass ?? 'unknown') });
+      if (status === 429) deps.metrics.rateLimitRefusals.inc({ class: String(res.locals.rateClass ?? (req.originalUrl.startsWith('/auth') ? 'auth' : 'unknown')) });
       const line = {
         request_id: res.locals.requestId as string | undefined,
         project_id: res.locals.projectId as string | undefined,
@@ -51,7 +57,9 @@ export function requestLog(deps: { logger: Logger; metrics: Metrics }): RequestH
       if (status >= 500) deps.logger.warn(line, 'request');
       else if (QUIET_ROUTES.has(route)) deps.logger.debug(line, 'request');
       else deps.logger.info(line, 'request');
-    });
+    };
+    res.once('finish', done);
+    res.once('close', done);
     next();
   };
 }

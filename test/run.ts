@@ -65,7 +65,8 @@ async function main() {
       child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0)));
     });
   } finally {
-    await admin(adminUrl, `select pg_terminate_backend(pid) from pg_stat_activity where datname like 'pdb_t%' and pid <> pg_backend_pid()`).catch(() => undefined);
+    // Only this run's databases: other runs may share the server (DATABASE_URL).
+    await admin(adminUrl, `select pg_terminate_backend(pid) from pg_stat_activity where (datname = '${template}' or datname like 'pdb_t_${template.slice(8)}%') and pid <> pg_backend_pid()`).catch(() => undefined);
     const client = new pg.Client({ connectionString: adminUrl });
     await client.connect();
     const { rows } = await client.query(`select datname from pg_database where datname = $1 or datname like $2`, [template, `pdb_t_${template.slice(8)}%`]);

@@ -130,8 +130,12 @@
     var me = state.me;
     $('account-name').textContent = me.name || me.email || 'Developer';
     $('account-email').textContent = me.name && me.email ? me.email : '';
-    if (me.avatar_url) $('account-avatar').src = me.avatar_url;
-    else $('account-avatar').removeAttribute('src');
+    var label = (me.name || me.email || '?').trim();
+    $('account-initials').textContent = label.split(/\s+/).slice(0, 2).map(function (w) { return w.charAt(0).toUpperCase(); }).join('');
+    var img = $('account-avatar');
+    img.onerror = function () { img.hidden = true; $('account-initials').hidden = false; };
+    img.onload = function () { img.hidden = false; $('account-initials').hidden = true; };
+    if (me.avatar_url) img.src = me.avatar_url;
   }
 
   function renderProjects() {

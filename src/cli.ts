@@ -25,6 +25,12 @@ function required(values: Record<string, unknown>, name: string): string {
   return v;
 }
 
+function projectArg(values: Record<string, unknown>): string {
+  const parsed = idSchema.safeParse(required(values, 'project'));
+  if (!parsed.success) throw new UsageError(`--project ${parsed.error.issues[0]?.message ?? 'is not a valid id'}`);
+  return parsed.data;
+}
+
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -69,7 +75,7 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'key create': {
-        const projectId = idSchema.parse(required(values, 'project'));
+        const projectId = projectArg(values);
         const kind = required(values, 'kind');
         if (!['secret', 'publishable', 'admin'].includes(kind)) throw new UsageError('--kind must be secret, publishable or admin');
         const key = await projects.createKey(projectId, kind as KeyKind, values.name ?? '');
@@ -77,7 +83,7 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'key list': {
-        const keys = await projects.listKeys(idSchema.parse(required(values, 'project')));
+        const keys = await projects.listKeys(projectArg(values));
         out(
           keys,
           keys.map((k) => `${k.id}  ${k.kind.padEnd(11)} ${k.prefix}…  ${k.revoked_at ? 'revoked ' + k.revoked_at : 'live'}  ${k.name}`).join('\n') || '(no keys)',
@@ -85,7 +91,7 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'key revoke': {
-        await projects.revokeKey(idSchema.parse(required(values, 'project')), required(values, 'key-id'));
+        await projects.revokeKey(projectArg(values), required(values, 'key-id'));
         out({ revoked: true }, 'revoked');
         return 0;
       }

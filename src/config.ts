@@ -64,7 +64,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   }
   const parsed = configSchema.safeParse(source);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    // The rejected value helps, except for secrets, which must never reach a log.
+    const shown = (key: string) => (/SECRET|PASSWORD|KEY/.test(key) || key === 'DATABASE_URL' || source[key] === undefined ? '' : ` (got ${JSON.stringify(source[key])})`);
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}${shown(String(i.path[0]))}`);
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
   return Object.freeze(parsed.data);

@@ -102,6 +102,24 @@ describe('sign in with Google (against a real local OAuth 2.0 server)', () => {
     }
   });
 
+  test('behind a TLS-terminating proxy the redirect URI is https and the cookies are Secure', async () => {
+    provider.signInAs({ sub: 'g-3003', email: 'tls@example.com', name: 'Behind Proxy' });
+    const forwarded = { 'x-forwarded-proto': 'https' };
+    const start = await fetch(`${t.url}/auth/google`, { redirect: 'manual', headers: forwarded });
+    const redirectUri = new URL(start.headers.get('location')!).searchParams.get('redirect_uri')!;
+    assert.equal(redirectUri, `${t.url.replace('http:', 'https:')}/auth/google/callback`);
+    assert.match(start.headers.getSetCookie().join('\n'), /pdb_oauth_state=.*Secure/i);
+    const approve = await fetch(start.headers.get('location')!, { redirect: 'manual' });
+    // The proxy would forward the provider's https redirect to us as plain HTTP.
+    const callbackUrl = new URL(approve.headers.get('location')!);
+    callbackUrl.protocol = 'http:';
+    const callback = await fetch(callbackUrl, { redirect: 'manual', headers: { ...forwarded, cookie: cookieHeader(setCookies(start)) } });
+    assert.equal(callback.status, 303);
+    const session = callback.headers.getSetCookie().find((c) => c.startsWith('pdb_session='));
+    assert.ok(session, callback.headers.get('location') ?? '');
+    assert.match(session, /;\s*Secure/i);
+  });
+
   test('without Google configured, the console says so and /auth/google explains instead of failing', async () => {
     const plain = await startInstance(t.databaseUrl, {});
     try {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { signUserId } from '../src/modules/keys/key-auth-service';
-import { api, startTestApp, type TestContext } from './helpers/app';
+import { api, startInstance, startTestApp, type TestContext } from './helpers/app';
 import { signInThroughProvider, startOAuthProvider } from './helpers/oauth-provider';
 
 describe('management API (projects, keys, signing secret, settings, usage)', () => {
@@ -196,6 +196,30 @@ describe('management API (projects, keys, signing secret, settings, usage)', () 
     assert.deepEqual(versions.body.data.map((v: any) => v.body.text), ['first', 'first (edited)']);
     assert.equal((await A('GET', `/v1/projects/${pid}/threads/nope/messages`)).status, 404);
     assert.equal((await A('GET', `/v1/projects/${pid}/threads?limit=0`)).status, 400);
+  });
+
+  test('usage from several replicas adds up in the same hourly row', async () => {
+    const A = as(alice);
+    const pid = (await A('POST', '/v1/projects', { name: 'Two replicas' })).body.id;
+    const sk = (await A('POST', `/v1/projects/${pid}/keys`, { kind: 'secret' })).body.key;
+    const second = await startInstance(t.databaseUrl, { ...provider.env });
+    try {
+      for (const url of [t.url, second.url, second.url]) {
+        assert.equal((await api(url, 'POST', '/v1/threads/r/messages', { key: sk, user: 'u', body: { body: 'x' } })).status, 201);
+      }
+    } finally {
+      await second.close(); // a graceful shutdown flushes the replica's pending counts
+    }
+    const total = (await A('GET', `/v1/projects/${pid}/usage`)).body.data.reduce((n: number, d: any) => n + d.messages, 0);
+    assert.equal(total, 3);
+  });
+
+  test('the management routes are in the OpenAPI document with session security', async () => {
+    const doc = (await api(t.url, 'GET', '/openapi.json')).body;
+    for (const p of ['/v1/me', '/v1/projects', '/v1/projects/{project_id}', '/v1/projects/{project_id}/keys', '/v1/projects/{project_id}/keys/{key_id}', '/v1/projects/{project_id}/signing-secret/rotate']) {
+      assert.ok(doc.paths[p], p);
+    }
+    assert.deepEqual(doc.paths['/v1/projects'].post.security, [{ session: [] }]);
   });
 
   test('deleting a project stops its keys at once and hides it', async () => {

@@ -5,7 +5,7 @@ import { forbidden } from '../../lib/errors';
 import type { RouteFactory } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
 import type { DevelopersService, SignInProfile } from '../developers/developers-service';
-import { createGoogleStrategy, googleConfigured, type GoogleConfig } from './google-strategy';
+import { callbackUrlFor, createGoogleStrategy, googleConfigured, type GoogleConfig } from './google-strategy';
 import { clearSessionCookies, setSessionCookies } from './session-cookies';
 import { SESSION_COOKIE, type SessionTokens } from './session-tokens';
 
@@ -49,7 +49,7 @@ export function createAuthRouter(deps: {
 
   router.get('/auth/google', (req: Request, res: Response, next: NextFunction) => {
     if (!enabled) return notConfigured(res);
-    passport.authenticate('google', { session: false })(req, res, next);
+    passport.authenticate('google', { session: false, callbackURL: callbackUrlFor(deps.config, req) } as object)(req, res, next);
   });
 
   router.get('/auth/google/callback', (req: Request, res: Response, next: NextFunction) => {
@@ -74,7 +74,7 @@ export function createAuthRouter(deps: {
         next(e);
       }
     };
-    passport.authenticate('google', { session: false }, done)(req, res, next);
+    passport.authenticate('google', { session: false, callbackURL: callbackUrlFor(deps.config, req) } as object, done)(req, res, next);
   });
 
   // Signing out only needs the cookies gone; refuse it cross-site so a page elsewhere cannot

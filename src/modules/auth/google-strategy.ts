@@ -52,14 +52,22 @@ export class CookieStateStore {
   }
 }
 
+/**
+ * The redirect URI sent to the provider: GOOGLE_CALLBACK_URL, else PUBLIC_URL's, else this
+ * request's own origin (express's req.protocol honours TRUST_PROXY, so a TLS proxy gives https).
+ */
+export function callbackUrlFor(config: GoogleConfig, req: Request): string {
+  if (config.GOOGLE_CALLBACK_URL) return config.GOOGLE_CALLBACK_URL;
+  return new URL('/auth/google/callback', config.PUBLIC_URL ?? `${req.protocol}://${req.get('host') ?? 'localhost'}`).toString();
+}
+
 /** Google by default; any OAuth 2.0 / OIDC provider when the three URLs are configured. */
 export function createGoogleStrategy(config: GoogleConfig, sessions: SessionTokens) {
-  const callbackURL = config.GOOGLE_CALLBACK_URL ?? (config.PUBLIC_URL ? new URL('/auth/google/callback', config.PUBLIC_URL).toString() : '/auth/google/callback');
   return new GoogleStrategy(
     {
       clientID: config.GOOGLE_CLIENT_ID!,
       clientSecret: config.GOOGLE_CLIENT_SECRET!,
-      callbackURL,
+      // Given per request (callbackUrlFor) to both legs, which must agree.
       authorizationURL: config.GOOGLE_AUTHORIZATION_URL,
       tokenURL: config.GOOGLE_TOKEN_URL,
       userProfileURL: config.GOOGLE_USERINFO_URL,

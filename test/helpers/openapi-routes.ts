@@ -70,25 +70,26 @@ export const encodeSegment = (s: string) =>
 const typesOf = (s: JsonSchema): string[] => (Array.isArray(s.type) ? s.type : s.type ? [s.type] : []);
 
 /** A plausible valid value for a schema (first enum value, minimums, required properties). */
-export function example(doc: any, schema: JsonSchema | undefined, depth = 0): unknown {
+export function example(doc: any, schema: JsonSchema | undefined, depth = 0, withOptional = false): unknown {
   const s = deref(doc, schema);
   if (depth > 8) return null;
   if (s.example !== undefined) return s.example;
   if (Array.isArray(s.enum)) return s.enum[0];
   if (s.const !== undefined) return s.const;
   const options = s.anyOf ?? s.oneOf;
-  if (Array.isArray(options) && options.length) return example(doc, options[0], depth + 1);
-  if (Array.isArray(s.allOf) && s.allOf.length) return example(doc, s.allOf[0], depth + 1);
+  if (Array.isArray(options) && options.length) return example(doc, options[0], depth + 1, withOptional);
+  if (Array.isArray(s.allOf) && s.allOf.length) return example(doc, s.allOf[0], depth + 1, withOptional);
   const t = typesOf(s).filter((x) => x !== 'null')[0];
   switch (t) {
     case 'object': {
       const out: Record<string, unknown> = {};
-      for (const name of s.required ?? []) out[name] = example(doc, s.properties?.[name], depth + 1);
+      const names = withOptional ? Object.keys(s.properties ?? {}) : (s.required ?? []);
+      for (const name of names) out[name] = example(doc, s.properties?.[name], depth + 1, withOptional);
       return out;
     }
     case 'array': {
       const n = Math.max(1, s.minItems ?? 0);
-      return Array.from({ length: n }, () => example(doc, s.items, depth + 1));
+      return Array.from({ length: n }, () => example(doc, s.items, depth + 1, withOptional));
     }
     case 'string': {
       const min = s.minLength ?? 1;

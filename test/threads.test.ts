@@ -233,3 +233,54 @@ describe('threads', () => {
     assert.deepEqual((await events('fresh-by-pk')).map((e) => e.type), ['thread.created', 'member.added', 'message.created']);
   });
 });
+
+describe('threads under concurrency and after deletion', () => {
+  let t: TestContext;
+  let creds: ProjectCredentials;
+  before(async () => {
+    t = await startTestApp();
+    creds = await t.project();
+  });
+  after(() => t.stop());
+
+  test('a dm deleted and created again gives a new dm thread', async () => {
+    const sk = creds.keys.secret;
+    const first = await api(t.url, 'POST', '/v1/threads', { key: sk, body: { type: 'dm', members: ['p1', 'p2'] } });
+    assert.equal(first.status, 201);
+    assert.equal((await api(t.url, 'DELETE', `/v1/threads/${first.body.id}`, { key: sk })).status, 204);
+    const again = await api(t.url, 'POST', '/v1/threads', { key: sk, body: { type: 'dm', members: ['p2', 'p1'] } });
+    assert.equal(again.status, 201, again.text);
+    assert.notEqual(again.body.id, first.body.id);
+    const repeat = await api(t.url, 'POST', '/v1/threads', { key: sk, body: { type: 'dm', members: ['p1', 'p2'] } });
+    assert.equal(repeat.status, 200);
+    assert.equal(repeat.body.id, again.body.id);
+  });
+
+  test('concurrent creations of the same dm give one thread', async () => {
+    const sk = creds.keys.secret;
+    const rs = await Promise.all(Array.from({ length: 8 }, (_, i) => api(t.url, 'POST', '/v1/threads', { key: sk, user: i % 2 ? 'q1' : 'q2', body: { type: 'dm', members: [i % 2 ? 'q2' : 'q1'] } })));
+    assert.deepEqual(rs.map((r) => r.status).sort(), [200, 200, 200, 200, 200, 200, 200, 201], rs.map((r) => r.text).join('\n'));
+    assert.equal(new Set(rs.map((r) => r.body.id)).size, 1);
+  });
+
+  test('concurrent first posts to one unknown thread id create it once and append every message', async () => {
+    const sk = creds.keys.secret;
+    const rs = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => api(t.url, 'POST', '/v1/threads/born-busy/messages', { key: sk, user: 'same-user', body: { body: i } })),
+    );
+    assert.deepEqual(rs.map((r) => r.status), rs.map(() => 201), rs.map((r) => r.text).join('\n'));
+    const { rows } = await t.db.raw(`select type, count(*)::int as n from events where project_id = ? and thread_id = 'born-busy' group by type order by type`, [creds.project_id]);
+    assert.deepEqual(rows, [
+      { type: 'member.added', n: 1 },
+      { type: 'message.created', n: 10 },
+      { type: 'thread.created', n: 1 },
+    ]);
+    assert.deepEqual(rs.map((r) => r.body.seq).sort((a, b) => a - b), Array.from({ length: 10 }, (_, i) => i + 3));
+  });
+
+  test('concurrent creations with the same client thread id: one 201, the rest 409', async () => {
+    const sk = creds.keys.secret;
+    const rs = await Promise.all(Array.from({ length: 6 }, () => api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'contested', type: 'group' } })));
+    assert.deepEqual(rs.map((r) => r.status).sort(), [201, 409, 409, 409, 409, 409]);
+  });
+});

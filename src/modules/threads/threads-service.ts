@@ -147,7 +147,9 @@ export function createThreadsService(deps: { db: Knex; threadsStore: ThreadsStor
         run: async (tx, pointers) => {
           await authorize(tx, principal, threadId, 'manage', true);
           await appendEvents(tx, pointers, principal.projectId, threadId, [{ type: 'thread.deleted', actor: principal.userId, data: {} }]);
-          await store.update(tx, principal.projectId, threadId, { deleted_at: tx.fn.now() });
+          // Releasing the dm pair lets the same two users start a new dm (the unique index
+          // covers deleted rows too); thread.created keeps who the pair was.
+          await store.update(tx, principal.projectId, threadId, { deleted_at: tx.fn.now(), dm_key: null });
         },
       });
     },

@@ -43,8 +43,11 @@ export function createGracefulShutdown(deps: ShutdownDeps) {
   async function drainAndClose(): Promise<void> {
     const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const res of inflight) if (!res.headersSent) res.setHeader('Connection', 'close');
-    while (busy() > 0) {
+    // Idle includes accepted connections whose request has not been read yet: closing them
+    // is what guarantees no request starts after the check below (the client just retries).
+    for (;;) {
       server.closeIdleConnections();
+      if (busy() === 0) break;
       await new Promise((r) => setTimeout(r, 25));
     }
     logger.info('in-flight requests finished');

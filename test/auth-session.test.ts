@@ -11,12 +11,14 @@ describe('console sessions (JWT)', () => {
   let t: TestContext;
   let cookies: Record<string, string>;
   let developerId: string;
+  let sessionId: string;
   const sign = (claims: Record<string, unknown>, opts: jwt.SignOptions = {}, secret = SECRET) =>
     jwt.sign({ csrf: 'c', auth_time: Math.floor(Date.now() / 1000), ...claims }, secret, {
       algorithm: 'HS256',
       issuer: 'progressdb',
       audience: 'progressdb-console',
       subject: developerId,
+      jwtid: sessionId,
       ...('exp' in claims ? {} : { expiresIn: 600 }),
       ...opts,
     });
@@ -27,7 +29,7 @@ describe('console sessions (JWT)', () => {
     t = await startTestApp({ ...provider.env, SESSION_SECRET: SECRET, SESSION_TTL_SECONDS: '600' });
     provider.signInAs({ sub: 'g-session', email: 'grace@example.com', name: 'Grace Hopper' });
     cookies = (await signInThroughProvider(t.url)).cookies;
-    developerId = jwt.decode(cookies.pdb_session, { json: true })!.sub!;
+    ({ sub: developerId, jti: sessionId } = jwt.decode(cookies.pdb_session, { json: true }) as { sub: string; jti: string });
   });
   after(async () => {
     await t.stop();
@@ -73,8 +75,11 @@ describe('console sessions (JWT)', () => {
     assert.match(viaCookie.body.detail, /expired/);
   });
 
-  test('a token for a developer that does not exist gets 401; an API key is refused with a hint', async () => {
+  test('a token for a developer or session that does not exist gets 401; an API key is refused with a hint', async () => {
     assert.equal((await me(sign({}, { subject: 'dev_nobody' }))).status, 401);
+    assert.equal((await me(sign({}, { jwtid: 'ses_forged' }))).status, 401);
+    const noJti = jwt.sign({ csrf: 'c', auth_time: Math.floor(Date.now() / 1000) }, SECRET, { algorithm: 'HS256', issuer: 'progressdb', audience: 'progressdb-console', subject: developerId, expiresIn: 600 });
+    assert.equal((await me(noJti)).status, 401);
     const sk = (await t.project()).keys.secret;
     const r = await me(sk);
     assert.equal(r.status, 401);
@@ -116,17 +121,25 @@ describe('console sessions (JWT)', () => {
     assert.equal(setCookies(capped).pdb_session, undefined, 'no refresh beyond the maximum session age');
   });
 
-  test('POST /auth/token gives scripts a Bearer token; POST /auth/logout clears the cookies', async () => {
+  test('POST /auth/token gives scripts a Bearer token; POST /auth/logout ends the session everywhere and clears the cookies', async () => {
     const token = await api(t.url, 'POST', '/auth/token', { headers: { cookie: cookieHeader(cookies), 'x-csrf-token': cookies.pdb_csrf } });
     assert.equal(token.status, 200, token.text);
     assert.equal((await me(token.body.token)).body.id, developerId);
+    const other = (await signInThroughProvider(t.url)).cookies; // the same developer in another browser
+    const crossSite = await fetch(`${t.url}/auth/logout`, { method: 'POST', headers: { cookie: cookieHeader(cookies), origin: 'https://evil.example' } });
+    assert.equal(crossSite.status, 403);
+    assert.equal((await me(cookies.pdb_session)).status, 200, 'a refused sign-out ends nothing');
 
     const out = await fetch(`${t.url}/auth/logout`, { method: 'POST', headers: { cookie: cookieHeader(cookies) } });
     assert.equal(out.status, 204);
     const cleared = out.headers.getSetCookie();
     assert.ok(cleared.some((c) => /^pdb_session=;.*Expires=Thu, 01 Jan 1970/i.test(c)), cleared.join('\n'));
     assert.ok(cleared.some((c) => /^pdb_csrf=;/.test(c)));
-    const crossSite = await fetch(`${t.url}/auth/logout`, { method: 'POST', headers: { cookie: cookieHeader(cookies), origin: 'https://evil.example' } });
-    assert.equal(crossSite.status, 403);
+    // A copy of the token (kept by a script, or stolen) stops working at once, as does the session's script token.
+    assert.equal((await me(cookies.pdb_session)).status, 401);
+    assert.match((await me(cookies.pdb_session)).body.detail, /session has ended/);
+    assert.equal((await me(token.body.token)).status, 401);
+    assert.equal((await me(other.pdb_session)).status, 200, 'other sessions are unaffected');
+    assert.equal((await fetch(`${t.url}/auth/logout`, { method: 'POST' })).status, 204, 'signing out without a session is harmless');
   });
 });

@@ -7,7 +7,8 @@ import type { Logger } from '../../lib/logger';
 import type { DevelopersService, SignInProfile } from '../developers/developers-service';
 import { callbackUrlFor, createGoogleStrategy, googleConfigured, type GoogleConfig } from './google-strategy';
 import { clearSessionCookies, setSessionCookies } from './session-cookies';
-import { SESSION_COOKIE, type SessionTokens } from './session-tokens';
+import { sessionFrom, sessionOf } from './developer-authenticator';
+import type { SessionClaims, SessionTokens } from './session-tokens';
 
 interface FailureInfo {
   message?: string;
@@ -31,7 +32,7 @@ export function createAuthRouter(deps: {
   routes: RouteFactory;
   config: GoogleConfig;
   sessions: SessionTokens;
-  developers: Pick<DevelopersService, 'signIn'>;
+  developers: Pick<DevelopersService, 'signIn' | 'startSession' | 'endSession'>;
   logger: Logger;
 }) {
   const { sessions, logger } = deps;
@@ -68,7 +69,8 @@ export function createAuthRouter(deps: {
         }
         const { developer, created } = await deps.developers.signIn(profile);
         logger.info({ developer_id: developer.id, created }, 'developer signed in');
-        setSessionCookies(req, res, sessions.issue(developer.id));
+        const sid = await deps.developers.startSession(developer.id, sessions.sessionEnd());
+        setSessionCookies(req, res, sessions.issue(developer.id, { sid }));
         res.redirect(303, '/console');
       } catch (e) {
         next(e);
@@ -77,15 +79,27 @@ export function createAuthRouter(deps: {
     passport.authenticate('google', { session: false, callbackURL: callbackUrlFor(deps.config, req) } as object, done)(req, res, next);
   });
 
-  // Signing out only needs the cookies gone; refuse it cross-site so a page elsewhere cannot
-  // sign a developer out.
-  router.post('/auth/logout', (req: Request, res: Response, next: NextFunction) => {
-    const origin = req.get('origin');
-    if (origin && origin !== `${req.protocol}://${req.get('host') ?? ''}` && req.cookies?.[SESSION_COOKIE]) {
-      return next(forbidden('Cross-site request refused (Origin does not match this server).'));
+  // Ends the session on every replica (its tokens stop working) and clears the cookies. Refused
+  // cross-site so a page elsewhere cannot sign a developer out.
+  router.post('/auth/logout', async (req: Request, res: Response, next: NextFunction) => {
+    try {
+      const found = sessionFrom(req);
+      const origin = req.get('origin');
+      if (found?.viaCookie && origin && origin !== `${req.protocol}://${req.get('host') ?? ''}`) {
+        return next(forbidden('Cross-site request refused (Origin does not match this server).'));
+      }
+      let claims: SessionClaims | null = null;
+      try {
+        claims = found ? sessions.verify(found.token) : null;
+      } catch {
+        // An expired or invalid token has nothing left to end.
+      }
+      if (claims) await deps.developers.endSession(claims.sub, claims.jti);
+      clearSessionCookies(req, res);
+      res.status(204).end();
+    } catch (e) {
+      next(e);
     }
-    clearSessionCookies(req, res);
-    res.status(204).end();
   });
 
   deps.routes.route(
@@ -118,7 +132,9 @@ export function createAuthRouter(deps: {
       },
     },
     async ({ principal }) => {
-      const s = sessions.issue(principal.developerId);
+      // Same session (signing out ends it too), fresh expiry.
+      const current = sessionOf(principal)!;
+      const s = sessions.issue(principal.developerId, { sid: current.jti, csrf: current.csrf, auth_time: current.auth_time });
       return { body: { token: s.token, token_type: 'Bearer' as const, expires_at: s.expiresAt.toISOString() }, headers: { 'Cache-Control': 'no-store' } };
     },
   );

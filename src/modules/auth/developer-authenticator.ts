@@ -8,7 +8,7 @@ import { CSRF_HEADER, SESSION_COOKIE, safeEqual, type SessionClaims, type Sessio
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** The session token and where it came from: Authorization: Bearer (scripts) or the cookie (console). */
-function sessionFrom(req: Request): { token: string; viaCookie: boolean } | null {
+export function sessionFrom(req: Request): { token: string; viaCookie: boolean } | null {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(req.get('authorization') ?? '');
   if (m) return { token: m[1], viaCookie: false };
   const cookie = (req.cookies as Record<string, unknown> | undefined)?.[SESSION_COOKIE];
@@ -34,8 +34,12 @@ function assertSameSiteIntent(req: Request, claims: SessionClaims, publicUrl: st
   if (!given || !safeEqual(given, claims.csrf)) throw forbidden('Missing or wrong X-CSRF-Token header: send the value of the pdb_csrf cookie.');
 }
 
-/** The route factory's 'developer' mode: a valid session for a developer that still exists. */
-export function createDeveloperAuthenticator(deps: { sessions: SessionTokens; developers: Pick<DevelopersService, 'get'>; publicUrl?: string }) {
+// The verified session behind each principal this authenticator returned (for POST /auth/token).
+const sessionOfPrincipal = new WeakMap<DeveloperPrincipal, SessionClaims>();
+export const sessionOf = (principal: DeveloperPrincipal) => sessionOfPrincipal.get(principal);
+
+/** The route factory's 'developer' mode: a valid token of a live session of an existing developer. */
+export function createDeveloperAuthenticator(deps: { sessions: SessionTokens; developers: Pick<DevelopersService, 'getBySession'>; publicUrl?: string }) {
   return async (req: Request, res: Response): Promise<DeveloperPrincipal> => {
     const found = sessionFrom(req);
     if (!found) throw unauthorized('Sign in to the console (GET /auth/google), or send "Authorization: Bearer <session token>".');
@@ -44,11 +48,13 @@ export function createDeveloperAuthenticator(deps: { sessions: SessionTokens; de
     }
     const claims = deps.sessions.verify(found.token);
     if (found.viaCookie && !SAFE_METHODS.has(req.method)) assertSameSiteIntent(req, claims, deps.publicUrl);
-    const developer = await deps.developers.get(claims.sub);
-    if (!developer) throw unauthorized('This developer account no longer exists; sign in again.');
+    const developer = await deps.developers.getBySession(claims.sub, claims.jti);
+    if (!developer) throw unauthorized('This session has ended (signed out); sign in again.');
     if (found.viaCookie && deps.sessions.shouldRefresh(claims)) {
-      setSessionCookies(req, res, deps.sessions.issue(developer.id, { csrf: claims.csrf, auth_time: claims.auth_time }));
+      setSessionCookies(req, res, deps.sessions.issue(developer.id, { sid: claims.jti, csrf: claims.csrf, auth_time: claims.auth_time }));
     }
-    return { type: 'developer', developerId: developer.id };
+    const principal: DeveloperPrincipal = { type: 'developer', developerId: developer.id };
+    sessionOfPrincipal.set(principal, claims);
+    return principal;
   };
 }

@@ -15,6 +15,8 @@ const ALGORITHM = 'HS256' as const;
 
 export interface SessionClaims {
   sub: string;
+  /** The developer_sessions row this token belongs to; signing out revokes it. */
+  jti: string;
   csrf: string;
   /** When the developer signed in with the provider; sliding refresh never extends past a maximum age. */
   auth_time: number;
@@ -49,26 +51,31 @@ export function createSessionTokens(deps: { secret: () => string; ttlSeconds: nu
 
   return {
     ttlSeconds,
+    /** When a session started now must end, however often it is refreshed. */
+    sessionEnd: (authTime = nowSeconds()) => new Date((authTime + maxAgeSeconds) * 1000),
 
-    issue(developerId: string, carry?: { csrf: string; auth_time: number }) {
-      const csrf = carry?.csrf ?? randomBytes(24).toString('base64url');
-      const authTime = carry?.auth_time ?? nowSeconds();
+    /** A token for a session; a refresh carries the session's csrf and auth_time over. */
+    issue(developerId: string, session: { sid: string; csrf?: string; auth_time?: number }) {
+      const csrf = session.csrf ?? randomBytes(24).toString('base64url');
+      const authTime = session.auth_time ?? nowSeconds();
       const token = jwt.sign({ csrf, auth_time: authTime }, deps.secret(), {
         algorithm: ALGORITHM,
         issuer: ISSUER,
         audience: SESSION_AUDIENCE,
         subject: developerId,
-        expiresIn: ttlSeconds,
+        jwtid: session.sid,
+        expiresIn: Math.max(1, Math.min(ttlSeconds, authTime + maxAgeSeconds - nowSeconds())),
       });
-      return { token, csrf, expiresAt: new Date((nowSeconds() + ttlSeconds) * 1000) };
+      const { exp } = jwt.decode(token) as { exp: number };
+      return { token, csrf, expiresAt: new Date(exp * 1000) };
     },
 
     verify(token: string): SessionClaims {
       const p = verifyJwt(token, SESSION_AUDIENCE);
-      if (typeof p.sub !== 'string' || typeof p.csrf !== 'string' || typeof p.auth_time !== 'number' || typeof p.exp !== 'number' || typeof p.iat !== 'number') {
+      if (typeof p.sub !== 'string' || typeof p.jti !== 'string' || typeof p.csrf !== 'string' || typeof p.auth_time !== 'number' || typeof p.exp !== 'number' || typeof p.iat !== 'number') {
         throw unauthorized('The session token is not valid; sign in again.');
       }
-      return { sub: p.sub, csrf: p.csrf, auth_time: p.auth_time, iat: p.iat, exp: p.exp };
+      return { sub: p.sub, jti: p.jti, csrf: p.csrf, auth_time: p.auth_time, iat: p.iat, exp: p.exp };
     },
 
     /** Past half its life, a session in use is re-issued, up to maxAgeSeconds after sign-in. */

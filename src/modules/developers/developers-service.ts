@@ -55,6 +55,20 @@ export function createDevelopersService(deps: { db: Knex; developersStore: Devel
       const row = await store.get(db, id);
       return row ? toDeveloperView(row) : null;
     },
+
+    /** A new console session; it ends at `expiresAt` (the maximum session age) or at sign-out. */
+    async startSession(developerId: string, expiresAt: Date): Promise<string> {
+      const sessionId = newId('ses');
+      await store.insertSession(db, developerId, sessionId, expiresAt);
+      return sessionId;
+    },
+
+    async getBySession(developerId: string, sessionId: string): Promise<DeveloperView | null> {
+      const row = await store.getBySession(db, developerId, sessionId);
+      return row ? toDeveloperView(row) : null;
+    },
+
+    endSession: (developerId: string, sessionId: string) => store.revokeSession(db, developerId, sessionId),
   };
 }
 

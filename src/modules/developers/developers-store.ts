@@ -35,6 +35,26 @@ export function createDevelopersStore() {
     async get(db: Db, id: string): Promise<DeveloperRow | undefined> {
       return db('developers').first('*').where({ id });
     },
+
+    /** Records a new session and forgets this developer's long-expired ones. */
+    async insertSession(db: Db, developerId: string, sessionId: string, expiresAt: Date) {
+      await db('developer_sessions').where({ developer_id: developerId }).where('expires_at', '<', db.raw(`now() - interval '1 day'`)).delete();
+      await db('developer_sessions').insert({ developer_id: developerId, id: sessionId, expires_at: expiresAt });
+    },
+
+    /** The developer, if this session of theirs is live. */
+    async getBySession(db: Db, developerId: string, sessionId: string): Promise<DeveloperRow | undefined> {
+      return db('developers as d')
+        .join('developer_sessions as s', 's.developer_id', 'd.id')
+        .first('d.*')
+        .where({ 'd.id': developerId, 's.id': sessionId })
+        .whereNull('s.revoked_at')
+        .where('s.expires_at', '>', db.fn.now());
+    },
+
+    async revokeSession(db: Db, developerId: string, sessionId: string) {
+      await db('developer_sessions').where({ developer_id: developerId, id: sessionId }).whereNull('revoked_at').update({ revoked_at: db.fn.now() });
+    },
   };
 }
 

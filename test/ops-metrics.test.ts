@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { rateLimited } from '../src/lib/errors';
 import { api, startInstance, startTestApp, type TestContext } from './helpers/app';
 
 /** The value of one sample line (`name{labels} value`) of a Prometheus text exposition. */
@@ -75,18 +74,21 @@ describe('metrics', () => {
     assert.match(text, /# TYPE progressdb_slow_queries_total counter/);
   });
 
-  test('counts 429 refusals by rate-limit class', async () => {
-    // A guard like the rate limiter's: it refuses with the domain error the limiter throws.
-    t.app.guards.push((req) => {
-      if (req.get('x-test-refuse') === 'yes') throw rateLimited('slow down', 3);
-    });
-    const r = await api(t.url, 'POST', '/v1/threads/limited/messages', { key: sk, user: 'al', body: { body: 1 }, headers: { 'x-test-refuse': 'yes' } });
-    assert.equal(r.status, 429);
-    const g = await api(t.url, 'GET', '/v1/threads/limited/messages', { key: sk, headers: { 'x-test-refuse': 'yes' } });
-    assert.equal(g.status, 429);
-    const text = await scrape();
-    assert.equal(sample(text, 'progressdb_rate_limit_refusals_total', { class: 'write' }), 1);
-    assert.equal(sample(text, 'progressdb_rate_limit_refusals_total', { class: 'read' }), 1);
+  test('counts the rate limiter\'s 429 refusals by class', async () => {
+    const limited = await startInstance(t.databaseUrl, { RATE_LIMIT_WRITE: '2', RATE_LIMIT_READ: '3' });
+    try {
+      const post = () => api(limited.url, 'POST', '/v1/threads/limited/messages', { key: sk, user: 'rl', body: { body: 1 } });
+      const get = () => api(limited.url, 'GET', '/v1/threads/limited/messages', { key: sk, user: 'rl' });
+      const writes = [await post(), await post(), await post(), await post()].map((r) => r.status);
+      const reads = [await get(), await get(), await get(), await get(), await get()].map((r) => r.status);
+      assert.deepEqual(writes, [201, 201, 429, 429]);
+      assert.deepEqual(reads, [200, 200, 200, 429, 429]);
+      const text = await scrape(limited.url);
+      assert.equal(sample(text, 'progressdb_rate_limit_refusals_total', { class: 'write' }), 2);
+      assert.equal(sample(text, 'progressdb_rate_limit_refusals_total', { class: 'read' }), 2);
+    } finally {
+      await limited.close();
+    }
   });
 
   test('two app instances in one process keep separate registries', async () => {

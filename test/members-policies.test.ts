@@ -93,6 +93,17 @@ describe('members and policies', () => {
     assert.deepEqual(members.body.data.map((m: any) => [m.user_id, m.role]).sort(), [['schemer', 'admin'], ['top', 'owner']]);
   });
 
+  test('a dm stays between its two users: a third member is refused, a member who left may come back', async () => {
+    const dm = await as('d1', 'POST', '/v1/threads', { type: 'dm', members: ['d2'] });
+    assert.equal(dm.status, 201);
+    const third = await api(t.url, 'PUT', `/v1/threads/${dm.body.id}/members/d3`, { key: sk });
+    assert.equal(third.status, 400, third.text);
+    assert.equal((await as('d2', 'DELETE', `/v1/threads/${dm.body.id}/members/d2`)).status, 204);
+    assert.equal((await api(t.url, 'PUT', `/v1/threads/${dm.body.id}/members/d2`, { key: sk })).status, 201);
+    const members = await api(t.url, 'GET', `/v1/threads/${dm.body.id}/members`, { key: sk });
+    assert.deepEqual(members.body.data.map((m: any) => m.user_id).sort(), ['d1', 'd2']);
+  });
+
   test('a member can leave a thread without any role', async () => {
     await as('host', 'POST', '/v1/threads', { id: 'leaveable', type: 'group', members: ['guest'] });
     const leave = await as('guest', 'DELETE', '/v1/threads/leaveable/members/guest');

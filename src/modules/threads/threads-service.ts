@@ -166,6 +166,9 @@ export function createThreadsService(deps: { db: Knex; threadsStore: ThreadsStor
         run: async (tx, pointers) => {
           const thread = await authorize(tx, principal, threadId, 'manage', true);
           const current = await store.getMember(tx, principal.projectId, threadId, userId);
+          if (thread.type === 'dm' && !current && !(thread.dm_key && (JSON.parse(thread.dm_key) as string[]).includes(userId))) {
+            throw badRequest('A dm is between its two users only; create a group thread to add more people.');
+          }
           if ((role === 'owner' || current?.role === 'owner') && !isTrusted(principal) && thread.role !== 'owner') {
             throw forbidden('Only an owner (or a secret key) can make or change an owner.');
           }

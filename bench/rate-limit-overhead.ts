@@ -1,19 +1,23 @@
 /**
  * Rate limiter overhead on the single-message append path.
  *
- *   npm run bench:rate-limit -- [--duration 10] [--rounds 2] [--connections 32] [--threads 64] [--users 1]
+ *   npm run bench:rate-limit -- [--mode paired|sequential] [--rounds 4] [--duration 10] [--warmup 3]
+ *                               [--connections 32] [--threads 64] [--users 1]
  *
- * Starts the real service as a child process (src/server.ts) against a fresh database, once with
- * RATE_LIMIT_ENABLED=false and once with it on, alternating `rounds` times so drift on a shared
- * machine hits both alike, and drives each with autocannon in closed loop (every connection
- * sends its next append as soon as the last is acknowledged: the load is the service's maximum).
+ * Starts the real service as child processes (src/server.ts) against a fresh database, one with
+ * RATE_LIMIT_ENABLED=false and one with it on, and drives them with autocannon in closed loop
+ * (every connection sends its next append as soon as the last is acknowledged, so the load is
+ * the service's maximum). `paired` (default) loads both servers at the same time with half the
+ * connections each, so whatever else the machine is doing hits both alike; `sequential` runs
+ * one server at a time with all the connections. Rounds alternate the order. Reports req/s,
+ * latency, server CPU per request (from /proc) and the overhead, per round and overall.
  * The project's write limit is set far above what the run can send, so every request pays the
  * limiter's full cost and none is refused. DATABASE_URL names a PostgreSQL server (a scratch
  * database is created and dropped on it); without it an embedded PostgreSQL is started.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -26,15 +30,19 @@ import { migrateLatest } from '../src/lib/migrate';
 import { createKeysStore } from '../src/modules/keys/keys-store';
 import { createProjectsService } from '../src/modules/projects/projects-service';
 import { createProjectsStore } from '../src/modules/projects/projects-store';
+import { createLogger } from '../src/lib/logger';
+import { createRateLimitStore, type RateLimitStore } from '../src/modules/rate-limit/rate-limit-store';
+import { createRateLimiter } from '../src/modules/rate-limit/rate-limiter';
 
 const { values: args } = parseArgs({
   options: {
     duration: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' },
-    rounds: { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '4' },
     connections: { type: 'string', default: '32' },
     threads: { type: 'string', default: '64' },
     users: { type: 'string', default: '1' },
+    mode: { type: 'string', default: 'paired' },
   },
 });
 const duration = Number(args.duration);
@@ -43,6 +51,8 @@ const rounds = Number(args.rounds);
 const connections = Number(args.connections);
 const threadCount = Number(args.threads);
 const userCount = Number(args.users);
+const paired = args.mode === 'paired';
+if (!paired && args.mode !== 'sequential') throw new Error('--mode is paired or sequential');
 
 const root = path.resolve(__dirname, '..');
 
@@ -99,7 +109,19 @@ async function stopServer(child: ChildProcess) {
   if (child.exitCode === null) child.kill('SIGKILL');
 }
 
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); NaN elsewhere. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
 interface Sample {
+  /** Server CPU time per request, in microseconds. */
+  cpuUs: number;
   rps: number;
   p50: number;
   p97_5: number;
@@ -108,14 +130,14 @@ interface Sample {
   errors: number;
 }
 
-function load(url: string, key: string, seconds: number): Promise<Sample> {
+function load(url: string, key: string, seconds: number, conns: number): Promise<Omit<Sample, 'cpuUs'>> {
   let n = 0;
   const body = JSON.stringify({ body: { text: 'hello from the rate limiter benchmark' } });
   return new Promise((resolve, reject) => {
     autocannon(
       {
         url,
-        connections,
+        connections: conns,
         duration: seconds,
         requests: [
           {
@@ -140,6 +162,7 @@ function load(url: string, key: string, seconds: number): Promise<Sample> {
   });
 }
 
+type Mode = 'off' | 'on';
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 async function main() {
@@ -150,7 +173,7 @@ async function main() {
   const dbName = `pdb_bench_rl_${randomBytes(4).toString('hex')}`;
   await admin(adminUrl, `create database ${dbName}`);
   const databaseUrl = withDatabase(adminUrl, dbName);
-  const results: Record<'off' | 'on', Sample[]> = { off: [], on: [] };
+  const results: Record<Mode, Sample[]> = { off: [], on: [] };
   try {
     const db = createDb(databaseUrl, 2);
     await migrateLatest(db);
@@ -163,48 +186,104 @@ async function main() {
 
     process.stdout.write(
       `rate limiter overhead: nproc=${availableParallelism()}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}, node ${process.version}, ${embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}\n` +
-        `closed loop, ${connections} connections, ${threadCount} threads, ${userCount} end user(s), ${rounds} rounds × ${duration} s per mode (+${warmup} s warm-up)\n\n`,
+        `${paired ? 'paired (both servers loaded at once, half the connections each)' : 'sequential'}, closed loop, ${connections} connections, ${threadCount} threads, ${userCount} end user(s), ${rounds} rounds × ${duration} s per mode (+${warmup} s warm-up)\n\n`,
     );
-    for (let round = 0; round < rounds; round++) {
-      for (const mode of round % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
-        const child = await startServer(databaseUrl, port, mode === 'on');
-        try {
-          const base = `http://127.0.0.1:${port}`;
-          // The limiter must really be on (or off) in this server: its headers say so.
-          const probe = await fetch(`${base}/v1/threads/bench-0/messages`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json', authorization: `Bearer ${creds.keys.secret}`, 'x-user-id': 'user-0' },
-            body: JSON.stringify({ body: 'probe' }),
-          });
-          if (!probe.ok || (probe.headers.get('ratelimit-policy') !== null) !== (mode === 'on')) {
-            throw new Error(`probe: status ${probe.status}, RateLimit-Policy ${probe.headers.get('ratelimit-policy')} with the limiter ${mode}`);
-          }
-          await load(base, creds.keys.secret, warmup);
-          const s = await load(base, creds.keys.secret, duration);
-          results[mode].push(s);
-          process.stdout.write(
-            `round ${round + 1} limiter ${mode.padEnd(3)}  ${s.rps.toFixed(0).padStart(6)} req/s  p50 ${s.p50} ms  p97.5 ${s.p97_5} ms  p99 ${s.p99} ms  non-2xx ${s.non2xx}  errors ${s.errors}\n`,
-          );
-        } finally {
-          await stopServer(child);
-        }
+    const probe = async (base: string, mode: Mode) => {
+      // The limiter must really be on (or off) in this server: its headers say so.
+      const r = await fetch(`${base}/v1/threads/bench-0/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${creds.keys.secret}`, 'x-user-id': 'user-0' },
+        body: JSON.stringify({ body: 'probe' }),
+      });
+      if (!r.ok || (r.headers.get('ratelimit-policy') !== null) !== (mode === 'on')) {
+        throw new Error(`probe: status ${r.status}, RateLimit-Policy ${r.headers.get('ratelimit-policy')} with the limiter ${mode}`);
       }
+    };
+    /** Starts one server per mode, warms them up, then loads them all at once and samples. */
+    const runTogether = async (modes: Mode[]) => {
+      const servers: Array<{ mode: Mode; base: string; child: ChildProcess }> = [];
+      try {
+        for (const [i, mode] of modes.entries()) {
+          const child = await startServer(databaseUrl, port + i, mode === 'on');
+          servers.push({ mode, base: `http://127.0.0.1:${port + i}`, child });
+        }
+        const conns = Math.max(1, Math.floor(connections / modes.length));
+        for (const sv of servers) await probe(sv.base, sv.mode);
+        await Promise.all(servers.map((sv) => load(sv.base, creds.keys.secret, warmup, conns)));
+        const cpu0 = servers.map((sv) => cpuSeconds(sv.child.pid));
+        const samples = await Promise.all(servers.map((sv) => load(sv.base, creds.keys.secret, duration, conns)));
+        const cpu1 = servers.map((sv) => cpuSeconds(sv.child.pid));
+        return servers.map((sv, i) => ({
+          mode: sv.mode,
+          sample: { ...samples[i], cpuUs: ((cpu1[i] - cpu0[i]) / (samples[i].rps * duration)) * 1e6 },
+        }));
+      } finally {
+        await Promise.all(servers.map((sv) => stopServer(sv.child)));
+      }
+    };
+
+    const overheads: number[] = [];
+    for (let round = 0; round < rounds; round++) {
+      const order: Mode[] = round % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
+      const measured = paired ? await runTogether(order) : [...(await runTogether([order[0]])), ...(await runTogether([order[1]]))];
+      for (const { mode, sample: x } of measured) {
+        results[mode].push(x);
+        process.stdout.write(
+          `round ${round + 1} limiter ${mode.padEnd(3)}  ${x.rps.toFixed(0).padStart(6)} req/s  p50 ${x.p50} ms  p97.5 ${x.p97_5} ms  p99 ${x.p99} ms  server CPU ${x.cpuUs.toFixed(0)} µs/req  non-2xx ${x.non2xx}  errors ${x.errors}\n`,
+        );
+      }
+      const rps = (m: Mode) => measured.find((x) => x.mode === m)!.sample.rps;
+      overheads.push(((rps('off') - rps('on')) / rps('off')) * 100);
     }
-    const off = mean(results.off.map((s) => s.rps));
-    const on = mean(results.on.map((s) => s.rps));
-    const row = (name: string, xs: Sample[]) =>
-      `| ${name} | ${mean(xs.map((s) => s.rps)).toFixed(0)} | ${mean(xs.map((s) => s.p50)).toFixed(1)} | ${mean(xs.map((s) => s.p97_5)).toFixed(1)} | ${mean(xs.map((s) => s.p99)).toFixed(1)} | ${xs.reduce((a, s) => a + s.non2xx + s.errors, 0)} |`;
+    const avg = (m: Mode, f: (x: Sample) => number) => mean(results[m].map(f));
+    const row = (m: Mode) =>
+      `| ${m} | ${avg(m, (x) => x.rps).toFixed(0)} | ${avg(m, (x) => x.p50).toFixed(1)} | ${avg(m, (x) => x.p97_5).toFixed(1)} | ${avg(m, (x) => x.p99).toFixed(1)} | ${avg(m, (x) => x.cpuUs).toFixed(0)} | ${results[m].reduce((a, x) => a + x.non2xx + x.errors, 0)} |`;
+    const sorted = [...overheads].sort((a, b) => a - b);
+    const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+    const cpuOff = avg('off', (x) => x.cpuUs);
+    const cpuOn = avg('on', (x) => x.cpuUs);
     process.stdout.write(
       [
         '',
-        '| limiter | req/s | p50 ms | p97.5 ms | p99 ms | non-2xx + errors |',
-        '| --- | ---: | ---: | ---: | ---: | ---: |',
-        row('off', results.off),
-        row('on', results.on),
+        '| limiter | req/s | p50 ms | p97.5 ms | p99 ms | server CPU µs/req | non-2xx + errors |',
+        '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+        row('off'),
+        row('on'),
         '',
-        `overhead: ${(((off - on) / off) * 100).toFixed(1)}% of throughput (goal < 10%); load average at the end ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+        `throughput overhead: median of rounds ${median.toFixed(1)}% (rounds: ${overheads.map((o) => o.toFixed(1)).join(', ')}), of means ${(((avg('off', (x) => x.rps) - avg('on', (x) => x.rps)) / avg('off', (x) => x.rps)) * 100).toFixed(1)}% (goal < 10%)`,
+        `server CPU per request: ${(((cpuOn - cpuOff) / cpuOff) * 100).toFixed(1)}% more with the limiter on`,
+        `load average at the end ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
         '',
       ].join('\n'),
+    );
+
+    // The limiter alone, in this process, on the same database: what one admission costs and
+    // how few round trips a hot bucket needs (noise from the HTTP stack and the machine aside).
+    const microDb = createDb(databaseUrl, 4);
+    const store = createRateLimitStore();
+    let acquires = 0;
+    const counting: RateLimitStore = { ...store, acquire: (...a: Parameters<RateLimitStore['acquire']>) => (acquires++, store.acquire(...a)) };
+    const limiter = createRateLimiter({ db: microDb, store: counting, logger: createLogger('silent') });
+    const policy = { name: 'write', limit: 1_000_000, windowMs: 60_000 };
+    const consumes = 200_000;
+    let started = 0;
+    const t0 = performance.now();
+    const c0 = process.cpuUsage();
+    await Promise.all(
+      Array.from({ length: connections }, async () => {
+        while (started < consumes) {
+          started++;
+          await limiter.consume(creds.project_id, 'write:micro:', policy);
+        }
+      }),
+    );
+    const wallMs = performance.now() - t0;
+    const cpu = process.cpuUsage(c0);
+    await limiter.close();
+    await microDb.destroy();
+    process.stdout.write(
+      `limiter alone: ${consumes} admissions of one hot bucket (limit 1,000,000/60 s, ${connections} concurrent) in ${wallMs.toFixed(0)} ms: ` +
+        `${((cpu.user + cpu.system) / consumes).toFixed(2)} µs CPU per admission, ${acquires} lease round trips\n`,
     );
   } finally {
     await admin(adminUrl, `select pg_terminate_backend(pid) from pg_stat_activity where datname = '${dbName}' and pid <> pg_backend_pid()`).catch(() => undefined);

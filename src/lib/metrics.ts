@@ -48,16 +48,22 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   });
   const notifyLag = new Histogram({
     name: 'progressdb_notify_delivery_lag_seconds',
-    help: 'Time from an event being committed to its delivery to a live subscriber (SSE or WebSocket).',
-    labelNames: ['transport'] as const,
+    help: 'Time from a NOTIFY wake-up reaching this replica to the new events being handed to every local subscriber of the thread.',
     buckets: SECONDS,
     registers: [registry],
   });
+  let realtimeStats: (() => { sse: number; ws: number }) | null = null;
   const realtimeConnections = new Gauge({
     name: 'progressdb_realtime_connections',
     help: 'Open live connections by transport (sse, ws).',
     labelNames: ['transport'] as const,
     registers: [registry],
+    collect() {
+      if (!realtimeStats) return;
+      const { sse, ws } = realtimeStats();
+      this.set({ transport: 'sse' }, sse);
+      this.set({ transport: 'ws' }, ws);
+    },
   });
   const rateLimitRefusals = new Counter({
     name: 'progressdb_rate_limit_refusals_total',
@@ -95,9 +101,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     ingestGroupSize,
     ingestCommitSeconds,
     ingestRetries,
-    /** Observed by the realtime module: seconds from commit to delivery. */
+    /** Observed by the realtime module: seconds from a NOTIFY wake-up to fan-out. */
     notifyLag,
-    /** Incremented/decremented by the realtime module per open SSE stream or WebSocket. */
     realtimeConnections,
     rateLimitRefusals,
     slowQueries,
@@ -107,6 +112,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       ingestGroupSize.observe(s.size);
       ingestCommitSeconds.observe(s.commitMs / 1000);
       if (s.attempts > 1) ingestRetries.inc(s.attempts - 1);
+    },
+
+    /** Reports open SSE streams and WebSockets at every scrape. */
+    watchRealtime(stats: () => { sse: number; ws: number }) {
+      realtimeStats = stats;
     },
 
     /** Reports a knex pool's usage at every scrape. */

@@ -120,6 +120,25 @@ describe('sign in with Google (against a real local OAuth 2.0 server)', () => {
     assert.match(session, /;\s*Secure/i);
   });
 
+  test('without SESSION_SECRET outside tests, replicas share one generated signing key through the database', async () => {
+    const r1 = await startInstance(t.databaseUrl, { ...provider.env, NODE_ENV: 'development' });
+    const r2 = await startInstance(t.databaseUrl, { ...provider.env, NODE_ENV: 'development' });
+    try {
+      provider.signInAs({ sub: 'g-4004', email: 'replicas@example.com', name: 'Two Replicas' });
+      const { cookies } = await signInThroughProvider(r1.url);
+      const onOther = await api(r2.url, 'GET', '/v1/me', { headers: { cookie: cookieHeader(cookies) } });
+      assert.equal(onOther.status, 200, onOther.text);
+      assert.equal(onOther.body.email, 'replicas@example.com');
+      const { rows } = await t.db.raw(`select count(*)::int as n from server_secrets where name = 'session_secret'`);
+      assert.equal(rows[0].n, 1);
+      // The test-mode instance signs with its own per-process key and does not accept it.
+      assert.equal((await api(t.url, 'GET', '/v1/me', { headers: { cookie: cookieHeader(cookies) } })).status, 401);
+    } finally {
+      await r1.close();
+      await r2.close();
+    }
+  });
+
   test('without Google configured, the console says so and /auth/google explains instead of failing', async () => {
     const plain = await startInstance(t.databaseUrl, {});
     try {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Config } from '../../config';
 import type { Logger } from '../../lib/logger';
+import { createServerSecretsStore } from './server-secrets-store';
 
 const NAME = 'session_secret';
 
@@ -14,10 +15,9 @@ const NAME = 'session_secret';
 export async function resolveSessionSecret(deps: { db: Knex; config: Pick<Config, 'SESSION_SECRET' | 'NODE_ENV'>; logger: Logger }): Promise<string> {
   if (deps.config.SESSION_SECRET) return deps.config.SESSION_SECRET;
   if (deps.config.NODE_ENV === 'test') return randomBytes(48).toString('base64url');
-  await deps.db.raw(`insert into server_secrets (name, value) values (?, ?) on conflict (name) do nothing`, [NAME, randomBytes(48).toString('base64url')]);
-  const row = await deps.db('server_secrets').first('value').where({ name: NAME });
+  const value = await createServerSecretsStore().getOrCreate(deps.db, NAME, randomBytes(48).toString('base64url'));
   if (deps.config.NODE_ENV === 'production') {
     deps.logger.warn('SESSION_SECRET is not set: console sessions are signed with a generated key stored in the database (shared by all replicas). Set SESSION_SECRET to keep it out of the database.');
   }
-  return row.value as string;
+  return value;
 }

@@ -31,6 +31,10 @@ import { createSystemRouter, type ReadinessCheck } from './modules/system/system
 import { createThreadsRouter } from './modules/threads/threads-router';
 import { createThreadsService } from './modules/threads/threads-service';
 import { createThreadsStore } from './modules/threads/threads-store';
+import { createReadStateRouter } from './modules/read-state/read-state-router';
+import { createReadStateService } from './modules/read-state/read-state-service';
+import { createReadStateStore } from './modules/read-state/read-state-store';
+import { createRealtimeModule } from './modules/realtime/realtime-module';
 import { ipAllowlistGuard, originGuard } from './modules/guards/access-guards';
 import { apiCors } from './modules/guards/api-cors';
 import { watchKeyChanges } from './modules/guards/key-change-listener';
@@ -67,7 +71,9 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   });
   const keyAuth = createKeyAuthService({ db, keysStore, cacheTtlMs: config.KEY_CACHE_TTL_MS });
   const projects = createProjectsService({ db, projectsStore, keysStore, signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS });
-  const threads = createThreadsService({ db, threadsStore, ingest });
+  const readStateStore = createReadStateStore();
+  const threads = createThreadsService({ db, threadsStore, ingest, unreadCounts: (p, u, ids) => readStateStore.forThreads(db, p, u, ids) });
+  const readState = createReadStateService({ db, threads, store: readStateStore });
   const messages = createMessagesService({ db, ingest, threads, threadsStore, messagesStore, maxMessageBytes: config.MAX_MESSAGE_BYTES });
   const usage = createUsageModule({ db, logger });
   const developerConsole = createConsoleModule({ config, db, logger, keyAuth, projects, threads, messages, usage });
@@ -110,6 +116,9 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(createThreadsRouter({ db, routes, threads }));
   app.use(createMessagesRouter({ db, routes, messages, onAppended: usage.countMessages }));
   app.use(createEventsRouter({ db, routes, threads, eventsStore }));
+  const realtime = createRealtimeModule({ db, logger, listener, routes, eventsStore, threads, keyAuth, readState, options: { heartbeatMs: config.REALTIME_HEARTBEAT_MS, presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS, maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES, tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS } });
+  app.use(realtime.router);
+  app.use(createReadStateRouter({ routes, readState }));
   app.use(createAdminRouter({ db, routes }));
   app.use(developerConsole.router(routes));
 
@@ -129,14 +138,19 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     groupListeners,
     listener,
     metrics,
+    realtime,
+    /** Serves WebSocket upgrades (GET /v1/ws) on the HTTP server; call once it exists. */
+    attach: (server: import('node:http').Server) => realtime.attach(server),
     /** Opens the LISTEN connection; call once before serving. */
     async start() {
+      await realtime.start();
       await listener.start();
       await developerConsole.start();
       usage.start();
     },
     /** Flushes pending writes and drops LISTEN; the caller closes the HTTP server and the pool. */
     async close() {
+      await realtime.close();
       await ingest.close();
       await rateLimits.close();
       await usage.close();

@@ -46,6 +46,7 @@ async function main() {
   const server: Server = app.app.listen(config.PORT, config.HOST, () => {
     logger.info({ url: `http://${config.HOST}:${config.PORT}` }, 'ProgressDB listening');
   });
+  app.attach(server);
 
   const shutdown = createGracefulShutdown({
     server,

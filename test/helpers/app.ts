@@ -24,6 +24,7 @@ export async function startInstance(databaseUrl: string, env: Record<string, str
   const app = createApp({ config, db, logger: createLogger(config.LOG_LEVEL), databaseUrl });
   await app.start();
   const server = app.app.listen(0, '127.0.0.1');
+  app.attach(server);
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const { port } = server.address() as AddressInfo;
   return {
@@ -34,8 +35,10 @@ export async function startInstance(databaseUrl: string, env: Record<string, str
     server,
     async close() {
       server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // app.close() also closes WebSockets, which keep the server from closing until they end.
       await app.close();
+      await serverClosed;
       await db.destroy();
     },
   };

@@ -27,7 +27,13 @@ function decodeCursor(cursor: string): { at: string; id: string } {
   throw badRequest('cursor is not valid: pass the next_cursor of a previous page unchanged.');
 }
 
-export function createThreadsService(deps: { db: Knex; threadsStore: ThreadsStore; ingest: IngestPipeline }) {
+export function createThreadsService(deps: {
+  db: Knex;
+  threadsStore: ThreadsStore;
+  ingest: IngestPipeline;
+  /** Unread per thread for a user (read-state module); lists carry `unread` when given. */
+  unreadCounts?: (projectId: string, userId: string, threadIds: string[]) => Promise<Map<string, number>>;
+}) {
   const { db, threadsStore: store, ingest } = deps;
 
   /** The thread if the caller may access it; 404 when it does not exist in the caller's project. */
@@ -112,7 +118,9 @@ export function createThreadsService(deps: { db: Knex; threadsStore: ThreadsStor
     async list(principal: ApiPrincipal, limit: number, cursor?: string) {
       const rows = await store.list(db, principal.projectId, principal.userId, limit, cursor ? decodeCursor(cursor) : undefined);
       const page = rows.slice(0, limit);
-      return { data: page.map(toThreadView), next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]) : null };
+      const unread = principal.userId && deps.unreadCounts ? await deps.unreadCounts(principal.projectId, principal.userId, page.map((t) => t.id)) : null;
+      const data = page.map((t) => (unread ? { ...toThreadView(t), unread: unread.get(t.id) ?? 0 } : toThreadView(t)));
+      return { data, next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]) : null };
     },
 
     update(principal: ApiPrincipal, threadId: string, patch: UpdateThreadInput): Promise<ThreadView> {

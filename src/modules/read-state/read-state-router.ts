@@ -1,0 +1,45 @@
+import { Router } from 'express';
+import type { RouteFactory } from '../../lib/http/route';
+import { threadParams } from '../threads/threads-schemas';
+import { markReadSchema, readMarkSchema, unreadListSchema } from './read-state-schemas';
+import type { ReadStateService } from './read-state-service';
+
+export function createReadStateRouter(deps: { routes: RouteFactory; readState: ReadStateService }) {
+  const { routes, readState } = deps;
+  const router = Router();
+  const tags = ['Read state'];
+
+  routes.route(
+    router,
+    {
+      method: 'post',
+      path: '/v1/threads/:thread_id/read',
+      summary: "Move the user's read marker forward (never back)",
+      description: 'Needs a user (X-User-ID). A seq lower than the stored mark leaves it unchanged.',
+      tags,
+      auth: 'api',
+      rateClass: 'write',
+      params: threadParams,
+      body: markReadSchema,
+      responses: { 200: { description: 'The stored mark and the unread count after it', schema: readMarkSchema } },
+    },
+    async ({ principal, params, body }) => ({ body: await readState.markRead(principal, params.thread_id, body.seq) }),
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/me/unread',
+      summary: "Unread counts for all the user's threads in one call",
+      description: 'Unread = messages not deleted, by other authors, with seq past the read mark (capped at 10,000 per thread).',
+      tags,
+      auth: 'api',
+      rateClass: 'read',
+      responses: { 200: { description: 'Unread per thread, most recent activity first', schema: unreadListSchema } },
+    },
+    async ({ principal }) => ({ body: await readState.unread(principal) }),
+  );
+
+  return router;
+}

@@ -1,0 +1,30 @@
+import { z } from '../../lib/zod';
+
+export const markReadSchema = z
+  .object({ seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).openapi({ description: 'The highest seq the user has seen' }) })
+  .strict()
+  .openapi('ReadMarkInput');
+
+export const readMarkSchema = z
+  .object({
+    thread_id: z.string(),
+    user_id: z.string(),
+    last_read_seq: z.number().int().openapi({ description: 'The stored mark (it only moves forward)' }),
+    unread: z.number().int(),
+  })
+  .openapi('ReadMark');
+export type ReadMarkView = z.infer<typeof readMarkSchema>;
+
+export const unreadListSchema = z
+  .object({
+    data: z.array(
+      z.object({
+        thread_id: z.string(),
+        last_seq: z.number().int(),
+        last_read_seq: z.number().int(),
+        unread: z.number().int(),
+      }),
+    ),
+    total: z.number().int().openapi({ description: 'Sum of unread over all the threads' }),
+  })
+  .openapi('UnreadList');

@@ -1,0 +1,86 @@
+import { Router } from 'express';
+import type { Knex } from 'knex';
+import { z } from '../../lib/zod';
+import { badRequest, isAppError } from '../../lib/errors';
+import type { RouteFactory } from '../../lib/http/route';
+import type { ThreadsService } from '../threads/threads-service';
+import { threadParams } from '../threads/threads-schemas';
+import { realtimeTokenSchema, tailQuerySchema } from './realtime-schemas';
+import type { RealtimeTokens } from './realtime-token';
+import { openSseStream } from './sse-stream';
+import type { TailHub } from './tail-hub';
+
+export function createRealtimeRouter(deps: {
+  db: Knex;
+  routes: RouteFactory;
+  threads: Pick<ThreadsService, 'authorize'>;
+  hub: TailHub;
+  tokens: RealtimeTokens;
+  heartbeatMs: number;
+  maxBufferedBytes: number;
+  openStreams: Set<() => void>;
+}) {
+  const { db, routes, threads } = deps;
+  const router = Router();
+  const tags = ['Realtime'];
+
+  routes.stream(
+    router,
+    {
+      method: 'get',
+      path: '/v1/threads/:thread_id/tail',
+      summary: 'Live tail as Server-Sent Events',
+      description:
+        'Replays stored events after Last-Event-ID (or ?after_seq=), sends `event: ready`, then live events; `id:` is the seq and `data:` the event. ' +
+        'Heartbeat comments every few seconds. `event: closed` ends the stream when the user loses access or the thread is deleted; ' +
+        '`event: reconnect` asks the client to reconnect (server restart, or the client fell too far behind) and resume with Last-Event-ID.',
+      tags,
+      auth: 'api',
+      rateClass: 'read',
+      params: threadParams,
+      query: tailQuerySchema,
+      responses: { 200: { description: 'An event stream', schema: z.string(), contentType: 'text/event-stream' } },
+    },
+    async ({ principal, params, query, header }, _req, res) => {
+      let afterSeq = query.after_seq;
+      const lastEventId = header('last-event-id')?.trim();
+      if (lastEventId) {
+        if (!/^\d{1,15}$/.test(lastEventId)) throw badRequest('Last-Event-ID must be a seq: a non-negative integer.');
+        afterSeq = Number(lastEventId);
+      }
+      const thread = await threads.authorize(db, principal, params.thread_id, 'read');
+      const lastSeq = Number(thread.last_seq);
+      openSseStream(res, {
+        hub: deps.hub,
+        heartbeatMs: deps.heartbeatMs,
+        maxBufferedBytes: deps.maxBufferedBytes,
+        open: deps.openStreams,
+        subscription: {
+          projectId: principal.projectId,
+          threadId: params.thread_id,
+          afterSeq: afterSeq ?? lastSeq,
+          threadLastSeq: lastSeq,
+          userId: principal.userId,
+          recheck: () => threads.authorize(db, principal, params.thread_id, 'read').then(() => true, (e) => (isAppError(e) ? false : Promise.reject(e))),
+        },
+      });
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'post',
+      path: '/v1/realtime/token',
+      summary: 'A short-lived token for GET /v1/ws?token= (for browsers, which cannot set headers on a WebSocket)',
+      description: 'Needs a user (X-User-ID, signed with publishable keys). The token acts as that user with read/write policies applied, even when minted with a secret key.',
+      tags,
+      auth: 'api',
+      rateClass: 'auth',
+      responses: { 201: { description: 'The token', schema: realtimeTokenSchema } },
+    },
+    async ({ principal }) => ({ status: 201, body: await deps.tokens.issue(principal) }),
+  );
+
+  return router;
+}

@@ -1,0 +1,35 @@
+import { z } from '../../lib/zod';
+import { idSchema } from '../../lib/ids';
+
+const seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const ref = z.string().max(64).optional().openapi({ description: 'Echoed in the reply, to match replies to requests' });
+
+/** Messages a WebSocket client sends (see docs/REALTIME.md). */
+export const wsClientMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('subscribe'), thread_id: idSchema, after_seq: seq.optional(), id: ref }).strict(),
+  z.object({ type: z.literal('unsubscribe'), thread_id: idSchema, id: ref }).strict(),
+  z.object({ type: z.literal('typing'), thread_id: idSchema, state: z.enum(['start', 'stop']).default('start'), id: ref }).strict(),
+  z.object({ type: z.literal('read'), thread_id: idSchema, seq, id: ref }).strict(),
+  z.object({ type: z.literal('ping'), id: ref }).strict(),
+]);
+export type WsClientMessage = z.infer<typeof wsClientMessageSchema>;
+
+export const tailQuerySchema = z
+  .object({
+    after_seq: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(Number.MAX_SAFE_INTEGER)
+      .optional()
+      .openapi({ description: 'Replay events after this seq first (Last-Event-ID wins when both are sent). Without either: live events only.' }),
+  })
+  .strict();
+
+export const realtimeTokenSchema = z
+  .object({
+    token: z.string().openapi({ description: 'Pass as ?token= to GET /v1/ws' }),
+    expires_at: z.string(),
+    expires_in: z.number().int().openapi({ description: 'Seconds' }),
+  })
+  .openapi('RealtimeToken');

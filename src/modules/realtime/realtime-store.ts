@@ -1,0 +1,25 @@
+import type { Db } from '../../lib/db';
+
+export function createRealtimeStore() {
+  return {
+    /** What verifying a realtime token needs: the live key's project secrets and settings. */
+    async keyContext(db: Db, projectId: string, keyId: string) {
+      const row = (await db('api_keys as k')
+        .join('projects as p', 'p.id', 'k.project_id')
+        .first('p.signing_secret', 'p.previous_signing_secret', 'p.previous_signing_secret_expires_at', 'p.settings')
+        .where({ 'k.project_id': projectId, 'k.id': keyId })
+        .whereNull('k.revoked_at')
+        .whereNull('p.deleted_at')) as
+        | { signing_secret: string; previous_signing_secret: string | null; previous_signing_secret_expires_at: string | null; settings: Record<string, unknown> | null }
+        | undefined;
+      if (!row) return undefined;
+      const previousValid = row.previous_signing_secret && row.previous_signing_secret_expires_at && Date.parse(row.previous_signing_secret_expires_at) > Date.now();
+      return {
+        signingSecrets: [row.signing_secret, ...(previousValid ? [row.previous_signing_secret!] : [])],
+        settings: row.settings ?? {},
+      };
+    },
+  };
+}
+
+export type RealtimeStore = ReturnType<typeof createRealtimeStore>;

@@ -1,0 +1,81 @@
+import type { Response } from 'express';
+import type { CloseReason, TailHub, SubscribeOptions } from './tail-hub';
+import { sseEventFrame } from './event-frames';
+
+export interface SseOptions {
+  hub: TailHub;
+  subscription: Omit<SubscribeOptions, 'sink'>;
+  heartbeatMs: number;
+  maxBufferedBytes: number;
+  /** Open streams, so shutdown can end them with a reconnect hint. */
+  open: Set<() => void>;
+}
+
+/**
+ * Serves a live tail as Server-Sent Events: replay after the cursor, `event: ready`, then
+ * live events; `: ping` comments as heartbeats. A client that cannot keep up is sent
+ * `event: reconnect` and the stream ends, so it resumes with Last-Event-ID instead of this
+ * replica buffering without bound.
+ */
+export function openSseStream(res: Response, o: SseOptions) {
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  res.write(`retry: 2000\n: tail of ${o.subscription.threadId} after seq ${o.subscription.afterSeq}\n\n`);
+  let ended = false;
+  let handle: { close(): void } | null = null;
+
+  const finish = (frame: string) => {
+    if (ended) return;
+    ended = true;
+    handle?.close();
+    clearInterval(heartbeat);
+    o.open.delete(shutdown);
+    res.end(frame);
+  };
+  const shutdown = () => finish('event: reconnect\ndata: {"reason":"shutdown"}\nretry: 1000\n\n');
+  o.open.add(shutdown);
+
+  const heartbeat = setInterval(() => res.write(': ping\n\n'), o.heartbeatMs);
+  heartbeat.unref();
+  res.on('close', () => {
+    ended = true;
+    handle?.close();
+    clearInterval(heartbeat);
+    o.open.delete(shutdown);
+  });
+
+  handle = o.hub.subscribe({
+    ...o.subscription,
+    sink: {
+      send(events) {
+        if (ended) return;
+        res.write(events.map(sseEventFrame).join(''));
+        if (res.writableLength > o.maxBufferedBytes) finish('event: reconnect\ndata: {"reason":"slow_consumer"}\n\n');
+      },
+      ready(seq) {
+        if (!ended) res.write(`event: ready\ndata: {"seq":${seq}}\n\n`);
+      },
+      drain() {
+        if (ended || res.writableLength < o.maxBufferedBytes / 2) return Promise.resolve();
+        return new Promise<void>((resolve) => {
+          const done = () => {
+            res.off('drain', done);
+            res.off('close', done);
+            resolve();
+          };
+          res.on('drain', done);
+          res.on('close', done);
+        });
+      },
+      closed(reason: CloseReason) {
+        if (reason === 'shutdown') return shutdown();
+        finish(`event: closed\ndata: {"reason":"${reason}"}\n\n`);
+      },
+    },
+  });
+  if (ended) handle.close();
+}

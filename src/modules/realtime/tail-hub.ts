@@ -1,0 +1,274 @@
+import type { Knex } from 'knex';
+import type { Logger } from '../../lib/logger';
+import type { PgListener } from '../../lib/pg-listener';
+import type { EventView } from '../events/events-schemas';
+import type { EventsStore } from '../events/events-store';
+import { NOTIFY_CHANNEL } from '../ingest/thread-log';
+
+const PAGE = 500;
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 2_000;
+
+export type CloseReason = 'removed' | 'thread_deleted' | 'forbidden' | 'unsubscribed' | 'shutdown';
+
+/** Where a subscription's events go: an SSE response or one thread of a WebSocket. */
+export interface TailSink {
+  /** Events in seq order, contiguous after the previous call. */
+  send(events: EventView[]): void;
+  /** The initial replay is done; live events follow. */
+  ready(seq: number): void;
+  /** Resolves when the consumer has room again (replay backpressure). */
+  drain(): Promise<void>;
+  /** The hub ended the subscription (the sink is no longer called after this). */
+  closed(reason: CloseReason): void;
+}
+
+export interface SubscribeOptions {
+  projectId: string;
+  threadId: string;
+  /** Deliver events with seq > afterSeq. */
+  afterSeq: number;
+  /** The thread's last_seq as read when authorising (seeds the thread's read cursor). */
+  threadLastSeq: number;
+  userId: string | null;
+  sink: TailSink;
+  /** Re-checks read access after a membership or policy change; false ends the subscription. */
+  recheck(): Promise<boolean>;
+}
+
+interface Sub {
+  opts: SubscribeOptions;
+  cursor: number;
+  /** While true, the subscriber reads the log itself and ignores fan-out (join, gap, recheck). */
+  catchingUp: boolean;
+  /** Highest seq offered while catching up: catch-up continues until it has passed it. */
+  wanted: number;
+  needsRecheck: boolean;
+  closed: boolean;
+}
+
+interface ThreadState {
+  projectId: string;
+  threadId: string;
+  /** Highest seq this replica has read for the thread (from where the next read starts). */
+  lastSeq: number;
+  dirty: boolean;
+  reading: boolean;
+  failures: number;
+  retry: NodeJS.Timeout | null;
+  subs: Set<Sub>;
+}
+
+const key = (projectId: string, threadId: string) => `${projectId}\u0000${threadId}`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const backoff = (n: number) => Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** n) * (0.5 + Math.random() / 2);
+
+/**
+ * Live tail fan-in for one replica. NOTIFY wake-ups (from the shared LISTEN connection) name
+ * threads and seqs; for each thread with local subscribers the hub reads the new events once,
+ * from the last seq it read, and offers them to every subscriber. Each subscriber keeps its own
+ * cursor and only ever takes seq = cursor + 1: anything older is a duplicate and skipped,
+ * anything newer means it missed something (joining, or a lost wake-up) and it reads the gap
+ * from the log itself. So the log, not the notifications, decides what a client sees: no gap,
+ * no duplicate, whatever NOTIFY does.
+ */
+export function createTailHub(deps: { db: Knex; listener: PgListener; eventsStore: EventsStore; logger: Logger }) {
+  const { db, eventsStore, logger } = deps;
+  const threads = new Map<string, ThreadState>();
+  let stopped = false;
+
+  const read = (s: { projectId: string; threadId: string }, after: number) => eventsStore.after(db, s.projectId, s.threadId, after, PAGE);
+
+  function onNotify(payload: string) {
+    let pointers: unknown;
+    try {
+      pointers = (JSON.parse(payload) as { p?: unknown }).p;
+    } catch {
+      return;
+    }
+    if (!Array.isArray(pointers)) return;
+    for (const p of pointers) {
+      if (!Array.isArray(p) || p.length < 3) continue;
+      const state = threads.get(key(String(p[0]), String(p[1])));
+      if (!state || Number(p[2]) <= state.lastSeq) continue;
+      state.dirty = true;
+      void pump(state);
+    }
+  }
+
+  /** One read loop per thread at a time; wake-ups during a read coalesce into one more read. */
+  async function pump(state: ThreadState) {
+    if (state.reading || state.retry || stopped) return;
+    state.reading = true;
+    try {
+      while (state.dirty && state.subs.size > 0 && !stopped) {
+        state.dirty = false;
+        for (;;) {
+          const rows = await read(state, state.lastSeq);
+          if (rows.length > 0) {
+            state.lastSeq = rows[rows.length - 1].seq;
+            for (const sub of [...state.subs]) offer(sub, rows);
+          }
+          if (rows.length < PAGE) break;
+        }
+      }
+      state.failures = 0;
+    } catch (err) {
+      // Database unavailable: keep the subscribers, try again (and again after 'reconnected').
+      state.dirty = true;
+      logger.warn({ err: (err as Error).message, thread: state.threadId }, 'live tail read failed; retrying');
+      state.retry = setTimeout(() => {
+        state.retry = null;
+        void pump(state);
+      }, backoff(state.failures++));
+      state.retry.unref();
+    } finally {
+      state.reading = false;
+    }
+  }
+
+  function offer(sub: Sub, rows: EventView[]) {
+    if (sub.closed) return;
+    const last = rows[rows.length - 1].seq;
+    if (sub.catchingUp) {
+      sub.wanted = Math.max(sub.wanted, last);
+      return;
+    }
+    let i = 0;
+    while (i < rows.length && rows[i].seq <= sub.cursor) i++;
+    if (i === rows.length) return;
+    if (rows[i].seq !== sub.cursor + 1) {
+      sub.wanted = last;
+      void catchUp(sub);
+      return;
+    }
+    deliver(sub, i === 0 ? rows : rows.slice(i));
+  }
+
+  /** Sends rows (all past the cursor) up to any event that ends the subscription or re-checks access. */
+  function deliver(sub: Sub, rows: EventView[]) {
+    let cut = rows.length;
+    let action: 'end' | 'recheck' | null = null;
+    for (let i = 0; i < rows.length; i++) {
+      const e = rows[i];
+      const removedMe = e.type === 'member.removed' && sub.opts.userId !== null && e.data.user_id === sub.opts.userId;
+      const policyChanged = e.type === 'thread.updated' && e.data.policies !== undefined;
+      if (e.type === 'thread.deleted' || removedMe || policyChanged) {
+        cut = i + 1;
+        action = e.type === 'thread.deleted' ? 'end' : 'recheck';
+        break;
+      }
+    }
+    const out = cut === rows.length ? rows : rows.slice(0, cut);
+    sub.cursor = out[out.length - 1].seq;
+    sub.opts.sink.send(out);
+    if (sub.closed || !action) return;
+    if (action === 'end') return end(sub, 'thread_deleted');
+    // Nothing after this event goes out until access is confirmed again.
+    sub.needsRecheck = true;
+    sub.wanted = Math.max(sub.wanted, rows[rows.length - 1].seq);
+    if (!sub.catchingUp) void catchUp(sub);
+  }
+
+  /** The subscriber reads the log itself from its cursor until it has caught up with fan-out. */
+  async function catchUp(sub: Sub, initial = false) {
+    sub.catchingUp = true;
+    let failures = 0;
+    while (!sub.closed) {
+      try {
+        if (sub.needsRecheck) {
+          if (!(await sub.opts.recheck())) return end(sub, 'removed');
+          sub.needsRecheck = false;
+          if (sub.closed) return;
+        }
+        const rows = await read(sub.opts, sub.cursor);
+        failures = 0;
+        if (sub.closed) return;
+        const fresh = rows.filter((r) => r.seq > sub.cursor);
+        if (fresh.length > 0) {
+          deliver(sub, fresh);
+          if (sub.closed) return;
+          if (sub.needsRecheck) continue;
+        }
+        if (rows.length < PAGE && sub.cursor >= sub.wanted) break;
+        if (rows.length === PAGE) await sub.opts.sink.drain();
+      } catch (err) {
+        if (sub.closed) return;
+        logger.warn({ err: (err as Error).message, thread: sub.opts.threadId }, 'live tail catch-up failed; retrying');
+        await sleep(backoff(failures++));
+      }
+    }
+    if (sub.closed) return;
+    // Synchronously from the last read to here: no fan-out can slip in between.
+    sub.catchingUp = false;
+    if (initial) sub.opts.sink.ready(sub.cursor);
+  }
+
+  function end(sub: Sub, reason: CloseReason) {
+    if (sub.closed) return;
+    remove(sub);
+    sub.opts.sink.closed(reason);
+  }
+
+  function remove(sub: Sub) {
+    sub.closed = true;
+    const k = key(sub.opts.projectId, sub.opts.threadId);
+    const state = threads.get(k);
+    if (!state) return;
+    state.subs.delete(sub);
+    if (state.subs.size === 0) {
+      if (state.retry) clearTimeout(state.retry);
+      threads.delete(k);
+    }
+  }
+
+  /** After LISTEN comes back, anything committed while it was down is read for every thread. */
+  function refreshAll() {
+    for (const state of threads.values()) {
+      state.dirty = true;
+      if (state.retry) {
+        clearTimeout(state.retry);
+        state.retry = null;
+      }
+      void pump(state);
+    }
+  }
+
+  return {
+    async start() {
+      await deps.listener.listen(NOTIFY_CHANNEL, onNotify);
+      deps.listener.on('reconnected', refreshAll);
+    },
+
+    /**
+     * Registers a subscriber, replays the log after `afterSeq`, then calls sink.ready and goes
+     * live. Returns a handle whose close() ends it silently (the client went away).
+     */
+    subscribe(opts: SubscribeOptions): { close(): void } {
+      const k = key(opts.projectId, opts.threadId);
+      let state = threads.get(k);
+      if (!state) {
+        state = { projectId: opts.projectId, threadId: opts.threadId, lastSeq: opts.threadLastSeq, dirty: false, reading: false, failures: 0, retry: null, subs: new Set() };
+        threads.set(k, state);
+      }
+      const sub: Sub = { opts, cursor: opts.afterSeq, catchingUp: true, wanted: opts.threadLastSeq, needsRecheck: false, closed: false };
+      state.subs.add(sub);
+      void catchUp(sub, true);
+      return { close: () => remove(sub) };
+    },
+
+    /** Ends every subscription (shutdown); sinks get closed('shutdown'). */
+    closeAll() {
+      stopped = true;
+      for (const state of [...threads.values()]) for (const sub of [...state.subs]) end(sub, 'shutdown');
+    },
+
+    stats() {
+      let subscribers = 0;
+      for (const s of threads.values()) subscribers += s.subs.size;
+      return { threads: threads.size, subscribers };
+    },
+  };
+}
+
+export type TailHub = ReturnType<typeof createTailHub>;

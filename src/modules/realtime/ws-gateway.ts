@@ -1,0 +1,330 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
+import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import { isAppError, forbidden, unauthorized } from '../../lib/errors';
+import type { ApiPrincipal } from '../../lib/http/route';
+import type { Logger } from '../../lib/logger';
+import type { KeyAuthService } from '../keys/key-auth-service';
+import type { ReadStateService } from '../read-state/read-state-service';
+import type { ThreadsService } from '../threads/threads-service';
+import type { Ephemeral, EphemeralMessage } from './ephemeral';
+import { wsEventFrame } from './event-frames';
+import type { RealtimeTokens } from './realtime-token';
+import { wsClientMessageSchema, type WsClientMessage } from './realtime-schemas';
+import type { CloseReason, TailHub } from './tail-hub';
+
+export const WS_PATH = '/v1/ws';
+/** Close codes (see docs/REALTIME.md). */
+export const WS_CLOSE = { serviceRestart: 1012, slowConsumer: 4008, heartbeatTimeout: 4000, policy: 1008 } as const;
+
+const MAX_MESSAGE_BYTES = 64 * 1024;
+const MAX_SUBSCRIPTIONS = 1_000;
+const TYPING_MIN_INTERVAL_MS = 1_000;
+
+interface Subscription {
+  handle: { close(): void } | null;
+}
+
+interface Conn {
+  id: string;
+  ws: WebSocket;
+  principal: ApiPrincipal;
+  subs: Map<string, Subscription>;
+  alive: boolean;
+  typingAt: Map<string, number>;
+  closed: boolean;
+}
+
+const threadKey = (p: string, t: string) => `${p}\u0000${t}`;
+
+function keyFromHeaders(req: IncomingMessage): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth) {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+    return m ? m[1] : auth;
+  }
+  const k = req.headers['x-api-key'];
+  return Array.isArray(k) ? k[0] : k;
+}
+
+const header = (req: IncomingMessage, name: string) => {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+};
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' };
+
+/** Refuses an upgrade with a problem+json response, as REST would. */
+function refuse(socket: Duplex, status: number, detail: string) {
+  const body = JSON.stringify({ type: 'about:blank', title: STATUS_TEXT[status] ?? 'Error', status, detail, request_id: randomUUID() });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+const errorStatus = (e: unknown) => {
+  if (!isAppError(e)) return 503;
+  return e.kind === 'unauthorized' ? 401 : e.kind === 'forbidden' ? 403 : e.kind === 'not_found' ? 404 : e.kind === 'unavailable' ? 503 : 400;
+};
+
+/**
+ * GET /v1/ws: many thread subscriptions on one socket (each with its own after_seq), the same
+ * events as SSE, typing, presence and read marks. Authenticated at upgrade like REST (API key
+ * and signed user headers) or with a realtime token (?token=) for browsers.
+ */
+export function createWsGateway(deps: {
+  db: Knex;
+  hub: TailHub;
+  ephemeral: () => Ephemeral;
+  threads: Pick<ThreadsService, 'authorize'>;
+  readState: Pick<ReadStateService, 'markRead'>;
+  keyAuth: Pick<KeyAuthService, 'authenticate'>;
+  tokens: RealtimeTokens;
+  logger: Logger;
+  heartbeatMs: number;
+  maxBufferedBytes: number;
+}) {
+  const { db, hub, logger } = deps;
+  const conns = new Set<Conn>();
+  const byThread = new Map<string, Set<Conn>>();
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES, perMessageDeflate: false });
+  let heartbeat: NodeJS.Timeout | null = null;
+  let closing = false;
+
+  async function authenticate(req: IncomingMessage, url: URL): Promise<ApiPrincipal> {
+    const token = url.searchParams.get('token');
+    if (token) return deps.tokens.verify(token);
+    const key = keyFromHeaders(req);
+    if (!key) throw unauthorized('Send an API key (Authorization or X-API-Key header), or a realtime token as ?token= (POST /v1/realtime/token).');
+    const p = await deps.keyAuth.authenticate(key, header(req, 'x-user-id'), header(req, 'x-user-signature'));
+    if (p.kind === 'admin') throw forbidden('Admin keys (ak_) may call only /v1/admin routes; use a secret or publishable key.');
+    return p;
+  }
+
+  function send(conn: Conn, msg: unknown) {
+    if (conn.closed) return;
+    conn.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+    if (conn.ws.bufferedAmount > deps.maxBufferedBytes) {
+      logger.info({ conn: conn.id, buffered: conn.ws.bufferedAmount }, 'closing slow WebSocket consumer');
+      closeConn(conn, WS_CLOSE.slowConsumer, 'slow consumer: too much unsent data; reconnect and resume with after_seq');
+    }
+  }
+
+  function closeConn(conn: Conn, code: number, reason: string) {
+    if (conn.closed) return;
+    cleanup(conn);
+    conn.ws.close(code, reason);
+    // A peer that does not answer the close handshake is cut off.
+    setTimeout(() => conn.ws.terminate(), 2_000).unref();
+  }
+
+  function cleanup(conn: Conn) {
+    if (conn.closed) return;
+    conn.closed = true;
+    conns.delete(conn);
+    for (const threadId of [...conn.subs.keys()]) dropSub(conn, threadId);
+  }
+
+  function dropSub(conn: Conn, threadId: string) {
+    const sub = conn.subs.get(threadId);
+    if (!sub) return;
+    conn.subs.delete(threadId);
+    sub.handle?.close();
+    const k = threadKey(conn.principal.projectId, threadId);
+    const set = byThread.get(k);
+    set?.delete(conn);
+    if (set?.size === 0) byThread.delete(k);
+    if (conn.principal.userId && sub.handle) deps.ephemeral().leave(conn.principal.projectId, threadId, conn.principal.userId);
+  }
+
+  function fail(conn: Conn, e: unknown, ref: string | undefined, threadId?: string) {
+    const known = isAppError(e);
+    if (!known) logger.error({ err: e }, 'WebSocket request failed');
+    send(conn, {
+      type: 'error',
+      ...(ref !== undefined ? { id: ref } : {}),
+      ...(threadId ? { thread_id: threadId } : {}),
+      code: known ? e.kind : 'internal',
+      message: known ? e.message : 'Something went wrong; try again.',
+    });
+  }
+
+  async function subscribe(conn: Conn, m: Extract<WsClientMessage, { type: 'subscribe' }>) {
+    const { principal } = conn;
+    if (conn.subs.has(m.thread_id)) dropSub(conn, m.thread_id);
+    if (conn.subs.size >= MAX_SUBSCRIPTIONS) {
+      return send(conn, { type: 'error', id: m.id, thread_id: m.thread_id, code: 'too_many_subscriptions', message: `At most ${MAX_SUBSCRIPTIONS} threads per socket.` });
+    }
+    const sub: Subscription = { handle: null };
+    conn.subs.set(m.thread_id, sub);
+    let thread;
+    try {
+      thread = await deps.threads.authorize(db, principal, m.thread_id, 'read');
+    } catch (e) {
+      if (conn.subs.get(m.thread_id) === sub) conn.subs.delete(m.thread_id);
+      return fail(conn, e, m.id, m.thread_id);
+    }
+    if (conn.closed || conn.subs.get(m.thread_id) !== sub) return;
+    const lastSeq = Number(thread.last_seq);
+    const afterSeq = m.after_seq ?? lastSeq;
+    const k = threadKey(principal.projectId, m.thread_id);
+    let set = byThread.get(k);
+    if (!set) byThread.set(k, (set = new Set()));
+    set.add(conn);
+    send(conn, { type: 'subscribed', ...(m.id !== undefined ? { id: m.id } : {}), thread_id: m.thread_id, after_seq: afterSeq, last_seq: lastSeq, presence: deps.ephemeral().online(principal.projectId, m.thread_id) });
+    sub.handle = hub.subscribe({
+      projectId: principal.projectId,
+      threadId: m.thread_id,
+      afterSeq,
+      threadLastSeq: lastSeq,
+      userId: principal.userId,
+      recheck: () => deps.threads.authorize(db, principal, m.thread_id, 'read').then(() => true, (e) => (isAppError(e) ? false : Promise.reject(e))),
+      sink: {
+        send(events) {
+          for (const e of events) {
+            if (conn.closed) return;
+            send(conn, wsEventFrame(e));
+          }
+        },
+        ready(seq) {
+          send(conn, { type: 'ready', thread_id: m.thread_id, seq });
+        },
+        async drain() {
+          while (!conn.closed && conn.ws.bufferedAmount > deps.maxBufferedBytes / 2) await new Promise((r) => setTimeout(r, 20));
+        },
+        closed(reason: CloseReason) {
+          if (conn.subs.get(m.thread_id) !== sub) return;
+          sub.handle = null;
+          conn.subs.delete(m.thread_id);
+          set!.delete(conn);
+          if (principal.userId) deps.ephemeral().leave(principal.projectId, m.thread_id, principal.userId);
+          if (reason !== 'shutdown') send(conn, { type: 'unsubscribed', thread_id: m.thread_id, reason });
+        },
+      },
+    });
+    if (principal.userId) deps.ephemeral().join(principal.projectId, m.thread_id, principal.userId);
+  }
+
+  async function handle(conn: Conn, m: WsClientMessage) {
+    const ref = m.id !== undefined ? { id: m.id } : {};
+    switch (m.type) {
+      case 'subscribe':
+        return subscribe(conn, m);
+      case 'unsubscribe':
+        dropSub(conn, m.thread_id);
+        return send(conn, { type: 'unsubscribed', ...ref, thread_id: m.thread_id, reason: 'unsubscribed' });
+      case 'ping':
+        return send(conn, { type: 'pong', ...ref });
+      case 'typing': {
+        const userId = conn.principal.userId;
+        if (!userId) return send(conn, { type: 'error', ...ref, code: 'bad_request', message: 'Typing needs a user: connect with X-User-ID or a user token.' });
+        if (!conn.subs.get(m.thread_id)?.handle) return send(conn, { type: 'error', ...ref, thread_id: m.thread_id, code: 'not_subscribed', message: 'Subscribe to the thread before sending typing.' });
+        const last = conn.typingAt.get(m.thread_id) ?? 0;
+        // "start" repeats are throttled; "stop" always goes out.
+        if (m.state === 'start' && Date.now() - last < TYPING_MIN_INTERVAL_MS) return;
+        conn.typingAt.set(m.thread_id, m.state === 'start' ? Date.now() : 0);
+        await deps.ephemeral().typing(conn.principal.projectId, m.thread_id, userId, m.state);
+        return;
+      }
+      case 'read': {
+        const r = await deps.readState.markRead(conn.principal, m.thread_id, m.seq);
+        return send(conn, { type: 'read.ok', ...ref, thread_id: r.thread_id, last_read_seq: r.last_read_seq, unread: r.unread });
+      }
+    }
+  }
+
+  function onConnection(ws: WebSocket, principal: ApiPrincipal) {
+    const conn: Conn = { id: randomUUID(), ws, principal, subs: new Map(), alive: true, typingAt: new Map(), closed: false };
+    conns.add(conn);
+    ws.on('pong', () => (conn.alive = true));
+    ws.on('close', () => cleanup(conn));
+    ws.on('error', () => cleanup(conn));
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      conn.alive = true;
+      let parsed: unknown;
+      try {
+        if (isBinary) throw new Error('binary');
+        parsed = JSON.parse(data.toString());
+      } catch {
+        return send(conn, { type: 'error', code: 'bad_request', message: 'Send one JSON object per text message (see docs/REALTIME.md).' });
+      }
+      const r = wsClientMessageSchema.safeParse(parsed);
+      if (!r.success) {
+        const ref = typeof parsed === 'object' && parsed !== null && typeof (parsed as { id?: unknown }).id === 'string' ? { id: (parsed as { id: string }).id } : {};
+        const detail = r.error.issues.map((i) => `${i.path.join('.') || 'message'}: ${i.message}`).join('; ');
+        return send(conn, { type: 'error', ...ref, code: 'bad_request', message: `Invalid message: ${detail}` });
+      }
+      const m = r.data;
+      handle(conn, m).catch((e) => fail(conn, e, m.id, 'thread_id' in m ? m.thread_id : undefined));
+    });
+    send(conn, { type: 'welcome', connection_id: conn.id, user_id: principal.userId, heartbeat_ms: deps.heartbeatMs });
+  }
+
+  /** Delivers typing, presence and read marks to the local sockets subscribed to the thread. */
+  function deliverEphemeral(m: EphemeralMessage) {
+    const set = byThread.get(threadKey(m.projectId, m.threadId));
+    if (!set) return;
+    const frame =
+      m.kind === 'read'
+        ? JSON.stringify({ type: 'read', thread_id: m.threadId, user_id: m.userId, seq: m.seq })
+        : JSON.stringify({ type: m.kind, thread_id: m.threadId, user_id: m.userId, state: m.state });
+    for (const conn of set) {
+      // Your own typing is not echoed back to you.
+      if (m.kind === 'typing' && conn.principal.userId === m.userId) continue;
+      if (conn.subs.get(m.threadId)?.handle) send(conn, frame);
+    }
+  }
+
+  return {
+    deliverEphemeral,
+
+    /** Serves WebSocket upgrades on /v1/ws of this HTTP server. */
+    attach(server: Server) {
+      server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+        const url = new URL(req.url ?? '/', 'http://localhost');
+        if (url.pathname !== WS_PATH) {
+          // Leave other paths to other upgrade handlers, if there are any.
+          if (server.listenerCount('upgrade') === 1) refuse(socket, 404, `No WebSocket endpoint at ${url.pathname}; use ${WS_PATH}.`);
+          return;
+        }
+        socket.on('error', () => socket.destroy());
+        if (closing) return refuse(socket, 503, 'The server is restarting; reconnect shortly.');
+        authenticate(req, url).then(
+          (principal) => {
+            if (closing) return refuse(socket, 503, 'The server is restarting; reconnect shortly.');
+            wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, principal));
+          },
+          (e) => refuse(socket, errorStatus(e), isAppError(e) ? e.message : 'The service is unavailable; try again.'),
+        );
+      });
+      if (!heartbeat) {
+        heartbeat = setInterval(() => {
+          for (const conn of conns) {
+            if (!conn.alive) {
+              cleanup(conn);
+              conn.ws.terminate();
+              continue;
+            }
+            conn.alive = false;
+            conn.ws.ping();
+          }
+        }, deps.heartbeatMs);
+        heartbeat.unref();
+      }
+    },
+
+    /** Closes every socket with 1012 (service restart): clients reconnect elsewhere and resume. */
+    async close() {
+      closing = true;
+      if (heartbeat) clearInterval(heartbeat);
+      for (const conn of [...conns]) closeConn(conn, WS_CLOSE.serviceRestart, 'service restart: reconnect and resume with after_seq');
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+    },
+
+    stats: () => ({ sockets: conns.size }),
+  };
+}
+
+export type WsGateway = ReturnType<typeof createWsGateway>;

@@ -1,0 +1,268 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { signUserId } from '../src/modules/keys/key-auth-service';
+import type { ProjectCredentials } from '../src/modules/projects/projects-service';
+import { api, startInstance, startTestApp, type TestContext, type TestInstance } from './helpers/app';
+import { as, openSse, openWs, range, seqs } from './realtime-clients';
+
+const ENV = { RATE_LIMIT_ENABLED: 'false', REALTIME_PRESENCE_GRACE_MS: '300', REALTIME_HEARTBEAT_MS: '2000' };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const wsUrl = (base: string, query = '') => `${base.replace(/^http/, 'ws')}/v1/ws${query}`;
+
+describe('realtime: live tail over SSE and WebSocket', () => {
+  let t: TestContext;
+  let t2: TestInstance;
+  let creds: ProjectCredentials;
+  let sk: string;
+  /** Publishable key + signed user id: an end user, with read/write policies applied. */
+  let user: (id: string) => Record<string, string>;
+
+  before(async () => {
+    t = await startTestApp(ENV);
+    t2 = await startInstance(t.databaseUrl, ENV);
+    creds = await t.project();
+    sk = creds.keys.secret;
+    user = (id) => ({ authorization: `Bearer ${creds.keys.publishable}`, 'x-user-id': id, 'x-user-signature': signUserId(creds.signing_secret, id) });
+  });
+  after(async () => {
+    await t2.close();
+    await t.stop();
+  });
+
+  async function post(base: string, threadId: string, n: number, prefix: string) {
+    const acked: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const r = await api(base, 'POST', `/v1/threads/${threadId}/messages`, { key: sk, user: 'writer', body: { id: `${prefix}${i}`, body: { text: `${prefix} ${i}` } } });
+      assert.equal(r.status, 201, r.text);
+      acked.push(r.body.seq);
+    }
+    return acked;
+  }
+
+  test('SSE replays stored events, sends ready, streams live ones; Last-Event-ID and after_seq resume at N+1', async () => {
+    assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'sse-1', type: 'channel' } })).status, 201);
+    await post(t.url, 'sse-1', 5, 'a'); // seqs 2..6
+    const tail = await openSse(`${t.url}/v1/threads/sse-1/tail?after_seq=0`, as(sk));
+    assert.equal(tail.status, 200);
+    const ready = await tail.waitFor(() => tail.messages.find((m) => m.event === 'ready'), 'ready');
+    assert.deepEqual(JSON.parse(ready.data), { seq: 6 });
+    assert.deepEqual(seqs(tail.events()), range(1, 6));
+    assert.deepEqual(tail.messages.filter((m) => m.event === undefined).map((m) => m.id), range(1, 6).map(String));
+    assert.equal(tail.events()[1].type, 'message.created');
+
+    await post(t2.url, 'sse-1', 3, 'b'); // through the other replica: seqs 7..9
+    assert.deepEqual(seqs(await tail.waitForEvents(9)), range(1, 9));
+    tail.close();
+
+    await post(t.url, 'sse-1', 2, 'c'); // 10, 11 while nobody listens
+    const resumed = await openSse(`${t2.url}/v1/threads/sse-1/tail?after_seq=1`, { ...as(sk), 'last-event-id': '4' });
+    await resumed.waitFor(() => resumed.messages.find((m) => m.event === 'ready'), 'ready');
+    await post(t.url, 'sse-1', 1, 'd'); // 12, live
+    assert.deepEqual(seqs(await resumed.waitForEvents(8)), range(5, 12));
+    await sleep(200);
+    assert.deepEqual(seqs(resumed.events()), range(5, 12), 'nothing twice at the seam');
+    resumed.close();
+
+    const bad = await api(t.url, 'GET', '/v1/threads/sse-1/tail', { key: sk, headers: { 'last-event-id': 'abc' } });
+    assert.equal(bad.status, 400);
+    assert.match(bad.headers.get('content-type') ?? '', /problem\+json/);
+  });
+
+  test('a subscriber on instance 1 gets 1,000 messages appended concurrently through instance 2, in order, exactly once', async () => {
+    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'fan-in', type: 'channel' } });
+    const sse = await openSse(`${t.url}/v1/threads/fan-in/tail`, as(sk));
+    await sse.waitFor(() => sse.messages.find((m) => m.event === 'ready'), 'ready');
+    const ws = await openWs(wsUrl(t.url), as(sk));
+    ws.send({ type: 'subscribe', thread_id: 'fan-in', id: 's1' });
+    await ws.waitFor((m) => m.type === 'ready' && m.thread_id === 'fan-in', 'ws ready');
+
+    const acked = new Map<string, number>();
+    await Promise.all(
+      Array.from({ length: 20 }, (_, w) =>
+        (async () => {
+          for (let i = 0; i < 50; i++) {
+            const id = `w${w}-${i}`;
+            const r = await api(t2.url, 'POST', '/v1/threads/fan-in/messages', { key: sk, user: `u${w}`, body: { id, body: { w, i } } });
+            assert.equal(r.status, 201, r.text);
+            acked.set(id, r.body.seq);
+          }
+        })(),
+      ),
+    );
+    const viaSse = await sse.waitForEvents(1000, 60_000);
+    const viaWs = await ws.waitForEvents('fan-in', 1000, 60_000);
+    await sleep(300);
+    for (const events of [sse.events(), ws.eventsOf('fan-in')]) {
+      assert.equal(events.length, 1000);
+      assert.deepEqual(seqs(events), range(2, 1001));
+      assert.deepEqual(new Map(events.map((e: any) => [e.message_id, e.seq])), acked);
+    }
+    assert.equal(viaSse.length, 1000);
+    assert.equal(viaWs.length, 1000);
+    sse.close();
+    ws.close();
+  });
+
+  test('WebSocket: several threads on one socket, each resuming exactly after its after_seq; unsubscribe stops delivery', async () => {
+    for (const id of ['ws-a', 'ws-b']) await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id, type: 'channel' } });
+    await post(t.url, 'ws-a', 4, 'a'); // 2..5
+    await post(t.url, 'ws-b', 4, 'b'); // 2..5
+    const ws = await openWs(wsUrl(t.url), as(sk));
+    assert.equal(ws.messages[0]?.type ?? (await ws.waitFor((m) => m.type === 'welcome', 'welcome')).type, 'welcome');
+    ws.send({ type: 'subscribe', thread_id: 'ws-a', after_seq: 0, id: 'a' });
+    ws.send({ type: 'subscribe', thread_id: 'ws-b', after_seq: 3, id: 'b' });
+    const subscribed = await ws.waitFor((m) => m.type === 'subscribed' && m.id === 'b', 'subscribed b');
+    assert.deepEqual([subscribed.thread_id, subscribed.after_seq, subscribed.last_seq], ['ws-b', 3, 5]);
+    await ws.waitFor((m) => m.type === 'ready' && m.thread_id === 'ws-a', 'ready a');
+    await ws.waitFor((m) => m.type === 'ready' && m.thread_id === 'ws-b', 'ready b');
+    assert.deepEqual(seqs(ws.eventsOf('ws-a')), range(1, 5));
+    assert.deepEqual(seqs(ws.eventsOf('ws-b')), [4, 5]);
+
+    await post(t2.url, 'ws-b', 2, 'b2'); // 6, 7
+    assert.deepEqual(seqs(await ws.waitForEvents('ws-b', 4)), [4, 5, 6, 7]);
+    ws.close();
+    await ws.closed;
+
+    await post(t2.url, 'ws-a', 3, 'a2'); // 6..8 while away
+    const again = await openWs(wsUrl(t2.url), as(sk));
+    again.send({ type: 'subscribe', thread_id: 'ws-a', after_seq: 5 });
+    again.send({ type: 'subscribe', thread_id: 'ws-b', after_seq: 7 });
+    await again.waitFor((m) => m.type === 'ready' && m.thread_id === 'ws-a', 'ready a');
+    assert.deepEqual(seqs(again.eventsOf('ws-a')), [6, 7, 8]);
+
+    again.send({ type: 'unsubscribe', thread_id: 'ws-b', id: 'u' });
+    await again.waitFor((m) => m.type === 'unsubscribed' && m.id === 'u', 'unsubscribed');
+    await post(t.url, 'ws-b', 1, 'b3');
+    await post(t.url, 'ws-a', 1, 'a3'); // 9
+    await again.waitForEvents('ws-a', 4);
+    await sleep(200);
+    assert.deepEqual(seqs(again.eventsOf('ws-b')), [], 'no events after unsubscribe');
+
+    again.send({ type: 'subscribe', thread_id: 'nope' });
+    again.send('not json' as unknown);
+    again.send({ type: 'subscribe' });
+    const notFound = await again.waitFor((m) => m.type === 'error' && m.thread_id === 'nope', 'not found error');
+    assert.equal(notFound.code, 'not_found');
+    await again.waitFor((m) => m.type === 'error' && /thread_id/.test(m.message), 'validation error');
+    again.send({ type: 'ping', id: 'p' });
+    await again.waitFor((m) => m.type === 'pong' && m.id === 'p', 'pong');
+    again.close();
+  });
+
+  test('typing, presence and read marks from instance 2 reach a socket on instance 1', async () => {
+    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'room', type: 'group', members: ['alice', 'bob'] } });
+    const alice = await openWs(wsUrl(t.url), user('alice'));
+    alice.send({ type: 'subscribe', thread_id: 'room' });
+    await alice.waitFor((m) => m.type === 'ready', 'alice ready');
+    await alice.waitFor((m) => m.type === 'presence' && m.user_id === 'alice' && m.state === 'online', 'own presence');
+
+    const bob = await openWs(wsUrl(t2.url), user('bob'));
+    bob.send({ type: 'subscribe', thread_id: 'room' });
+    const bobSubscribed = await bob.waitFor((m) => m.type === 'subscribed', 'bob subscribed');
+    assert.deepEqual(bobSubscribed.presence, ['alice'], 'instance 2 knows alice is online on instance 1');
+    await alice.waitFor((m) => m.type === 'presence' && m.user_id === 'bob' && m.state === 'online', 'bob online');
+
+    await bob.waitFor((m) => m.type === 'ready', 'bob ready');
+    bob.send({ type: 'typing', thread_id: 'room' });
+    const typing = await alice.waitFor((m) => m.type === 'typing', 'typing');
+    assert.deepEqual(typing, { type: 'typing', thread_id: 'room', user_id: 'bob', state: 'start' });
+
+    const msg = await api(t2.url, 'POST', '/v1/threads/room/messages', { headers: user('bob'), body: { body: { text: 'hi' } } });
+    assert.equal(msg.status, 201, msg.text);
+    bob.send({ type: 'read', thread_id: 'room', seq: msg.body.seq, id: 'r' });
+    const ok = await bob.waitFor((m) => m.type === 'read.ok', 'read ok');
+    assert.equal(ok.last_read_seq, msg.body.seq);
+    const read = await alice.waitFor((m) => m.type === 'read', 'read mark');
+    assert.deepEqual(read, { type: 'read', thread_id: 'room', user_id: 'bob', seq: msg.body.seq });
+    assert.equal(alice.messages.filter((m) => m.type === 'typing' && m.user_id === 'alice').length, 0);
+
+    bob.close();
+    const offline = await alice.waitFor((m) => m.type === 'presence' && m.user_id === 'bob' && m.state === 'offline', 'bob offline after grace');
+    assert.ok(offline);
+    alice.close();
+  });
+
+  test('a non-member cannot subscribe to a members thread; a removed member stops receiving it', async () => {
+    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'private', type: 'group', members: ['alice', 'dave'] } });
+    const refused = await api(t.url, 'GET', '/v1/threads/private/tail', { headers: user('mallory') });
+    assert.equal(refused.status, 403);
+    assert.match(refused.headers.get('content-type') ?? '', /problem\+json/);
+    assert.equal((await api(t.url, 'GET', '/v1/threads/missing/tail', { headers: user('mallory') })).status, 404);
+    const mallory = await openWs(wsUrl(t2.url), user('mallory'));
+    mallory.send({ type: 'subscribe', thread_id: 'private', id: 'm' });
+    assert.equal((await mallory.waitFor((m) => m.type === 'error' && m.id === 'm', 'forbidden')).code, 'forbidden');
+    assert.equal(mallory.eventsOf('private').length, 0);
+    mallory.close();
+
+    const daveSse = await openSse(`${t.url}/v1/threads/private/tail?after_seq=0`, user('dave'));
+    await daveSse.waitFor(() => daveSse.messages.find((m) => m.event === 'ready'), 'ready');
+    const daveWs = await openWs(wsUrl(t2.url), user('dave'));
+    daveWs.send({ type: 'subscribe', thread_id: 'private', after_seq: 0 });
+    await daveWs.waitFor((m) => m.type === 'ready', 'ws ready');
+
+    assert.equal((await api(t.url, 'DELETE', '/v1/threads/private/members/dave', { key: sk })).status, 204);
+    await api(t.url, 'POST', '/v1/threads/private/messages', { headers: user('alice'), body: { body: { text: 'secret' } } });
+    await daveSse.waitForEnd();
+    const closed = daveSse.messages.find((m) => m.event === 'closed');
+    assert.deepEqual(JSON.parse(closed!.data), { reason: 'removed' });
+    assert.equal(daveSse.events().at(-1).type, 'member.removed');
+    assert.equal(daveSse.events().filter((e: any) => e.type === 'message.created').length, 0);
+
+    const unsub = await daveWs.waitFor((m) => m.type === 'unsubscribed', 'ws unsubscribed');
+    assert.equal(unsub.reason, 'removed');
+    assert.equal(daveWs.eventsOf('private').at(-1).type, 'member.removed');
+    assert.equal(daveWs.eventsOf('private').filter((e: any) => e.type === 'message.created').length, 0);
+    daveWs.close();
+  });
+
+  test('WebSocket authentication: headers like REST, or a short-lived token; bad credentials are refused at upgrade', async () => {
+    await assert.rejects(openWs(wsUrl(t.url)), (e: any) => e.status === 401);
+    await assert.rejects(openWs(wsUrl(t.url), { authorization: `Bearer ${creds.keys.publishable}`, 'x-user-id': 'eve', 'x-user-signature': '0'.repeat(64) }), (e: any) => e.status === 401);
+    await assert.rejects(openWs(wsUrl(t.url, '?token=rt_garbage.abc')), (e: any) => e.status === 401);
+    await assert.rejects(openWs(wsUrl(t.url), as(creds.keys.admin)), (e: any) => e.status === 403);
+
+    assert.equal((await api(t.url, 'POST', '/v1/realtime/token', { key: sk })).status, 400, 'a token needs a user');
+    const issued = await api(t.url, 'POST', '/v1/realtime/token', { headers: user('alice') });
+    assert.equal(issued.status, 201, issued.text);
+    assert.match(issued.body.token, /^rt_/);
+    const ws = await openWs(wsUrl(t2.url, `?token=${encodeURIComponent(issued.body.token)}`));
+    const welcome = await ws.waitFor((m) => m.type === 'welcome', 'welcome');
+    assert.equal(welcome.user_id, 'alice');
+    // The token acts as the user, not with a secret key's full access.
+    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'not-alices', type: 'group', members: ['zed'] } });
+    ws.send({ type: 'subscribe', thread_id: 'not-alices', id: 'x' });
+    assert.equal((await ws.waitFor((m) => m.type === 'error' && m.id === 'x', 'forbidden')).code, 'forbidden');
+    ws.close();
+
+    const tampered = issued.body.token.slice(0, -2) + (issued.body.token.endsWith('A') ? 'BB' : 'AA');
+    await assert.rejects(openWs(wsUrl(t.url, `?token=${tampered}`)), (e: any) => e.status === 401);
+  });
+
+  test('nothing is lost when the LISTEN connection drops: replicas re-read subscribed threads after reconnecting', async () => {
+    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'relisten', type: 'channel' } });
+    const sse = await openSse(`${t.url}/v1/threads/relisten/tail`, as(sk));
+    await sse.waitFor(() => sse.messages.find((m) => m.event === 'ready'), 'ready');
+    const dbName = new URL(t.databaseUrl).pathname.slice(1);
+    // Kill every replica's LISTEN connection, then write while they reconnect: those NOTIFYs are lost.
+    await t.db.raw(`select pg_terminate_backend(pid) from pg_stat_activity where datname = ? and application_name = 'progressdb-listener'`, [dbName]);
+    const acked = await post(t2.url, 'relisten', 20, 'x');
+    assert.deepEqual(seqs(await sse.waitForEvents(20)), acked);
+    sse.close();
+  });
+
+  test('close() ends SSE streams with a reconnect hint and closes sockets with 1012', async () => {
+    const t3 = await startInstance(t.databaseUrl, ENV);
+    await api(t3.url, 'POST', '/v1/threads', { key: sk, body: { id: 'bye', type: 'channel' } });
+    const sse = await openSse(`${t3.url}/v1/threads/bye/tail`, as(sk));
+    await sse.waitFor(() => sse.messages.find((m) => m.event === 'ready'), 'ready');
+    const ws = await openWs(wsUrl(t3.url), as(sk));
+    ws.send({ type: 'subscribe', thread_id: 'bye' });
+    await ws.waitFor((m) => m.type === 'ready', 'ready');
+    // What app.close() does first (the test helper's close() cuts HTTP connections before it).
+    await t3.app.realtime.close();
+    assert.equal((await ws.closed).code, 1012);
+    await sse.waitForEnd();
+    assert.deepEqual(JSON.parse(sse.messages.find((m) => m.event === 'reconnect')!.data), { reason: 'shutdown' });
+    await t3.close();
+  });
+});

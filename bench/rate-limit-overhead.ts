@@ -128,6 +128,8 @@ interface Sample {
   p99: number;
   non2xx: number;
   errors: number;
+  /** Counts of the non-2xx statuses, e.g. "503×1". */
+  statuses: string;
 }
 
 function load(url: string, key: string, seconds: number, conns: number): Promise<Omit<Sample, 'cpuUs'>> {
@@ -156,7 +158,11 @@ function load(url: string, key: string, seconds: number, conns: number): Promise
       },
       (err, r) => {
         if (err) return reject(err);
-        resolve({ rps: r.requests.average, p50: r.latency.p50, p97_5: r.latency.p97_5, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
+        const statuses = Object.entries(r.statusCodeStats ?? {})
+          .filter(([code]) => !code.startsWith('2'))
+          .map(([code, v]) => `${code}×${v.count ?? 0}`)
+          .join(' ');
+        resolve({ rps: r.requests.average, p50: r.latency.p50, p97_5: r.latency.p97_5, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors, statuses });
       },
     );
   });
@@ -229,7 +235,7 @@ async function main() {
       for (const { mode, sample: x } of measured) {
         results[mode].push(x);
         process.stdout.write(
-          `round ${round + 1} limiter ${mode.padEnd(3)}  ${x.rps.toFixed(0).padStart(6)} req/s  p50 ${x.p50} ms  p97.5 ${x.p97_5} ms  p99 ${x.p99} ms  server CPU ${x.cpuUs.toFixed(0)} µs/req  non-2xx ${x.non2xx}  errors ${x.errors}\n`,
+          `round ${round + 1} limiter ${mode.padEnd(3)}  ${x.rps.toFixed(0).padStart(6)} req/s  p50 ${x.p50} ms  p97.5 ${x.p97_5} ms  p99 ${x.p99} ms  server CPU ${x.cpuUs.toFixed(0)} µs/req  non-2xx ${x.non2xx}${x.statuses ? ` (${x.statuses})` : ''}  errors ${x.errors}\n`,
         );
       }
       const rps = (m: Mode) => measured.find((x) => x.mode === m)!.sample.rps;

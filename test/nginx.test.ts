@@ -8,6 +8,8 @@ import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import WebSocket from 'ws';
 import { api, startInstance, startTestApp, type TestContext, type TestInstance } from './helpers/app';
 import { freePort, repoRoot } from './helpers/processes';
 
@@ -115,5 +117,81 @@ describe('nginx load balancer (deploy/nginx.conf)', { skip: SKIP }, () => {
     const r = await api(lb, 'POST', '/v1/threads/lb-batch/messages/batch', { key: sk, user: 'u1', body: { messages } });
     assert.notEqual(r.status, 413, 'nginx client_max_body_size is below the API limit');
     assert.ok(r.status < 500, r.text);
+  });
+
+  test('an SSE tail through nginx replays, says ready, then delivers live events as they commit', async () => {
+    await api(lb, 'POST', '/v1/threads', { key: sk, body: { id: 'lb-tail', type: 'channel' } });
+    await api(lb, 'POST', '/v1/threads/lb-tail/messages', { key: sk, user: 'u1', body: { body: 'before' } });
+    const ac = new AbortController();
+    const res = await fetch(`${lb}/v1/threads/lb-tail/tail?after_seq=0`, { headers: { authorization: `Bearer ${sk}`, accept: 'text/event-stream' }, signal: ac.signal });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
+    const events: EventSourceMessage[] = [];
+    let wake: (() => void) | null = null;
+    const parser = createParser({ onEvent: (e) => (events.push(e), wake?.()) });
+    const reader = res.body!.getReader();
+    void (async () => {
+      for (;;) {
+        const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
+        if (done) return;
+        parser.feed(Buffer.from(value!).toString('utf8'));
+      }
+    })();
+    const until = async (pred: () => boolean, what: string) => {
+      const deadline = Date.now() + 10_000;
+      while (!pred()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(events)}`);
+        await new Promise<void>((r) => {
+          wake = r;
+          setTimeout(r, 200);
+        });
+      }
+    };
+    try {
+      await until(() => events.some((e) => e.event === 'ready'), 'ready');
+      const replayed = events.filter((e) => e.event === undefined || e.event === 'message').map((e) => Number(e.id));
+      assert.deepEqual(replayed, [1, 2]);
+      // Posted through nginx too: it may land on either replica; NOTIFY reaches both.
+      for (let i = 0; i < 3; i++) assert.equal((await api(lb, 'POST', '/v1/threads/lb-tail/messages', { key: sk, user: 'u1', body: { body: { live: i } } })).status, 201);
+      await until(() => events.filter((e) => e.id === '5').length === 1, 'live seq 5');
+      const live = events.filter((e) => e.event === undefined || e.event === 'message').map((e) => Number(e.id));
+      assert.deepEqual(live, [1, 2, 3, 4, 5]);
+      assert.equal(JSON.parse(events.find((e) => e.id === '5')!.data).type, 'message.created');
+    } finally {
+      ac.abort();
+    }
+  });
+
+  test('a WebSocket through nginx upgrades, subscribes and receives live events', async () => {
+    await api(lb, 'POST', '/v1/threads', { key: sk, body: { id: 'lb-ws', type: 'channel' } });
+    const ws = new WebSocket(`${lb.replace('http', 'ws')}/v1/ws`, { headers: { authorization: `Bearer ${sk}`, 'x-user-id': 'u1' } });
+    const frames: Array<Record<string, any>> = [];
+    let wake: (() => void) | null = null;
+    ws.on('message', (d) => (frames.push(JSON.parse(d.toString())), wake?.()));
+    const until = async (pred: () => boolean, what: string) => {
+      const deadline = Date.now() + 10_000;
+      while (!pred()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(frames)}`);
+        await new Promise<void>((r) => {
+          wake = r;
+          setTimeout(r, 200);
+        });
+      }
+    };
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('error', reject);
+        ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+      });
+      ws.send(JSON.stringify({ type: 'subscribe', thread_id: 'lb-ws', after_seq: 0 }));
+      await until(() => frames.some((f) => f.type === 'ready'), 'ready');
+      for (let i = 0; i < 2; i++) assert.equal((await api(lb, 'POST', '/v1/threads/lb-ws/messages', { key: sk, user: 'u1', body: { body: { i } } })).status, 201);
+      await until(() => frames.some((f) => f.type === 'event' && f.event.seq === 3), 'live seq 3');
+      const seqs = frames.filter((f) => f.type === 'event').map((f) => f.event.seq);
+      assert.deepEqual(seqs, [1, 2, 3]);
+    } finally {
+      ws.close();
+    }
   });
 });

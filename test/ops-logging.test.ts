@@ -24,7 +24,7 @@ async function startLoggedInstance(env: Record<string, string>) {
   const app = createApp({ config, db, logger, databaseUrl: database.url });
   await app.start();
   const server = app.app.listen(0, '127.0.0.1');
-  (app as { attach?: (s: typeof server) => void }).attach?.(server);
+  app.attach(server);
   await new Promise<void>((r) => server.once('listening', () => r()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import WebSocket from 'ws';
 import { api, startTestApp, type TestContext } from './helpers/app';
 import { spawnReplica } from './helpers/processes';
 
@@ -66,6 +67,34 @@ describe('graceful shutdown of the real server process', () => {
         .map((l) => JSON.parse(l) as { msg: string; reason?: string });
       assert.ok(logs.some((l) => l.msg === 'shutting down' && l.reason === 'SIGTERM'));
       assert.ok(logs.some((l) => l.msg === 'shutdown complete'));
+    } finally {
+      await replica.kill9();
+    }
+  });
+
+  test('SIGTERM ends live tails and WebSockets with a reconnect hint, then exits 0', async () => {
+    const replica = await spawnReplica('live', { DATABASE_URL: t.databaseUrl, SHUTDOWN_TIMEOUT_MS: '30000' });
+    try {
+      assert.equal((await api(replica.url, 'POST', '/v1/threads', { key: sk, body: { id: 'live', type: 'channel' } })).status, 201);
+      const tail = await fetch(`${replica.url}/v1/threads/live/tail?after_seq=0`, { headers: { authorization: `Bearer ${sk}` } });
+      assert.equal(tail.status, 200);
+      const sseText = tail.text(); // resolves when the server ends the stream
+
+      const ws = new WebSocket(`${replica.url.replace('http', 'ws')}/v1/ws`, { headers: { authorization: `Bearer ${sk}`, 'x-user-id': 'u1' } });
+      const frames: Array<{ type: string }> = [];
+      ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
+      const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+      await new Promise<void>((resolve, reject) => (ws.once('open', () => resolve()), ws.once('error', reject)));
+      ws.send(JSON.stringify({ type: 'subscribe', thread_id: 'live', after_seq: 0 }));
+      for (let i = 0; !frames.some((f) => f.type === 'ready'); i++) {
+        assert.ok(i < 500, 'the WebSocket subscription became ready');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+
+      replica.child.kill('SIGTERM');
+      assert.match(await sseText, /event: reconnect\ndata: \{"reason":"shutdown"\}/);
+      assert.equal(await closed, 1012, 'WebSocket closed with 1012 (service restart): reconnect elsewhere');
+      assert.deepEqual(await replica.exited, { code: 0, signal: null }, replica.output());
     } finally {
       await replica.kill9();
     }

@@ -31,6 +31,10 @@ export interface AppendOp {
 }
 
 type Op = TxOp<unknown> | AppendOp;
+type Outcome = { ok: unknown } | { err: unknown } | undefined;
+
+/** Runs in every group's transaction after its writes, before NOTIFY and COMMIT. */
+export type BeforeCommitHook = (tx: Knex.Transaction, committed: CommitPointers) => Promise<void>;
 interface Pending {
   op: Op;
   resolve(v: unknown): void;
@@ -66,28 +70,55 @@ function hash(s: string): number {
  */
 export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: IngestOptions; onGroup?: (s: GroupStats) => void }) {
   const { db, logger, options } = deps;
-  const lanes = Array.from({ length: options.lanes }, () => ({ queue: [] as Pending[], busy: false, timer: null as NodeJS.Timeout | null }));
+  type Lane = { queue: Pending[]; busy: boolean; scheduled: boolean; full: (() => void) | null };
+  const lanes: Lane[] = Array.from({ length: options.lanes }, () => ({ queue: [], busy: false, scheduled: false, full: null }));
   let queued = 0;
   let closed = false;
   let idleWaiters: Array<() => void> = [];
+  const beforeCommit: BeforeCommitHook[] = [];
 
-  function schedule(lane: (typeof lanes)[number]) {
-    if (lane.busy || lane.timer || lane.queue.length === 0) return;
-    // Idle: go now (setImmediate lets requests parsed in the same tick join). Under load the
-    // lane is busy and the queue fills while the previous group commits.
-    const wait = lane.queue.length >= options.maxBatch ? 0 : options.maxWaitMs;
-    const go = () => {
-      lane.timer = null;
+  /**
+   * An idle lane starts at once (setImmediate only lets requests parsed in the same tick
+   * join): INGEST_MAX_WAIT_MS never delays a write that finds nothing in flight. Under load
+   * the lane is busy and its queue fills while the previous group commits.
+   */
+  function schedule(lane: Lane) {
+    if (lane.busy || lane.scheduled || lane.queue.length === 0) return;
+    lane.scheduled = true;
+    setImmediate(() => {
+      lane.scheduled = false;
       void drain(lane);
-    };
-    lane.timer = wait > 0 ? setTimeout(go, wait) : (setImmediate(go) as unknown as NodeJS.Timeout);
+    });
   }
 
-  async function drain(lane: (typeof lanes)[number]) {
+  /**
+   * After a group of several writes, a partly filled queue may wait up to INGEST_MAX_WAIT_MS
+   * for more (bigger groups, fewer commits) — cut short when the queue fills or on close().
+   */
+  function gather(lane: Lane): Promise<void> | undefined {
+    if (options.maxWaitMs <= 0 || closed || lane.queue.length >= options.maxBatch) return undefined;
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        lane.full = null;
+        resolve();
+      };
+      const timer = setTimeout(done, options.maxWaitMs);
+      lane.full = done;
+    });
+  }
+
+  async function drain(lane: Lane) {
+    if (lane.busy) return;
     lane.busy = true;
     try {
+      let previous = 0;
       while (lane.queue.length > 0) {
+        // Only concurrency is worth waiting for: a lone client that sends its next write as
+        // soon as it is answered (groups of one) never waits.
+        if (previous > 1) await gather(lane);
         const group = lane.queue.splice(0, options.maxBatch);
+        previous = group.length;
         await commitGroup(group);
         queued -= group.length;
       }
@@ -127,54 +158,103 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
     }
   }
 
+  /** Appends on the merged path; what cannot go that way is left undefined in `out`. */
+  async function runFast(tx: Knex.Transaction, pointers: CommitPointers, batch: Array<{ op: AppendOp; i: number }>, out: Outcome[], n: number) {
+    const local = new CommitPointers();
+    await tx.raw(`savepoint fast_${n}`);
+    try {
+      const results = await appendMany(tx, local, batch.map(({ op }) => op.request));
+      await tx.raw(`release savepoint fast_${n}`);
+      pointers.mergeFrom(local);
+      results.forEach((r, k) => {
+        if (r !== THREAD_MISSING) out[batch[k].i] = r instanceof AppError ? { err: r } : { ok: r };
+      });
+    } catch (e) {
+      if (isConnectionError(e) || RETRYABLE.has(pgCode(e) ?? '')) throw e;
+      // e.g. a client id inserted by another replica since our look-up: every append of this
+      // batch now runs alone, so only the offending one fails.
+      logger.debug({ err: e }, 'fast path failed; falling back to one savepoint per append');
+      await tx.raw(`rollback to savepoint fast_${n}`);
+    }
+  }
+
+  /**
+   * Runs a group inside one transaction. Fast appends are merged into as few batches as
+   * per-thread order allows: a batch is flushed before any other op on one of its threads, so
+   * within a thread, seq order is submission order.
+   *
+   * Plug-in points for later features, all inside this transaction so they commit (or not)
+   * with the writes they describe:
+   * - field encryption (SPEC §7): encrypt bodies before `submit` (in the service, where the
+   *   project's data key is at hand), so the group only ever sees ciphertext;
+   * - webhook outbox (SPEC §6): a `beforeCommit` hook gets the group's seq ranges per thread
+   *   (`pointers.latest[…].first..seq`) and inserts the outbox rows with one INSERT … SELECT
+   *   from `events`.
+   */
   async function runGroup(tx: Knex.Transaction, group: Pending[]) {
     const pointers = new CommitPointers();
-    const out: Array<{ ok: unknown } | { err: unknown } | undefined> = new Array(group.length);
-    const fast = group.map((p, i) => ({ p, i })).filter(({ p }) => p.op.kind === 'append' && p.op.fast && !p.op.idempotency);
-    if (fast.length > 0) {
-      const local = new CommitPointers();
-      await tx.raw('savepoint fast');
-      try {
-        const results = await appendMany(tx, local, fast.map(({ p }) => (p.op as AppendOp).request));
-        await tx.raw('release savepoint fast');
-        pointers.mergeFrom(local);
-        results.forEach((r, k) => {
-          if (r !== THREAD_MISSING) out[fast[k].i] = r instanceof AppError ? { err: r } : { ok: r };
-        });
-      } catch (e) {
-        if (isConnectionError(e) || RETRYABLE.has(pgCode(e) ?? '')) throw e;
-        // e.g. a client id inserted by another replica since our look-up: every append
-        // of this group now runs alone, so only the offending one fails.
-        logger.debug({ err: e }, 'fast path failed; falling back to one savepoint per append');
-        await tx.raw('rollback to savepoint fast');
-      }
-    }
+    const out: Outcome[] = new Array(group.length);
+    let batch: Array<{ op: AppendOp; i: number }> = [];
+    let inBatch = new Set<string>();
+    let batches = 0;
+    const flush = async () => {
+      if (batch.length === 0) return;
+      const flushed = batch;
+      batch = [];
+      inBatch = new Set();
+      await runFast(tx, pointers, flushed, out, batches++);
+      // Missing threads and failed batches: each append alone, still in submission order.
+      for (const { i } of flushed) if (!out[i]) out[i] = await runSlow(tx, pointers, group[i].op, i);
+    };
     for (let i = 0; i < group.length; i++) {
-      if (!out[i]) out[i] = await runSlow(tx, pointers, group[i].op, i);
+      const op = group[i].op;
+      if (op.kind === 'append' && op.fast && !op.idempotency) {
+        batch.push({ op, i });
+        inBatch.add(op.partition);
+        continue;
+      }
+      if (inBatch.has(op.partition)) await flush();
+      out[i] = await runSlow(tx, pointers, op, i);
     }
+    await flush();
+    for (const hook of beforeCommit) await hook(tx, pointers);
     await notifyPointers(tx, pointers);
     return out as Array<{ ok: unknown } | { err: unknown }>;
   }
 
-  async function commitGroup(group: Pending[]) {
+  /**
+   * Commits a group and answers each caller after COMMIT. A group that fails as a whole
+   * (typically at COMMIT: a deferred constraint, or an error outside any one op's savepoint)
+   * answers nobody with success; it is split in halves and retried, so the one write that
+   * cannot commit fails alone and its neighbours still commit.
+   */
+  async function commitGroup(group: Pending[]): Promise<void> {
     const started = performance.now();
     for (let attempt = 1; ; attempt++) {
+      let out: Array<{ ok: unknown } | { err: unknown }>;
       try {
-        const out = await db.transaction((tx) => runGroup(tx, group));
-        deps.onGroup?.({ size: group.length, commitMs: performance.now() - started, attempts: attempt });
-        out.forEach((r, i) => ('ok' in r ? group[i].resolve(r.ok) : group[i].reject(r.err)));
-        return;
+        out = await db.transaction((tx) => runGroup(tx, group));
       } catch (e) {
         if (RETRYABLE.has(pgCode(e) ?? '') && attempt < 5) continue;
-        const err = isAppError(e)
-          ? e
-          : isConnectionError(e)
-            ? unavailable('The database is not reachable right now; nothing was written. Retry shortly.', 1)
-            : e;
-        if (!isAppError(e) && !isConnectionError(e)) logger.error({ err: e }, 'ingest group failed');
-        group.forEach((p) => p.reject(err));
+        if (isConnectionError(e)) {
+          const err = unavailable('The database is not reachable right now; nothing was written. Retry shortly.', 1);
+          group.forEach((p) => p.reject(err));
+          return;
+        }
+        if (group.length > 1) {
+          logger.warn({ err: e, size: group.length }, 'ingest group failed to commit; splitting it');
+          const half = Math.ceil(group.length / 2);
+          await commitGroup(group.slice(0, half));
+          await commitGroup(group.slice(half));
+          return;
+        }
+        if (!isAppError(e)) logger.error({ err: e }, 'ingest write failed to commit');
+        group[0].reject(e);
         return;
       }
+      deps.onGroup?.({ size: group.length, commitMs: performance.now() - started, attempts: attempt });
+      out.forEach((r, i) => ('ok' in r ? group[i].resolve(r.ok) : group[i].reject(r.err)));
+      return;
     }
   }
 
@@ -186,8 +266,14 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
       queued++;
       return new Promise<T>((resolve, reject) => {
         lane.queue.push({ op: op as Op, resolve: resolve as (v: unknown) => void, reject });
+        if (lane.full && lane.queue.length >= options.maxBatch) lane.full();
         schedule(lane);
       });
+    },
+
+    /** Adds work to every group's transaction (e.g. the webhook outbox); a failure fails the group. */
+    beforeCommit(hook: BeforeCommitHook) {
+      beforeCommit.push(hook);
     },
 
     get depth() {
@@ -197,6 +283,7 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
     /** Stops taking writes and resolves when every queued group has committed. */
     async close(): Promise<void> {
       closed = true;
+      lanes.forEach((l) => l.full?.());
       if (queued === 0) return;
       await new Promise<void>((r) => idleWaiters.push(r));
     },

@@ -20,18 +20,21 @@ export interface EventInput {
   data: Record<string, unknown>;
 }
 
-/** Pointers to what a group committed: the highest seq per thread. NOTIFY carries only these. */
+/**
+ * Pointers to what a group committed: per thread, the highest seq (NOTIFY carries only
+ * these) and the lowest (so in-transaction hooks can select the group's events).
+ */
 export class CommitPointers {
-  readonly latest = new Map<string, { projectId: string; threadId: string; seq: number }>();
+  readonly latest = new Map<string, { projectId: string; threadId: string; seq: number; first: number }>();
 
-  record(projectId: string, threadId: string, seq: number) {
+  record(projectId: string, threadId: string, seq: number, first = seq) {
     const key = `${projectId}\u0000${threadId}`;
     const prev = this.latest.get(key);
-    if (!prev || prev.seq < seq) this.latest.set(key, { projectId, threadId, seq });
+    this.latest.set(key, { projectId, threadId, seq: Math.max(seq, prev?.seq ?? seq), first: Math.min(first, prev?.first ?? first) });
   }
 
   mergeFrom(other: CommitPointers) {
-    for (const p of other.latest.values()) this.record(p.projectId, p.threadId, p.seq);
+    for (const p of other.latest.values()) this.record(p.projectId, p.threadId, p.seq, p.first);
   }
 }
 
@@ -68,7 +71,7 @@ export async function appendEvents(
       data: JSON.stringify(e.data),
     })),
   );
-  pointers.record(projectId, threadId, lastSeq);
+  pointers.record(projectId, threadId, lastSeq, firstSeq);
   return { firstSeq, lastSeq, at: rows[0].at as string };
 }
 

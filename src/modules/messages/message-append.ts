@@ -114,7 +114,7 @@ export async function appendMany(tx: Knex.Transaction, pointers: CommitPointers,
     );
     for (const row of rows) {
       next.set(key(row.project_id, row.id), { seq: Number(row.last_seq) - Number(row.n) + 1, at: row.at });
-      pointers.record(row.project_id, row.id, Number(row.last_seq));
+      pointers.record(row.project_id, row.id, Number(row.last_seq), Number(row.last_seq) - Number(row.n) + 1);
     }
   }
 

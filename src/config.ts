@@ -30,6 +30,7 @@ export const configSchema = z.object({
   INGEST_MAX_WAIT_MS: int(0, 1_000).default(0),
   INGEST_CONCURRENCY: int(1, 64).default(4),
   INGEST_QUEUE_LIMIT: int(1, 1_000_000).default(20_000),
+  WEB_CONCURRENCY: int(1, 64).default(1),
   SESSION_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   SESSION_TTL_SECONDS: int(60, 30 * 86400).default(3600),
   GOOGLE_CLIENT_ID: z.string().min(1).optional(),

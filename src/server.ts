@@ -3,6 +3,7 @@ import { createApp } from './app';
 import { ConfigError, loadConfig } from './config';
 import { openDatabase } from './lib/database';
 import { createLogger } from './lib/logger';
+import { runPrimary, shouldRunPrimary } from './cluster';
 import { createGracefulShutdown, exitOnSignals } from './lib/shutdown';
 import { credentialsPath, seedDevProject } from '../seeds/dev-project';
 
@@ -17,6 +18,7 @@ async function main() {
     }
     throw e;
   }
+  if (shouldRunPrimary(config)) return runPrimary(config);
   const logger = createLogger(config.LOG_LEVEL);
   const database = await openDatabase(config, (line) => logger.debug({ postgres: line.trim() }));
   logger.info({ embedded: database.embedded }, 'database ready and migrated');

@@ -132,7 +132,8 @@ interface Sample {
   statuses: string;
 }
 
-function load(url: string, key: string, seconds: number, conns: number): Promise<Omit<Sample, 'cpuUs'>> {
+/** Appends to `threadCount` threads of its own (`prefix`), so paired servers never contend for a thread's lock. */
+function load(url: string, key: string, seconds: number, conns: number, prefix: string): Promise<Omit<Sample, 'cpuUs'>> {
   let n = 0;
   const body = JSON.stringify({ body: { text: 'hello from the rate limiter benchmark' } });
   return new Promise((resolve, reject) => {
@@ -148,7 +149,7 @@ function load(url: string, key: string, seconds: number, conns: number): Promise
               const i = n++;
               return {
                 ...req,
-                path: `/v1/threads/bench-${i % threadCount}/messages`,
+                path: `/v1/threads/${prefix}-${i % threadCount}/messages`,
                 headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-user-id': `user-${i % userCount}` },
                 body,
               };
@@ -215,9 +216,9 @@ async function main() {
         }
         const conns = Math.max(1, Math.floor(connections / modes.length));
         for (const sv of servers) await probe(sv.base, sv.mode);
-        await Promise.all(servers.map((sv) => load(sv.base, creds.keys.secret, warmup, conns)));
+        await Promise.all(servers.map((sv) => load(sv.base, creds.keys.secret, warmup, conns, `bench-${sv.mode}`)));
         const cpu0 = servers.map((sv) => cpuSeconds(sv.child.pid));
-        const samples = await Promise.all(servers.map((sv) => load(sv.base, creds.keys.secret, duration, conns)));
+        const samples = await Promise.all(servers.map((sv) => load(sv.base, creds.keys.secret, duration, conns, `bench-${sv.mode}`)));
         const cpu1 = servers.map((sv) => cpuSeconds(sv.child.pid));
         return servers.map((sv, i) => ({
           mode: sv.mode,

@@ -278,6 +278,23 @@ describe('threads under concurrency and after deletion', () => {
     assert.deepEqual(rs.map((r) => r.body.seq).sort((a, b) => a - b), Array.from({ length: 10 }, (_, i) => i + 3));
   });
 
+  test('threads with the same activity time page without loss or repeats (the id breaks ties)', async () => {
+    const sk = creds.keys.secret;
+    const rs = await Promise.all(Array.from({ length: 9 }, (_, i) => api(t.url, 'POST', '/v1/threads', { key: sk, user: 'tied', body: { id: `tie-${i}`, type: 'group' } })));
+    assert.ok(rs.every((r) => r.status === 201));
+    // Threads committed in one group share now(); make every one tie so the id must break ties.
+    const tied = await t.db('threads').where({ project_id: creds.project_id }).andWhere('id', 'like', 'tie-%').update({ last_activity_at: '2026-01-01T00:00:00.123456Z' });
+    assert.equal(tied, 9);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: any = await api(t.url, 'GET', `/v1/threads?limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, { key: sk, user: 'tied' });
+      seen.push(...page.body.data.map((x: any) => x.id));
+      cursor = page.body.next_cursor;
+    } while (cursor);
+    assert.deepEqual([...seen].sort(), Array.from({ length: 9 }, (_, i) => `tie-${i}`));
+  });
+
   test('concurrent creations with the same client thread id: one 201, the rest 409', async () => {
     const sk = creds.keys.secret;
     const rs = await Promise.all(Array.from({ length: 6 }, () => api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'contested', type: 'group' } })));

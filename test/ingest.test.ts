@@ -205,6 +205,39 @@ describe('ingest pipeline', () => {
     }
   });
 
+  test('a statement failing inside a merged batch of appends fails only its own request', async () => {
+    await t.db.raw(`
+      create or replace function test_fail_now() returns trigger language plpgsql as $$
+      begin
+        if jsonb_exists(new.body, 'fail_now') then raise exception 'refused by trigger'; end if;
+        return new;
+      end $$`);
+    await t.db.raw(`create trigger test_fail_now before insert on messages for each row execute function test_fail_now()`);
+    try {
+      for (const id of ['batch-a', 'batch-b']) assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id, type: 'group' } })).status, 201);
+      const groups = watchGroups(t);
+      const who = secretPrincipal(projectId);
+      const m = t.app.messages;
+      const results = await settle([
+        m.append(who, 'batch-a', [{ id: 'b1', body: { n: 1 } }]),
+        m.append(who, 'batch-b', [{ id: 'b2', body: { n: 2 } }]),
+        m.append(who, 'batch-a', [{ id: 'b3', body: { fail_now: true } }]),
+        m.append(who, 'batch-b', [{ id: 'b4', body: { n: 4 } }]),
+      ]);
+      assert.deepEqual(groups, [4]);
+      assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+      const { rows } = await t.db.raw(`select thread_id, id, seq from messages where project_id = ? and thread_id like 'batch-%' order by thread_id, seq`, [projectId]);
+      assert.deepEqual(rows.map((r: any) => [r.thread_id, r.id, r.seq]), [
+        ['batch-a', 'b1', 2],
+        ['batch-b', 'b2', 2],
+        ['batch-b', 'b4', 3],
+      ]);
+    } finally {
+      await t.db.raw('drop trigger test_fail_now on messages');
+      await t.db.raw('drop function test_fail_now()');
+    }
+  });
+
   test('an idle pipeline commits a lone write at once, even with a long INGEST_MAX_WAIT_MS', { timeout: 60_000 }, async () => {
     // INGEST_MAX_WAIT_MS only lets a busy lane gather more writes. The pipeline is built with
     // a wait far beyond the test's timeout: a lone write that waited for it would fail the test.

@@ -54,6 +54,13 @@ export interface GroupStats {
   attempts: number;
 }
 
+/** The savepoint-less first batch of a group failed: run the group again, with savepoints. */
+class FastRetry extends Error {
+  constructor(readonly reason: unknown) {
+    super('fast path failed');
+  }
+}
+
 const RETRYABLE = new Set(['40P01', '40001']); // deadlock, serialization failure
 
 function hash(s: string): number {
@@ -158,19 +165,24 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
     }
   }
 
-  /** Appends on the merged path; what cannot go that way is left undefined in `out`. */
-  async function runFast(tx: Knex.Transaction, pointers: CommitPointers, batch: Array<{ op: AppendOp; i: number }>, out: Outcome[], n: number) {
+  /**
+   * Appends on the merged path; what cannot go that way is left undefined in `out`. When the
+   * batch is the transaction's first statement it runs without a savepoint (two round trips
+   * fewer per group): if it fails, the whole group is retried with savepoints (`FastRetry`).
+   */
+  async function runFast(tx: Knex.Transaction, pointers: CommitPointers, batch: Array<{ op: AppendOp; i: number }>, out: Outcome[], n: number, bare: boolean) {
     const local = new CommitPointers();
-    await tx.raw(`savepoint fast_${n}`);
+    if (!bare) await tx.raw(`savepoint fast_${n}`);
     try {
       const results = await appendMany(tx, local, batch.map(({ op }) => op.request));
-      await tx.raw(`release savepoint fast_${n}`);
+      if (!bare) await tx.raw(`release savepoint fast_${n}`);
       pointers.mergeFrom(local);
       results.forEach((r, k) => {
         if (r !== THREAD_MISSING) out[batch[k].i] = r instanceof AppError ? { err: r } : { ok: r };
       });
     } catch (e) {
       if (isConnectionError(e) || RETRYABLE.has(pgCode(e) ?? '')) throw e;
+      if (bare) throw new FastRetry(e);
       // e.g. a client id inserted by another replica since our look-up: every append of this
       // batch now runs alone, so only the offending one fails.
       logger.debug({ err: e }, 'fast path failed; falling back to one savepoint per append');
@@ -191,18 +203,20 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
    *   (`pointers.latest[…].first..seq`) and inserts the outbox rows with one INSERT … SELECT
    *   from `events`.
    */
-  async function runGroup(tx: Knex.Transaction, group: Pending[]) {
+  async function runGroup(tx: Knex.Transaction, group: Pending[], savepoints: boolean) {
     const pointers = new CommitPointers();
     const out: Outcome[] = new Array(group.length);
     let batch: Array<{ op: AppendOp; i: number }> = [];
     let inBatch = new Set<string>();
     let batches = 0;
+    let slowRan = 0;
     const flush = async () => {
       if (batch.length === 0) return;
       const flushed = batch;
       batch = [];
       inBatch = new Set();
-      await runFast(tx, pointers, flushed, out, batches++);
+      const first = batches === 0 && slowRan === 0;
+      await runFast(tx, pointers, flushed, out, batches++, first && !savepoints);
       // Missing threads and failed batches: each append alone, still in submission order.
       for (const { i } of flushed) if (!out[i]) out[i] = await runSlow(tx, pointers, group[i].op, i);
     };
@@ -214,6 +228,7 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
         continue;
       }
       if (inBatch.has(op.partition)) await flush();
+      slowRan++;
       out[i] = await runSlow(tx, pointers, op, i);
     }
     await flush();
@@ -230,11 +245,18 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
    */
   async function commitGroup(group: Pending[]): Promise<void> {
     const started = performance.now();
+    let savepoints = false;
     for (let attempt = 1; ; attempt++) {
       let out: Array<{ ok: unknown } | { err: unknown }>;
       try {
-        out = await db.transaction((tx) => runGroup(tx, group));
+        out = await db.transaction((tx) => runGroup(tx, group, savepoints));
       } catch (e) {
+        if (e instanceof FastRetry && !savepoints) {
+          logger.debug({ err: e.reason }, 'fast path failed; retrying the group with savepoints');
+          savepoints = true;
+          attempt--;
+          continue;
+        }
         if (RETRYABLE.has(pgCode(e) ?? '') && attempt < 5) continue;
         if (isConnectionError(e)) {
           const err = unavailable('The database is not reachable right now; nothing was written. Retry shortly.', 1);

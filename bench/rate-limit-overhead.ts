@@ -269,7 +269,11 @@ async function main() {
     const microDb = createDb(databaseUrl, 4);
     const store = createRateLimitStore();
     let acquires = 0;
-    const counting: RateLimitStore = { ...store, acquire: (...a: Parameters<RateLimitStore['acquire']>) => (acquires++, store.acquire(...a)) };
+    const counting: RateLimitStore = {
+      ...store,
+      acquire: (...a: Parameters<RateLimitStore['acquire']>) => (acquires++, store.acquire(...a)),
+      acquireMany: (...a: Parameters<RateLimitStore['acquireMany']>) => (acquires++, store.acquireMany(...a)),
+    };
     const limiter = createRateLimiter({ db: microDb, store: counting, logger: createLogger('silent') });
     const policy = { name: 'write', limit: 1_000_000, windowMs: 60_000 };
     const consumes = 200_000;

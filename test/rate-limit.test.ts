@@ -115,6 +115,24 @@ describe('rate limits across two replicas', () => {
     assert.ok(Number(rows[0].biggest) > 1, 'replicas reserved multi-unit leases (the path this bound is about)');
   });
 
+  test('many end users at once on both replicas: each gets exactly its own limit', async () => {
+    const sk = await project({ read: { limit: 3, window_seconds: 120 } });
+    const users = Array.from({ length: 40 }, (_, i) => `user-${i}`);
+    // 5 requests per user, all in flight together, spread over both replicas: lease requests of
+    // many buckets share round trips (rate_limit_acquire_many) and must still count exactly.
+    const results = await Promise.all(
+      users.flatMap((user, u) => Array.from({ length: 5 }, (_, i) => api(urls()[(u + i) % 2], 'GET', '/v1/threads?limit=1', { key: sk, user }).then((r) => ({ user, status: r.status })))),
+    );
+    for (const user of users) {
+      const mine = results.filter((r) => r.user === user);
+      assert.deepEqual(
+        mine.map((r) => r.status).sort(),
+        [200, 200, 200, 429, 429],
+        `${user}: ${mine.map((r) => r.status).join(',')}`,
+      );
+    }
+  });
+
   test('limits live in PostgreSQL: a replica started later sees the exhausted window', async () => {
     const sk = await project({ write: { limit: 2, window_seconds: 60 } });
     for (let i = 0; i < 2; i++) assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { type: 'group' } })).status, 201);

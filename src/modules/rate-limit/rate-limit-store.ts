@@ -12,6 +12,22 @@ export interface LeaseGrant {
   retryMs: number;
 }
 
+export interface LeaseRequest {
+  projectId: string;
+  bucket: string;
+  limit: number;
+  windowMs: number;
+  want: number;
+}
+
+const toGrant = (r: { granted: number; used: number | string; granted_at: string | null; lease_id: number | string | null; reset_ms: number; retry_ms: number }): LeaseGrant => ({
+  granted: r.granted,
+  used: Number(r.used),
+  row: r.lease_id === null || r.granted_at === null ? null : { grantedAt: r.granted_at, id: Number(r.lease_id) },
+  resetMs: r.reset_ms,
+  retryMs: r.retry_ms,
+});
+
 export interface LeaseRef {
   projectId: string;
   bucket: string;
@@ -24,14 +40,21 @@ export function createRateLimitStore() {
   return {
     async acquire(db: Db, projectId: string, bucket: string, limit: number, windowMs: number, want: number): Promise<LeaseGrant> {
       const { rows } = await db.raw('select * from rate_limit_acquire(?, ?, ?, ?, ?)', [projectId, bucket, limit, windowMs, want]);
-      const r = rows[0];
-      return {
-        granted: r.granted,
-        used: Number(r.used),
-        row: r.lease_id === null ? null : { grantedAt: r.granted_at, id: Number(r.lease_id) },
-        resetMs: r.reset_ms,
-        retryMs: r.retry_ms,
-      };
+      return toGrant(rows[0]);
+    },
+
+    /** Leases for many buckets in one round trip; grants come back in request order. */
+    async acquireMany(db: Db, reqs: LeaseRequest[]): Promise<LeaseGrant[]> {
+      const { rows } = await db.raw('select * from rate_limit_acquire_many(?::text[], ?::text[], ?::int[], ?::int[], ?::int[])', [
+        reqs.map((r) => r.projectId),
+        reqs.map((r) => r.bucket),
+        reqs.map((r) => r.limit),
+        reqs.map((r) => r.windowMs),
+        reqs.map((r) => r.want),
+      ]);
+      const grants: LeaseGrant[] = new Array(reqs.length);
+      for (const r of rows) grants[r.idx - 1] = toGrant(r);
+      return grants;
     },
 
     /** Writes back how many units of a lease were really spent; the rest return to the window. */

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../../lib/logger';
-import type { LeaseRef, RateLimitStore } from './rate-limit-store';
+import type { LeaseGrant, LeaseRef, LeaseRequest, RateLimitStore } from './rate-limit-store';
 
 export interface Policy {
   /** The policy's name in the RateLimit headers: the action class. */
@@ -55,6 +55,9 @@ interface BucketState {
 }
 
 const IDLE_EVICT_MS = 60_000;
+/** Lease round trips one replica runs at once; requests arriving meanwhile share the next one. */
+const MAX_IN_FLIGHT = 2;
+const MAX_BATCH = 256;
 const MAINTENANCE_MS = 250;
 const SWEEP_MS = 60_000;
 
@@ -68,6 +71,36 @@ export function createRateLimiter(deps: { db: Knex; store: RateLimitStore; logge
   const now = deps.now ?? (() => performance.now());
   const buckets = new Map<string, BucketState>();
   const settling = new Set<Promise<void>>();
+  const queue: Array<{ req: LeaseRequest; resolve: (g: LeaseGrant) => void; reject: (e: unknown) => void }> = [];
+  let inFlight = 0;
+
+  // Like group commit: while round trips are in flight, new lease requests queue, and the next
+  // round trip carries all of them, so many quiet buckets do not cost one query each.
+  function pump() {
+    while (inFlight < MAX_IN_FLIGHT && queue.length > 0) {
+      const batch = queue.splice(0, MAX_BATCH);
+      inFlight++;
+      const call =
+        batch.length === 1
+          ? deps.store.acquire(deps.db, batch[0].req.projectId, batch[0].req.bucket, batch[0].req.limit, batch[0].req.windowMs, batch[0].req.want).then((g) => [g])
+          : deps.store.acquireMany(deps.db, batch.map((b) => b.req));
+      call
+        .then(
+          (grants) => batch.forEach((b, i) => b.resolve(grants[i])),
+          (err) => batch.forEach((b) => b.reject(err)),
+        )
+        .finally(() => {
+          inFlight--;
+          pump();
+        });
+    }
+  }
+
+  const requestLease = (req: LeaseRequest) =>
+    new Promise<LeaseGrant>((resolve, reject) => {
+      queue.push({ req, resolve, reject });
+      pump();
+    });
 
   function settle(ref: LeaseRef, used: number) {
     const p = deps.store
@@ -95,7 +128,7 @@ export function createRateLimiter(deps: { db: Knex; store: RateLimitStore; logge
     const t0 = now();
     retire(b, t0);
     const want = Math.max(1, Math.min(Math.max(b.size, b.waiters), maxLeaseUnits(b.limit), b.limit));
-    const g = await deps.store.acquire(deps.db, b.projectId, b.bucket, b.limit, b.windowMs, want);
+    const g = await requestLease({ projectId: b.projectId, bucket: b.bucket, limit: b.limit, windowMs: b.windowMs, want });
     const t = now();
     b.dbRemaining = Math.max(0, b.limit - g.used);
     b.resetAt = t + g.resetMs;

@@ -194,6 +194,16 @@ describe('members and policies', () => {
     assert.equal(editDeleted.status, 409, 'a deleted message is not edited');
   });
 
+  test('an author who may no longer write to the thread cannot edit or delete their messages', async () => {
+    await as('lead', 'POST', '/v1/threads', { id: 'alumni', type: 'channel', members: ['leaver'], policies: { read: 'public' } });
+    await as('leaver', 'POST', '/v1/threads/alumni/messages', { id: 'old', body: 'before leaving' });
+    assert.equal((await as('lead', 'DELETE', '/v1/threads/alumni/members/leaver')).status, 204);
+    assert.equal((await as('leaver', 'GET', '/v1/threads/alumni/messages/old')).status, 200, 'public read still lets them read');
+    assert.equal((await as('leaver', 'PATCH', '/v1/threads/alumni/messages/old', { body: 'after leaving' })).status, 403);
+    assert.equal((await as('leaver', 'DELETE', '/v1/threads/alumni/messages/old')).status, 403);
+    assert.equal((await api(t.url, 'DELETE', '/v1/threads/alumni/messages/old', { key: sk })).status, 200, 'a secret key still can');
+  });
+
   test('a publishable key cannot post as another author', async () => {
     await as('self', 'POST', '/v1/threads', { id: 'authorship', type: 'group' });
     const r = await as('self', 'POST', '/v1/threads/authorship/messages', { body: 'x', author: 'impostor' });

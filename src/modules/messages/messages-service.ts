@@ -90,7 +90,9 @@ export function createMessagesService(deps: {
       partition: `${principal.projectId}:${threadId}`,
       run: async (tx, pointers) => {
         // The thread lock first: every change to a message takes it, so the row below is stable.
-        await threads.authorize(tx, principal, threadId, 'read', true);
+        // An edit writes to the thread: an author who may no longer write (removed, or the
+        // policy tightened) cannot change their messages either; a secret key still can.
+        await threads.authorize(tx, principal, threadId, 'write', true);
         const message = await messagesStore.get(tx, principal.projectId, threadId, messageId);
         if (!message) throw notFound('message');
         if (!isTrusted(principal) && message.author !== principal.userId) throw forbidden('Only the author of a message (or a secret key) may change it.');

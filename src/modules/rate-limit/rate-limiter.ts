@@ -134,8 +134,10 @@ export function createRateLimiter(deps: { db: Knex; store: RateLimitStore; logge
     b.resetAt = t + g.resetMs;
     if (g.granted > 0 && g.row) {
       const ref = { projectId: b.projectId, bucket: b.bucket, grantedAt: g.row.grantedAt, id: g.row.id };
-      // Lifetime counts from before the round trip: the database stamped the lease no later.
-      b.lease = { ref, granted: g.granted, remaining: g.granted, takenAt: t0, expiresAt: t0 + leaseLifetimeMs(b.windowMs) };
+      // Lifetime counts from arrival: a round trip slower than the lifetime (an overloaded
+      // database) must not hand waiters leases that are already dead, or they would refill forever.
+      // The overshoot bound does not depend on it (one lease per replica and bucket at a time).
+      b.lease = { ref, granted: g.granted, remaining: g.granted, takenAt: t0, expiresAt: t + leaseLifetimeMs(b.windowMs) };
       b.deniedUntil = 0;
     } else {
       b.retryAt = t + g.retryMs;

@@ -1,7 +1,7 @@
 import ipaddr from 'ipaddr.js';
 import type { Request } from 'express';
 import { forbidden } from '../../lib/errors';
-import type { Guard } from '../../lib/http/route';
+import type { ApiPrincipal, Guard } from '../../lib/http/route';
 import { readSettings } from '../projects/project-settings';
 
 type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
@@ -69,16 +69,37 @@ export function ipAllowed(ip: string | undefined, ranges: Range[]): boolean {
 
 const clientIp = (req: Request) => req.ip ?? req.socket.remoteAddress;
 
+function checkIp(ip: string | undefined, principal: ApiPrincipal) {
+  const { ipRanges } = rulesOf(principal.settings);
+  if (ipRanges === null) return;
+  if (!ipAllowed(ip, ipRanges)) throw forbidden(`Requests from ${ip ?? 'an unknown address'} are not in this project's ip_allowlist.`);
+}
+
+function checkOrigin(origin: string | undefined, principal: ApiPrincipal) {
+  if (principal.kind !== 'publishable' || origin === undefined) return;
+  const { origins } = rulesOf(principal.settings);
+  if (origins.has('*')) return;
+  const normal = normaliseOrigin(origin);
+  if (normal === null || !origins.has(normal)) {
+    throw forbidden(`Origin ${origin} is not in this project's allowed_origins; add it in the project settings to use a publishable key from that page.`);
+  }
+}
+
+/**
+ * Both guards for callers outside the route factory (e.g. a WebSocket upgrade): `ip` is the
+ * client address as express's req.ip would give it (TRUST_PROXY applied), `origin` the Origin header.
+ */
+export function assertAccess(caller: { ip: string | undefined; origin: string | undefined }, principal: ApiPrincipal) {
+  checkIp(caller.ip, principal);
+  checkOrigin(caller.origin, principal);
+}
+
 /**
  * The project's IP allowlist binds every one of its keys: a caller outside every listed range
  * is refused before anything else happens.
  */
 export const ipAllowlistGuard: Guard = (req, _res, _spec, principal) => {
-  if (principal.type !== 'api') return;
-  const { ipRanges } = rulesOf(principal.settings);
-  if (ipRanges === null) return;
-  const ip = clientIp(req);
-  if (!ipAllowed(ip, ipRanges)) throw forbidden(`Requests from ${ip ?? 'an unknown address'} are not in this project's ip_allowlist.`);
+  if (principal.type === 'api') checkIp(clientIp(req), principal);
 };
 
 /**
@@ -88,13 +109,5 @@ export const ipAllowlistGuard: Guard = (req, _res, _spec, principal) => {
  * page on another site cannot use the key. No allowed_origins means no browser origin.
  */
 export const originGuard: Guard = (req, _res, _spec, principal) => {
-  if (principal.type !== 'api' || principal.kind !== 'publishable') return;
-  const origin = req.get('origin');
-  if (origin === undefined) return;
-  const { origins } = rulesOf(principal.settings);
-  if (origins.has('*')) return;
-  const normal = normaliseOrigin(origin);
-  if (normal === null || !origins.has(normal)) {
-    throw forbidden(`Origin ${origin} is not in this project's allowed_origins; add it in the project settings to use a publishable key from that page.`);
-  }
+  if (principal.type === 'api') checkOrigin(req.get('origin'), principal);
 };

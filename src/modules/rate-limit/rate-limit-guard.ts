@@ -55,10 +55,10 @@ export function createRateLimitModule(deps: { db: Knex; logger: Logger; config: 
     return own ? { name: cls, limit: own.limit, windowMs: own.window_seconds * 1000 } : { name: cls, limit: defaults[cls], windowMs };
   }
 
-  async function enforce(res: Response, projectId: string, bucket: string, policy: Policy) {
-    res.locals[COUNTED] = true;
+  async function enforce(res: Response | null, projectId: string, bucket: string, policy: Policy) {
+    if (res) res.locals[COUNTED] = true;
     const d = await limiter.consume(projectId, bucket, policy);
-    setRateLimitHeaders(res, policy, d);
+    if (res) setRateLimitHeaders(res, policy, d);
     if (!d.allowed) {
       throw rateLimited(
         `The "${policy.name}" limit of ${policy.limit} requests per ${Math.ceil(policy.windowMs / 1000)} s is used up; retry after ${d.retryAfterSeconds} s.`,
@@ -70,17 +70,20 @@ export function createRateLimitModule(deps: { db: Knex; logger: Logger; config: 
   const ipPolicy = (cls: RateClass): Policy => ({ name: cls, limit: config.RATE_LIMIT_IP, windowMs });
   const clientIp = (req: Request) => req.ip ?? req.socket.remoteAddress ?? 'unknown';
 
-  const guard: Guard = async (req, res, spec, principal: Principal) => {
-    if (!config.RATE_LIMIT_ENABLED || UNLIMITED_PATHS.has(spec.path) || res.locals[COUNTED]) return;
-    const cls = classOf(spec.method, spec.rateClass);
+  async function limit(res: Response | null, principal: Principal, cls: RateClass, ip: string) {
     if (principal.type === 'api') {
       const policy = policyFor(cls, settingsOf(principal.settings));
       await enforce(res, principal.projectId, `${cls}:${principal.keyId}:${principal.userId ?? ''}`, policy);
     } else if (principal.type === 'developer') {
       await enforce(res, '', `dev:${cls}:${principal.developerId}`, policyFor(cls));
     } else {
-      await enforce(res, '', `ip:${cls}:${clientIp(req)}`, ipPolicy(cls));
+      await enforce(res, '', `ip:${cls}:${ip}`, ipPolicy(cls));
     }
+  }
+
+  const guard: Guard = async (req, res, spec, principal: Principal) => {
+    if (!config.RATE_LIMIT_ENABLED || UNLIMITED_PATHS.has(spec.path) || res.locals[COUNTED]) return;
+    await limit(res, principal, classOf(spec.method, spec.rateClass), clientIp(req));
   };
 
   return {
@@ -91,6 +94,13 @@ export function createRateLimitModule(deps: { db: Knex; logger: Logger; config: 
         if (!config.RATE_LIMIT_ENABLED) return next();
         enforce(res, '', `ip:${cls}:${clientIp(req)}`, ipPolicy(cls)).then(() => next(), next);
       };
+    },
+    /**
+     * The same limit for callers outside the route factory (e.g. a WebSocket upgrade, which has
+     * no response to carry headers): resolves when admitted, throws rateLimited() when not.
+     */
+    async admit(principal: Principal, cls: RateClass, ip: string): Promise<void> {
+      if (config.RATE_LIMIT_ENABLED) await limit(null, principal, cls, ip);
     },
     invalidate: (projectId?: string) => limiter.invalidate(projectId),
     close: () => limiter.close(),

@@ -32,6 +32,8 @@ export interface Report {
   machine: { nproc: number; cpu: string; node: string; postgres: string; database: string; loadAverageAtStart: number[]; loadAverageAtEnd: number[] };
   scenarios: ScenarioResult[];
   ceiling: CeilingRow[];
+  /** Append (spread) and read req/s with each WEB_CONCURRENCY tried. */
+  workersComparison: Array<{ workers: number; appendRps: number; readRps: number }>;
 }
 
 const n0 = (x: number) => Math.round(x).toLocaleString('en-US');
@@ -120,6 +122,14 @@ export function renderMarkdown(r: Report): string {
     L.push('');
   } else {
     L.push('PostgreSQL ceiling: not run (BENCH_CEILING_SECONDS=0 or embedded PostgreSQL).');
+    L.push('');
+  }
+  if (r.workersComparison.length > 1) {
+    L.push('Worker processes (WEB_CONCURRENCY), same run, same loads:');
+    L.push('');
+    L.push('| workers | append-spread req/s | read-latest-50 req/s |');
+    L.push('| ---: | ---: | ---: |');
+    for (const w of r.workersComparison) L.push(`| ${w.workers} | ${n0(w.appendRps)} | ${n0(w.readRps)} |`);
     L.push('');
   }
   L.push('| target | this run | met |');

@@ -12,12 +12,13 @@
  *   DATABASE_URL           PostgreSQL server to use (a scratch database is created on it and dropped);
  *                          default postgres://postgres@127.0.0.1:5432/postgres
  *   BENCH_EMBEDDED=1       use an embedded PostgreSQL instead (the ceiling is then skipped)
- *   BENCH_SECONDS=10       duration of each scenario
+ *   BENCH_SECONDS=15       duration of each scenario
  *   BENCH_CONNECTIONS=64   autocannon connections (closed loop)
  *   BENCH_WORKERS=2        WEB_CONCURRENCY of the server under test
  *   BENCH_CEILING_SECONDS=10  seconds per pgbench scenario of the ceiling; 0 skips it
  *   BENCH_RATE_LIMIT=off   on: keep the rate limiter on (project limits set far above the load)
  *   BENCH_CPU_PROF=1       run the server with node --cpu-prof; a summary is printed and saved
+ *   BENCH_COMPARE_WORKERS=0  skip re-running append and read with the other worker count (1 vs 2)
  *   BENCH_WRITE_DOCS=0     do not update BENCHMARKS.md
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -40,7 +41,7 @@ import { runCeiling, type CeilingRow } from './pg-ceiling';
 import { renderMarkdown, updateBenchmarksMd, type Report, type ScenarioResult } from './report';
 
 const env = process.env;
-const SECONDS = Number(env.BENCH_SECONDS ?? 10);
+const SECONDS = Number(env.BENCH_SECONDS ?? 15);
 const CONNECTIONS = Number(env.BENCH_CONNECTIONS ?? 64);
 const WORKERS = Number(env.BENCH_WORKERS ?? 2);
 const CEILING_SECONDS = Number(env.BENCH_CEILING_SECONDS ?? 10);
@@ -82,7 +83,7 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function startServer(databaseUrl: string, port: number, profileDir: string | null): Promise<ChildProcess> {
+async function startServer(databaseUrl: string, port: number, profileDir: string | null, workers = WORKERS): Promise<ChildProcess> {
   const args = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), '--import', 'tsx', path.join(root, 'src/server.ts')];
   const child = spawn(process.execPath, args, {
     cwd: root,
@@ -94,7 +95,7 @@ async function startServer(databaseUrl: string, port: number, profileDir: string
       HOST: '127.0.0.1',
       LOG_LEVEL: 'warn',
       SEED_DEV_PROJECT: 'false',
-      WEB_CONCURRENCY: String(WORKERS),
+      WEB_CONCURRENCY: String(workers),
       RATE_LIMIT_ENABLED: String(RATE_LIMIT),
       DB_POOL_MAX: env.DB_POOL_MAX ?? '20',
     },
@@ -106,8 +107,8 @@ async function startServer(databaseUrl: string, port: number, profileDir: string
     try {
       // Readiness is per worker and the port is shared: require a run of successes.
       let ok = 0;
-      for (let i = 0; i < WORKERS * 4; i++) if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) ok++;
-      if (ok === WORKERS * 4) return child;
+      for (let i = 0; i < workers * 4; i++) if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) ok++;
+      if (ok === workers * 4) return child;
     } catch {
       // not listening yet
     }
@@ -421,11 +422,40 @@ async function main() {
         await runScenario({ ...spread, name: 'append-spread-half-rate', title: 'append 1 message, random thread, paced at half the maximum rate', overallRate: Math.max(1, Math.floor(s.requestsPerSecond / 2)) });
       }
     }
-    await db.end();
 
     log('stopping the service');
     await stopServer(server);
     server = null;
+
+    // The same append and read loads with the other worker count, for the WEB_CONCURRENCY choice.
+    const workersComparison: Report['workersComparison'] = [];
+    const current = { workers: WORKERS, appendRps: results[0].requestsPerSecond, readRps: results.find((r) => r.name === 'read-latest-50')!.requestsPerSecond };
+    workersComparison.push(current);
+    if (env.BENCH_COMPARE_WORKERS !== '0') {
+      const other = WORKERS === 1 ? 2 : 1;
+      log(`workers comparison: restarting the service with ${other} worker(s)`);
+      server = await startServer(databaseUrl, port, null, other);
+      const cmp = { workers: other, appendRps: 0, readRps: 0 };
+      await runLoad(base, key, { ...spread, seconds: 2 }, new Acks());
+      for (const load of [spread, scenarios.find((x) => x.name === 'read-latest-50')!]) {
+        const acks = new Acks();
+        const before = await messageCount();
+        log(`  ${load.name} with ${other} worker(s) (${SECONDS} s)`);
+        const { result } = await runLoad(base, key, load, acks);
+        const ok = (result.requests.total - result.non2xx) / result.duration;
+        if (load === spread) {
+          cmp.appendRps = ok;
+          await sleep(500);
+          const v = await verify(db, creds.project_id, acks, before);
+          if (!v.ok) throw new Error(`correctness check failed with ${other} worker(s): ${JSON.stringify(v)}`);
+        } else cmp.readRps = ok;
+        log(`  ${ok.toFixed(0)} req/s, p99 ${result.latency.p99} ms`);
+      }
+      workersComparison.push(cmp);
+      await stopServer(server);
+      server = null;
+    }
+    await db.end();
     let profile: string | null = null;
     if (profileDir && existsSync(profileDir)) {
       const files = readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile')).map((f) => path.join(profileDir, f));
@@ -441,6 +471,7 @@ async function main() {
       machine: { ...machine, loadAverageAtEnd: loadavg().map((l) => Number(l.toFixed(2))) },
       scenarios: results,
       ceiling,
+      workersComparison: workersComparison.sort((a, b) => a.workers - b.workers),
     };
     writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
     const md = renderMarkdown(report);

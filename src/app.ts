@@ -116,7 +116,11 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(createThreadsRouter({ db, routes, threads }));
   app.use(createMessagesRouter({ db, routes, messages, onAppended: usage.countMessages }));
   app.use(createEventsRouter({ db, routes, threads, eventsStore }));
-  const realtime = createRealtimeModule({ db, logger, listener, routes, eventsStore, threads, keyAuth, readState, options: { heartbeatMs: config.REALTIME_HEARTBEAT_MS, presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS, maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES, tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS } });
+  const realtime = createRealtimeModule({ db, logger, listener, routes, eventsStore, threads, keyAuth, readState, options: { heartbeatMs: config.REALTIME_HEARTBEAT_MS, presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS, maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES, tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS }, observeNotifyLag: (s) => metrics.notifyLag.observe(s) });
+  metrics.watchRealtime(() => {
+    const s = realtime.stats();
+    return { sse: s.sse_streams, ws: s.sockets };
+  });
   app.use(realtime.router);
   app.use(createReadStateRouter({ routes, readState }));
   app.use(createAdminRouter({ db, routes }));

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import WebSocket from 'ws';
 import { api, startInstance, startTestApp, type TestContext } from './helpers/app';
 
 /** The value of one sample line (`name{labels} value`) of a Prometheus text exposition. */
@@ -88,6 +89,43 @@ describe('metrics', () => {
       assert.equal(sample(text, 'progressdb_rate_limit_refusals_total', { class: 'read' }), 2);
     } finally {
       await limited.close();
+    }
+  });
+
+  test('counts open SSE streams and WebSockets, and observes NOTIFY-to-delivery lag', async () => {
+    const lagBefore = sample(await scrape(), 'progressdb_notify_delivery_lag_seconds_count') ?? 0;
+    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'live-metrics', type: 'channel' } });
+    const ac = new AbortController();
+    const tail = await fetch(`${t.url}/v1/threads/live-metrics/tail`, { headers: { authorization: `Bearer ${sk}` }, signal: ac.signal });
+    assert.equal(tail.status, 200);
+    const reader = tail.body!.getReader();
+    let text = '';
+    const readUntil = async (pattern: RegExp) => {
+      while (!pattern.test(text)) {
+        const { value, done } = await reader.read();
+        assert.ok(!done, `stream ended before ${pattern}`);
+        text += Buffer.from(value).toString('utf8');
+      }
+    };
+    const ws = new WebSocket(`${t.url.replace('http', 'ws')}/v1/ws`, { headers: { authorization: `Bearer ${sk}`, 'x-user-id': 'u1' } });
+    try {
+      await new Promise<void>((resolve, reject) => (ws.once('open', () => resolve()), ws.once('error', reject)));
+      await readUntil(/event: ready/);
+      const text1 = await scrape();
+      assert.equal(sample(text1, 'progressdb_realtime_connections', { transport: 'sse' }), 1);
+      assert.equal(sample(text1, 'progressdb_realtime_connections', { transport: 'ws' }), 1);
+      assert.equal((await api(t.url, 'POST', '/v1/threads/live-metrics/messages', { key: sk, user: 'u1', body: { body: 'x' } })).status, 201);
+      await readUntil(/\nid: 2\n/);
+      assert.ok((sample(await scrape(), 'progressdb_notify_delivery_lag_seconds_count') ?? 0) > lagBefore, 'the live delivery was observed');
+    } finally {
+      ws.close();
+      ac.abort();
+    }
+    for (let i = 0; ; i++) {
+      const after = await scrape();
+      if (sample(after, 'progressdb_realtime_connections', { transport: 'sse' }) === 0 && sample(after, 'progressdb_realtime_connections', { transport: 'ws' }) === 0) break;
+      assert.ok(i < 100, 'the gauges went back to 0 after the clients left');
+      await new Promise((r) => setTimeout(r, 20));
     }
   });
 

@@ -33,9 +33,11 @@ export function createRealtimeModule(deps: {
   keyAuth: Pick<KeyAuthService, 'authenticate'>;
   readState: ReadStateService;
   options: RealtimeOptions;
+  /** Seconds from a NOTIFY wake-up to fan-out (the replica's metrics histogram). */
+  observeNotifyLag?: (seconds: number) => void;
 }) {
   const { db, logger, listener, options } = deps;
-  const hub = createTailHub({ db, listener, eventsStore: deps.eventsStore, logger });
+  const hub = createTailHub({ db, listener, eventsStore: deps.eventsStore, logger, onLag: deps.observeNotifyLag });
   const tokens = createRealtimeTokens({ db, store: createRealtimeStore(), ttlSeconds: options.tokenTtlSeconds });
   const openStreams = new Set<() => void>();
   const gateway = createWsGateway({

@@ -57,6 +57,8 @@ interface ThreadState {
   failures: number;
   retry: NodeJS.Timeout | null;
   subs: Set<Sub>;
+  /** When the oldest wake-up not yet fanned out arrived (for the NOTIFY-lag metric). */
+  notifiedAt?: number;
 }
 
 const key = (projectId: string, threadId: string) => `${projectId}\u0000${threadId}`;
@@ -72,7 +74,7 @@ const backoff = (n: number) => Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** n) * (
  * from the log itself. So the log, not the notifications, decides what a client sees: no gap,
  * no duplicate, whatever NOTIFY does.
  */
-export function createTailHub(deps: { db: Knex; listener: PgListener; eventsStore: EventsStore; logger: Logger }) {
+export function createTailHub(deps: { db: Knex; listener: PgListener; eventsStore: EventsStore; logger: Logger; onLag?: (seconds: number) => void }) {
   const { db, eventsStore, logger } = deps;
   const threads = new Map<string, ThreadState>();
   let stopped = false;
@@ -92,6 +94,7 @@ export function createTailHub(deps: { db: Knex; listener: PgListener; eventsStor
       const state = threads.get(key(String(p[0]), String(p[1])));
       if (!state || Number(p[2]) <= state.lastSeq) continue;
       state.dirty = true;
+      state.notifiedAt ??= performance.now();
       void pump(state);
     }
   }
@@ -103,11 +106,16 @@ export function createTailHub(deps: { db: Knex; listener: PgListener; eventsStor
     try {
       while (state.dirty && state.subs.size > 0 && !stopped) {
         state.dirty = false;
+        const notifiedAt = state.notifiedAt;
         for (;;) {
           const rows = await read(state, state.lastSeq);
           if (rows.length > 0) {
             state.lastSeq = rows[rows.length - 1].seq;
             for (const sub of [...state.subs]) offer(sub, rows);
+            if (notifiedAt !== undefined && state.notifiedAt === notifiedAt) {
+              state.notifiedAt = undefined;
+              deps.onLag?.((performance.now() - notifiedAt) / 1000);
+            }
           }
           if (rows.length < PAGE) break;
         }

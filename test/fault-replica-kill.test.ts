@@ -19,6 +19,7 @@ interface Ack {
   seq: number;
   replica: string;
   attempts: number;
+  replayed: boolean;
 }
 
 describe('fault: kill -9 one of two replicas under sustained append load', () => {
@@ -70,7 +71,7 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
         for (let n = 1; ; n++) {
           const r: Attempt = await attempt(target, 'POST', `/v1/threads/${thread}/messages`, { headers, body, timeoutMs: 10_000 });
           if (r.status === 201) {
-            acks.push({ writer: w, i, thread, id: r.body.id, seq: r.body.seq, replica: r.replica, attempts: n });
+            acks.push({ writer: w, i, thread, id: r.body.id, seq: r.body.seq, replica: r.replica, attempts: n, replayed: r.headers?.get('idempotent-replayed') === 'true' });
             if (killedAt >= 0 && r.replica === 'B') ackedByBAfterKill++;
             if (!kill && acks.length >= KILL_AFTER_ACKS) {
               killedAt = acks.length;
@@ -147,8 +148,10 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
     const after = await attempt(b, 'POST', '/v1/threads/kill-0/messages', { headers: { ...auth, 'x-user-id': 'after' }, body: { body: 'still here' } });
     assert.equal(after.status, 201);
     const retriedAcks = acks.filter((x) => x.attempts > 1).length;
+    // A retry answered as a replay is a write A committed but never acknowledged.
+    const replays = acks.filter((x) => x.attempts > 1 && x.replayed).length;
     process.stdout.write(
-      `# fault replica-kill: ${acks.length} writes acknowledged and verified stored exactly once (${retriedAcks} needed a retry, ${retries} retries in total, ` +
+      `# fault replica-kill: ${acks.length} writes acknowledged and verified stored exactly once (${retriedAcks} needed a retry, ${replays} of them answered as replays of a write A committed before dying, ${retries} retries in total, ` +
         `${failedAttemptsOnA} failed attempts against A); kill -9 after ${killedAt} acks; B acknowledged ${ackedByBAfterKill} writes after the kill; ` +
         `${THREADS} threads gapless\n`,
     );

@@ -266,3 +266,35 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     await t3.close();
   });
 });
+
+describe('realtime: slow consumers are bounded', () => {
+  let t: TestContext;
+  before(async () => {
+    t = await startTestApp({ RATE_LIMIT_ENABLED: 'false', REALTIME_MAX_BUFFERED_BYTES: String(64 * 1024) });
+  });
+  after(() => t.stop());
+
+  test('a WebSocket that stops reading is closed with 4008 instead of growing server memory', async () => {
+    const sk = (await t.project()).keys.secret;
+    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'firehose', type: 'channel' } });
+    const ws = await openWs(wsUrl(t.url), as(sk));
+    ws.send({ type: 'subscribe', thread_id: 'firehose' });
+    await ws.waitFor((m) => m.type === 'ready', 'ready');
+    // Stop reading: the kernel buffers fill, then the server's per-socket buffer.
+    (ws.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+    const text = 'x'.repeat(60 * 1024);
+    for (let b = 0; b < 12 && t.app.realtime.stats().slow_consumer_closes === 0; b++) {
+      const r = await api(t.url, 'POST', '/v1/threads/firehose/messages/batch', { key: sk, user: 'w', body: { messages: Array.from({ length: 50 }, () => ({ body: { text } })) } });
+      assert.equal(r.status, 201, r.text);
+      await sleep(100);
+    }
+    const deadline = Date.now() + 10_000;
+    while (t.app.realtime.stats().sockets > 0 && Date.now() < deadline) await sleep(50);
+    assert.equal(t.app.realtime.stats().slow_consumer_closes, 1);
+    assert.equal(t.app.realtime.stats().sockets, 0);
+    (ws.ws as unknown as { _socket: { resume(): void } })._socket.resume();
+    const { code } = await ws.closed;
+    // The close frame queues behind the unsent data; if the peer still does not read it, the socket is cut (1006).
+    assert.ok(code === 4008 || code === 1006, `closed with ${code}`);
+  });
+});

@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import { isConnectionError } from '../../lib/db';
 import { isAppError, forbidden, unauthorized } from '../../lib/errors';
 import type { ApiPrincipal } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
@@ -92,6 +93,7 @@ export function createWsGateway(deps: {
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES, perMessageDeflate: false });
   let heartbeat: NodeJS.Timeout | null = null;
   let closing = false;
+  let slowConsumerCloses = 0;
 
   async function authenticate(req: IncomingMessage, url: URL): Promise<ApiPrincipal> {
     const token = url.searchParams.get('token');
@@ -108,6 +110,7 @@ export function createWsGateway(deps: {
     conn.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
     if (conn.ws.bufferedAmount > deps.maxBufferedBytes) {
       logger.info({ conn: conn.id, buffered: conn.ws.bufferedAmount }, 'closing slow WebSocket consumer');
+      slowConsumerCloses++;
       closeConn(conn, WS_CLOSE.slowConsumer, 'slow consumer: too much unsent data; reconnect and resume with after_seq');
     }
   }
@@ -141,13 +144,14 @@ export function createWsGateway(deps: {
 
   function fail(conn: Conn, e: unknown, ref: string | undefined, threadId?: string) {
     const known = isAppError(e);
-    if (!known) logger.error({ err: e }, 'WebSocket request failed');
+    const down = !known && isConnectionError(e);
+    if (!known && !down) logger.error({ err: e }, 'WebSocket request failed');
     send(conn, {
       type: 'error',
       ...(ref !== undefined ? { id: ref } : {}),
       ...(threadId ? { thread_id: threadId } : {}),
-      code: known ? e.kind : 'internal',
-      message: known ? e.message : 'Something went wrong; try again.',
+      code: known ? e.kind : down ? 'unavailable' : 'internal',
+      message: known ? e.message : down ? 'The database is unavailable; retry shortly.' : 'Something went wrong; try again.',
     });
   }
 
@@ -323,7 +327,7 @@ export function createWsGateway(deps: {
       await new Promise<void>((resolve) => wss.close(() => resolve()));
     },
 
-    stats: () => ({ sockets: conns.size }),
+    stats: () => ({ sockets: conns.size, slow_consumer_closes: slowConsumerCloses }),
   };
 }
 

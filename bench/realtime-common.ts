@@ -1,0 +1,154 @@
+/** Shared plumbing for the realtime benchmarks: a scratch database, server child processes, WebSocket clients. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import WebSocket from 'ws';
+import { createDb } from '../src/lib/db';
+import { startEmbeddedPostgres } from '../src/lib/embedded-postgres';
+import { migrateLatest } from '../src/lib/migrate';
+import { createKeysStore } from '../src/modules/keys/keys-store';
+import { createProjectsService } from '../src/modules/projects/projects-service';
+import { createProjectsStore } from '../src/modules/projects/projects-store';
+
+export const root = path.resolve(__dirname, '..');
+
+async function admin(url: string, sql: string) {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * A migrated scratch database with one project: on DATABASE_URL's server (created and dropped),
+ * or on an embedded PostgreSQL started for the run.
+ */
+export async function scratchDatabase(name: string) {
+  const dataDir = path.join(root, '.test-data', `bench-${name}-${process.pid}`);
+  const embedded = process.env.DATABASE_URL ? null : await startEmbeddedPostgres(dataDir, 30000 + Math.floor(Math.random() * 20000));
+  const adminUrl = process.env.DATABASE_URL ?? embedded!.url;
+  const dbName = `pdb_bench_${name.replace(/\W/g, '_')}_${randomBytes(3).toString('hex')}`;
+  await admin(adminUrl, `create database ${dbName}`);
+  const u = new URL(adminUrl);
+  u.pathname = `/${dbName}`;
+  const url = u.toString();
+  const db = createDb(url, 2);
+  let secretKey: string;
+  try {
+    await migrateLatest(db);
+    const projects = createProjectsService({ db, projectsStore: createProjectsStore(), keysStore: createKeysStore(), signingSecretGraceSeconds: 0 });
+    secretKey = (await projects.createProject({ name: `bench ${name}` })).keys.secret;
+  } finally {
+    await db.destroy();
+  }
+  return {
+    url,
+    secretKey,
+    embedded: Boolean(embedded),
+    async drop() {
+      await admin(adminUrl, `select pg_terminate_backend(pid) from pg_stat_activity where datname = '${dbName}' and pid <> pg_backend_pid()`).catch(() => undefined);
+      await admin(adminUrl, `drop database if exists ${dbName}`).catch(() => undefined);
+      if (embedded) {
+        await embedded.stop();
+        rmSync(dataDir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Server {
+  url: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** src/server.ts as a child process (one node process, so /proc figures are the server's own). */
+export async function startServer(databaseUrl: string, env: Record<string, string> = {}): Promise<Server> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/server.ts')], {
+    cwd: root,
+    env: { ...process.env, NODE_ENV: 'production', DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', SEED_DEV_PROJECT: 'false', RATE_LIMIT_ENABLED: 'false', ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
+    try {
+      if ((await fetch(`${url}/readyz`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error('server did not become ready in 60 s');
+    await sleep(200);
+  }
+  return {
+    url,
+    child,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, sleep(15_000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+/** Resident set size of a process in bytes, from /proc (Linux). */
+export function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+export async function request(base: string, key: string, method: string, p: string, body?: unknown) {
+  const r = await fetch(base + p, {
+    method,
+    headers: { authorization: `Bearer ${key}`, 'x-user-id': 'bench', ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await r.text();
+  if (r.status >= 300) throw new Error(`${method} ${p}: ${r.status} ${text}`);
+  return JSON.parse(text || 'null');
+}
+
+/** Opens a socket, subscribes to one thread (live only) and resolves once it is ready. */
+export function subscribedSocket(base: string, key: string, threadId: string, onMessage?: (data: string) => void): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/v1/ws`, { headers: { authorization: `Bearer ${key}` }, perMessageDeflate: false });
+    const timer = setTimeout(() => reject(new Error('subscribe timed out')), 60_000);
+    ws.once('error', reject);
+    ws.once('open', () => ws.send(JSON.stringify({ type: 'subscribe', thread_id: threadId })));
+    ws.on('message', (raw) => {
+      const data = raw.toString();
+      if (data.startsWith('{"type":"ready"')) {
+        clearTimeout(timer);
+        resolve(ws);
+      }
+      onMessage?.(data);
+    });
+  });
+}
+
+export function percentile(sorted: number[], p: number) {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}

@@ -1,0 +1,86 @@
+/**
+ * Server memory per idle WebSocket connection.
+ *
+ *   npx tsx bench/realtime-memory.ts [--connections 5000] [--threads 100]
+ *   (`npm run bench:realtime` runs the latency and the memory benchmark with their defaults)
+ *
+ * One server (src/server.ts child process). Measures its resident set size (VmRSS, /proc) when
+ * warmed up and idle, then opens `connections` WebSockets (authenticated with headers), each
+ * subscribed to one of `threads` threads and then left idle, and measures again once the
+ * figure settles. Reports the difference per connection. DATABASE_URL names a PostgreSQL
+ * server; without it an embedded one is started. Loopback only.
+ */
+import { availableParallelism, loadavg } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import type WebSocket from 'ws';
+import { request, rssBytes, scratchDatabase, startServer, subscribedSocket } from './realtime-common';
+
+const { values: args } = parseArgs({
+  options: {
+    connections: { type: 'string', default: '5000' },
+    threads: { type: 'string', default: '100' },
+  },
+});
+const connections = Number(args.connections);
+const threads = Number(args.threads);
+
+/** Median of a few RSS samples, a second apart. */
+async function settledRss(pid: number) {
+  const xs: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    await sleep(1_000);
+    xs.push(rssBytes(pid));
+  }
+  return xs.sort((a, b) => a - b)[2];
+}
+
+async function main() {
+  const database = await scratchDatabase('rt_memory');
+  // Heartbeats every 25 s (the default) would not fire during the run anyway.
+  const server = await startServer(database.url);
+  const sockets: WebSocket[] = [];
+  try {
+    const key = database.secretKey;
+    const threadIds = Array.from({ length: threads }, (_, i) => `idle-${i}`);
+    for (const id of threadIds) await request(server.url, key, 'POST', '/v1/threads', { id, type: 'channel' });
+    // Warm up every code path once (subscribe, event, unsubscribe) before the baseline.
+    const warm = await Promise.all(threadIds.slice(0, 10).map((t) => subscribedSocket(server.url, key, t)));
+    await request(server.url, key, 'POST', `/v1/threads/${threadIds[0]}/messages`, { body: { text: 'warm' } });
+    await sleep(500);
+    for (const ws of warm) ws.close();
+    const pid = server.child.pid!;
+    const before = await settledRss(pid);
+
+    const t0 = Date.now();
+    for (let i = 0; i < connections; i += 250) {
+      const batch = Array.from({ length: Math.min(250, connections - i) }, (_, j) => subscribedSocket(server.url, key, threadIds[(i + j) % threads]));
+      sockets.push(...(await Promise.all(batch)));
+    }
+    const openSeconds = (Date.now() - t0) / 1000;
+    const after = await settledRss(pid);
+    const perConn = (after - before) / connections;
+    const mib = (b: number) => (b / 1024 / 1024).toFixed(1);
+    process.stdout.write(
+      [
+        '',
+        `realtime memory: nproc=${availableParallelism()}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}, node ${process.version}, ${database.embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}`,
+        `${sockets.length} WebSockets, each subscribed to one of ${threads} threads, opened in ${openSeconds.toFixed(1)} s, then idle`,
+        '',
+        '| server RSS idle | server RSS with connections | difference | per connection |',
+        '| ---: | ---: | ---: | ---: |',
+        `| ${mib(before)} MiB | ${mib(after)} MiB | ${mib(after - before)} MiB | ${(perConn / 1024).toFixed(1)} KiB |`,
+        '',
+      ].join('\n'),
+    );
+  } finally {
+    for (const ws of sockets) ws.terminate();
+    await server.stop();
+    await database.drop();
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exit(1);
+});

@@ -107,7 +107,8 @@ export function createWsGateway(deps: {
 
   function send(conn: Conn, msg: unknown) {
     if (conn.closed) return;
-    conn.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+    if (Buffer.isBuffer(msg)) conn.ws.send(msg, { binary: false });
+    else conn.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
     if (conn.ws.bufferedAmount > deps.maxBufferedBytes) {
       logger.info({ conn: conn.id, buffered: conn.ws.bufferedAmount }, 'closing slow WebSocket consumer');
       slowConsumerCloses++;

@@ -250,6 +250,29 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     sse.close();
   });
 
+  test('revoking a key ends its live streams on every replica (WebSocket 1008, SSE closed: revoked)', async () => {
+    const doomed = await t.app.projects.createKey(creds.project_id, 'secret');
+    const created = await api(t.url, 'POST', '/v1/threads', { key: doomed.key, body: { id: 'revoke-me', type: 'channel' } });
+    assert.equal(created.status, 201, created.text);
+    const sse = await openSse(`${t2.url}/v1/threads/revoke-me/tail`, as(doomed.key));
+    await sse.waitFor(() => sse.messages.find((m) => m.event === 'ready'), 'ready');
+    const ws = await openWs(wsUrl(t.url), as(doomed.key));
+    ws.send({ type: 'subscribe', thread_id: 'revoke-me' });
+    await ws.waitFor((m) => m.type === 'ready', 'ready');
+    const bystander = await openWs(wsUrl(t.url), as(sk));
+    bystander.send({ type: 'subscribe', thread_id: 'revoke-me' });
+    await bystander.waitFor((m) => m.type === 'ready', 'ready');
+
+    await t.app.projects.revokeKey(creds.project_id, doomed.id);
+    const closed = await ws.closed;
+    assert.deepEqual(closed, { code: 1008, reason: 'API key revoked' });
+    await sse.waitForEnd();
+    assert.deepEqual(JSON.parse(sse.messages.find((m) => m.event === 'closed')!.data), { reason: 'revoked' });
+    bystander.send({ type: 'ping', id: 'still-here' });
+    await bystander.waitFor((m) => m.type === 'pong' && m.id === 'still-here', 'other keys keep their sockets');
+    bystander.close();
+  });
+
   test('close() ends SSE streams with a reconnect hint and closes sockets with 1012', async () => {
     const t3 = await startInstance(t.databaseUrl, ENV);
     await api(t3.url, 'POST', '/v1/threads', { key: sk, body: { id: 'bye', type: 'channel' } });

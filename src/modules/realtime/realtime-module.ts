@@ -14,6 +14,12 @@ import { createRealtimeStore } from './realtime-store';
 import { createRealtimeTokens } from './realtime-token';
 import { createTailHub } from './tail-hub';
 import { createWsGateway } from './ws-gateway';
+import type { ApiPrincipal } from '../../lib/http/route';
+
+const KEYS_CHANNEL = 'progressdb_keys';
+
+/** Registers a live connection under its key; `close` ends it if the key is revoked. Returns the unregister function. */
+export type TrackConnection = (principal: ApiPrincipal, close: () => void) => () => void;
 
 export interface RealtimeOptions {
   heartbeatMs: number;
@@ -38,8 +44,34 @@ export function createRealtimeModule(deps: {
 }) {
   const { db, logger, listener, options } = deps;
   const hub = createTailHub({ db, listener, eventsStore: deps.eventsStore, logger, onLag: deps.observeNotifyLag });
-  const tokens = createRealtimeTokens({ db, store: createRealtimeStore(), ttlSeconds: options.tokenTtlSeconds });
+  const store = createRealtimeStore();
+  const tokens = createRealtimeTokens({ db, store, ttlSeconds: options.tokenTtlSeconds });
   const openStreams = new Set<() => void>();
+
+  // Live connections by project and key, so a revoked key's streams end too (REST stops at the
+  // next request; a stream would otherwise outlive the revocation).
+  const live = new Map<string, Map<string, Set<() => void>>>();
+  const track: TrackConnection = (principal, close) => {
+    let keys = live.get(principal.projectId);
+    if (!keys) live.set(principal.projectId, (keys = new Map()));
+    let set = keys.get(principal.keyId);
+    if (!set) keys.set(principal.keyId, (set = new Set()));
+    set.add(close);
+    return () => {
+      set!.delete(close);
+      if (set!.size === 0) keys!.delete(principal.keyId);
+      if (keys!.size === 0) live.delete(principal.projectId);
+    };
+  };
+  async function dropRevoked(projectId: string) {
+    const keys = live.get(projectId);
+    if (!keys) return;
+    try {
+      for (const keyId of await store.deadKeys(db, projectId, [...keys.keys()])) for (const close of [...(keys.get(keyId) ?? [])]) close();
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'could not check live connections for revoked keys');
+    }
+  }
   const gateway = createWsGateway({
     db,
     hub,
@@ -48,6 +80,7 @@ export function createRealtimeModule(deps: {
     readState: deps.readState,
     keyAuth: deps.keyAuth,
     tokens,
+    track,
     logger,
     heartbeatMs: options.heartbeatMs,
     maxBufferedBytes: options.maxBufferedBytes,
@@ -64,7 +97,7 @@ export function createRealtimeModule(deps: {
   });
   deps.readState.onMarked((m) => void ephemeral.read(m.projectId, m.threadId, m.userId, m.seq));
 
-  const router = createRealtimeRouter({ db, routes: deps.routes, threads: deps.threads, hub, tokens, heartbeatMs: options.heartbeatMs, maxBufferedBytes: options.maxBufferedBytes, openStreams });
+  const router = createRealtimeRouter({ db, routes: deps.routes, threads: deps.threads, hub, tokens, track, heartbeatMs: options.heartbeatMs, maxBufferedBytes: options.maxBufferedBytes, openStreams });
 
   let closing: Promise<void> | null = null;
 
@@ -75,6 +108,11 @@ export function createRealtimeModule(deps: {
     async start() {
       await hub.start();
       await ephemeral.start();
+      // Key revocations and signing-secret rotations are announced here (projects-service).
+      await listener.listen(KEYS_CHANNEL, (projectId) => void dropRevoked(projectId));
+      listener.on('reconnected', () => {
+        for (const projectId of live.keys()) void dropRevoked(projectId);
+      });
     },
     /** Ends SSE streams (`event: reconnect`) and closes sockets with 1012, then says offline. */
     close() {

@@ -9,6 +9,7 @@ import { realtimeTokenSchema, tailQuerySchema } from './realtime-schemas';
 import type { RealtimeTokens } from './realtime-token';
 import { openSseStream } from './sse-stream';
 import type { TailHub } from './tail-hub';
+import type { TrackConnection } from './realtime-module';
 
 export function createRealtimeRouter(deps: {
   db: Knex;
@@ -16,6 +17,7 @@ export function createRealtimeRouter(deps: {
   threads: Pick<ThreadsService, 'authorize'>;
   hub: TailHub;
   tokens: RealtimeTokens;
+  track: TrackConnection;
   heartbeatMs: number;
   maxBufferedBytes: number;
   openStreams: Set<() => void>;
@@ -55,6 +57,7 @@ export function createRealtimeRouter(deps: {
         heartbeatMs: deps.heartbeatMs,
         maxBufferedBytes: deps.maxBufferedBytes,
         open: deps.openStreams,
+        track: (close) => deps.track(principal, close),
         subscription: {
           projectId: principal.projectId,
           threadId: params.thread_id,

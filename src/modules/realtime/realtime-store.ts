@@ -2,6 +2,16 @@ import type { Db } from '../../lib/db';
 
 export function createRealtimeStore() {
   return {
+    /** Which of these keys can no longer be used: revoked, or their project deleted. */
+    async deadKeys(db: Db, projectId: string, keyIds: string[]): Promise<string[]> {
+      const { rows } = await db.raw(
+        `select k.id from api_keys k join projects p on p.id = k.project_id
+          where k.project_id = ? and k.id = any(?::text[]) and (k.revoked_at is not null or p.deleted_at is not null)`,
+        [projectId, keyIds],
+      );
+      return (rows as Array<{ id: string }>).map((r) => r.id);
+    },
+
     /** What verifying a realtime token needs: the live key's project secrets and settings. */
     async keyContext(db: Db, projectId: string, keyId: string) {
       const row = (await db('api_keys as k')

@@ -9,6 +9,8 @@ export interface SseOptions {
   maxBufferedBytes: number;
   /** Open streams, so shutdown can end them with a reconnect hint. */
   open: Set<() => void>;
+  /** Registers the stream under its API key (ended if the key is revoked); returns unregister. */
+  track(close: () => void): () => void;
 }
 
 /**
@@ -34,10 +36,12 @@ export function openSseStream(res: Response, o: SseOptions) {
     handle?.close();
     clearInterval(heartbeat);
     o.open.delete(shutdown);
+    untrack();
     res.end(frame);
   };
   const shutdown = () => finish('event: reconnect\ndata: {"reason":"shutdown"}\nretry: 1000\n\n');
   o.open.add(shutdown);
+  const untrack = o.track(() => finish('event: closed\ndata: {"reason":"revoked"}\n\n'));
 
   const heartbeat = setInterval(() => res.write(': ping\n\n'), o.heartbeatMs);
   heartbeat.unref();
@@ -46,6 +50,7 @@ export function openSseStream(res: Response, o: SseOptions) {
     handle?.close();
     clearInterval(heartbeat);
     o.open.delete(shutdown);
+    untrack();
   });
 
   handle = o.hub.subscribe({

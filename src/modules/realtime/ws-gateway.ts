@@ -15,6 +15,7 @@ import { wsEventFrame } from './event-frames';
 import type { RealtimeTokens } from './realtime-token';
 import { wsClientMessageSchema, type WsClientMessage } from './realtime-schemas';
 import type { CloseReason, TailHub } from './tail-hub';
+import type { TrackConnection } from './realtime-module';
 
 export const WS_PATH = '/v1/ws';
 /** Close codes (see docs/REALTIME.md). */
@@ -36,6 +37,7 @@ interface Conn {
   alive: boolean;
   typingAt: Map<string, number>;
   closed: boolean;
+  untrack: () => void;
 }
 
 const threadKey = (p: string, t: string) => `${p}\u0000${t}`;
@@ -83,6 +85,7 @@ export function createWsGateway(deps: {
   readState: Pick<ReadStateService, 'markRead'>;
   keyAuth: Pick<KeyAuthService, 'authenticate'>;
   tokens: RealtimeTokens;
+  track: TrackConnection;
   logger: Logger;
   heartbeatMs: number;
   maxBufferedBytes: number;
@@ -128,6 +131,7 @@ export function createWsGateway(deps: {
     if (conn.closed) return;
     conn.closed = true;
     conns.delete(conn);
+    conn.untrack();
     for (const threadId of [...conn.subs.keys()]) dropSub(conn, threadId);
   }
 
@@ -241,8 +245,9 @@ export function createWsGateway(deps: {
   }
 
   function onConnection(ws: WebSocket, principal: ApiPrincipal) {
-    const conn: Conn = { id: randomUUID(), ws, principal, subs: new Map(), alive: true, typingAt: new Map(), closed: false };
+    const conn: Conn = { id: randomUUID(), ws, principal, subs: new Map(), alive: true, typingAt: new Map(), closed: false, untrack: () => undefined };
     conns.add(conn);
+    conn.untrack = deps.track(principal, () => closeConn(conn, WS_CLOSE.policy, 'API key revoked'));
     ws.on('pong', () => (conn.alive = true));
     ws.on('close', () => cleanup(conn));
     ws.on('error', () => cleanup(conn));

@@ -5,6 +5,7 @@ interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
   hitCount?: number;
+  children?: number[];
 }
 
 /** Where a frame's code lives: a package, node internals, or our source. */
@@ -24,10 +25,13 @@ function bucket(url: string): string {
 export function summarizeProfiles(files: string[]): string {
   const byBucket = new Map<string, number>();
   const byFunction = new Map<string, number>();
+  const inclusive = new Map<string, number>();
   let total = 0;
   for (const f of files) {
     const p = JSON.parse(readFileSync(f, 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] };
     const nodes = new Map(p.nodes.map((n) => [n.id, n]));
+    const parent = new Map<number, number>();
+    for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
     p.samples.forEach((id, i) => {
       const n = nodes.get(id)!;
       const dt = p.timeDeltas[i] ?? 0;
@@ -38,6 +42,13 @@ export function summarizeProfiles(files: string[]): string {
       byBucket.set(b, (byBucket.get(b) ?? 0) + dt);
       const key = `${fn} ${n.callFrame.url ? `${path.basename(n.callFrame.url)}:${n.callFrame.lineNumber + 1}` : ''} [${b}]`;
       byFunction.set(key, (byFunction.get(key) ?? 0) + dt);
+      // Inclusive: every package/file on the stack once, so a middleware's callees count for it.
+      const seen = new Set<string>();
+      for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+        const f = nodes.get(cur)!.callFrame;
+        if (f.url) seen.add(bucket(f.url));
+      }
+      for (const x of seen) inclusive.set(x, (inclusive.get(x) ?? 0) + dt);
     });
   }
   const top = (m: Map<string, number>, k: number) =>
@@ -49,6 +60,7 @@ export function summarizeProfiles(files: string[]): string {
   return (
     `${files.length} profile(s), ${(total / 1e6).toFixed(1)} s of busy CPU (idle excluded)\n` +
     `Self time by package / file:\n${top(byBucket, 20)}\n` +
+    `Inclusive time by package / file (on the stack):\n${top(inclusive, 30)}\n` +
     `Hottest functions (self time):\n${top(byFunction, 25)}\n`
   );
 }

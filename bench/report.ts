@@ -14,6 +14,8 @@ export interface ScenarioResult {
   errors: number;
   non2xx: number;
   statuses: Record<string, number>;
+  /** Mean writes per group-commit transaction and its duration, from one worker's /metrics. */
+  groups?: { meanSize: number; meanCommitMs: number } | null;
   verification: {
     ok: boolean;
     threadsChecked: number;
@@ -89,13 +91,14 @@ export function renderMarkdown(r: Report): string {
       (busy ? ' — **the machine was busy with other work during this run: figures are low and noisy.**' : '.'),
   );
   L.push('');
-  L.push('| scenario | req/s | messages/s | p50 ms | p99 ms | max ms | errors | correctness |');
-  L.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |');
+  L.push('| scenario | req/s | messages/s | p50 ms | p99 ms | max ms | errors | writes per group (commit ms) | correctness |');
+  L.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |');
   for (const s of r.scenarios) {
     const v = s.verification;
     const check = v ? (v.ok ? `OK: ${n0(v.acknowledged)} acked, stored once; ${n0(v.threadsChecked)} threads gapless` : `**FAILED** ${JSON.stringify(v)}`) : '—';
     const msgs = s.messagesPerSecond > 0 ? n0(s.messagesPerSecond) : s.readsPerSecond > 0 ? `${n0(s.readsPerSecond * 50)} read` : '—';
-    L.push(`| ${s.name}: ${s.title} | ${n0(s.requestsPerSecond)} | ${msgs} | ${ms(s.latency.p50)} | ${ms(s.latency.p99)} | ${ms(s.latency.max)} | ${n0(s.errors)} | ${check} |`);
+    const g = s.groups ? `${s.groups.meanSize.toFixed(1)} (${s.groups.meanCommitMs.toFixed(1)})` : '—';
+    L.push(`| ${s.name}: ${s.title} | ${n0(s.requestsPerSecond)} | ${msgs} | ${ms(s.latency.p50)} | ${ms(s.latency.p99)} | ${ms(s.latency.max)} | ${n0(s.errors)} | ${g} | ${check} |`);
   }
   L.push('');
   if (r.ceiling.length > 0) {

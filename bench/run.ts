@@ -198,6 +198,18 @@ function runLoad(url: string, key: string, load: Load, acks: Acks): Promise<{ re
   });
 }
 
+/** Sum and count of the ingest group-size histogram, as one worker sees them (GET /metrics). */
+async function groupStats(base: string): Promise<{ sum: number; count: number; commitSum: number } | null> {
+  try {
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const num = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
+    const r = { sum: num('progressdb_ingest_group_size_sum'), count: num('progressdb_ingest_group_size_count'), commitSum: num('progressdb_ingest_commit_seconds_sum') };
+    return Number.isFinite(r.count) ? r : null;
+  } catch {
+    return null;
+  }
+}
+
 interface Verification {
   ok: boolean;
   threadsChecked: number;
@@ -399,7 +411,10 @@ async function main() {
       log(`scenario ${load.name}: ${load.title}${load.overallRate ? `, paced at ${load.overallRate} req/s` : ''} (${load.seconds ?? SECONDS} s)`);
       const acks = new Acks();
       const before = await messageCount();
+      const g0 = load.writeShare > 0 ? await groupStats(base) : null;
       const { result, writes, reads } = await runLoad(base, key, load, acks);
+      const g1 = g0 ? await groupStats(base) : null;
+      const groups = g0 && g1 && g1.count > g0.count ? { meanSize: (g1.sum - g0.sum) / (g1.count - g0.count), meanCommitMs: (1000 * (g1.commitSum - g0.commitSum)) / (g1.count - g0.count) } : null;
       let verification: Verification | null = null;
       if (load.writeShare > 0) {
         // Let in-flight requests finish (autocannon stops sending at the deadline, not answering).
@@ -407,10 +422,11 @@ async function main() {
         verification = await verify(db, creds.project_id, acks, before);
         if (!verification.ok) log(`  !! CORRECTNESS CHECK FAILED: ${JSON.stringify(verification)}`);
       }
-      const s = toScenario(load, result, writes, reads, verification);
+      const s = { ...toScenario(load, result, writes, reads, verification), groups };
       results.push(s);
       log(
         `  ${s.requestsPerSecond.toFixed(0)} req/s, ${s.messagesPerSecond.toFixed(0)} msg/s, p50 ${s.latency.p50} ms, p99 ${s.latency.p99} ms, max ${s.latency.max} ms, errors ${s.errors}` +
+          (groups ? `; groups of ${groups.meanSize.toFixed(1)} writes, ${groups.meanCommitMs.toFixed(1)} ms each (one worker's view)` : '') +
           (verification ? `; check ${verification.ok ? 'OK' : 'FAILED'} (${verification.acknowledged} acknowledged, all stored once, ${verification.threadsChecked} threads gapless)` : ''),
       );
       return s;

@@ -238,6 +238,39 @@ describe('ingest pipeline', () => {
     }
   });
 
+  test('each committed group sends one NOTIFY with every thread it wrote and its latest seq', async () => {
+    for (const id of ['n-a', 'n-b']) assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id, type: 'group' } })).status, 201);
+    const listener = new pg.Client({ connectionString: t.databaseUrl });
+    await listener.connect();
+    const payloads: Array<Array<[string, string, number]>> = [];
+    listener.on('notification', (n) => {
+      const p = (JSON.parse(n.payload ?? '{}') as { p: Array<[string, string, number]> }).p.filter(([proj, thread]) => proj === projectId && thread.startsWith('n-'));
+      if (p.length > 0) payloads.push(p);
+    });
+    await listener.query('listen progressdb_events');
+    try {
+      const groups = watchGroups(t);
+      const who = secretPrincipal(projectId);
+      const m = t.app.messages;
+      // Fast appends only (the NOTIFY rides on the INSERT), then a group that also creates a
+      // thread and edits a message (slow ops: the NOTIFY is its own statement).
+      await Promise.all([m.append(who, 'n-a', [{ id: 'x1', body: 1 }]), m.append(who, 'n-b', [{ body: 2 }]), m.append(who, 'n-a', [{ body: 3 }])]);
+      await Promise.all([m.append(who, 'n-a', [{ body: 4 }]), m.append(who, 'n-c', [{ body: 5 }]), m.edit(who, 'n-a', 'x1', 6), m.append(who, 'n-b', [{ body: 7 }])]);
+      assert.deepEqual(groups, [3, 4]);
+      for (let i = 0; payloads.length < 2 && i < 200; i++) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 100));
+      const sorted = payloads.map((p) => p.map(([, thread, seq]) => [thread, seq]).sort());
+      const { rows } = await t.db.raw(`select thread_id, max(seq) as seq from events where project_id = ? and thread_id like 'n-%' group by thread_id order by thread_id`, [projectId]);
+      assert.deepEqual(rows.map((r: any) => [r.thread_id, r.seq]), [['n-a', 5], ['n-b', 3], ['n-c', 3]]); // n-c: thread.created, member.added, message
+      assert.deepEqual(sorted, [
+        [['n-a', 3], ['n-b', 2]],
+        [['n-a', 5], ['n-b', 3], ['n-c', 3]],
+      ]);
+    } finally {
+      await listener.end();
+    }
+  });
+
   test('an idle pipeline commits a lone write at once, even with a long INGEST_MAX_WAIT_MS', { timeout: 60_000 }, async () => {
     // INGEST_MAX_WAIT_MS only lets a busy lane gather more writes. The pipeline is built with
     // a wait far beyond the test's timeout: a lone write that waited for it would fail the test.

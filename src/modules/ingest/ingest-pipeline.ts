@@ -170,16 +170,30 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
    * batch is the transaction's first statement it runs without a savepoint (two round trips
    * fewer per group): if it fails, the whole group is retried with savepoints (`FastRetry`).
    */
-  async function runFast(tx: Knex.Transaction, pointers: CommitPointers, batch: Array<{ op: AppendOp; i: number }>, out: Outcome[], n: number, bare: boolean) {
+  async function runFast(
+    tx: Knex.Transaction,
+    pointers: CommitPointers,
+    batch: Array<{ op: AppendOp; i: number }>,
+    out: Outcome[],
+    n: number,
+    bare: boolean,
+    last: boolean,
+  ): Promise<{ notified: boolean }> {
     const local = new CommitPointers();
     if (!bare) await tx.raw(`savepoint fast_${n}`);
     try {
-      const results = await appendMany(tx, local, batch.map(({ op }) => op.request));
+      const results = await appendMany(
+        tx,
+        local,
+        batch.map(({ op }) => op.request),
+        last ? { notifyWith: pointers } : {},
+      );
       if (!bare) await tx.raw(`release savepoint fast_${n}`);
       pointers.mergeFrom(local);
       results.forEach((r, k) => {
         if (r !== THREAD_MISSING) out[batch[k].i] = r instanceof AppError ? { err: r } : { ok: r };
       });
+      return { notified: Boolean(results.notified) };
     } catch (e) {
       if (isConnectionError(e) || RETRYABLE.has(pgCode(e) ?? '')) throw e;
       if (bare) throw new FastRetry(e);
@@ -187,6 +201,7 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
       // batch now runs alone, so only the offending one fails.
       logger.debug({ err: e }, 'fast path failed; falling back to one savepoint per append');
       await tx.raw(`rollback to savepoint fast_${n}`);
+      return { notified: false };
     }
   }
 
@@ -204,19 +219,21 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
    *   from `events`.
    */
   async function runGroup(tx: Knex.Transaction, group: Pending[], savepoints: boolean) {
-    const pointers = new CommitPointers();
+    let pointers = new CommitPointers();
     const out: Outcome[] = new Array(group.length);
     let batch: Array<{ op: AppendOp; i: number }> = [];
     let inBatch = new Set<string>();
     let batches = 0;
     let slowRan = 0;
-    const flush = async () => {
+    const flush = async (last: boolean) => {
       if (batch.length === 0) return;
       const flushed = batch;
       batch = [];
       inBatch = new Set();
       const first = batches === 0 && slowRan === 0;
-      await runFast(tx, pointers, flushed, out, batches++, first && !savepoints);
+      // The group's last statement may carry its NOTIFY, unless hooks still have to run.
+      const { notified } = await runFast(tx, pointers, flushed, out, batches++, first && !savepoints, last && beforeCommit.length === 0);
+      if (notified) pointers = new CommitPointers();
       // Missing threads and failed batches: each append alone, still in submission order.
       for (const { i } of flushed) if (!out[i]) out[i] = await runSlow(tx, pointers, group[i].op, i);
     };
@@ -227,11 +244,11 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
         inBatch.add(op.partition);
         continue;
       }
-      if (inBatch.has(op.partition)) await flush();
+      if (inBatch.has(op.partition)) await flush(false);
       slowRan++;
       out[i] = await runSlow(tx, pointers, op, i);
     }
-    await flush();
+    await flush(true);
     for (const hook of beforeCommit) await hook(tx, pointers);
     await notifyPointers(tx, pointers);
     return out as Array<{ ok: unknown } | { err: unknown }>;

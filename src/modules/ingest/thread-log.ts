@@ -78,11 +78,8 @@ export async function appendEvents(
 export const NOTIFY_CHANNEL = 'progressdb_events';
 const NOTIFY_MAX_BYTES = 7_900;
 
-/**
- * One NOTIFY per committed group (more only if the pointers exceed PostgreSQL's 8,000-byte
- * payload). Payload: {"p":[[project_id, thread_id, seq], …]}.
- */
-export async function notifyPointers(tx: Knex.Transaction, pointers: CommitPointers) {
+/** The NOTIFY payloads for these pointers: {"p":[[project_id, thread_id, seq], …]}, each under 8,000 bytes. */
+export function notifyPayloads(pointers: CommitPointers): string[] {
   const payloads: string[] = [];
   let batch: Array<[string, string, number]> = [];
   let size = 8;
@@ -98,6 +95,15 @@ export async function notifyPointers(tx: Knex.Transaction, pointers: CommitPoint
     size += itemSize;
   }
   if (batch.length > 0) payloads.push(JSON.stringify({ p: batch }));
+  return payloads;
+}
+
+/**
+ * One NOTIFY per committed group (more only if the pointers exceed PostgreSQL's 8,000-byte
+ * payload). Payload: {"p":[[project_id, thread_id, seq], …]}.
+ */
+export async function notifyPointers(tx: Knex.Transaction, pointers: CommitPointers) {
+  const payloads = notifyPayloads(pointers);
   if (payloads.length === 0) return;
   await tx.raw(`select pg_notify(?, x) from unnest(?::text[]) as x`, [NOTIFY_CHANNEL, payloads]);
 }

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { AppError, conflict } from '../../lib/errors';
-import type { CommitPointers } from '../ingest/thread-log';
+import { CommitPointers, NOTIFY_CHANNEL, notifyPayloads } from '../ingest/thread-log';
 import { jsonEqual } from '../../lib/json-equal';
 import type { MessageView } from './messages-schemas';
 import { MESSAGE_COLUMNS, toMessageView } from './messages-store';
@@ -37,8 +37,13 @@ const key = (projectId: string, threadId: string, id = '') => `${projectId}\u000
  * one INSERT of all events and current-state rows. Requests are independent: a conflicting
  * client id fails only its own request.
  */
-export async function appendMany(tx: Knex.Transaction, pointers: CommitPointers, requests: AppendRequest[]): Promise<AppendResult[]> {
-  const results: AppendResult[] = new Array(requests.length);
+export async function appendMany(
+  tx: Knex.Transaction,
+  pointers: CommitPointers,
+  requests: AppendRequest[],
+  opts: { notifyWith?: CommitPointers } = {},
+): Promise<AppendResult[] & { notified?: boolean }> {
+  const results: AppendResult[] & { notified?: boolean } = new Array(requests.length);
 
   // 1. Client-chosen ids that already exist make a request a replay (same content) or a conflict.
   const existing = new Map<string, MessageView>();
@@ -148,6 +153,16 @@ export async function appendMany(tx: Knex.Transaction, pointers: CommitPointers,
     }
   });
   if (inserts.length > 0) {
+    // When the caller says this is the group's last write, its NOTIFY rides on the INSERT
+    // (one round trip fewer): it carries `notifyWith` (what the group wrote before) and ours.
+    let payloads: string[] = [];
+    if (opts.notifyWith) {
+      const all = new CommitPointers();
+      all.mergeFrom(opts.notifyWith);
+      all.mergeFrom(pointers);
+      payloads = notifyPayloads(all);
+      results.notified = true;
+    }
     await tx.raw(
       `with r as (
          select * from jsonb_to_recordset(?::jsonb)
@@ -157,10 +172,12 @@ export async function appendMany(tx: Knex.Transaction, pointers: CommitPointers,
          select project_id, thread_id, seq, 'message.created', id, author,
                 jsonb_build_object('id', id, 'author', author, 'body', body, 'version', 1)
            from r
+       ), m as (
+         insert into messages (project_id, thread_id, seq, id, author, body, version, version_seqs, created_at)
+         select project_id, thread_id, seq, id, author, body, 1, array[seq], now() from r
        )
-       insert into messages (project_id, thread_id, seq, id, author, body, version, version_seqs, created_at)
-       select project_id, thread_id, seq, id, author, body, 1, array[seq], now() from r`,
-      [JSON.stringify(inserts)],
+       select pg_notify(?, x) from unnest(?::text[]) as x`,
+      [JSON.stringify(inserts), NOTIFY_CHANNEL, payloads],
     );
   }
 

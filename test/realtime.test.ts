@@ -146,6 +146,11 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     await again.waitFor((m) => m.type === 'error' && /thread_id/.test(m.message), 'validation error');
     again.send({ type: 'ping', id: 'p' });
     await again.waitFor((m) => m.type === 'pong' && m.id === 'p', 'pong');
+    // A flood is cut to the socket's message budget instead of reaching the database.
+    for (let i = 0; i < 400; i++) again.send({ type: 'ping', id: `f${i}` });
+    await again.waitFor((m) => m.type === 'error' && m.code === 'rate_limited', 'rate limited');
+    const pongs = again.messages.filter((m) => m.type === 'pong' && String(m.id).startsWith('f')).length;
+    assert.ok(pongs >= 190 && pongs < 400, `${pongs} of 400 flooded pings answered`);
     again.close();
   });
 

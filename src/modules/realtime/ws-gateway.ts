@@ -24,6 +24,9 @@ export const WS_CLOSE = { serviceRestart: 1012, slowConsumer: 4008, heartbeatTim
 const MAX_MESSAGE_BYTES = 64 * 1024;
 const MAX_SUBSCRIPTIONS = 1_000;
 const TYPING_MIN_INTERVAL_MS = 1_000;
+/** Client messages per socket: a burst of RATE_BURST, then RATE_PER_SECOND (subscribe costs queries). */
+const RATE_BURST = 200;
+const RATE_PER_SECOND = 50;
 
 interface Subscription {
   handle: { close(): void } | null;
@@ -38,6 +41,8 @@ interface Conn {
   typingAt: Map<string, number>;
   closed: boolean;
   untrack: () => void;
+  tokens: number;
+  refilledAt: number;
 }
 
 const threadKey = (p: string, t: string) => `${p}\u0000${t}`;
@@ -245,7 +250,7 @@ export function createWsGateway(deps: {
   }
 
   function onConnection(ws: WebSocket, principal: ApiPrincipal) {
-    const conn: Conn = { id: randomUUID(), ws, principal, subs: new Map(), alive: true, typingAt: new Map(), closed: false, untrack: () => undefined };
+    const conn: Conn = { id: randomUUID(), ws, principal, subs: new Map(), alive: true, typingAt: new Map(), closed: false, untrack: () => undefined, tokens: RATE_BURST, refilledAt: Date.now() };
     conns.add(conn);
     conn.untrack = deps.track(principal, () => closeConn(conn, WS_CLOSE.policy, 'API key revoked'));
     ws.on('pong', () => (conn.alive = true));
@@ -253,6 +258,11 @@ export function createWsGateway(deps: {
     ws.on('error', () => cleanup(conn));
     ws.on('message', (data: RawData, isBinary: boolean) => {
       conn.alive = true;
+      const now = Date.now();
+      conn.tokens = Math.min(RATE_BURST, conn.tokens + ((now - conn.refilledAt) / 1000) * RATE_PER_SECOND);
+      conn.refilledAt = now;
+      if (conn.tokens < 1) return send(conn, { type: 'error', code: 'rate_limited', message: `Too many messages: at most ${RATE_PER_SECOND} per second per socket (bursts of ${RATE_BURST}); this one was dropped.` });
+      conn.tokens -= 1;
       let parsed: unknown;
       try {
         if (isBinary) throw new Error('binary');

@@ -203,7 +203,7 @@ async function main() {
         body: JSON.stringify({ body: 'probe' }),
       });
       if (!r.ok || (r.headers.get('ratelimit-policy') !== null) !== (mode === 'on')) {
-        throw new Error(`probe: status ${r.status}, RateLimit-Policy ${r.headers.get('ratelimit-policy')} with the limiter ${mode}`);
+        throw new Error(`probe: status ${r.status}, RateLimit-Policy ${r.headers.get('ratelimit-policy')} with the limiter ${mode}: ${(await r.text()).slice(0, 500)}`);
       }
     };
     /** Starts one server per mode, warms them up, then loads them all at once and samples. */

@@ -91,7 +91,8 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     maxJsonDepth: config.MAX_JSON_DEPTH,
     authenticate: {
       none: async (): Promise<Principal> => ({ type: 'anonymous' }),
-      api: apiKeys.api,
+      // A verified realtime token (SSE ?token=, set by the realtime router) stands in for key headers.
+      api: async (req, res) => (res.locals.realtimePrincipal as Principal | undefined) ?? apiKeys.api(req),
       secret: apiKeys.secret,
       admin: apiKeys.admin,
       developer: developerConsole.authenticate,

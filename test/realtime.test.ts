@@ -239,6 +239,15 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     assert.equal((await ws.waitFor((m) => m.type === 'error' && m.id === 'x', 'forbidden')).code, 'forbidden');
     ws.close();
 
+    // The same token serves SSE for EventSource, which cannot set headers either.
+    const viaToken = await openSse(`${t.url}/v1/threads/private/tail?after_seq=0&token=${encodeURIComponent(issued.body.token)}`, {});
+    assert.equal(viaToken.status, 200);
+    await viaToken.waitFor(() => viaToken.messages.find((m) => m.event === 'ready'), 'ready');
+    assert.equal(viaToken.events()[0].type, 'thread.created');
+    viaToken.close();
+    assert.equal((await api(t.url, 'GET', `/v1/threads/not-alices/tail?token=${encodeURIComponent(issued.body.token)}`)).status, 403);
+    assert.equal((await api(t.url, 'GET', '/v1/threads/private/tail?token=rt_nope.nope')).status, 401);
+
     const tampered = issued.body.token.slice(0, -2) + (issued.body.token.endsWith('A') ? 'BB' : 'AA');
     await assert.rejects(openWs(wsUrl(t.url, `?token=${tampered}`)), (e: any) => e.status === 401);
   });

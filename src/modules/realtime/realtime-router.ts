@@ -26,6 +26,17 @@ export function createRealtimeRouter(deps: {
   const router = Router();
   const tags = ['Realtime'];
 
+  // EventSource cannot send headers: a realtime token in ?token= authenticates the tail instead
+  // (the app's API authenticator takes the principal from here; guards then run as usual).
+  router.use('/v1/threads/:thread_id/tail', (req, res, next) => {
+    const token = req.query.token;
+    if (typeof token !== 'string' || req.get('authorization') || req.get('x-api-key')) return next();
+    deps.tokens.verify(token).then((principal) => {
+      res.locals.realtimePrincipal = principal;
+      next();
+    }, next);
+  });
+
   routes.stream(
     router,
     {

@@ -23,6 +23,11 @@ export const tailQuerySchema = z
       .max(Number.MAX_SAFE_INTEGER)
       .optional()
       .openapi({ description: 'Replay events after this seq first (Last-Event-ID wins when both are sent). Without either: live events only.' }),
+    token: z
+      .string()
+      .max(4096)
+      .optional()
+      .openapi({ description: 'A realtime token (POST /v1/realtime/token) instead of key headers, for EventSource in browsers' }),
   })
   .strict();
 

@@ -50,6 +50,7 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
     const acks: Ack[] = [];
     const unexpected: string[] = [];
     let retries = 0;
+    let lostResponses = 0;
     let failedAttemptsOnA = 0;
     let killedAt = -1;
     let ackedByBAfterKill = 0;
@@ -69,13 +70,23 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
         const body = useHeader ? { body: { w, i } } : { id: clientId, body: { w, i } };
         let target = home;
         for (let n = 1; ; n++) {
-          const r: Attempt = await attempt(target, 'POST', `/v1/threads/${thread}/messages`, { headers, body, timeoutMs: 10_000 });
+          // Every 5th first attempt of half the writers gives up after 1–25 ms: often the server
+          // commits anyway and the response is lost, as on a flaky network. The retry must get
+          // the first result back, not a second message.
+          const impatient = n === 1 && i % 5 === 0 && w % 4 >= 2;
+          if (impatient) lostResponses++;
+          const r: Attempt = await attempt(target, 'POST', `/v1/threads/${thread}/messages`, { headers, body, timeoutMs: impatient ? 1 + Math.floor(Math.random() * 25) : 10_000 });
           if (r.status === 201) {
             acks.push({ writer: w, i, thread, id: r.body.id, seq: r.body.seq, replica: r.replica, attempts: n, replayed: r.headers?.get('idempotent-replayed') === 'true' });
             if (killedAt >= 0 && r.replica === 'B') ackedByBAfterKill++;
             if (!kill && acks.length >= KILL_AFTER_ACKS) {
-              killedAt = acks.length;
-              kill = a.kill9();
+              // A moment later, not on this ack: A should be mid-group, with commits in flight.
+              kill = new Promise<void>((resolve) =>
+                setTimeout(() => {
+                  killedAt = acks.length;
+                  void a.kill9().then(resolve);
+                }, 1 + Math.random() * 20),
+              );
             }
             break;
           }
@@ -83,8 +94,8 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
             unexpected.push(`${r.replica} ${r.status}: ${r.text}`);
             break;
           }
-          if (r.replica === 'A') failedAttemptsOnA++;
-          if (r.replica === 'B' && r.status !== 503) unexpected.push(`B failed with ${r.status} (it must keep serving)`);
+          if (r.replica === 'A' && r.status !== 'timeout') failedAttemptsOnA++;
+          if (r.replica === 'B' && r.status !== 503 && !impatient) unexpected.push(`B failed with ${r.status} (it must keep serving)`);
           if (n > 20) {
             unexpected.push(`gave up on ${thread}/${clientId} after ${n} attempts`);
             break;
@@ -100,7 +111,7 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
     await Promise.all(Array.from({ length: WRITERS }, (_, w) => writer(w)));
     await kill;
 
-    assert.deepEqual(unexpected, []);
+    assert.deepEqual(unexpected, [], `replica logs:\nA: ${a.output().slice(-4000)}\nB: ${b.output().slice(-4000)}`);
     assert.ok(killedAt > 0, 'replica A was killed during the load');
     const killed = await a.exited;
     assert.equal(killed.signal, 'SIGKILL');
@@ -148,10 +159,12 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
     const after = await attempt(b, 'POST', '/v1/threads/kill-0/messages', { headers: { ...auth, 'x-user-id': 'after' }, body: { body: 'still here' } });
     assert.equal(after.status, 201);
     const retriedAcks = acks.filter((x) => x.attempts > 1).length;
-    // A retry answered as a replay is a write A committed but never acknowledged.
+    // A retry answered as a replay is a write committed whose response was lost (client gave
+    // up, or A died after COMMIT).
     const replays = acks.filter((x) => x.attempts > 1 && x.replayed).length;
+    assert.ok(replays > 0, 'some retries were replays of committed writes, so duplicates were possible');
     process.stdout.write(
-      `# fault replica-kill: ${acks.length} writes acknowledged and verified stored exactly once (${retriedAcks} needed a retry, ${replays} of them answered as replays of a write A committed before dying, ${retries} retries in total, ` +
+      `# fault replica-kill: ${acks.length} writes acknowledged and verified stored exactly once (${retriedAcks} needed a retry, ${replays} of them answered as replays of an already committed write; ${lostResponses} responses deliberately dropped by the client, ${retries} retries in total, ` +
         `${failedAttemptsOnA} failed attempts against A); kill -9 after ${killedAt} acks; B acknowledged ${ackedByBAfterKill} writes after the kill; ` +
         `${THREADS} threads gapless\n`,
     );

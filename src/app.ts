@@ -117,7 +117,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(createThreadsRouter({ db, routes, threads }));
   app.use(createMessagesRouter({ db, routes, messages, onAppended: usage.countMessages }));
   app.use(createEventsRouter({ db, routes, threads, eventsStore }));
-  const realtime = createRealtimeModule({ db, logger, listener, routes, eventsStore, threads, keyAuth, readState, options: { heartbeatMs: config.REALTIME_HEARTBEAT_MS, presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS, maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES, tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS }, observeNotifyLag: (s) => metrics.notifyLag.observe(s) });
+  const realtime = createRealtimeModule({ db, logger, listener, routes, eventsStore, threads, keyAuth, readState, options: { heartbeatMs: config.REALTIME_HEARTBEAT_MS, presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS, maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES, tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS }, observeNotifyLag: (s) => metrics.notifyLag.observe(s), clientIp: (req) => (Object.setPrototypeOf(req, app.request) as express.Request).ip, admit: (p, ip) => rateLimits.admit(p, 'read', ip) });
   metrics.watchRealtime(() => {
     const s = realtime.stats();
     return { sse: s.sse_streams, ws: s.sockets };

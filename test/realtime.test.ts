@@ -252,6 +252,17 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     await assert.rejects(openWs(wsUrl(t.url, `?token=${tampered}`)), (e: any) => e.status === 401);
   });
 
+  test("WebSocket upgrades obey the project's ip_allowlist, publishable keys' allowed_origins", async () => {
+    const fenced = await t.app.projects.createProject({ name: 'fenced', settings: { ip_allowlist: ['203.0.113.0/24'] } });
+    await assert.rejects(openWs(wsUrl(t.url), as(fenced.keys.secret)), (e: any) => e.status === 403);
+    const web = await t.app.projects.createProject({ name: 'web', settings: { allowed_origins: ['https://app.example.com'] } });
+    const ann = { authorization: `Bearer ${web.keys.publishable}`, 'x-user-id': 'ann', 'x-user-signature': signUserId(web.signing_secret, 'ann') };
+    await assert.rejects(openWs(wsUrl(t.url), { ...ann, origin: 'https://evil.example' }), (e: any) => e.status === 403);
+    const ok = await openWs(wsUrl(t.url), { ...ann, origin: 'https://app.example.com' });
+    assert.equal((await ok.waitFor((m) => m.type === 'welcome', 'welcome')).user_id, 'ann');
+    ok.close();
+  });
+
   test('nothing is lost when the LISTEN connection drops: replicas re-read subscribed threads after reconnecting', async () => {
     await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'relisten', type: 'channel' } });
     const sse = await openSse(`${t.url}/v1/threads/relisten/tail`, as(sk));

@@ -1,4 +1,5 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
+import { assertAccess as assertCallerAccess } from '../guards/access-guards';
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { RouteFactory } from '../../lib/http/route';
@@ -39,6 +40,10 @@ export function createRealtimeModule(deps: {
   keyAuth: Pick<KeyAuthService, 'authenticate'>;
   readState: ReadStateService;
   options: RealtimeOptions;
+  /** The client address of an upgrade request as express's req.ip gives it (TRUST_PROXY applied). */
+  clientIp?: (req: IncomingMessage) => string | undefined;
+  /** The rate limiter's admission for callers outside the route factory. */
+  admit?: (principal: ApiPrincipal, ip: string) => Promise<void>;
   /** Seconds from a NOTIFY wake-up to fan-out (the replica's metrics histogram). */
   observeNotifyLag?: (seconds: number) => void;
 }) {
@@ -81,6 +86,12 @@ export function createRealtimeModule(deps: {
     keyAuth: deps.keyAuth,
     tokens,
     track,
+    // What REST routes get from guards: the project's IP allowlist, allowed origins, rate limit.
+    async checkUpgrade(req, principal) {
+      const ip = deps.clientIp?.(req) ?? req.socket.remoteAddress ?? '';
+      assertCallerAccess({ ip, origin: req.headers.origin }, principal);
+      await deps.admit?.(principal, ip);
+    },
     logger,
     heartbeatMs: options.heartbeatMs,
     maxBufferedBytes: options.maxBufferedBytes,

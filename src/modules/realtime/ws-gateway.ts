@@ -62,7 +62,7 @@ const header = (req: IncomingMessage, name: string) => {
   return Array.isArray(v) ? v[0] : v;
 };
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' };
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
 
 /** Refuses an upgrade with a problem+json response, as REST would. */
 function refuse(socket: Duplex, status: number, detail: string) {
@@ -74,7 +74,7 @@ function refuse(socket: Duplex, status: number, detail: string) {
 
 const errorStatus = (e: unknown) => {
   if (!isAppError(e)) return 503;
-  return e.kind === 'unauthorized' ? 401 : e.kind === 'forbidden' ? 403 : e.kind === 'not_found' ? 404 : e.kind === 'unavailable' ? 503 : 400;
+  return e.kind === 'unauthorized' ? 401 : e.kind === 'forbidden' ? 403 : e.kind === 'not_found' ? 404 : e.kind === 'rate_limited' ? 429 : e.kind === 'unavailable' ? 503 : 400;
 };
 
 /**
@@ -91,6 +91,8 @@ export function createWsGateway(deps: {
   keyAuth: Pick<KeyAuthService, 'authenticate'>;
   tokens: RealtimeTokens;
   track: TrackConnection;
+  /** The project's IP allowlist, allowed origins and rate limit, as REST routes get them from guards. */
+  checkUpgrade: (req: IncomingMessage, principal: ApiPrincipal) => Promise<void>;
   logger: Logger;
   heartbeatMs: number;
   maxBufferedBytes: number;
@@ -104,6 +106,12 @@ export function createWsGateway(deps: {
   let slowConsumerCloses = 0;
 
   async function authenticate(req: IncomingMessage, url: URL): Promise<ApiPrincipal> {
+    const p = await principalOf(req, url);
+    await deps.checkUpgrade(req, p);
+    return p;
+  }
+
+  async function principalOf(req: IncomingMessage, url: URL): Promise<ApiPrincipal> {
     const token = url.searchParams.get('token');
     if (token) return deps.tokens.verify(token);
     const key = keyFromHeaders(req);

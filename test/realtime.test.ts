@@ -346,3 +346,45 @@ describe('realtime: slow consumers are bounded', () => {
     assert.ok(code === 4008 || code === 1006, `closed with ${code}`);
   });
 });
+
+describe('realtime: presence grace period', () => {
+  let t: TestContext;
+  let t2: TestInstance;
+  before(async () => {
+    const env = { RATE_LIMIT_ENABLED: 'false', REALTIME_PRESENCE_GRACE_MS: '2500', REALTIME_HEARTBEAT_MS: '5000' };
+    t = await startTestApp(env);
+    t2 = await startInstance(t.databaseUrl, env);
+  });
+  after(async () => {
+    await t2.close();
+    await t.stop();
+  });
+
+  test('a quick reconnect (even to another replica) does not flap; leaving for longer than the grace says offline once', async () => {
+    const sk = (await t.project()).keys.secret;
+    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'lobby', type: 'channel' } });
+    const watcher = await openWs(wsUrl(t.url), as(sk, 'watcher'));
+    watcher.send({ type: 'subscribe', thread_id: 'lobby' });
+    await watcher.waitFor((m) => m.type === 'ready', 'ready');
+
+    const first = await openWs(wsUrl(t.url), as(sk, 'zoe'));
+    first.send({ type: 'subscribe', thread_id: 'lobby' });
+    await watcher.waitFor((m) => m.type === 'presence' && m.user_id === 'zoe' && m.state === 'online', 'zoe online');
+    first.close();
+    await first.closed;
+    // Back within the grace period, through the other replica.
+    const second = await openWs(wsUrl(t2.url), as(sk, 'zoe'));
+    second.send({ type: 'subscribe', thread_id: 'lobby' });
+    await second.waitFor((m) => m.type === 'ready', 'ready');
+    const subscribed = second.messages.find((m) => m.type === 'subscribed');
+    assert.ok(subscribed.presence.includes('zoe') && subscribed.presence.includes('watcher'), JSON.stringify(subscribed.presence));
+    await sleep(3_500);
+    const zoe = () => watcher.messages.filter((m) => m.type === 'presence' && m.user_id === 'zoe').map((m) => m.state);
+    assert.deepEqual(zoe(), ['online'], 'no offline/online flap');
+
+    second.close();
+    await watcher.waitFor((m) => m.type === 'presence' && m.user_id === 'zoe' && m.state === 'offline', 'zoe offline');
+    assert.deepEqual(zoe(), ['online', 'offline']);
+    watcher.close();
+  });
+});

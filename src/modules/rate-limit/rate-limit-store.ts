@@ -84,10 +84,14 @@ export function createRateLimitStore() {
       else await q.delete();
     },
 
-    /** Drops leases that have aged out of their window (buckets nobody touches any more). */
+    /**
+     * Drops leases that have aged out of their window (buckets nobody touches any more). Rows a
+     * lease grant is deleting are skipped, never waited for: the sweep locks rows in scan order,
+     * a grant in bucket order, and waiting on each other could deadlock.
+     */
     async sweep(db: Db, batch = 5_000): Promise<number> {
       const { rowCount } = await db.raw(
-        `delete from rate_limit_leases where ctid = any(array(select ctid from rate_limit_leases where expires_at < now() limit ?))`,
+        `delete from rate_limit_leases where ctid = any(array(select ctid from rate_limit_leases where expires_at < now() limit ? for update skip locked))`,
         [batch],
       );
       return rowCount ?? 0;

@@ -14,7 +14,7 @@ export interface ScenarioResult {
   errors: number;
   non2xx: number;
   statuses: Record<string, number>;
-  /** Mean writes per group-commit transaction and its duration, from one worker's /metrics. */
+  /** Mean writes per group-commit transaction and its duration, from the workers' /metrics. */
   groups?: { meanSize: number; meanCommitMs: number } | null;
   verification: {
     ok: boolean;

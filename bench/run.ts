@@ -14,7 +14,7 @@
  *   BENCH_EMBEDDED=1       use an embedded PostgreSQL instead (the ceiling is then skipped)
  *   BENCH_SECONDS=15       duration of each scenario
  *   BENCH_CONNECTIONS=64   autocannon connections (closed loop)
- *   BENCH_WORKERS=2        WEB_CONCURRENCY of the server under test
+ *   BENCH_WORKERS=1        WEB_CONCURRENCY of the server under test (the other of 1/2 is compared)
  *   BENCH_CEILING_SECONDS=10  seconds per pgbench scenario of the ceiling; 0 skips it
  *   BENCH_RATE_LIMIT=off   on: keep the rate limiter on (project limits set far above the load)
  *   BENCH_CPU_PROF=1       run the server with node --cpu-prof; a summary is printed and saved
@@ -23,6 +23,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import path from 'node:path';
@@ -43,7 +44,7 @@ import { renderMarkdown, updateBenchmarksMd, type Report, type ScenarioResult } 
 const env = process.env;
 const SECONDS = Number(env.BENCH_SECONDS ?? 15);
 const CONNECTIONS = Number(env.BENCH_CONNECTIONS ?? 64);
-const WORKERS = Number(env.BENCH_WORKERS ?? 2);
+const WORKERS = Number(env.BENCH_WORKERS ?? 1);
 const CEILING_SECONDS = Number(env.BENCH_CEILING_SECONDS ?? 10);
 const RATE_LIMIT = env.BENCH_RATE_LIMIT === 'on';
 const CPU_PROF = env.BENCH_CPU_PROF === '1';
@@ -98,6 +99,8 @@ async function startServer(databaseUrl: string, port: number, profileDir: string
       WEB_CONCURRENCY: String(workers),
       RATE_LIMIT_ENABLED: String(RATE_LIMIT),
       DB_POOL_MAX: env.DB_POOL_MAX ?? '20',
+      // Under a saturating load every query is "slow"; those warnings would bury the progress lines.
+      SLOW_QUERY_MS: env.SLOW_QUERY_MS ?? '5000',
     },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -198,16 +201,54 @@ function runLoad(url: string, key: string, load: Load, acks: Acks): Promise<{ re
   });
 }
 
-/** Sum and count of the ingest group-size histogram, as one worker sees them (GET /metrics). */
-async function groupStats(base: string): Promise<{ sum: number; count: number; commitSum: number } | null> {
-  try {
-    const text = await (await fetch(`${base}/metrics`)).text();
-    const num = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
-    const r = { sum: num('progressdb_ingest_group_size_sum'), count: num('progressdb_ingest_group_size_count'), commitSum: num('progressdb_ingest_commit_seconds_sum') };
-    return Number.isFinite(r.count) ? r : null;
-  } catch {
-    return null;
+type GroupTotals = Map<string, { sum: number; count: number; commitSum: number }>;
+
+/** One scrape of GET /metrics on a fresh connection (the cluster hands each to a worker in turn). */
+function scrape(base: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(`${base}/metrics`, { agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve(body));
+      })
+      .on('error', reject);
+  });
+}
+
+/**
+ * The ingest group-size and commit-time histograms of every worker, keyed by the worker's
+ * start time (workers are separate registries; a delta across two of them would be noise).
+ */
+async function groupStats(base: string, workers: number): Promise<GroupTotals> {
+  const out: GroupTotals = new Map();
+  for (let i = 0; i < workers * 6 && out.size < workers; i++) {
+    try {
+      const text = await scrape(base);
+      const num = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
+      const id = String(num('progressdb_process_start_time_seconds'));
+      const r = { sum: num('progressdb_ingest_group_size_sum'), count: num('progressdb_ingest_group_size_count'), commitSum: num('progressdb_ingest_commit_seconds_sum') };
+      if (Number.isFinite(r.count)) out.set(id, r);
+    } catch {
+      // metrics are a nicety here
+    }
   }
+  return out;
+}
+
+function groupDelta(a: GroupTotals, b: GroupTotals): { meanSize: number; meanCommitMs: number } | null {
+  let sum = 0;
+  let count = 0;
+  let commit = 0;
+  for (const [id, y] of b) {
+    const x = a.get(id);
+    if (!x) continue;
+    sum += y.sum - x.sum;
+    count += y.count - x.count;
+    commit += y.commitSum - x.commitSum;
+  }
+  return count > 0 ? { meanSize: sum / count, meanCommitMs: (1000 * commit) / count } : null;
 }
 
 interface Verification {
@@ -411,10 +452,9 @@ async function main() {
       log(`scenario ${load.name}: ${load.title}${load.overallRate ? `, paced at ${load.overallRate} req/s` : ''} (${load.seconds ?? SECONDS} s)`);
       const acks = new Acks();
       const before = await messageCount();
-      const g0 = load.writeShare > 0 ? await groupStats(base) : null;
+      const g0 = load.writeShare > 0 ? await groupStats(base, WORKERS) : null;
       const { result, writes, reads } = await runLoad(base, key, load, acks);
-      const g1 = g0 ? await groupStats(base) : null;
-      const groups = g0 && g1 && g1.count > g0.count ? { meanSize: (g1.sum - g0.sum) / (g1.count - g0.count), meanCommitMs: (1000 * (g1.commitSum - g0.commitSum)) / (g1.count - g0.count) } : null;
+      const groups = g0 ? groupDelta(g0, await groupStats(base, WORKERS)) : null;
       let verification: Verification | null = null;
       if (load.writeShare > 0) {
         // Let in-flight requests finish (autocannon stops sending at the deadline, not answering).
@@ -426,7 +466,7 @@ async function main() {
       results.push(s);
       log(
         `  ${s.requestsPerSecond.toFixed(0)} req/s, ${s.messagesPerSecond.toFixed(0)} msg/s, p50 ${s.latency.p50} ms, p99 ${s.latency.p99} ms, max ${s.latency.max} ms, errors ${s.errors}` +
-          (groups ? `; groups of ${groups.meanSize.toFixed(1)} writes, ${groups.meanCommitMs.toFixed(1)} ms each (one worker's view)` : '') +
+          (groups ? `; groups of ${groups.meanSize.toFixed(1)} writes, ${groups.meanCommitMs.toFixed(1)} ms each` : '') +
           (verification ? `; check ${verification.ok ? 'OK' : 'FAILED'} (${verification.acknowledged} acknowledged, all stored once, ${verification.threadsChecked} threads gapless)` : ''),
       );
       return s;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { signUserId } from '../src/modules/keys/key-auth-service';
 import type { ProjectCredentials } from '../src/modules/projects/projects-service';
@@ -344,6 +345,30 @@ describe('realtime: slow consumers are bounded', () => {
     const { code } = await ws.closed;
     // The close frame queues behind the unsent data; if the peer still does not read it, the socket is cut (1006).
     assert.ok(code === 4008 || code === 1006, `closed with ${code}`);
+  });
+
+  test('an SSE client that stops reading gets its stream ended instead of an unbounded buffer', async () => {
+    const sk = (await t.project('sse slow')).keys.secret;
+    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'sse-firehose', type: 'channel' } });
+    const { port } = new URL(t.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    let head = '';
+    socket.on('data', (d) => (head += d.toString()));
+    socket.write(`GET /v1/threads/sse-firehose/tail HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${sk}\r\nAccept: text/event-stream\r\n\r\n`);
+    while (!head.includes('event: ready')) await sleep(20);
+    socket.pause();
+    assert.equal(t.app.realtime.stats().sse_streams, 1);
+    const text = 'y'.repeat(60 * 1024);
+    for (let b = 0; b < 12 && t.app.realtime.stats().sse_streams > 0; b++) {
+      const r = await api(t.url, 'POST', '/v1/threads/sse-firehose/messages/batch', { key: sk, user: 'w', body: { messages: Array.from({ length: 50 }, () => ({ body: { text } })) } });
+      assert.equal(r.status, 201, r.text);
+      await sleep(100);
+    }
+    assert.equal(t.app.realtime.stats().sse_streams, 0, 'the stream was ended');
+    socket.resume();
+    await new Promise((resolve) => socket.once('close', resolve));
+    assert.match(head, /event: reconnect\ndata: \{"reason":"slow_consumer"\}/);
   });
 });
 

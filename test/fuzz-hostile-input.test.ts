@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { connect } from 'node:net';
 import fc from 'fast-check';
 import { api, startTestApp, type TestContext } from './helpers/app';
 import { snapshotDatabase, type Snapshot } from './helpers/db-snapshot';
@@ -146,6 +147,39 @@ describe('hostile input against every route of the OpenAPI document', () => {
       }));
     const failures = await run(requests, 2);
     assert.deepEqual(failures, []);
+  });
+
+  test('malformed HTTP framing (control characters and bare LF in headers, bad header names) gets 400 and the server keeps serving', async () => {
+    const port = Number(new URL(t.url).port);
+    const raw = (text: string) =>
+      new Promise<string>((resolve) => {
+        let out = '';
+        const socket = connect(port, '127.0.0.1', () => socket.write(text));
+        socket.on('data', (c: Buffer) => (out += c.toString('latin1')));
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve(out));
+        setTimeout(() => socket.destroy(), 5_000).unref();
+      });
+    const auth = `Authorization: Bearer ${keys.secret}\r\n`;
+    const cases = fc.sample(
+      fc.oneof(
+        fc.constantFrom('\x00', '\x01', '\x1b', '\x7f', '\r', '\n').map((c) => `POST /v1/threads HTTP/1.1\r\nHost: x\r\n${auth}X-User-ID: a${c}b\r\nContent-Length: 2\r\n\r\n{}`),
+        fc.constantFrom('Bad Header', '(x)', 'X-\x00', 'X\ty') .map((h) => `GET /v1/threads HTTP/1.1\r\nHost: x\r\n${auth}${h}: 1\r\n\r\n`),
+        fc.constant(`GET /v1/threads HTTP/1.1\nHost: x\n${auth.replace('\r', '')}\n`),
+        fc.constant(`POST /v1/threads HTTP/1.1\r\nHost: x\r\n${auth}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`),
+        fc.constant(`GET /v1/threads\x00 HTTP/1.1\r\nHost: x\r\n\r\n`),
+      ),
+      { numRuns: 60 },
+    );
+    for (const c of cases) {
+      const out = await raw(c);
+      stats.sent++;
+      stats.byCategory.set('http-framing', (stats.byCategory.get('http-framing') ?? 0) + 1);
+      const status = /^HTTP\/1\.1 (\d{3})/.exec(out)?.[1] ?? 'none';
+      stats.byStatus.set(status, (stats.byStatus.get(status) ?? 0) + 1);
+      assert.equal(status, '400', `${JSON.stringify(c)} → ${JSON.stringify(out.slice(0, 200))}`);
+    }
+    assert.equal((await api(t.url, 'GET', '/v1/threads', { key: keys.secret, user: 'fz-user' })).status, 200);
   });
 
   test('nothing a refused request sent was written (row counts and checksums of every table unchanged)', async () => {

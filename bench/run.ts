@@ -20,6 +20,7 @@
  *   BENCH_CPU_PROF=1       run the server with node --cpu-prof; a summary is printed and saved
  *   BENCH_COMPARE_WORKERS=0  skip re-running append and read with the other worker count (1 vs 2)
  *   BENCH_WRITE_DOCS=0     do not update BENCHMARKS.md
+ *   BENCH_RESULTS_DIR      write latest.json/md, latency.svg elsewhere (default bench/results)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -51,7 +52,7 @@ const CPU_PROF = env.BENCH_CPU_PROF === '1';
 const THREADS = 1000;
 const BATCH = 100;
 const root = path.resolve(__dirname, '..');
-const resultsDir = path.join(root, 'bench', 'results');
+const resultsDir = env.BENCH_RESULTS_DIR ? path.resolve(env.BENCH_RESULTS_DIR) : path.join(root, 'bench', 'results');
 const started = Date.now();
 
 const log = (msg: string) => process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
@@ -535,7 +536,7 @@ async function main() {
     writeFileSync(path.join(resultsDir, 'latency.svg'), renderLatencySvg(results));
     if (env.BENCH_WRITE_DOCS !== '0') updateBenchmarksMd(path.join(root, 'BENCHMARKS.md'), md);
     process.stdout.write('\n' + md + '\n');
-    log(`wrote bench/results/latest.json, latest.md, latency.svg${env.BENCH_WRITE_DOCS !== '0' ? ' and BENCHMARKS.md' : ''}`);
+    log(`wrote ${path.relative(root, resultsDir) || '.'}/latest.json, latest.md, latency.svg${env.BENCH_WRITE_DOCS !== '0' ? ' and BENCHMARKS.md' : ''}`);
     const failed = results.filter((r) => r.verification && !r.verification.ok);
     if (failed.length > 0) {
       process.exitCode = 1;

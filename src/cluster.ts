@@ -62,13 +62,22 @@ export async function runPrimary(config: Config): Promise<void> {
           new Promise<void>((resolve) => {
             if (w.isDead()) return resolve();
             w.once('exit', () => resolve());
-            w.process.kill('SIGTERM');
+            try {
+              w.process.kill('SIGTERM');
+            } catch {
+              resolve(); // already gone
+            }
           }),
       ),
     );
     await database.close();
     process.exit(0);
   };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
+  const onSignal = (signal: NodeJS.Signals) =>
+    stop(signal).catch((e) => {
+      logger.error({ err: e }, 'cluster stop failed');
+      process.exit(1);
+    });
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
 }

@@ -42,7 +42,7 @@ export function isConnectionError(e: unknown): boolean {
   const code = pgCode(e);
   if (code && /^(08|57P0[1-3]|53300)/.test(code)) return true;
   const msg = e instanceof Error ? e.message : '';
-  return /ECONNREFUSED|ECONNRESET|Connection terminated|timeout exceeded when trying to connect|Knex: Timeout acquiring a connection|EPIPE|the database system is (starting up|shutting down)/i.test(
+  return /ECONNREFUSED|ECONNRESET|Connection terminated|timeout exceeded when trying to connect|Knex: Timeout acquiring a connection|EPIPE|is not queryable|Connection ended unexpectedly|the database system is (starting up|shutting down|in recovery mode)/i.test(
     msg,
   );
 }

@@ -9,6 +9,7 @@ import { requestId } from './lib/http/request-id';
 import { requestContextGuard, requestLog } from './lib/http/request-log';
 import { createMetrics, createMetricsRouter } from './lib/metrics';
 import { attachQueryTelemetry } from './lib/query-telemetry';
+import { answerClientErrors } from './lib/http/client-error';
 import { createRouteFactory, type Guard, type Principal } from './lib/http/route';
 import type { Logger } from './lib/logger';
 import { createRegistry } from './lib/openapi';
@@ -145,7 +146,10 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     metrics,
     realtime,
     /** Serves WebSocket upgrades (GET /v1/ws) on the HTTP server; call once it exists. */
-    attach: (server: import('node:http').Server) => realtime.attach(server),
+    attach: (server: import('node:http').Server) => {
+      answerClientErrors(server);
+      realtime.attach(server);
+    },
     /** Opens the LISTEN connection; call once before serving. */
     async start() {
       await realtime.start();

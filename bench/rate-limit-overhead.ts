@@ -23,7 +23,6 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import pg from 'pg';
 import { createDb } from '../src/lib/db';
 import { startEmbeddedPostgres } from '../src/lib/embedded-postgres';
 import { migrateLatest } from '../src/lib/migrate';
@@ -33,6 +32,7 @@ import { createProjectsStore } from '../src/modules/projects/projects-store';
 import { createLogger } from '../src/lib/logger';
 import { createRateLimitStore, type RateLimitStore } from '../src/modules/rate-limit/rate-limit-store';
 import { createRateLimiter } from '../src/modules/rate-limit/rate-limiter';
+import { withDatabase, adminQuery as admin } from '../src/lib/pg-admin';
 
 const { values: args } = parseArgs({
   options: {
@@ -55,22 +55,6 @@ const paired = args.mode === 'paired';
 if (!paired && args.mode !== 'sequential') throw new Error('--mode is paired or sequential');
 
 const root = path.resolve(__dirname, '..');
-
-function withDatabase(url: string, db: string) {
-  const u = new URL(url);
-  u.pathname = `/${db}`;
-  return u.toString();
-}
-
-async function admin(url: string, sql: string) {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 async function startServer(databaseUrl: string, port: number, limiterOn: boolean): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/server.ts')], {

@@ -5,7 +5,6 @@ import { readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
 import WebSocket from 'ws';
 import { createDb } from '../src/lib/db';
 import { startEmbeddedPostgres } from '../src/lib/embedded-postgres';
@@ -13,18 +12,9 @@ import { migrateLatest } from '../src/lib/migrate';
 import { createKeysStore } from '../src/modules/keys/keys-store';
 import { createProjectsService } from '../src/modules/projects/projects-service';
 import { createProjectsStore } from '../src/modules/projects/projects-store';
+import { adminQuery as admin, withDatabase } from '../src/lib/pg-admin';
 
 export const root = path.resolve(__dirname, '..');
-
-async function admin(url: string, sql: string) {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 /**
  * A migrated scratch database with one project: on DATABASE_URL's server (created and dropped),
@@ -36,9 +26,7 @@ export async function scratchDatabase(name: string) {
   const adminUrl = process.env.DATABASE_URL ?? embedded!.url;
   const dbName = `pdb_bench_${name.replace(/\W/g, '_')}_${randomBytes(3).toString('hex')}`;
   await admin(adminUrl, `create database ${dbName}`);
-  const u = new URL(adminUrl);
-  u.pathname = `/${dbName}`;
-  const url = u.toString();
+  const url = withDatabase(adminUrl, dbName);
   const db = createDb(url, 2);
   let secretKey: string;
   try {

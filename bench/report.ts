@@ -16,15 +16,18 @@ export interface ScenarioResult {
   statuses: Record<string, number>;
   /** Mean writes per group-commit transaction and its duration, from the workers' /metrics. */
   groups?: { meanSize: number; meanCommitMs: number } | null;
-  verification: {
-    ok: boolean;
-    threadsChecked: number;
-    acknowledged: number;
-    storedOfAcknowledged: number;
-    duplicateAcks: number;
-    gapViolations: number;
-    storedUnacknowledged: number;
-  } | null;
+  verification: Verification | null;
+}
+
+/** What the harness checks in the database after a write scenario. */
+export interface Verification {
+  ok: boolean;
+  threadsChecked: number;
+  acknowledged: number;
+  storedOfAcknowledged: number;
+  duplicateAcks: number;
+  gapViolations: number;
+  storedUnacknowledged: number;
 }
 
 export interface Report {

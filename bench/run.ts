@@ -41,7 +41,8 @@ import { createProjectsStore } from '../src/modules/projects/projects-store';
 import { renderLatencySvg } from './latency-chart';
 import { summarizeProfiles } from './profile-summary';
 import { runCeiling, type CeilingRow } from './pg-ceiling';
-import { renderMarkdown, updateBenchmarksMd, type Report, type ScenarioResult } from './report';
+import { renderMarkdown, updateBenchmarksMd, type Report, type ScenarioResult, type Verification } from './report';
+import { withDatabase, adminQuery as admin } from '../src/lib/pg-admin';
 
 const env = process.env;
 const SECONDS = Number(env.BENCH_SECONDS ?? 15);
@@ -57,22 +58,6 @@ const resultsDir = env.BENCH_RESULTS_DIR ? path.resolve(env.BENCH_RESULTS_DIR) :
 const started = Date.now();
 
 const log = (msg: string) => process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
-
-function withDatabase(url: string, db: string) {
-  const u = new URL(url);
-  u.pathname = `/${db}`;
-  return u.toString();
-}
-
-async function admin(url: string, sql: string, params: unknown[] = []) {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return await c.query(sql, params);
-  } finally {
-    await c.end();
-  }
-}
 
 async function freePort(): Promise<number> {
   const { createServer } = await import('node:net');
@@ -251,16 +236,6 @@ function groupDelta(a: GroupTotals, b: GroupTotals): { meanSize: number; meanCom
     commit += y.commitSum - x.commitSum;
   }
   return count > 0 ? { meanSize: sum / count, meanCommitMs: (1000 * commit) / count } : null;
-}
-
-interface Verification {
-  ok: boolean;
-  threadsChecked: number;
-  acknowledged: number;
-  storedOfAcknowledged: number;
-  duplicateAcks: number;
-  gapViolations: number;
-  storedUnacknowledged: number;
 }
 
 /** After a write scenario: every thread's log is gapless, and each acknowledged message is stored once, with its acknowledged seq. */

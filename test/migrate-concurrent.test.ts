@@ -2,20 +2,12 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import pg from 'pg';
 import { createDb } from '../src/lib/db';
 import { migrateLatest, migrationsCurrent, migrationsDirectory } from '../src/lib/migrate';
 import { databaseUrl } from './helpers/db';
+import { adminQuery } from '../src/lib/pg-admin';
 
-async function admin(sql: string) {
-  const client = new pg.Client({ connectionString: databaseUrl('postgres') });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
+const admin = (sql: string) => adminQuery(databaseUrl('postgres'), sql);
 
 test('two replicas migrating a fresh, empty database at the same moment both succeed, each migration applied once', async () => {
   const name = `pdb_t_migrate_${randomBytes(4).toString('hex')}`;

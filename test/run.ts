@@ -12,6 +12,7 @@ import pg from 'pg';
 import { createDb } from '../src/lib/db';
 import { startEmbeddedPostgres } from '../src/lib/embedded-postgres';
 import { migrateLatest } from '../src/lib/migrate';
+import { withDatabase, adminQuery as admin } from '../src/lib/pg-admin';
 
 function findTests(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
@@ -19,22 +20,6 @@ function findTests(dir: string): string[] {
     if (e.isDirectory()) return e.name === 'helpers' ? [] : findTests(p);
     return e.name.endsWith('.test.ts') ? [p] : [];
   });
-}
-
-function withDatabase(url: string, db: string) {
-  const u = new URL(url);
-  u.pathname = `/${db}`;
-  return u.toString();
-}
-
-async function admin(url: string, sql: string) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
 }
 
 async function main() {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { withDatabase } from '../../src/lib/pg-admin';
 
 const adminUrl = () => {
   const url = process.env.PDB_TEST_ADMIN_URL;
@@ -7,11 +8,7 @@ const adminUrl = () => {
   return url;
 };
 
-export function databaseUrl(name: string): string {
-  const u = new URL(adminUrl());
-  u.pathname = `/${name}`;
-  return u.toString();
-}
+export const databaseUrl = (name: string): string => withDatabase(adminUrl(), name);
 
 /** A fresh database cloned from the run's migrated template; drop() removes it. */
 export async function createTestDatabase(): Promise<{ name: string; url: string; drop(): Promise<void> }> {

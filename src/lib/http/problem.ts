@@ -31,8 +31,6 @@ export const problemSchema = z
   })
   .openapi('Problem');
 
-export const statusOf = (kind: ErrorKind) => KINDS[kind].status;
-
 export function zodFieldErrors(error: z.ZodError, prefix = ''): FieldError[] {
   return error.issues.map((i) => ({
     path: [prefix, ...i.path.map(String)].filter(Boolean).join('.') || '(root)',

@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Knex } from 'knex';
-import { forbidden, unauthorized } from '../../lib/errors';
+import { unauthorized } from '../../lib/errors';
 import { userIdSchema } from '../../lib/ids';
 import type { ApiPrincipal } from '../../lib/http/route';
 import { hashApiKey, parseApiKey, type KeyKind } from './api-key';
@@ -115,7 +115,3 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
 }
 
 export type KeyAuthService = ReturnType<typeof createKeyAuthService>;
-
-export function requireKind(principal: ApiPrincipal, allowed: KeyKind[], what: string) {
-  if (!allowed.includes(principal.kind)) throw forbidden(`${what} requires a ${allowed.join(' or ')} key.`);
-}

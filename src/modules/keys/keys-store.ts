@@ -34,10 +34,6 @@ export function createKeysStore() {
       return n > 0;
     },
 
-    async exists(db: Db, projectId: string, keyId: string): Promise<boolean> {
-      return Boolean(await db('api_keys').first('id').where({ project_id: projectId, id: keyId }));
-    },
-
     /** The live key with this hash, with the project it belongs to. */
     async findByHash(db: Db, keyHash: Buffer) {
       return (await db('api_keys as k')

@@ -44,10 +44,12 @@ describe('idempotent writes', () => {
     assert.equal(await count('events', 'cid2'), 2);
     // The id stays taken after an edit and after a delete: a late retry never writes a second message.
     await api(t.url, 'PATCH', '/v1/threads/cid2/messages/c1', { key: sk, user: 'u', body: { body: 'edited' } });
-    await api(t.url, 'POST', '/v1/threads/cid2/messages', { key: sk, user: 'u', body: { id: 'c1', body: 'first' } });
+    const afterEdit = await api(t.url, 'POST', '/v1/threads/cid2/messages', { key: sk, user: 'u', body: { id: 'c1', body: 'first' } });
+    assert.equal(afterEdit.status, 201);
+    assert.equal(afterEdit.headers.get('idempotent-replayed'), 'true');
     await api(t.url, 'DELETE', '/v1/threads/cid2/messages/c1', { key: sk, user: 'u' });
     const afterDelete = await api(t.url, 'POST', '/v1/threads/cid2/messages', { key: sk, user: 'u', body: { id: 'c1', body: 'edited' } });
-    assert.notEqual(afterDelete.status, 500);
+    assert.equal(afterDelete.status, 409, 'content of a later version is not the request that created the message');
     assert.equal(await count('messages', 'cid2'), 1);
     assert.equal(await count('events', 'cid2'), 4, 'created, created, edited, deleted');
   });

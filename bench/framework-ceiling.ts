@@ -23,7 +23,11 @@ async function start(name: string, port: number): Promise<ChildProcess> {
   const env = { ...process.env, PORT: String(port) };
   const child =
     name === 'ProgressDB /healthz'
-      ? spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { cwd: root, env: { ...env, LOG_LEVEL: 'warn', NODE_ENV: 'production', RATE_LIMIT_ENABLED: 'false' }, stdio: ['ignore', 'pipe', 'inherit'] })
+      ? spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+          cwd: root,
+          env: { ...env, LOG_LEVEL: 'warn', NODE_ENV: 'production', RATE_LIMIT_ENABLED: 'false' },
+          stdio: ['ignore', 'pipe', 'inherit'],
+        })
       : spawn(process.execPath, ['-e', servers[name]], { cwd: root, env, stdio: ['ignore', 'pipe', 'inherit'] });
   for (let i = 0; i < 100; i++) {
     try {
@@ -42,7 +46,13 @@ async function measure(name: string, port: number) {
   try {
     await autocannon({ url: `http://127.0.0.1:${port}/healthz`, connections: 64, duration: 2 }); // warm-up
     const r = await autocannon({ url: `http://127.0.0.1:${port}/healthz`, connections: 64, duration: seconds });
-    return { name, rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx };
+    return {
+      name,
+      rps: Math.round(r.requests.average),
+      p50: r.latency.p50,
+      p99: r.latency.p99,
+      errors: r.errors + r.non2xx,
+    };
   } finally {
     child.kill('SIGTERM');
     await once(child, 'exit');
@@ -56,9 +66,12 @@ async function main() {
     process.stderr.write(`measuring ${name} (${seconds} s)…\n`);
     rows.push(await measure(name, 18400 + i));
   }
-  console.log(`nproc = ${os.cpus().length}, Node ${process.version}, autocannon 64 connections, ${seconds} s, GET /healthz\n`);
+  console.log(
+    `nproc = ${os.cpus().length}, Node ${process.version}, autocannon 64 connections, ${seconds} s, GET /healthz\n`,
+  );
   console.log('| server | req/s | p50 ms | p99 ms | errors |\n| --- | ---: | ---: | ---: | ---: |');
-  for (const r of rows) console.log(`| ${r.name} | ${r.rps.toLocaleString('en-US')} | ${r.p50} | ${r.p99} | ${r.errors} |`);
+  for (const r of rows)
+    console.log(`| ${r.name} | ${r.rps.toLocaleString('en-US')} | ${r.p50} | ${r.p99} | ${r.errors} |`);
 }
 
 main().catch((e) => {

@@ -22,10 +22,13 @@ export function renderLatencySvg(scenarios: ScenarioResult[]): string {
   const values = scenarios.flatMap((s) => POINTS.map(([k]) => Math.max(0.1, s.latency[k])));
   const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...values, 1))));
   const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...values, 10))));
-  const y = (v: number) => m.t + ph - ((Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * ph;
+  const y = (v: number) =>
+    m.t + ph - ((Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * ph;
   const x = (i: number) => m.l + (i / (POINTS.length - 1)) * pw;
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="#fff"/>`);
   out.push(`<text x="${m.l}" y="22" font-size="15" font-weight="bold">Latency by percentile (ms, log scale)</text>`);
   for (let d = lo; d <= hi; d *= 10) {
@@ -41,11 +44,19 @@ export function renderLatencySvg(scenarios: ScenarioResult[]): string {
     const color = COLORS[k % COLORS.length];
     const pts = POINTS.map(([key], i) => `${x(i).toFixed(1)},${y(s.latency[key]).toFixed(1)}`);
     out.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.join(' ')}"/>`);
-    POINTS.forEach(([key], i) => out.push(`<circle cx="${x(i).toFixed(1)}" cy="${y(s.latency[key]).toFixed(1)}" r="3" fill="${color}"><title>${esc(s.name)} ${key}: ${s.latency[key]} ms</title></circle>`));
+    POINTS.forEach(([key], i) =>
+      out.push(
+        `<circle cx="${x(i).toFixed(1)}" cy="${y(s.latency[key]).toFixed(1)}" r="3" fill="${color}"><title>${esc(s.name)} ${key}: ${s.latency[key]} ms</title></circle>`,
+      ),
+    );
     const ly = m.t + 10 + k * 36;
-    out.push(`<line x1="${m.l + pw + 16}" x2="${m.l + pw + 40}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="3"/>`);
+    out.push(
+      `<line x1="${m.l + pw + 16}" x2="${m.l + pw + 40}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="3"/>`,
+    );
     out.push(`<text x="${m.l + pw + 46}" y="${ly + 4}">${esc(s.name)}</text>`);
-    out.push(`<text x="${m.l + pw + 46}" y="${ly + 18}" fill="#555" font-size="11">${Math.round(s.requestsPerSecond).toLocaleString('en-US')} req/s, p99 ${s.latency.p99} ms</text>`);
+    out.push(
+      `<text x="${m.l + pw + 46}" y="${ly + 18}" fill="#555" font-size="11">${Math.round(s.requestsPerSecond).toLocaleString('en-US')} req/s, p99 ${s.latency.p99} ms</text>`,
+    );
   });
   out.push('</svg>');
   return out.join('\n') + '\n';

@@ -117,7 +117,13 @@ interface Sample {
 }
 
 /** Appends to `threadCount` threads of its own (`prefix`), so paired servers never contend for a thread's lock. */
-function load(url: string, key: string, seconds: number, conns: number, prefix: string): Promise<Omit<Sample, 'cpuUs'>> {
+function load(
+  url: string,
+  key: string,
+  seconds: number,
+  conns: number,
+  prefix: string,
+): Promise<Omit<Sample, 'cpuUs'>> {
   let n = 0;
   const body = JSON.stringify({ body: { text: 'hello from the rate limiter benchmark' } });
   return new Promise((resolve, reject) => {
@@ -134,7 +140,11 @@ function load(url: string, key: string, seconds: number, conns: number, prefix: 
               return {
                 ...req,
                 path: `/v1/threads/${prefix}-${i % threadCount}/messages`,
-                headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-user-id': `user-${i % userCount}` },
+                headers: {
+                  'content-type': 'application/json',
+                  authorization: `Bearer ${key}`,
+                  'x-user-id': `user-${i % userCount}`,
+                },
                 body,
               };
             },
@@ -147,7 +157,15 @@ function load(url: string, key: string, seconds: number, conns: number, prefix: 
           .filter(([code]) => !code.startsWith('2'))
           .map(([code, v]) => `${code}×${v.count ?? 0}`)
           .join(' ');
-        resolve({ rps: r.requests.average, p50: r.latency.p50, p97_5: r.latency.p97_5, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors, statuses });
+        resolve({
+          rps: r.requests.average,
+          p50: r.latency.p50,
+          p97_5: r.latency.p97_5,
+          p99: r.latency.p99,
+          non2xx: r.non2xx,
+          errors: r.errors,
+          statuses,
+        });
       },
     );
   });
@@ -159,7 +177,9 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 async function main() {
   const port = 18000 + Math.floor(Math.random() * 2000);
   const dataDir = path.join(root, '.bench-data', `rate-limit-${process.pid}`);
-  const embedded = process.env.DATABASE_URL ? null : await startEmbeddedPostgres(dataDir, 30000 + Math.floor(Math.random() * 20000));
+  const embedded = process.env.DATABASE_URL
+    ? null
+    : await startEmbeddedPostgres(dataDir, 30000 + Math.floor(Math.random() * 20000));
   const adminUrl = process.env.DATABASE_URL ?? embedded!.url;
   const dbName = `pdb_bench_rl_${randomBytes(4).toString('hex')}`;
   await admin(adminUrl, `create database ${dbName}`);
@@ -168,7 +188,12 @@ async function main() {
   try {
     const db = createDb(databaseUrl, 2);
     await migrateLatest(db);
-    const projects = createProjectsService({ db, projectsStore: createProjectsStore(), keysStore: createKeysStore(), signingSecretGraceSeconds: 0 });
+    const projects = createProjectsService({
+      db,
+      projectsStore: createProjectsStore(),
+      keysStore: createKeysStore(),
+      signingSecretGraceSeconds: 0,
+    });
     const creds = await projects.createProject({
       name: 'rate limit bench',
       settings: { rate_limits: { write: { limit: 1_000_000, window_seconds: 60 } } },
@@ -176,18 +201,26 @@ async function main() {
     await db.destroy();
 
     process.stdout.write(
-      `rate limiter overhead: nproc=${availableParallelism()}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}, node ${process.version}, ${embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}\n` +
+      `rate limiter overhead: nproc=${availableParallelism()}, load average ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}, node ${process.version}, ${embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}\n` +
         `${paired ? 'paired (both servers loaded at once, half the connections each)' : 'sequential'}, closed loop, ${connections} connections, ${threadCount} threads, ${userCount} end user(s), ${rounds} rounds × ${duration} s per mode (+${warmup} s warm-up)\n\n`,
     );
     const probe = async (base: string, mode: Mode) => {
       // The limiter must really be on (or off) in this server: its headers say so.
       const r = await fetch(`${base}/v1/threads/bench-0/messages`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${creds.keys.secret}`, 'x-user-id': 'user-0' },
+        headers: {
+          'content-type': 'application/json',
+          authorization: `Bearer ${creds.keys.secret}`,
+          'x-user-id': 'user-0',
+        },
         body: JSON.stringify({ body: 'probe' }),
       });
       if (!r.ok || (r.headers.get('ratelimit-policy') !== null) !== (mode === 'on')) {
-        throw new Error(`probe: status ${r.status}, RateLimit-Policy ${r.headers.get('ratelimit-policy')} with the limiter ${mode}: ${(await r.text()).slice(0, 500)}`);
+        throw new Error(
+          `probe: status ${r.status}, RateLimit-Policy ${r.headers.get('ratelimit-policy')} with the limiter ${mode}: ${(await r.text()).slice(0, 500)}`,
+        );
       }
     };
     /** Starts one server per mode, warms them up, then loads them all at once and samples. */
@@ -202,7 +235,9 @@ async function main() {
         for (const sv of servers) await probe(sv.base, sv.mode);
         await Promise.all(servers.map((sv) => load(sv.base, creds.keys.secret, warmup, conns, `bench-${sv.mode}`)));
         const cpu0 = servers.map((sv) => cpuSeconds(sv.child.pid));
-        const samples = await Promise.all(servers.map((sv) => load(sv.base, creds.keys.secret, duration, conns, `bench-${sv.mode}`)));
+        const samples = await Promise.all(
+          servers.map((sv) => load(sv.base, creds.keys.secret, duration, conns, `bench-${sv.mode}`)),
+        );
         const cpu1 = servers.map((sv) => cpuSeconds(sv.child.pid));
         return servers.map((sv, i) => ({
           mode: sv.mode,
@@ -216,7 +251,9 @@ async function main() {
     const overheads: number[] = [];
     for (let round = 0; round < rounds; round++) {
       const order: Mode[] = round % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
-      const measured = paired ? await runTogether(order) : [...(await runTogether([order[0]])), ...(await runTogether([order[1]]))];
+      const measured = paired
+        ? await runTogether(order)
+        : [...(await runTogether([order[0]])), ...(await runTogether([order[1]]))];
       for (const { mode, sample: x } of measured) {
         results[mode].push(x);
         process.stdout.write(
@@ -231,7 +268,10 @@ async function main() {
       `| ${m} | ${avg(m, (x) => x.rps).toFixed(0)} | ${avg(m, (x) => x.p50).toFixed(1)} | ${avg(m, (x) => x.p97_5).toFixed(1)} | ${avg(m, (x) => x.p99).toFixed(1)} | ${avg(m, (x) => x.cpuUs).toFixed(0)} | ${results[m].reduce((a, x) => a + x.non2xx + x.errors, 0)} |`;
     if (rounds > 0) {
       const sorted = [...overheads].sort((a, b) => a - b);
-      const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+      const median =
+        sorted.length % 2
+          ? sorted[(sorted.length - 1) / 2]
+          : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
       const cpuOff = avg('off', (x) => x.cpuUs);
       const cpuOn = avg('on', (x) => x.cpuUs);
       process.stdout.write(
@@ -244,7 +284,9 @@ async function main() {
           '',
           `throughput overhead: median of rounds ${median.toFixed(1)}% (rounds: ${overheads.map((o) => o.toFixed(1)).join(', ')}), of means ${(((avg('off', (x) => x.rps) - avg('on', (x) => x.rps)) / avg('off', (x) => x.rps)) * 100).toFixed(1)}% (goal < 10%)`,
           `server CPU per request: ${(((cpuOn - cpuOff) / cpuOff) * 100).toFixed(1)}% more with the limiter on`,
-          `load average at the end ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+          `load average at the end ${loadavg()
+            .map((l) => l.toFixed(2))
+            .join(' ')}`,
           '',
         ].join('\n'),
       );
@@ -296,7 +338,10 @@ async function main() {
     }
     await microDb.destroy();
   } finally {
-    await admin(adminUrl, `select pg_terminate_backend(pid) from pg_stat_activity where datname = '${dbName}' and pid <> pg_backend_pid()`).catch(() => undefined);
+    await admin(
+      adminUrl,
+      `select pg_terminate_backend(pid) from pg_stat_activity where datname = '${dbName}' and pid <> pg_backend_pid()`,
+    ).catch(() => undefined);
     await admin(adminUrl, `drop database if exists ${dbName}`).catch(() => undefined);
     if (embedded) {
       await embedded.stop();

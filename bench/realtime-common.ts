@@ -22,7 +22,9 @@ export const root = path.resolve(__dirname, '..');
  */
 export async function scratchDatabase(name: string) {
   const dataDir = path.join(root, '.test-data', `bench-${name}-${process.pid}`);
-  const embedded = process.env.DATABASE_URL ? null : await startEmbeddedPostgres(dataDir, 30000 + Math.floor(Math.random() * 20000));
+  const embedded = process.env.DATABASE_URL
+    ? null
+    : await startEmbeddedPostgres(dataDir, 30000 + Math.floor(Math.random() * 20000));
   const adminUrl = process.env.DATABASE_URL ?? embedded!.url;
   const dbName = `pdb_bench_${name.replace(/\W/g, '_')}_${randomBytes(3).toString('hex')}`;
   await admin(adminUrl, `create database ${dbName}`);
@@ -31,7 +33,12 @@ export async function scratchDatabase(name: string) {
   let secretKey: string;
   try {
     await migrateLatest(db);
-    const projects = createProjectsService({ db, projectsStore: createProjectsStore(), keysStore: createKeysStore(), signingSecretGraceSeconds: 0 });
+    const projects = createProjectsService({
+      db,
+      projectsStore: createProjectsStore(),
+      keysStore: createKeysStore(),
+      signingSecretGraceSeconds: 0,
+    });
     secretKey = (await projects.createProject({ name: `bench ${name}` })).keys.secret;
   } finally {
     await db.destroy();
@@ -41,7 +48,10 @@ export async function scratchDatabase(name: string) {
     secretKey,
     embedded: Boolean(embedded),
     async drop() {
-      await admin(adminUrl, `select pg_terminate_backend(pid) from pg_stat_activity where datname = '${dbName}' and pid <> pg_backend_pid()`).catch(() => undefined);
+      await admin(
+        adminUrl,
+        `select pg_terminate_backend(pid) from pg_stat_activity where datname = '${dbName}' and pid <> pg_backend_pid()`,
+      ).catch(() => undefined);
       await admin(adminUrl, `drop database if exists ${dbName}`).catch(() => undefined);
       if (embedded) {
         await embedded.stop();
@@ -73,7 +83,17 @@ export async function startServer(databaseUrl: string, env: Record<string, strin
   const port = await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/server.ts')], {
     cwd: root,
-    env: { ...process.env, NODE_ENV: 'production', DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', SEED_DEV_PROJECT: 'false', RATE_LIMIT_ENABLED: 'false', ...env },
+    env: {
+      ...process.env,
+      NODE_ENV: 'production',
+      DATABASE_URL: databaseUrl,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+      SEED_DEV_PROJECT: 'false',
+      RATE_LIMIT_ENABLED: 'false',
+      ...env,
+    },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
@@ -110,7 +130,11 @@ export function rssBytes(pid: number): number {
 export async function request(base: string, key: string, method: string, p: string, body?: unknown) {
   const r = await fetch(base + p, {
     method,
-    headers: { authorization: `Bearer ${key}`, 'x-user-id': 'bench', ...(body ? { 'content-type': 'application/json' } : {}) },
+    headers: {
+      authorization: `Bearer ${key}`,
+      'x-user-id': 'bench',
+      ...(body ? { 'content-type': 'application/json' } : {}),
+    },
     body: body ? JSON.stringify(body) : undefined,
   });
   const text = await r.text();
@@ -119,9 +143,17 @@ export async function request(base: string, key: string, method: string, p: stri
 }
 
 /** Opens a socket, subscribes to one thread (live only) and resolves once it is ready. */
-export function subscribedSocket(base: string, key: string, threadId: string, onMessage?: (data: string) => void): Promise<WebSocket> {
+export function subscribedSocket(
+  base: string,
+  key: string,
+  threadId: string,
+  onMessage?: (data: string) => void,
+): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/v1/ws`, { headers: { authorization: `Bearer ${key}` }, perMessageDeflate: false });
+    const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/v1/ws`, {
+      headers: { authorization: `Bearer ${key}` },
+      perMessageDeflate: false,
+    });
     const timer = setTimeout(() => reject(new Error('subscribe timed out')), 60_000);
     ws.once('error', reject);
     ws.once('open', () => ws.send(JSON.stringify({ type: 'subscribe', thread_id: threadId })));

@@ -45,7 +45,9 @@ async function runWorker(job: WorkerJob) {
     times.push(at);
   };
   for (let i = 0; i < job.subscribers.length; i += 100) {
-    const batch = job.subscribers.slice(i, i + 100).map((n) => subscribedSocket(job.urls[n % 2], job.key, job.threadIds[n % job.threadIds.length], onMessage));
+    const batch = job.subscribers
+      .slice(i, i + 100)
+      .map((n) => subscribedSocket(job.urls[n % 2], job.key, job.threadIds[n % job.threadIds.length], onMessage));
     sockets.push(...(await Promise.all(batch)));
   }
   parentPort!.postMessage({ type: 'ready' });
@@ -96,9 +98,17 @@ async function main() {
     for (const id of threadIds) await request(servers[0].url, key, 'POST', '/v1/threads', { id, type: 'channel' });
 
     for (let c = 0; c < clients; c++) {
-      const job: WorkerJob = { urls: servers.map((s) => s.url), key, threadIds, subscribers: Array.from({ length: subscribers }, (_, n) => n).filter((n) => n % clients === c) };
+      const job: WorkerJob = {
+        urls: servers.map((s) => s.url),
+        key,
+        threadIds,
+        subscribers: Array.from({ length: subscribers }, (_, n) => n).filter((n) => n % clients === c),
+      };
       // Workers do not inherit tsx's loader: register its require hook, then load this file.
-      const w = new Worker(`require('tsx/cjs'); require(${JSON.stringify(__filename)});`, { eval: true, workerData: job });
+      const w = new Worker(`require('tsx/cjs'); require(${JSON.stringify(__filename)});`, {
+        eval: true,
+        workerData: job,
+      });
       workers.push(w);
     }
     await Promise.all(
@@ -110,10 +120,13 @@ async function main() {
           }),
       ),
     );
-    process.stdout.write(`${subscribers} subscribers ready (over 2 servers, ${threads} thread(s), ${clients} client threads)\n`);
+    process.stdout.write(
+      `${subscribers} subscribers ready (over 2 servers, ${threads} thread(s), ${clients} client threads)\n`,
+    );
 
     const perThread = new Map(threadIds.map((t) => [t, 0]));
-    for (let n = 0; n < subscribers; n++) perThread.set(threadIds[n % threads], perThread.get(threadIds[n % threads])! + 1);
+    for (let n = 0; n < subscribers; n++)
+      perThread.set(threadIds[n % threads], perThread.get(threadIds[n % threads])! + 1);
     const sentAt: number[] = [];
     const ackedAt: number[] = [];
     let expected = 0;
@@ -126,17 +139,26 @@ async function main() {
       const thread = threadIds[k % threads];
       expected += perThread.get(thread)!;
       sentAt[k] = now();
-      posts.push(request(servers[0].url, key, 'POST', `/v1/threads/${thread}/messages`, { id: `k${k}`, body: { k } }).then(() => void (ackedAt[k] = now())));
+      posts.push(
+        request(servers[0].url, key, 'POST', `/v1/threads/${thread}/messages`, { id: `k${k}`, body: { k } }).then(
+          () => void (ackedAt[k] = now()),
+        ),
+      );
     }
     await Promise.all(posts);
     const deadline = Date.now() + 60_000;
     let received = 0;
     for (;;) {
-      received = (await Promise.all(workers.map((w) => ask<{ received: number }>(w, 'count', 'count')))).reduce((a, r) => a + r.received, 0);
+      received = (await Promise.all(workers.map((w) => ask<{ received: number }>(w, 'count', 'count')))).reduce(
+        (a, r) => a + r.received,
+        0,
+      );
       if (received >= expected || Date.now() > deadline) break;
       await sleep(100);
     }
-    const results = await Promise.all(workers.map((w) => ask<{ ks: number[]; times: number[] }>(w, 'finish', 'result')));
+    const results = await Promise.all(
+      workers.map((w) => ask<{ ks: number[]; times: number[] }>(w, 'finish', 'result')),
+    );
     const publishToReceive: number[] = [];
     const ackToReceive: number[] = [];
     for (const r of results) {
@@ -149,11 +171,16 @@ async function main() {
     publishToReceive.sort((a, b) => a - b);
     ackToReceive.sort((a, b) => a - b);
     const fmt = (v: number) => v.toFixed(1);
-    const row = (name: string, xs: number[]) => `| ${name} | ${xs.length} | ${fmt(percentile(xs, 50))} | ${fmt(percentile(xs, 90))} | ${fmt(percentile(xs, 99))} | ${fmt(xs[xs.length - 1])} |`;
+    const row = (name: string, xs: number[]) =>
+      `| ${name} | ${xs.length} | ${fmt(percentile(xs, 50))} | ${fmt(percentile(xs, 90))} | ${fmt(percentile(xs, 99))} | ${fmt(xs[xs.length - 1])} |`;
     process.stdout.write(
       [
         '',
-        `realtime latency: nproc=${availableParallelism()}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}, node ${process.version}, ${database.embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}`,
+        `realtime latency: nproc=${availableParallelism()}, load average ${loadavg()
+          .map((l) => l.toFixed(2))
+          .join(
+            ' ',
+          )}, node ${process.version}, ${database.embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}`,
         `${subscribers} WebSocket subscribers over 2 servers (${clients} client threads), ${threads} thread(s), ${messages} messages at ${rate}/s through server 1; received ${received} of ${expected} deliveries in ${((Date.now() - started) / 1000).toFixed(0)} s total`,
         '',
         '| measure | samples | p50 ms | p90 ms | p99 ms | max ms |',

@@ -54,7 +54,9 @@ async function main() {
 
     const t0 = Date.now();
     for (let i = 0; i < connections; i += 250) {
-      const batch = Array.from({ length: Math.min(250, connections - i) }, (_, j) => subscribedSocket(server.url, key, threadIds[(i + j) % threads]));
+      const batch = Array.from({ length: Math.min(250, connections - i) }, (_, j) =>
+        subscribedSocket(server.url, key, threadIds[(i + j) % threads]),
+      );
       sockets.push(...(await Promise.all(batch)));
     }
     const openSeconds = (Date.now() - t0) / 1000;
@@ -64,7 +66,11 @@ async function main() {
     process.stdout.write(
       [
         '',
-        `realtime memory: nproc=${availableParallelism()}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}, node ${process.version}, ${database.embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}`,
+        `realtime memory: nproc=${availableParallelism()}, load average ${loadavg()
+          .map((l) => l.toFixed(2))
+          .join(
+            ' ',
+          )}, node ${process.version}, ${database.embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}`,
         `${sockets.length} WebSockets, each subscribed to one of ${threads} threads, opened in ${openSeconds.toFixed(1)} s, then idle`,
         '',
         '| server RSS idle | server RSS with connections | difference | per connection |',

@@ -57,7 +57,8 @@ const root = path.resolve(__dirname, '..');
 const resultsDir = env.BENCH_RESULTS_DIR ? path.resolve(env.BENCH_RESULTS_DIR) : path.join(root, 'bench', 'results');
 const started = Date.now();
 
-const log = (msg: string) => process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
+const log = (msg: string) =>
+  process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
 
 async function freePort(): Promise<number> {
   const { createServer } = await import('node:net');
@@ -71,8 +72,18 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function startServer(databaseUrl: string, port: number, profileDir: string | null, workers = WORKERS): Promise<ChildProcess> {
-  const args = [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), '--import', 'tsx', path.join(root, 'src/server.ts')];
+async function startServer(
+  databaseUrl: string,
+  port: number,
+  profileDir: string | null,
+  workers = WORKERS,
+): Promise<ChildProcess> {
+  const args = [
+    ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+    '--import',
+    'tsx',
+    path.join(root, 'src/server.ts'),
+  ];
   const child = spawn(process.execPath, args, {
     cwd: root,
     env: {
@@ -145,7 +156,12 @@ interface Load {
 const rnd = (n: number) => Math.floor(Math.random() * n);
 const threadId = (i: number) => `t-${String(i).padStart(4, '0')}`;
 
-function runLoad(url: string, key: string, load: Load, acks: Acks): Promise<{ result: autocannon.Result; writes: number; reads: number }> {
+function runLoad(
+  url: string,
+  key: string,
+  load: Load,
+  acks: Acks,
+): Promise<{ result: autocannon.Result; writes: number; reads: number }> {
   let writes = 0;
   let reads = 0;
   const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-user-id': 'bench-user' };
@@ -170,7 +186,12 @@ function runLoad(url: string, key: string, load: Load, acks: Acks): Promise<{ re
             },
             onResponse: (status, body) => {
               if (status !== 201) return;
-              const parsed = JSON.parse(body) as { id?: string; thread_id: string; seq: number; data?: Array<{ id: string; thread_id: string; seq: number }> };
+              const parsed = JSON.parse(body) as {
+                id?: string;
+                thread_id: string;
+                seq: number;
+                data?: Array<{ id: string; thread_id: string; seq: number }>;
+              };
               for (const m of parsed.data ?? [parsed]) acks.add(m.thread_id, m.id!, m.seq);
             },
           },
@@ -215,7 +236,11 @@ async function groupStats(base: string, workers: number): Promise<GroupTotals> {
       const text = await scrape(base);
       const num = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
       const id = String(num('progressdb_process_start_time_seconds'));
-      const r = { sum: num('progressdb_ingest_group_size_sum'), count: num('progressdb_ingest_group_size_count'), commitSum: num('progressdb_ingest_commit_seconds_sum') };
+      const r = {
+        sum: num('progressdb_ingest_group_size_sum'),
+        count: num('progressdb_ingest_group_size_count'),
+        commitSum: num('progressdb_ingest_commit_seconds_sum'),
+      };
       if (Number.isFinite(r.count)) out.set(id, r);
     } catch {
       // metrics are a nicety here
@@ -271,7 +296,13 @@ async function verify(db: pg.Client, projectId: string, acks: Acks, messagesBefo
   return v;
 }
 
-function toScenario(load: Load, r: autocannon.Result, writes: number, reads: number, verification: Verification | null): ScenarioResult {
+function toScenario(
+  load: Load,
+  r: autocannon.Result,
+  writes: number,
+  reads: number,
+  verification: Verification | null,
+): ScenarioResult {
   const secs = r.duration;
   const ok = r.requests.total - r.non2xx;
   const writeShare = writes + reads > 0 ? writes / (writes + reads) : 0;
@@ -295,7 +326,9 @@ function toScenario(load: Load, r: autocannon.Result, writes: number, reads: num
     },
     errors: r.errors + r.timeouts + r.non2xx,
     non2xx: r.non2xx,
-    statuses: Object.fromEntries(Object.entries(r.statusCodeStats ?? {}).map(([code, v]) => [code, (v as { count: number }).count])),
+    statuses: Object.fromEntries(
+      Object.entries(r.statusCodeStats ?? {}).map(([code, v]) => [code, (v as { count: number }).count]),
+    ),
     verification,
   };
 }
@@ -315,7 +348,11 @@ async function main() {
     if (cleaned) return;
     cleaned = true;
     if (server) await stopServer(server);
-    await admin(adminUrl, `select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()`, [dbName]).catch(() => undefined);
+    await admin(
+      adminUrl,
+      `select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()`,
+      [dbName],
+    ).catch(() => undefined);
     await admin(adminUrl, `drop database if exists ${dbName}`).catch((e) => log(`could not drop ${dbName}: ${e}`));
     if (embedded) {
       await embedded.stop();
@@ -338,15 +375,26 @@ async function main() {
       postgres: '',
       database: embedded ? 'embedded PostgreSQL' : adminUrl.replace(/\/\/[^@]*@/, '//…@'),
     };
-    log(`ProgressDB benchmark: nproc=${machine.nproc}, node ${machine.node}, load average ${machine.loadAverageAtStart.join(' ')}`);
-    log(`${SECONDS} s per scenario, ${CONNECTIONS} connections, ${WORKERS} worker(s), rate limiter ${RATE_LIMIT ? 'on' : 'off'}, ceiling ${CEILING_SECONDS > 0 && !embedded ? `${CEILING_SECONDS} s per pgbench run` : 'skipped'}`);
+    log(
+      `ProgressDB benchmark: nproc=${machine.nproc}, node ${machine.node}, load average ${machine.loadAverageAtStart.join(' ')}`,
+    );
+    log(
+      `${SECONDS} s per scenario, ${CONNECTIONS} connections, ${WORKERS} worker(s), rate limiter ${RATE_LIMIT ? 'on' : 'off'}, ceiling ${CEILING_SECONDS > 0 && !embedded ? `${CEILING_SECONDS} s per pgbench run` : 'skipped'}`,
+    );
 
     // 1. The ceiling first, while nothing else of ours runs.
     let ceiling: CeilingRow[] = [];
     if (CEILING_SECONDS > 0 && !embedded) {
       const pgurl = env.BENCH_PGURL ?? withDatabase(adminUrl, 'postgres');
-      log(`PostgreSQL ceiling: ../shared/bench/pg-ceiling/run.sh ${CEILING_SECONDS} (6 pgbench runs, ~${CEILING_SECONDS * 6 + 5} s)`);
-      ceiling = await runCeiling(path.resolve(root, '../shared/bench/pg-ceiling/run.sh'), pgurl, CEILING_SECONDS, (line) => log(`  ceiling ${line}`));
+      log(
+        `PostgreSQL ceiling: ../shared/bench/pg-ceiling/run.sh ${CEILING_SECONDS} (6 pgbench runs, ~${CEILING_SECONDS * 6 + 5} s)`,
+      );
+      ceiling = await runCeiling(
+        path.resolve(root, '../shared/bench/pg-ceiling/run.sh'),
+        pgurl,
+        CEILING_SECONDS,
+        (line) => log(`  ceiling ${line}`),
+      );
     }
 
     // 2. A fresh database, migrated; a project; 1,000 threads and a hot one.
@@ -354,14 +402,21 @@ async function main() {
     const knex = createDb(databaseUrl, 4);
     await migrateLatest(knex);
     machine.postgres = String((await knex.raw('show server_version')).rows[0].server_version);
-    const projects = createProjectsService({ db: knex, projectsStore: createProjectsStore(), keysStore: createKeysStore(), signingSecretGraceSeconds: 0 });
+    const projects = createProjectsService({
+      db: knex,
+      projectsStore: createProjectsStore(),
+      keysStore: createKeysStore(),
+      signingSecretGraceSeconds: 0,
+    });
     const big = { limit: 1_000_000_000, window_seconds: 60 };
     const creds = await projects.createProject({ name: 'bench', settings: { rate_limits: { read: big, write: big } } });
     await knex.destroy();
     const key = creds.keys.secret;
 
     const port = await freePort();
-    log(`starting the service (${WORKERS} worker(s)) on 127.0.0.1:${port}, database ${dbName}${CPU_PROF ? ', with --cpu-prof' : ''}`);
+    log(
+      `starting the service (${WORKERS} worker(s)) on 127.0.0.1:${port}, database ${dbName}${CPU_PROF ? ', with --cpu-prof' : ''}`,
+    );
     if (profileDir) rmSync(profileDir, { recursive: true, force: true });
     server = await startServer(databaseUrl, port, profileDir);
     const base = `http://127.0.0.1:${port}`;
@@ -371,7 +426,11 @@ async function main() {
     for (let i = 0; i < ids.length; i += 50) {
       await Promise.all(
         ids.slice(i, i + 50).map(async (id) => {
-          const r = await fetch(`${base}/v1/threads`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: JSON.stringify({ id, type: 'channel' }) });
+          const r = await fetch(`${base}/v1/threads`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+            body: JSON.stringify({ id, type: 'channel' }),
+          });
           if (r.status !== 201) throw new Error(`creating thread ${id}: ${r.status} ${await r.text()}`);
         }),
       );
@@ -379,9 +438,13 @@ async function main() {
 
     const db = new pg.Client({ connectionString: databaseUrl });
     await db.connect();
-    const messageCount = async () => (await db.query(`select count(*)::int as n from messages where project_id = $1`, [creds.project_id])).rows[0].n as number;
+    const messageCount = async () =>
+      (await db.query(`select count(*)::int as n from messages where project_id = $1`, [creds.project_id])).rows[0]
+        .n as number;
     const single = () => JSON.stringify({ body: { text: `hello ${rnd(1e9)}` } });
-    const batch = JSON.stringify({ messages: Array.from({ length: BATCH }, (_, i) => ({ body: { text: `batched message ${i}` } })) });
+    const batch = JSON.stringify({
+      messages: Array.from({ length: BATCH }, (_, i) => ({ body: { text: `batched message ${i}` } })),
+    });
     const spread: Load = {
       name: 'append-spread',
       title: 'append 1 message, random one of 1,000 threads',
@@ -392,7 +455,14 @@ async function main() {
     };
     const scenarios: Load[] = [
       spread,
-      { name: 'append-hot', title: 'append 1 message, one hot thread', messagesPerWrite: 1, writeShare: 1, writePath: () => '/v1/threads/hot/messages', writeBody: single },
+      {
+        name: 'append-hot',
+        title: 'append 1 message, one hot thread',
+        messagesPerWrite: 1,
+        writeShare: 1,
+        writePath: () => '/v1/threads/hot/messages',
+        writeBody: single,
+      },
       {
         name: 'append-batch',
         title: `batch append, ${BATCH} messages per request, random thread`,
@@ -426,7 +496,9 @@ async function main() {
 
     const results: ScenarioResult[] = [];
     const runScenario = async (load: Load) => {
-      log(`scenario ${load.name}: ${load.title}${load.overallRate ? `, paced at ${load.overallRate} req/s` : ''} (${load.seconds ?? SECONDS} s)`);
+      log(
+        `scenario ${load.name}: ${load.title}${load.overallRate ? `, paced at ${load.overallRate} req/s` : ''} (${load.seconds ?? SECONDS} s)`,
+      );
       const acks = new Acks();
       const before = await messageCount();
       const g0 = load.writeShare > 0 ? await groupStats(base, WORKERS) : null;
@@ -443,8 +515,12 @@ async function main() {
       results.push(s);
       log(
         `  ${s.requestsPerSecond.toFixed(0)} req/s, ${s.messagesPerSecond.toFixed(0)} msg/s, p50 ${s.latency.p50} ms, p99 ${s.latency.p99} ms, max ${s.latency.max} ms, errors ${s.errors}` +
-          (groups ? `; groups of ${groups.meanSize.toFixed(1)} writes, ${groups.meanCommitMs.toFixed(1)} ms each` : '') +
-          (verification ? `; check ${verification.ok ? 'OK' : 'FAILED'} (${verification.acknowledged} acknowledged, all stored once, ${verification.threadsChecked} threads gapless)` : ''),
+          (groups
+            ? `; groups of ${groups.meanSize.toFixed(1)} writes, ${groups.meanCommitMs.toFixed(1)} ms each`
+            : '') +
+          (verification
+            ? `; check ${verification.ok ? 'OK' : 'FAILED'} (${verification.acknowledged} acknowledged, all stored once, ${verification.threadsChecked} threads gapless)`
+            : ''),
       );
       return s;
     };
@@ -452,7 +528,12 @@ async function main() {
       const s = await runScenario(load);
       if (load === spread) {
         // Latency at half the maximum rate: paced, not closed loop.
-        await runScenario({ ...spread, name: 'append-spread-half-rate', title: 'append 1 message, random thread, paced at half the maximum rate', overallRate: Math.max(1, Math.floor(s.requestsPerSecond / 2)) });
+        await runScenario({
+          ...spread,
+          name: 'append-spread-half-rate',
+          title: 'append 1 message, random thread, paced at half the maximum rate',
+          overallRate: Math.max(1, Math.floor(s.requestsPerSecond / 2)),
+        });
       }
     }
 
@@ -462,7 +543,11 @@ async function main() {
 
     // The same append and read loads with the other worker count, for the WEB_CONCURRENCY choice.
     const workersComparison: Report['workersComparison'] = [];
-    const current = { workers: WORKERS, appendRps: results[0].requestsPerSecond, readRps: results.find((r) => r.name === 'read-latest-50')!.requestsPerSecond };
+    const current = {
+      workers: WORKERS,
+      appendRps: results[0].requestsPerSecond,
+      readRps: results.find((r) => r.name === 'read-latest-50')!.requestsPerSecond,
+    };
     workersComparison.push(current);
     if (env.BENCH_COMPARE_WORKERS !== '0') {
       const other = WORKERS === 1 ? 2 : 1;
@@ -491,7 +576,9 @@ async function main() {
     await db.end();
     let profile: string | null = null;
     if (profileDir && existsSync(profileDir)) {
-      const files = readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile')).map((f) => path.join(profileDir, f));
+      const files = readdirSync(profileDir)
+        .filter((f) => f.endsWith('.cpuprofile'))
+        .map((f) => path.join(profileDir, f));
       profile = summarizeProfiles(files);
       writeFileSync(path.join(resultsDir, 'profile-summary.txt'), profile);
       log(`CPU profile summary (bench/results/profile-summary.txt):\n${profile}`);
@@ -500,7 +587,15 @@ async function main() {
     const report: Report = {
       when: new Date().toISOString(),
       command: 'npm run bench',
-      settings: { seconds: SECONDS, connections: CONNECTIONS, workers: WORKERS, rateLimiter: RATE_LIMIT, ceilingSeconds: CEILING_SECONDS, threads: THREADS, batch: BATCH },
+      settings: {
+        seconds: SECONDS,
+        connections: CONNECTIONS,
+        workers: WORKERS,
+        rateLimiter: RATE_LIMIT,
+        ceilingSeconds: CEILING_SECONDS,
+        threads: THREADS,
+        batch: BATCH,
+      },
       machine: { ...machine, loadAverageAtEnd: loadavg().map((l) => Number(l.toFixed(2))) },
       scenarios: results,
       ceiling,
@@ -512,7 +607,9 @@ async function main() {
     writeFileSync(path.join(resultsDir, 'latency.svg'), renderLatencySvg(results));
     if (env.BENCH_WRITE_DOCS !== '0') updateBenchmarksMd(path.join(root, 'BENCHMARKS.md'), md);
     process.stdout.write('\n' + md + '\n');
-    log(`wrote ${path.relative(root, resultsDir) || '.'}/latest.json, latest.md, latency.svg${env.BENCH_WRITE_DOCS !== '0' ? ' and BENCHMARKS.md' : ''}`);
+    log(
+      `wrote ${path.relative(root, resultsDir) || '.'}/latest.json, latest.md, latency.svg${env.BENCH_WRITE_DOCS !== '0' ? ' and BENCHMARKS.md' : ''}`,
+    );
     const failed = results.filter((r) => r.verification && !r.verification.ok);
     if (failed.length > 0) {
       process.exitCode = 1;

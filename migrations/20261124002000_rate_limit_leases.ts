@@ -67,5 +67,7 @@ export async function up(knex: Knex): Promise<void> {
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.raw('drop function rate_limit_acquire(text, text, integer, integer, integer); drop table rate_limit_leases;');
+  await knex.raw(
+    'drop function rate_limit_acquire(text, text, integer, integer, integer); drop table rate_limit_leases;',
+  );
 }

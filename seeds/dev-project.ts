@@ -26,7 +26,12 @@ export async function seed(knex: Knex): Promise<void> {
   const { createKeysStore } = await import('../src/modules/keys/keys-store');
   const [{ count }] = await knex('projects').count<{ count: string }[]>('* as count');
   if (Number(count) > 0) return;
-  const projects = createProjectsService({ db: knex, projectsStore: createProjectsStore(), keysStore: createKeysStore(), signingSecretGraceSeconds: 86400 });
+  const projects = createProjectsService({
+    db: knex,
+    projectsStore: createProjectsStore(),
+    keysStore: createKeysStore(),
+    signingSecretGraceSeconds: 86400,
+  });
   const creds = await seedDevProject(projects, process.env.DATA_DIR ?? './.data');
   if (creds) process.stdout.write(JSON.stringify(creds, null, 2) + '\n');
 }

@@ -62,20 +62,46 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   const listener = createPgListener({ url: databaseUrl, logger });
   const metrics = createMetrics();
   metrics.watchPool(db);
-  const detachQueryTelemetry = attachQueryTelemetry(db, { logger, metrics, options: { slowMs: config.SLOW_QUERY_MS, sampleRate: config.SLOW_QUERY_SAMPLE_RATE } });
+  const detachQueryTelemetry = attachQueryTelemetry(db, {
+    logger,
+    metrics,
+    options: { slowMs: config.SLOW_QUERY_MS, sampleRate: config.SLOW_QUERY_SAMPLE_RATE },
+  });
   const groupListeners: Array<(s: GroupStats) => void> = [metrics.observeGroup];
   const ingest = createIngestPipeline({
     db,
     logger,
-    options: { maxBatch: config.INGEST_MAX_BATCH, maxWaitMs: config.INGEST_MAX_WAIT_MS, lanes: config.INGEST_CONCURRENCY, queueLimit: config.INGEST_QUEUE_LIMIT },
+    options: {
+      maxBatch: config.INGEST_MAX_BATCH,
+      maxWaitMs: config.INGEST_MAX_WAIT_MS,
+      lanes: config.INGEST_CONCURRENCY,
+      queueLimit: config.INGEST_QUEUE_LIMIT,
+    },
     onGroup: (s) => groupListeners.forEach((l) => l(s)),
   });
   const keyAuth = createKeyAuthService({ db, keysStore, cacheTtlMs: config.KEY_CACHE_TTL_MS });
-  const projects = createProjectsService({ db, projectsStore, keysStore, signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS });
+  const projects = createProjectsService({
+    db,
+    projectsStore,
+    keysStore,
+    signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS,
+  });
   const readStateStore = createReadStateStore();
-  const threads = createThreadsService({ db, threadsStore, ingest, unreadCounts: (p, u, ids) => readStateStore.forThreads(db, p, u, ids) });
+  const threads = createThreadsService({
+    db,
+    threadsStore,
+    ingest,
+    unreadCounts: (p, u, ids) => readStateStore.forThreads(db, p, u, ids),
+  });
   const readState = createReadStateService({ db, threads, store: readStateStore });
-  const messages = createMessagesService({ db, ingest, threads, threadsStore, messagesStore, maxMessageBytes: config.MAX_MESSAGE_BYTES });
+  const messages = createMessagesService({
+    db,
+    ingest,
+    threads,
+    threadsStore,
+    messagesStore,
+    maxMessageBytes: config.MAX_MESSAGE_BYTES,
+  });
   const usage = createUsageModule({ db, logger });
   const developerConsole = createConsoleModule({ config, db, logger, keyAuth, projects, threads, messages, usage });
 
@@ -83,7 +109,10 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   const guards: Guard[] = [requestContextGuard];
   const rateLimits = createRateLimitModule({ db, logger, config });
   guards.push(ipAllowlistGuard, originGuard, rateLimits.guard);
-  void watchKeyChanges({ listener, invalidate: (projectId) => (keyAuth.invalidate(projectId), rateLimits.invalidate(projectId)) });
+  void watchKeyChanges({
+    listener,
+    invalidate: (projectId) => (keyAuth.invalidate(projectId), rateLimits.invalidate(projectId)),
+  });
   guards.push(usage.guard);
   const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }];
   const routes = createRouteFactory({
@@ -118,7 +147,25 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(createThreadsRouter({ db, routes, threads }));
   app.use(createMessagesRouter({ db, routes, messages, onAppended: usage.countMessages }));
   app.use(createEventsRouter({ db, routes, threads, eventsStore }));
-  const realtime = createRealtimeModule({ db, logger, listener, routes, eventsStore, threads, keyAuth, readState, options: { heartbeatMs: config.REALTIME_HEARTBEAT_MS, presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS, maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES, tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS }, observeNotifyLag: (s) => metrics.notifyLag.observe(s), clientIp: (req) => (Object.setPrototypeOf(req, app.request) as express.Request).ip, admit: (p, ip) => rateLimits.admit(p, 'read', ip) });
+  const realtime = createRealtimeModule({
+    db,
+    logger,
+    listener,
+    routes,
+    eventsStore,
+    threads,
+    keyAuth,
+    readState,
+    options: {
+      heartbeatMs: config.REALTIME_HEARTBEAT_MS,
+      presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS,
+      maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES,
+      tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS,
+    },
+    observeNotifyLag: (s) => metrics.notifyLag.observe(s),
+    clientIp: (req) => (Object.setPrototypeOf(req, app.request) as express.Request).ip,
+    admit: (p, ip) => rateLimits.admit(p, 'read', ip),
+  });
   metrics.watchRealtime(() => {
     const s = realtime.stats();
     return { sse: s.sse_streams, ws: s.sockets };

@@ -57,8 +57,14 @@ async function main(argv: string[]): Promise<number> {
   try {
     const keysStore = createKeysStore();
     const projectsStore = createProjectsStore();
-    const projects = createProjectsService({ db: database.db, projectsStore, keysStore, signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS });
-    const out = (json: unknown, text: string) => process.stdout.write((values.json ? JSON.stringify(json) : text) + '\n');
+    const projects = createProjectsService({
+      db: database.db,
+      projectsStore,
+      keysStore,
+      signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS,
+    });
+    const out = (json: unknown, text: string) =>
+      process.stdout.write((values.json ? JSON.stringify(json) : text) + '\n');
 
     switch (command) {
       case 'migrate':
@@ -77,7 +83,8 @@ async function main(argv: string[]): Promise<number> {
       case 'key create': {
         const projectId = projectArg(values);
         const kind = required(values, 'kind');
-        if (!['secret', 'publishable', 'admin'].includes(kind)) throw new UsageError('--kind must be secret, publishable or admin');
+        if (!['secret', 'publishable', 'admin'].includes(kind))
+          throw new UsageError('--kind must be secret, publishable or admin');
         const key = await projects.createKey(projectId, kind as KeyKind, values.name ?? '');
         out({ key_id: key.id, key: key.key }, `${key.id} ${key.key}\n(shown once)`);
         return 0;
@@ -86,7 +93,12 @@ async function main(argv: string[]): Promise<number> {
         const keys = await projects.listKeys(projectArg(values));
         out(
           keys,
-          keys.map((k) => `${k.id}  ${k.kind.padEnd(11)} ${k.prefix}…  ${k.revoked_at ? 'revoked ' + k.revoked_at : 'live'}  ${k.name}`).join('\n') || '(no keys)',
+          keys
+            .map(
+              (k) =>
+                `${k.id}  ${k.kind.padEnd(11)} ${k.prefix}…  ${k.revoked_at ? 'revoked ' + k.revoked_at : 'live'}  ${k.name}`,
+            )
+            .join('\n') || '(no keys)',
         );
         return 0;
       }
@@ -105,7 +117,10 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e) => {
-    const message = e instanceof UsageError || (e as { name?: string }).name === 'ZodError' || (e as { kind?: string }).kind ? (e as Error).message : String((e as Error).stack ?? e);
+    const message =
+      e instanceof UsageError || (e as { name?: string }).name === 'ZodError' || (e as { kind?: string }).kind
+        ? (e as Error).message
+        : String((e as Error).stack ?? e);
     process.stderr.write(`error: ${message}\n${e instanceof UsageError ? '\n' + USAGE + '\n' : ''}`);
     process.exit(e instanceof UsageError ? 2 : 1);
   },

@@ -49,7 +49,10 @@ export async function runPrimary(config: Config): Promise<void> {
     setTimeout(fork, 500).unref();
   });
   for (let i = 0; i < config.WEB_CONCURRENCY; i++) fork();
-  logger.info({ workers: config.WEB_CONCURRENCY, url: `http://${config.HOST}:${config.PORT}` }, 'ProgressDB cluster starting');
+  logger.info(
+    { workers: config.WEB_CONCURRENCY, url: `http://${config.HOST}:${config.PORT}` },
+    'ProgressDB cluster starting',
+  );
 
   const stop = async (signal: NodeJS.Signals) => {
     if (stopping) return;

@@ -61,7 +61,10 @@ export type Config = Readonly<z.infer<typeof configSchema>>;
 export class ConfigError extends Error {}
 
 /** Parses the environment; the error lists every bad variable with what to fix. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Record<string, string>> = {}): Config {
+export function loadConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: Partial<Record<string, string>> = {},
+): Config {
   const source: Record<string, string | undefined> = {};
   for (const key of Object.keys(configSchema.shape)) {
     const value = overrides[key] ?? env[key];
@@ -70,7 +73,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   const parsed = configSchema.safeParse(source);
   if (!parsed.success) {
     // The rejected value helps, except for secrets, which must never reach a log.
-    const shown = (key: string) => (/SECRET|PASSWORD|KEY/.test(key) || key === 'DATABASE_URL' || source[key] === undefined ? '' : ` (got ${JSON.stringify(source[key])})`);
+    const shown = (key: string) =>
+      /SECRET|PASSWORD|KEY/.test(key) || key === 'DATABASE_URL' || source[key] === undefined
+        ? ''
+        : ` (got ${JSON.stringify(source[key])})`;
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}${shown(String(i.path[0]))}`);
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }

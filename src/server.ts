@@ -61,6 +61,6 @@ async function main() {
 }
 
 main().catch((e) => {
-  process.stderr.write(`ProgressDB failed to start: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  process.stderr.write(`ProgressDB failed to start: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exit(1);
 });

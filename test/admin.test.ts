@@ -14,7 +14,13 @@ describe('project admin routes', () => {
     const b = await t.project('b');
     await api(t.url, 'POST', '/v1/threads/t1/messages/batch', {
       key: a.keys.secret,
-      body: { messages: [{ body: 1, author: 'u' }, { body: 2, author: 'u' }, { id: 'x', body: 3, author: 'u' }] },
+      body: {
+        messages: [
+          { body: 1, author: 'u' },
+          { body: 2, author: 'u' },
+          { id: 'x', body: 3, author: 'u' },
+        ],
+      },
     });
     await api(t.url, 'DELETE', '/v1/threads/t1/messages/x', { key: a.keys.secret });
     await api(t.url, 'POST', '/v1/threads/other/messages', { key: b.keys.secret, body: { body: 'b', author: 'v' } });

@@ -26,7 +26,11 @@ describe('append-only storage, enforced by the database', () => {
     p = await t.project();
     const sk = p.keys.secret;
     await api(t.url, 'POST', '/v1/threads', { key: sk, user: 'u', body: { id: 'log', type: 'group' } });
-    await api(t.url, 'POST', '/v1/threads/log/messages', { key: sk, user: 'u', body: { id: 'm1', body: { text: 'v1' } } });
+    await api(t.url, 'POST', '/v1/threads/log/messages', {
+      key: sk,
+      user: 'u',
+      body: { id: 'm1', body: { text: 'v1' } },
+    });
     await api(t.url, 'PATCH', '/v1/threads/log/messages/m1', { key: sk, user: 'u', body: { body: { text: 'v2' } } });
   });
   after(() => t.stop());
@@ -60,8 +64,14 @@ describe('append-only storage, enforced by the database', () => {
 
   test('message_versions (a view over events) refuses UPDATE and DELETE', async () => {
     const before = await snapshot();
-    const versions = await t.db('message_versions').where({ project_id: p.project_id, message_id: 'm1' }).orderBy('seq');
-    assert.deepEqual(versions.map((v) => v.body.text), ['v1', 'v2']);
+    const versions = await t
+      .db('message_versions')
+      .where({ project_id: p.project_id, message_id: 'm1' })
+      .orderBy('seq');
+    assert.deepEqual(
+      versions.map((v) => v.body.text),
+      ['v1', 'v2'],
+    );
     for (const sql of [
       `update message_versions set actor = 'mallory' where project_id = ?`,
       `delete from message_versions where project_id = ?`,
@@ -69,7 +79,9 @@ describe('append-only storage, enforced by the database', () => {
       const e = await refused(sql, [p.project_id]);
       assert.match(e.message, /append-only/, sql);
     }
-    const computed = await refused(`update message_versions set body = '"x"'::jsonb where project_id = ?`, [p.project_id]);
+    const computed = await refused(`update message_versions set body = '"x"'::jsonb where project_id = ?`, [
+      p.project_id,
+    ]);
     assert.ok(computed.message.length > 0, 'a computed column of the view is not writable either');
     assert.equal(await snapshot(), before);
   });
@@ -78,7 +90,13 @@ describe('append-only storage, enforced by the database', () => {
     const before = await snapshot();
     await assert.rejects(
       t.db.transaction(async (tx) => {
-        await tx('events').insert({ project_id: p.project_id, thread_id: 'log', seq: 999, type: 'message.created', data: '{}' });
+        await tx('events').insert({
+          project_id: p.project_id,
+          thread_id: 'log',
+          seq: 999,
+          type: 'message.created',
+          data: '{}',
+        });
         await tx('events').where({ project_id: p.project_id, thread_id: 'log', seq: 999 }).del();
       }),
       /append-only/,
@@ -87,18 +105,25 @@ describe('append-only storage, enforced by the database', () => {
   });
 
   test('a duplicate seq cannot be inserted into a thread log', async () => {
-    const e = await refused(`insert into events (project_id, thread_id, seq, type) values (?, 'log', 1, 'thread.updated')`, [p.project_id]);
+    const e = await refused(
+      `insert into events (project_id, thread_id, seq, type) values (?, 'log', 1, 'thread.updated')`,
+      [p.project_id],
+    );
     assert.equal(e.code, '23505');
   });
 
   test('edits and deletes through the API only append', async () => {
     const sk = p.keys.secret;
-    const seqsBefore = (await t.db('events').select('seq').where({ project_id: p.project_id, thread_id: 'log' }).orderBy('seq')).map((r) => r.seq);
+    const seqsBefore = (
+      await t.db('events').select('seq').where({ project_id: p.project_id, thread_id: 'log' }).orderBy('seq')
+    ).map((r) => r.seq);
     await api(t.url, 'POST', '/v1/threads/log/messages', { key: sk, user: 'u', body: { id: 'm2', body: 'x' } });
     await api(t.url, 'PATCH', '/v1/threads/log/messages/m2', { key: sk, user: 'u', body: { body: 'y' } });
     const del = await api(t.url, 'DELETE', '/v1/threads/log/messages/m2', { key: sk, user: 'u' });
     assert.equal(del.status, 200);
-    const seqsAfter = (await t.db('events').select('seq').where({ project_id: p.project_id, thread_id: 'log' }).orderBy('seq')).map((r) => r.seq);
+    const seqsAfter = (
+      await t.db('events').select('seq').where({ project_id: p.project_id, thread_id: 'log' }).orderBy('seq')
+    ).map((r) => r.seq);
     assert.deepEqual(seqsAfter.slice(0, seqsBefore.length), seqsBefore);
     assert.equal(seqsAfter.length, seqsBefore.length + 3);
     const stored = await t.db('messages').first('*').where({ project_id: p.project_id, thread_id: 'log', id: 'm2' });

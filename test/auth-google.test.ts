@@ -16,7 +16,12 @@ describe('sign in with Google (against a real local OAuth 2.0 server)', () => {
   });
 
   test('a full redirect round trip creates the developer and signs them in; a later sign-in finds the same developer', async () => {
-    provider.signInAs({ sub: 'g-1001', email: 'ada@example.com', name: 'Ada Lovelace', picture: 'https://example.com/ada.png' });
+    provider.signInAs({
+      sub: 'g-1001',
+      email: 'ada@example.com',
+      name: 'Ada Lovelace',
+      picture: 'https://example.com/ada.png',
+    });
     const first = await signInThroughProvider(t.url);
 
     assert.equal(first.start.status, 302);
@@ -37,7 +42,10 @@ describe('sign in with Google (against a real local OAuth 2.0 server)', () => {
 
     const me = await api(t.url, 'GET', '/v1/me', { headers: { cookie: cookieHeader(first.cookies) } });
     assert.equal(me.status, 200, me.text);
-    assert.deepEqual([me.body.email, me.body.name, me.body.avatar_url], ['ada@example.com', 'Ada Lovelace', 'https://example.com/ada.png']);
+    assert.deepEqual(
+      [me.body.email, me.body.name, me.body.avatar_url],
+      ['ada@example.com', 'Ada Lovelace', 'https://example.com/ada.png'],
+    );
     const rows = await t.db('developers').select('*').where({ google_sub: 'g-1001' });
     assert.equal(rows.length, 1);
     assert.equal(rows[0].id, me.body.id);
@@ -92,7 +100,10 @@ describe('sign in with Google (against a real local OAuth 2.0 server)', () => {
   });
 
   test('a token endpoint that fails is reported as a sign-in error, not a 500', async () => {
-    const broken = await startInstance(t.databaseUrl, { ...provider.env, GOOGLE_TOKEN_URL: 'http://127.0.0.1:9/token' });
+    const broken = await startInstance(t.databaseUrl, {
+      ...provider.env,
+      GOOGLE_TOKEN_URL: 'http://127.0.0.1:9/token',
+    });
     try {
       const r = await signInThroughProvider(broken.url);
       assert.equal(r.callback.status, 303);
@@ -113,7 +124,10 @@ describe('sign in with Google (against a real local OAuth 2.0 server)', () => {
     // The proxy would forward the provider's https redirect to us as plain HTTP.
     const callbackUrl = new URL(approve.headers.get('location')!);
     callbackUrl.protocol = 'http:';
-    const callback = await fetch(callbackUrl, { redirect: 'manual', headers: { ...forwarded, cookie: cookieHeader(setCookies(start)) } });
+    const callback = await fetch(callbackUrl, {
+      redirect: 'manual',
+      headers: { ...forwarded, cookie: cookieHeader(setCookies(start)) },
+    });
     assert.equal(callback.status, 303);
     const session = callback.headers.getSetCookie().find((c) => c.startsWith('pdb_session='));
     assert.ok(session, callback.headers.get('location') ?? '');

@@ -29,7 +29,10 @@ describe('console sessions (JWT)', () => {
     t = await startTestApp({ ...provider.env, SESSION_SECRET: SECRET, SESSION_TTL_SECONDS: '600' });
     provider.signInAs({ sub: 'g-session', email: 'grace@example.com', name: 'Grace Hopper' });
     cookies = (await signInThroughProvider(t.url)).cookies;
-    ({ sub: developerId, jti: sessionId } = jwt.decode(cookies.pdb_session, { json: true }) as { sub: string; jti: string });
+    ({ sub: developerId, jti: sessionId } = jwt.decode(cookies.pdb_session, { json: true }) as {
+      sub: string;
+      jti: string;
+    });
   });
   after(async () => {
     await t.stop();
@@ -52,7 +55,9 @@ describe('console sessions (JWT)', () => {
     assert.equal((await me(good)).status, 200, 'the forging helper makes valid tokens');
     const [h, p, s] = good.split('.');
     const flipped = s[0] === 'A' ? 'B' + s.slice(1) : 'A' + s.slice(1);
-    const elevated = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p, 'base64url').toString()), sub: 'dev_someoneelse' })).toString('base64url');
+    const elevated = Buffer.from(
+      JSON.stringify({ ...JSON.parse(Buffer.from(p, 'base64url').toString()), sub: 'dev_someoneelse' }),
+    ).toString('base64url');
     const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${p}.`;
     const cases: Record<string, string> = {
       'tampered signature': `${h}.${p}.${flipped}`,
@@ -78,7 +83,13 @@ describe('console sessions (JWT)', () => {
   test('a token for a developer or session that does not exist gets 401; an API key is refused with a hint', async () => {
     assert.equal((await me(sign({}, { subject: 'dev_nobody' }))).status, 401);
     assert.equal((await me(sign({}, { jwtid: 'ses_forged' }))).status, 401);
-    const noJti = jwt.sign({ csrf: 'c', auth_time: Math.floor(Date.now() / 1000) }, SECRET, { algorithm: 'HS256', issuer: 'progressdb', audience: 'progressdb-console', subject: developerId, expiresIn: 600 });
+    const noJti = jwt.sign({ csrf: 'c', auth_time: Math.floor(Date.now() / 1000) }, SECRET, {
+      algorithm: 'HS256',
+      issuer: 'progressdb',
+      audience: 'progressdb-console',
+      subject: developerId,
+      expiresIn: 600,
+    });
     assert.equal((await me(noJti)).status, 401);
     const sk = (await t.project()).keys.secret;
     const r = await me(sk);
@@ -88,15 +99,31 @@ describe('console sessions (JWT)', () => {
 
   test('cookie-authenticated changes need the CSRF token and a same-origin Origin; Bearer calls do not', async () => {
     const cookie = cookieHeader(cookies);
-    const create = (headers: Record<string, string>) => api(t.url, 'POST', '/v1/projects', { body: { name: 'csrf probe' }, headers });
+    const create = (headers: Record<string, string>) =>
+      api(t.url, 'POST', '/v1/projects', { body: { name: 'csrf probe' }, headers });
     assert.equal((await create({ cookie })).status, 403, 'no token');
     assert.equal((await create({ cookie, 'x-csrf-token': 'wrong' })).status, 403, 'wrong token');
-    assert.equal((await create({ cookie, 'x-csrf-token': cookies.pdb_csrf, origin: 'https://evil.example' })).status, 403, 'cross-site origin');
+    assert.equal(
+      (await create({ cookie, 'x-csrf-token': cookies.pdb_csrf, origin: 'https://evil.example' })).status,
+      403,
+      'cross-site origin',
+    );
     assert.equal((await create({ cookie, 'x-csrf-token': cookies.pdb_csrf, origin: t.url })).status, 201);
-    assert.equal((await create({ cookie, 'x-csrf-token': cookies.pdb_csrf })).status, 201, 'no Origin (same-origin navigation) is fine');
-    assert.equal((await create({ authorization: `Bearer ${cookies.pdb_session}` })).status, 201, 'Bearer needs no CSRF token');
+    assert.equal(
+      (await create({ cookie, 'x-csrf-token': cookies.pdb_csrf })).status,
+      201,
+      'no Origin (same-origin navigation) is fine',
+    );
+    assert.equal(
+      (await create({ authorization: `Bearer ${cookies.pdb_session}` })).status,
+      201,
+      'Bearer needs no CSRF token',
+    );
     assert.equal((await api(t.url, 'GET', '/v1/projects', { headers: { cookie } })).status, 200, 'reads need none');
-    const { rows } = await t.db.raw(`select count(*)::int as n from projects where owner_id = ? and name = 'csrf probe'`, [developerId]);
+    const { rows } = await t.db.raw(
+      `select count(*)::int as n from projects where owner_id = ? and name = 'csrf probe'`,
+      [developerId],
+    );
     assert.equal(rows[0].n, 3);
   });
 
@@ -122,24 +149,36 @@ describe('console sessions (JWT)', () => {
   });
 
   test('POST /auth/token gives scripts a Bearer token; POST /auth/logout ends the session everywhere and clears the cookies', async () => {
-    const token = await api(t.url, 'POST', '/auth/token', { headers: { cookie: cookieHeader(cookies), 'x-csrf-token': cookies.pdb_csrf } });
+    const token = await api(t.url, 'POST', '/auth/token', {
+      headers: { cookie: cookieHeader(cookies), 'x-csrf-token': cookies.pdb_csrf },
+    });
     assert.equal(token.status, 200, token.text);
     assert.equal((await me(token.body.token)).body.id, developerId);
     const other = (await signInThroughProvider(t.url)).cookies; // the same developer in another browser
-    const crossSite = await fetch(`${t.url}/auth/logout`, { method: 'POST', headers: { cookie: cookieHeader(cookies), origin: 'https://evil.example' } });
+    const crossSite = await fetch(`${t.url}/auth/logout`, {
+      method: 'POST',
+      headers: { cookie: cookieHeader(cookies), origin: 'https://evil.example' },
+    });
     assert.equal(crossSite.status, 403);
     assert.equal((await me(cookies.pdb_session)).status, 200, 'a refused sign-out ends nothing');
 
     const out = await fetch(`${t.url}/auth/logout`, { method: 'POST', headers: { cookie: cookieHeader(cookies) } });
     assert.equal(out.status, 204);
     const cleared = out.headers.getSetCookie();
-    assert.ok(cleared.some((c) => /^pdb_session=;.*Expires=Thu, 01 Jan 1970/i.test(c)), cleared.join('\n'));
+    assert.ok(
+      cleared.some((c) => /^pdb_session=;.*Expires=Thu, 01 Jan 1970/i.test(c)),
+      cleared.join('\n'),
+    );
     assert.ok(cleared.some((c) => /^pdb_csrf=;/.test(c)));
     // A copy of the token (kept by a script, or stolen) stops working at once, as does the session's script token.
     assert.equal((await me(cookies.pdb_session)).status, 401);
     assert.match((await me(cookies.pdb_session)).body.detail, /session has ended/);
     assert.equal((await me(token.body.token)).status, 401);
     assert.equal((await me(other.pdb_session)).status, 200, 'other sessions are unaffected');
-    assert.equal((await fetch(`${t.url}/auth/logout`, { method: 'POST' })).status, 204, 'signing out without a session is harmless');
+    assert.equal(
+      (await fetch(`${t.url}/auth/logout`, { method: 'POST' })).status,
+      204,
+      'signing out without a session is harmless',
+    );
   });
 });

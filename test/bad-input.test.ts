@@ -36,11 +36,22 @@ describe('bad input', () => {
   };
 
   before(async () => {
-    t = await startTestApp({ MAX_REQUEST_BYTES: String(MAX_REQUEST_BYTES), MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES), MAX_JSON_DEPTH: String(MAX_JSON_DEPTH) });
+    t = await startTestApp({
+      MAX_REQUEST_BYTES: String(MAX_REQUEST_BYTES),
+      MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
+      MAX_JSON_DEPTH: String(MAX_JSON_DEPTH),
+    });
     p = await t.project();
     sk = p.keys.secret;
-    assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, user: 'u', body: { id: 'ok', type: 'group' } })).status, 201);
-    assert.equal((await api(t.url, 'POST', '/v1/threads/ok/messages', { key: sk, user: 'u', body: { id: 'm1', body: 'x' } })).status, 201);
+    assert.equal(
+      (await api(t.url, 'POST', '/v1/threads', { key: sk, user: 'u', body: { id: 'ok', type: 'group' } })).status,
+      201,
+    );
+    assert.equal(
+      (await api(t.url, 'POST', '/v1/threads/ok/messages', { key: sk, user: 'u', body: { id: 'm1', body: 'x' } }))
+        .status,
+      201,
+    );
   });
   after(() => t.stop());
 
@@ -49,25 +60,103 @@ describe('bad input', () => {
   const cases: Case[] = [
     // Body syntax and size
     ['malformed JSON', 'POST', '/v1/threads', { raw: '{"type": "group",' }, 400],
-    ['JSON with a trailing comma', 'POST', '/v1/threads/ok/messages', { raw: '{"body": 1,}', headers: { 'x-user-id': 'u' } }, 400],
+    [
+      'JSON with a trailing comma',
+      'POST',
+      '/v1/threads/ok/messages',
+      { raw: '{"body": 1,}', headers: { 'x-user-id': 'u' } },
+      400,
+    ],
     ['empty JSON body on create', 'POST', '/v1/threads', { raw: '' }, 400],
     ['a JSON array where an object is expected', 'POST', '/v1/threads', { body: [{ type: 'group' }] }, 400],
     ['a JSON string where an object is expected', 'POST', '/v1/threads/ok/messages', { body: 'hello', user: 'u' }, 400],
-    ['request body over MAX_REQUEST_BYTES', 'POST', '/v1/threads/ok/messages', { body: { body: 'x'.repeat(MAX_REQUEST_BYTES + 10) }, user: 'u' }, 413],
-    ['batch over MAX_REQUEST_BYTES', 'POST', '/v1/threads/ok/messages/batch', { body: { messages: Array.from({ length: 100 }, (_, i) => ({ body: `message ${i} `.repeat(5) })) }, user: 'u' }, 413],
-    ['message body over MAX_MESSAGE_BYTES', 'POST', '/v1/threads/ok/messages', { body: { body: 'y'.repeat(MAX_MESSAGE_BYTES + 1) }, user: 'u' }, 413],
-    ['message body over MAX_MESSAGE_BYTES in a batch', 'POST', '/v1/threads/ok/messages/batch', { body: { messages: [{ body: 'fine' }, { body: 'y'.repeat(MAX_MESSAGE_BYTES + 1) }] }, user: 'u' }, 413],
-    ['edit body over MAX_MESSAGE_BYTES', 'PATCH', '/v1/threads/ok/messages/m1', { body: { body: 'y'.repeat(MAX_MESSAGE_BYTES + 1) }, user: 'u' }, 413],
-    ['text/plain message over MAX_MESSAGE_BYTES', 'POST', '/v1/threads/ok/messages', { raw: 'z'.repeat(MAX_MESSAGE_BYTES + 1), contentType: 'text/plain', user: 'u' }, 413],
-    ['a NUL character in a string (jsonb cannot hold it)', 'POST', '/v1/threads/ok/messages', { raw: '{"body": "a\\u0000b"}', user: 'u' }, 400],
-    ['a NUL character in a key', 'POST', '/v1/threads', { raw: '{"type": "group", "attributes": {"a\\u0000": 1}}' }, 400],
-    ['JSON nested deeper than MAX_JSON_DEPTH', 'POST', '/v1/threads/ok/messages', { body: { body: nest(MAX_JSON_DEPTH + 2) }, user: 'u' }, 400],
-    ['attributes nested deeper than MAX_JSON_DEPTH', 'POST', '/v1/threads', { body: { type: 'group', attributes: nest(MAX_JSON_DEPTH + 2) } }, 400],
+    [
+      'request body over MAX_REQUEST_BYTES',
+      'POST',
+      '/v1/threads/ok/messages',
+      { body: { body: 'x'.repeat(MAX_REQUEST_BYTES + 10) }, user: 'u' },
+      413,
+    ],
+    [
+      'batch over MAX_REQUEST_BYTES',
+      'POST',
+      '/v1/threads/ok/messages/batch',
+      { body: { messages: Array.from({ length: 100 }, (_, i) => ({ body: `message ${i} `.repeat(5) })) }, user: 'u' },
+      413,
+    ],
+    [
+      'message body over MAX_MESSAGE_BYTES',
+      'POST',
+      '/v1/threads/ok/messages',
+      { body: { body: 'y'.repeat(MAX_MESSAGE_BYTES + 1) }, user: 'u' },
+      413,
+    ],
+    [
+      'message body over MAX_MESSAGE_BYTES in a batch',
+      'POST',
+      '/v1/threads/ok/messages/batch',
+      { body: { messages: [{ body: 'fine' }, { body: 'y'.repeat(MAX_MESSAGE_BYTES + 1) }] }, user: 'u' },
+      413,
+    ],
+    [
+      'edit body over MAX_MESSAGE_BYTES',
+      'PATCH',
+      '/v1/threads/ok/messages/m1',
+      { body: { body: 'y'.repeat(MAX_MESSAGE_BYTES + 1) }, user: 'u' },
+      413,
+    ],
+    [
+      'text/plain message over MAX_MESSAGE_BYTES',
+      'POST',
+      '/v1/threads/ok/messages',
+      { raw: 'z'.repeat(MAX_MESSAGE_BYTES + 1), contentType: 'text/plain', user: 'u' },
+      413,
+    ],
+    [
+      'a NUL character in a string (jsonb cannot hold it)',
+      'POST',
+      '/v1/threads/ok/messages',
+      { raw: '{"body": "a\\u0000b"}', user: 'u' },
+      400,
+    ],
+    [
+      'a NUL character in a key',
+      'POST',
+      '/v1/threads',
+      { raw: '{"type": "group", "attributes": {"a\\u0000": 1}}' },
+      400,
+    ],
+    [
+      'JSON nested deeper than MAX_JSON_DEPTH',
+      'POST',
+      '/v1/threads/ok/messages',
+      { body: { body: nest(MAX_JSON_DEPTH + 2) }, user: 'u' },
+      400,
+    ],
+    [
+      'attributes nested deeper than MAX_JSON_DEPTH',
+      'POST',
+      '/v1/threads',
+      { body: { type: 'group', attributes: nest(MAX_JSON_DEPTH + 2) } },
+      400,
+    ],
     // Content types
     ['XML content type', 'POST', '/v1/threads', { raw: '<thread/>', contentType: 'application/xml' }, 415],
-    ['form content type', 'POST', '/v1/threads', { raw: 'type=group', contentType: 'application/x-www-form-urlencoded' }, 415],
+    [
+      'form content type',
+      'POST',
+      '/v1/threads',
+      { raw: 'type=group', contentType: 'application/x-www-form-urlencoded' },
+      415,
+    ],
     ['text/plain where only JSON is accepted', 'POST', '/v1/threads', { raw: 'group', contentType: 'text/plain' }, 415],
-    ['JSON without a content type', 'POST', '/v1/threads/ok/messages', { raw: '{"body": 1}', contentType: '', user: 'u' }, 415],
+    [
+      'JSON without a content type',
+      'POST',
+      '/v1/threads/ok/messages',
+      { raw: '{"body": 1}', contentType: '', user: 'u' },
+      415,
+    ],
     // Types and fields
     ['wrong type for type', 'POST', '/v1/threads', { body: { type: 5 } }, 400],
     ['unknown thread type', 'POST', '/v1/threads', { body: { type: 'forum' } }, 400],
@@ -75,13 +164,25 @@ describe('bad input', () => {
     ['attributes not an object', 'POST', '/v1/threads', { body: { type: 'group', attributes: [1, 2] } }, 400],
     ['unknown policy', 'POST', '/v1/threads', { body: { type: 'group', policies: { read: 'everyone' } } }, 400],
     ['unknown field on create', 'POST', '/v1/threads', { body: { type: 'group', colour: 'red' } }, 400],
-    ['unknown field on message', 'POST', '/v1/threads/ok/messages', { body: { body: 1, pinned: true }, user: 'u' }, 400],
+    [
+      'unknown field on message',
+      'POST',
+      '/v1/threads/ok/messages',
+      { body: { body: 1, pinned: true }, user: 'u' },
+      400,
+    ],
     ['missing message body', 'POST', '/v1/threads/ok/messages', { body: { id: 'nobody' }, user: 'u' }, 400],
     ['unknown field on patch', 'PATCH', '/v1/threads/ok', { body: { title: 'x', owner: 'me' } }, 400],
     ['unknown field on member put', 'PUT', '/v1/threads/ok/members/v', { body: { role: 'member', vip: true } }, 400],
     ['unknown role', 'PUT', '/v1/threads/ok/members/v', { body: { role: 'god' } }, 400],
     ['empty batch', 'POST', '/v1/threads/ok/messages/batch', { body: { messages: [] }, user: 'u' }, 400],
-    ['batch not an array', 'POST', '/v1/threads/ok/messages/batch', { body: { messages: { body: 1 } }, user: 'u' }, 400],
+    [
+      'batch not an array',
+      'POST',
+      '/v1/threads/ok/messages/batch',
+      { body: { messages: { body: 1 } }, user: 'u' },
+      400,
+    ],
     ['_sign without user_id', 'POST', '/v1/_sign', { body: {} }, 400],
     // Ids
     ['thread id too long (path)', 'GET', `/v1/threads/${longId}`, {}, 400],
@@ -90,7 +191,13 @@ describe('bad input', () => {
     ['thread id with a slash', 'GET', '/v1/threads/a%2Fb', {}, 400],
     ['thread id starting with a dash', 'POST', '/v1/threads', { body: { id: '-x', type: 'group' } }, 400],
     ['thread id with non-ASCII', 'POST', '/v1/threads', { body: { id: 'café', type: 'group' } }, 400],
-    ['message id with bad characters', 'POST', '/v1/threads/ok/messages', { body: { id: 'a<b>', body: 1 }, user: 'u' }, 400],
+    [
+      'message id with bad characters',
+      'POST',
+      '/v1/threads/ok/messages',
+      { body: { id: 'a<b>', body: 1 }, user: 'u' },
+      400,
+    ],
     ['message id too long', 'GET', `/v1/threads/ok/messages/${longId}`, {}, 400],
     ['member id too long', 'PUT', `/v1/threads/ok/members/${'u'.repeat(129)}`, {}, 400],
     ['reaction with a space', 'PUT', '/v1/threads/ok/messages/m1/reactions/thumbs%20up', { user: 'u' }, 400],
@@ -108,10 +215,28 @@ describe('bad input', () => {
     ['include_deleted not a boolean', 'GET', '/v1/threads/ok/messages?include_deleted=maybe', {}, 400],
     ['unknown query parameter', 'GET', '/v1/threads?sort=asc', {}, 400],
     ['bad cursor', 'GET', '/v1/threads?cursor=not-a-cursor', {}, 400],
-    ['cursor with a bad date', 'GET', `/v1/threads?cursor=${Buffer.from(JSON.stringify(['yesterday', 'x'])).toString('base64url')}`, {}, 400],
-    ['cursor of the wrong shape', 'GET', `/v1/threads?cursor=${Buffer.from(JSON.stringify({ a: 1 })).toString('base64url')}`, {}, 400],
+    [
+      'cursor with a bad date',
+      'GET',
+      `/v1/threads?cursor=${Buffer.from(JSON.stringify(['yesterday', 'x'])).toString('base64url')}`,
+      {},
+      400,
+    ],
+    [
+      'cursor of the wrong shape',
+      'GET',
+      `/v1/threads?cursor=${Buffer.from(JSON.stringify({ a: 1 })).toString('base64url')}`,
+      {},
+      400,
+    ],
     // Headers
-    ['malformed Idempotency-Key', 'POST', '/v1/threads', { body: { type: 'group' }, headers: { 'idempotency-key': 'a'.repeat(300) } }, 400],
+    [
+      'malformed Idempotency-Key',
+      'POST',
+      '/v1/threads',
+      { body: { type: 'group' }, headers: { 'idempotency-key': 'a'.repeat(300) } },
+      400,
+    ],
     ['X-User-ID too long', 'GET', '/v1/threads', { user: 'u'.repeat(129) }, 401],
   ];
 
@@ -134,9 +259,17 @@ describe('bad input', () => {
   });
 
   test('a body just under the limits is accepted', async () => {
-    const r = await api(t.url, 'POST', '/v1/threads/ok/messages', { key: sk, user: 'u', body: { body: 'y'.repeat(MAX_MESSAGE_BYTES - 2) } });
+    const r = await api(t.url, 'POST', '/v1/threads/ok/messages', {
+      key: sk,
+      user: 'u',
+      body: { body: 'y'.repeat(MAX_MESSAGE_BYTES - 2) },
+    });
     assert.equal(r.status, 201, r.text);
-    const deep = await api(t.url, 'POST', '/v1/threads/ok/messages', { key: sk, user: 'u', body: { body: nest(MAX_JSON_DEPTH - 1) } });
+    const deep = await api(t.url, 'POST', '/v1/threads/ok/messages', {
+      key: sk,
+      user: 'u',
+      body: { body: nest(MAX_JSON_DEPTH - 1) },
+    });
     assert.equal(deep.status, 201, deep.text);
   });
 

@@ -31,7 +31,11 @@ function cli(databaseUrl: string, args: string[]): Promise<{ code: number | null
 
 describe('operator CLI', () => {
   let t: TestContext;
-  let created: { project_id: string; signing_secret: string; keys: { secret: string; publishable: string; admin: string } };
+  let created: {
+    project_id: string;
+    signing_secret: string;
+    keys: { secret: string; publishable: string; admin: string };
+  };
 
   before(async () => {
     t = await startTestApp();
@@ -54,22 +58,47 @@ describe('operator CLI', () => {
   });
 
   test('the keys printed by project create work against the API', async () => {
-    const thread = await api(t.url, 'POST', '/v1/threads', { key: created.keys.secret, body: { id: 'cli-made', type: 'channel', policies: { read: 'public' } } });
+    const thread = await api(t.url, 'POST', '/v1/threads', {
+      key: created.keys.secret,
+      body: { id: 'cli-made', type: 'channel', policies: { read: 'public' } },
+    });
     assert.equal(thread.status, 201, thread.text);
-    const asUser = await api(t.url, 'GET', '/v1/threads/cli-made', { key: created.keys.publishable, user: 'op', signature: sign(created.signing_secret, 'op') });
+    const asUser = await api(t.url, 'GET', '/v1/threads/cli-made', {
+      key: created.keys.publishable,
+      user: 'op',
+      signature: sign(created.signing_secret, 'op'),
+    });
     assert.equal(asUser.status, 200, asUser.text);
     const signed = await api(t.url, 'POST', '/v1/_sign', { key: created.keys.secret, body: { user_id: 'op' } });
     assert.equal(signed.body.signature, sign(created.signing_secret, 'op'));
-    assert.equal((await api(t.url, 'GET', '/v1/threads', { key: created.keys.admin })).status, 403, 'the admin key is an admin key');
+    assert.equal(
+      (await api(t.url, 'GET', '/v1/threads', { key: created.keys.admin })).status,
+      403,
+      'the admin key is an admin key',
+    );
   });
 
   test('key create --kind publishable --json prints {key_id, key}, and the key works', async () => {
-    const r = await cli(t.databaseUrl, ['key', 'create', '--project', created.project_id, '--kind', 'publishable', '--name', 'mobile', '--json']);
+    const r = await cli(t.databaseUrl, [
+      'key',
+      'create',
+      '--project',
+      created.project_id,
+      '--kind',
+      'publishable',
+      '--name',
+      'mobile',
+      '--json',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);
     assert.deepEqual(Object.keys(out).sort(), ['key', 'key_id']);
     assert.match(out.key, /^pk_/);
-    const read = await api(t.url, 'GET', '/v1/threads/cli-made', { key: out.key, user: 'op', signature: sign(created.signing_secret, 'op') });
+    const read = await api(t.url, 'GET', '/v1/threads/cli-made', {
+      key: out.key,
+      user: 'op',
+      signature: sign(created.signing_secret, 'op'),
+    });
     assert.equal(read.status, 200);
   });
 
@@ -84,7 +113,8 @@ describe('operator CLI', () => {
       assert.equal(k.revoked_at, null);
       assert.ok(!('key_hash' in k));
     }
-    for (const secret of Object.values(created.keys)) assert.ok(!r.stdout.includes(secret), 'a full key is never listed');
+    for (const secret of Object.values(created.keys))
+      assert.ok(!r.stdout.includes(secret), 'a full key is never listed');
     const text = await cli(t.databaseUrl, ['key', 'list', '--project', created.project_id]);
     assert.equal(text.code, 0);
     assert.equal(text.stdout.trim().split('\n').length, 4);
@@ -92,25 +122,42 @@ describe('operator CLI', () => {
   });
 
   test('key revoke makes the key answer 401', async () => {
-    const made = JSON.parse((await cli(t.databaseUrl, ['key', 'create', '--project', created.project_id, '--kind', 'secret', '--json'])).stdout);
+    const made = JSON.parse(
+      (await cli(t.databaseUrl, ['key', 'create', '--project', created.project_id, '--kind', 'secret', '--json']))
+        .stdout,
+    );
     assert.equal((await api(t.url, 'GET', '/v1/threads', { key: made.key })).status, 200);
     const r = await cli(t.databaseUrl, ['key', 'revoke', '--project', created.project_id, '--key-id', made.key_id]);
     assert.equal(r.code, 0, r.stderr);
     // Revocation reaches a running server within its key-cache bound (5 s by the spec).
     const deadline = Date.now() + 5_000;
     let status = 0;
-    while (Date.now() < deadline && (status = (await api(t.url, 'GET', '/v1/threads', { key: made.key })).status) !== 401) await new Promise((res) => setTimeout(res, 100));
+    while (
+      Date.now() < deadline &&
+      (status = (await api(t.url, 'GET', '/v1/threads', { key: made.key })).status) !== 401
+    )
+      await new Promise((res) => setTimeout(res, 100));
     assert.equal(status, 401);
-    const list = JSON.parse((await cli(t.databaseUrl, ['key', 'list', '--project', created.project_id, '--json'])).stdout);
+    const list = JSON.parse(
+      (await cli(t.databaseUrl, ['key', 'list', '--project', created.project_id, '--json'])).stdout,
+    );
     assert.ok(list.find((k: any) => k.id === made.key_id).revoked_at);
-    assert.equal((await api(t.url, 'GET', '/v1/threads', { key: created.keys.secret })).status, 200, 'other keys still work');
+    assert.equal(
+      (await api(t.url, 'GET', '/v1/threads', { key: created.keys.secret })).status,
+      200,
+      'other keys still work',
+    );
   });
 
   test('refuses bad usage with a message and a non-zero exit', async () => {
     const cases: Array<[string[], number, RegExp]> = [
       [['frobnicate'], 2, /unknown command "frobnicate"/],
       [['project', 'create', '--json'], 2, /--name is required/],
-      [['key', 'create', '--project', created.project_id, '--kind', 'root'], 2, /--kind must be secret, publishable or admin/],
+      [
+        ['key', 'create', '--project', created.project_id, '--kind', 'root'],
+        2,
+        /--kind must be secret, publishable or admin/,
+      ],
       [['key', 'create', '--project', 'prj_doesnotexist00000000', '--kind', 'secret'], 1, /project was not found/],
       [['key', 'revoke', '--project', created.project_id, '--key-id', 'key_nope'], 1, /key was not found/],
       [['key', 'list', '--project', 'bad id!'], 2, /--project must be 1–128 characters/],

@@ -26,7 +26,13 @@ describe('configuration from the environment', () => {
   });
 
   test('values are parsed into their types; empty strings count as unset', () => {
-    const c = loadConfig({ PORT: '3000', DATABASE_URL: 'postgresql://u:p@db:5432/x', MAX_JSON_DEPTH: '16', SEED_DEV_PROJECT: 'no', HOST: '' });
+    const c = loadConfig({
+      PORT: '3000',
+      DATABASE_URL: 'postgresql://u:p@db:5432/x',
+      MAX_JSON_DEPTH: '16',
+      SEED_DEV_PROJECT: 'no',
+      HOST: '',
+    });
     assert.equal(c.PORT, 3000);
     assert.equal(c.DATABASE_URL, 'postgresql://u:p@db:5432/x');
     assert.equal(c.MAX_JSON_DEPTH, 16);

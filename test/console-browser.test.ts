@@ -7,7 +7,15 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { api, startTestApp, type TestContext } from './helpers/app';
 import { startOAuthProvider } from './helpers/oauth-provider';
 
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
 const SCREENSHOT = path.resolve(__dirname, '../docs/console.png');
 
 describe('web console in a real browser', () => {
@@ -63,16 +71,28 @@ describe('web console in a real browser', () => {
     const key = await page.getByTestId('new-key-value').inputValue();
     assert.match(key, /^sk_/);
 
-    const posted = await api(t.url, 'POST', '/v1/threads/welcome/messages', { key, user: 'ada', body: { body: { text: 'Hello from the browser test' } } });
+    const posted = await api(t.url, 'POST', '/v1/threads/welcome/messages', {
+      key,
+      user: 'ada',
+      body: { body: { text: 'Hello from the browser test' } },
+    });
     assert.equal(posted.status, 201, posted.text);
-    await api(t.url, 'PATCH', `/v1/threads/welcome/messages/${posted.body.id}`, { key, user: 'ada', body: { body: { text: 'Hello from the browser test (edited)' } } });
+    await api(t.url, 'PATCH', `/v1/threads/welcome/messages/${posted.body.id}`, {
+      key,
+      user: 'ada',
+      body: { body: { text: 'Hello from the browser test (edited)' } },
+    });
 
     await page.getByTestId('tab-threads').click();
     await page.locator('[data-thread-id="welcome"]').click();
     const message = page.locator(`[data-message-id="${posted.body.id}"]`);
     await message.filter({ hasText: 'Hello from the browser test (edited)' }).waitFor();
     await message.getByTestId('show-versions').click();
-    await message.locator('.versions').filter({ hasText: 'v1' }).filter({ hasText: 'Hello from the browser test' }).waitFor();
+    await message
+      .locator('.versions')
+      .filter({ hasText: 'v1' })
+      .filter({ hasText: 'Hello from the browser test' })
+      .waitFor();
 
     await page.getByTestId('tab-usage').click();
     await page.locator('#usage-messages').filter({ hasText: '1' }).waitFor();
@@ -93,7 +113,11 @@ describe('web console in a real browser', () => {
     await row.getByTestId('revoke-key').click();
     await page.getByTestId('confirm-ok').click();
     await row.filter({ hasText: 'Revoked' }).waitFor();
-    const refused = await api(t.url, 'POST', '/v1/threads/welcome/messages', { key, user: 'ada', body: { body: { text: 'after revocation' } } });
+    const refused = await api(t.url, 'POST', '/v1/threads/welcome/messages', {
+      key,
+      user: 'ada',
+      body: { body: { text: 'after revocation' } },
+    });
     assert.equal(refused.status, 401, refused.text);
 
     // The signed-out first load's GET /v1/me answers 401 by design; anything else is a defect.

@@ -39,7 +39,15 @@ function replay(events: Event[]) {
     const d = e.data;
     switch (e.type) {
       case 'thread.created':
-        Object.assign(thread, { id: d.id, type: d.type, title: d.title, attributes: d.attributes, policies: d.policies, created_by: d.created_by, deleted: false });
+        Object.assign(thread, {
+          id: d.id,
+          type: d.type,
+          title: d.title,
+          attributes: d.attributes,
+          policies: d.policies,
+          created_by: d.created_by,
+          deleted: false,
+        });
         break;
       case 'thread.updated':
         for (const k of ['title', 'attributes', 'policies']) if (k in d) thread[k] = d[k];
@@ -100,12 +108,13 @@ describe('thread log (events) and replay', () => {
   let t: TestContext;
   let p: ProjectCredentials;
   let sk: string;
-  const as = (user: string | undefined, method: string, path: string, body?: unknown) => api(t.url, method, path, { key: sk, user, body });
+  const as = (user: string | undefined, method: string, path: string, body?: unknown) =>
+    api(t.url, method, path, { key: sk, user, body });
 
   /** The whole log through the events API, `pageSize` at a time. */
   async function readLog(threadId: string, pageSize: number): Promise<Event[]> {
     const all: Event[] = [];
-    for (let after = 0; ; ) {
+    for (let after = 0; ;) {
       const r = await as(undefined, 'GET', `/v1/threads/${threadId}/events?after_seq=${after}&limit=${pageSize}`);
       assert.equal(r.status, 200, r.text);
       all.push(...r.body.data);
@@ -131,8 +140,20 @@ describe('thread log (events) and replay', () => {
     const all = await page('');
     assert.deepEqual(seqs(all), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     assert.equal(all.body.has_more, false);
-    assert.deepEqual(all.body.data[0], { ...all.body.data[0], type: 'thread.created', thread_id: 'ten', message_id: null, actor: 'e' });
-    assert.deepEqual(all.body.data[2], { ...all.body.data[2], type: 'message.created', message_id: 'm0', actor: 'e', data: { id: 'm0', author: 'e', body: 0, version: 1 } });
+    assert.deepEqual(all.body.data[0], {
+      ...all.body.data[0],
+      type: 'thread.created',
+      thread_id: 'ten',
+      message_id: null,
+      actor: 'e',
+    });
+    assert.deepEqual(all.body.data[2], {
+      ...all.body.data[2],
+      type: 'message.created',
+      message_id: 'm0',
+      actor: 'e',
+      data: { id: 'm0', author: 'e', body: 0, version: 1 },
+    });
     assert.match(all.body.data[0].created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
 
     const exact = await page('after_seq=0&limit=10');
@@ -154,10 +175,23 @@ describe('thread log (events) and replay', () => {
 
   test('replaying the log from seq 1 rebuilds the thread, its members and every message as the API shows them', async () => {
     // A busy life: members come and go, messages are batched, edited, deleted, reacted to.
-    await as('owner', 'POST', '/v1/threads', { id: 'story', type: 'group', title: 'Story', attributes: { v: 1 }, members: ['ann', { user_id: 'ben', role: 'admin' }] });
+    await as('owner', 'POST', '/v1/threads', {
+      id: 'story',
+      type: 'group',
+      title: 'Story',
+      attributes: { v: 1 },
+      members: ['ann', { user_id: 'ben', role: 'admin' }],
+    });
     await as('ann', 'POST', '/v1/threads/story/messages', { id: 'hello', body: { text: 'hello' } });
-    await api(t.url, 'POST', '/v1/threads/story/messages', { key: sk, user: 'ben', raw: 'plain text\nwith a newline', contentType: 'text/plain' });
-    await as('ben', 'POST', '/v1/threads/story/messages/batch', { messages: Array.from({ length: 12 }, (_, i) => ({ id: `b${i}`, body: { i, list: [i, { nested: true }] } })) });
+    await api(t.url, 'POST', '/v1/threads/story/messages', {
+      key: sk,
+      user: 'ben',
+      raw: 'plain text\nwith a newline',
+      contentType: 'text/plain',
+    });
+    await as('ben', 'POST', '/v1/threads/story/messages/batch', {
+      messages: Array.from({ length: 12 }, (_, i) => ({ id: `b${i}`, body: { i, list: [i, { nested: true }] } })),
+    });
     await as('ann', 'PATCH', '/v1/threads/story/messages/hello', { body: { text: 'hello, edited' } });
     await as('ann', 'PATCH', '/v1/threads/story/messages/hello', { body: 'and again' });
     await as('ben', 'DELETE', '/v1/threads/story/messages/b3');
@@ -169,7 +203,10 @@ describe('thread log (events) and replay', () => {
       ['owner', '🎉'],
       ['ann', 'heart'],
     ]) {
-      assert.equal((await as(user, 'PUT', `/v1/threads/story/messages/b0/reactions/${encodeURIComponent(reaction)}`)).status, 200);
+      assert.equal(
+        (await as(user, 'PUT', `/v1/threads/story/messages/b0/reactions/${encodeURIComponent(reaction)}`)).status,
+        200,
+      );
     }
     await as('ann', 'DELETE', '/v1/threads/story/messages/b0/reactions/heart');
     await as('ann', 'DELETE', '/v1/threads/story/messages/b0/reactions/heart'); // again: no event
@@ -186,17 +223,19 @@ describe('thread log (events) and replay', () => {
 
     const thread = await as(undefined, 'GET', '/v1/threads/story');
     assert.equal(state.lastSeq, thread.body.last_seq);
-    for (const k of ['id', 'type', 'title', 'attributes', 'policies', 'created_by', 'deleted']) assert.deepEqual(state.thread[k], thread.body[k], k);
+    for (const k of ['id', 'type', 'title', 'attributes', 'policies', 'created_by', 'deleted'])
+      assert.deepEqual(state.thread[k], thread.body[k], k);
 
     const members = await as(undefined, 'GET', '/v1/threads/story/members');
-    assert.deepEqual(
-      [...state.members].sort(),
-      members.body.data.map((m: any) => [m.user_id, m.role]).sort(),
-    );
+    assert.deepEqual([...state.members].sort(), members.body.data.map((m: any) => [m.user_id, m.role]).sort());
 
     const fromApi: any[] = [];
-    for (let after = 0; ; ) {
-      const page = await as(undefined, 'GET', `/v1/threads/story/messages?include_deleted=true&limit=5&after_seq=${after}`);
+    for (let after = 0; ;) {
+      const page = await as(
+        undefined,
+        'GET',
+        `/v1/threads/story/messages?include_deleted=true&limit=5&after_seq=${after}`,
+      );
       fromApi.push(...page.body.data);
       if (!page.body.has_more_after) break;
       after = page.body.data[page.body.data.length - 1].seq;
@@ -229,7 +268,9 @@ describe('thread log (events) and replay', () => {
     const versions = await as(undefined, 'GET', '/v1/threads/story/messages/hello/versions');
     assert.deepEqual(
       versions.body.data.map((v: any) => [v.version, v.seq, v.deleted, v.body]),
-      log.filter((e) => e.message_id === 'hello' && e.type.startsWith('message.')).map((e) => [e.data.version, e.seq, e.type === 'message.deleted', e.data.body ?? null]),
+      log
+        .filter((e) => e.message_id === 'hello' && e.type.startsWith('message.'))
+        .map((e) => [e.data.version, e.seq, e.type === 'message.deleted', e.data.body ?? null]),
     );
   });
 
@@ -237,7 +278,11 @@ describe('thread log (events) and replay', () => {
     await as('z', 'POST', '/v1/threads', { id: 'gone', type: 'group' });
     await as('z', 'POST', '/v1/threads/gone/messages', { body: 'x' });
     await as('z', 'DELETE', '/v1/threads/gone');
-    const rows = await t.db('events').select('seq', 'type', 'data', 'thread_id', 'actor', 'message_id', 'created_at').where({ project_id: p.project_id, thread_id: 'gone' }).orderBy('seq');
+    const rows = await t
+      .db('events')
+      .select('seq', 'type', 'data', 'thread_id', 'actor', 'message_id', 'created_at')
+      .where({ project_id: p.project_id, thread_id: 'gone' })
+      .orderBy('seq');
     const state = replay(rows as Event[]);
     assert.equal(state.thread.deleted, true);
     assert.equal(state.messages.size, 1);

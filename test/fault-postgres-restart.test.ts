@@ -33,7 +33,12 @@ describe('fault: PostgreSQL stops during load and comes back', () => {
     const db = createDb(url, 2);
     try {
       await migrateLatest(db);
-      const projects = createProjectsService({ db, projectsStore: createProjectsStore(), keysStore: createKeysStore(), signingSecretGraceSeconds: 0 });
+      const projects = createProjectsService({
+        db,
+        projectsStore: createProjectsStore(),
+        keysStore: createKeysStore(),
+        signingSecretGraceSeconds: 0,
+      });
       sk = (await projects.createProject({ name: 'fault postgres restart' })).keys.secret;
     } finally {
       await db.destroy();
@@ -48,7 +53,10 @@ describe('fault: PostgreSQL stops during load and comes back', () => {
 
   test('answers 503 problem+json with Retry-After while down, recovers within 5 s of PostgreSQL being back, loses nothing acknowledged', async () => {
     const auth = { authorization: `Bearer ${sk}` };
-    const created = await attempt(replica, 'POST', '/v1/threads', { headers: auth, body: { id: 'pg-restart', type: 'channel' } });
+    const created = await attempt(replica, 'POST', '/v1/threads', {
+      headers: auth,
+      body: { id: 'pg-restart', type: 'channel' },
+    });
     assert.equal(created.status, 201, created.text);
 
     let phase: 'before' | 'down' | 'restarting' | 'up' = 'before';
@@ -62,7 +70,8 @@ describe('fault: PostgreSQL stops during load and comes back', () => {
     const record = (r: Attempt, what: string) => {
       sent++;
       slowest = Math.max(slowest, r.ms);
-      if (r.status === 'timeout' || r.status === 'network') bad.push(`${what}: ${r.status} after ${Math.round(r.ms)} ms in phase ${phase}`);
+      if (r.status === 'timeout' || r.status === 'network')
+        bad.push(`${what}: ${r.status} after ${Math.round(r.ms)} ms in phase ${phase}`);
       else if (r.status >= 500 && r.status !== 503) bad.push(`${what}: ${r.status} ${r.text}`);
       else if (r.status === 503) downResponses.push(r);
     };
@@ -89,7 +98,10 @@ describe('fault: PostgreSQL stops during load and comes back', () => {
     };
     const reader = async () => {
       while (!stop) {
-        const r = await attempt(replica, 'GET', '/v1/threads/pg-restart/messages?limit=5', { headers: auth, timeoutMs: REQUEST_TIMEOUT_MS });
+        const r = await attempt(replica, 'GET', '/v1/threads/pg-restart/messages?limit=5', {
+          headers: auth,
+          timeoutMs: REQUEST_TIMEOUT_MS,
+        });
         record(r, 'GET messages');
         await sleep(50);
       }
@@ -111,7 +123,10 @@ describe('fault: PostgreSQL stops during load and comes back', () => {
     // Serving again: a fresh write and a fresh read both succeed.
     let recoveredAt = 0;
     for (let n = 0; Date.now() - upAt < 30_000; n++) {
-      const w = await attempt(replica, 'POST', '/v1/threads/pg-restart/messages', { headers: { ...auth, 'x-user-id': 'probe' }, body: { id: `probe-${n}`, body: n } });
+      const w = await attempt(replica, 'POST', '/v1/threads/pg-restart/messages', {
+        headers: { ...auth, 'x-user-id': 'probe' },
+        body: { id: `probe-${n}`, body: n },
+      });
       record(w, 'probe');
       if (w.status === 201) {
         acks.set(`probe-${n}`, w.body.seq);
@@ -145,7 +160,8 @@ describe('fault: PostgreSQL stops during load and comes back', () => {
       assert.match(r.contentType!, /^application\/problem\+json/, r.text);
       assert.ok(Number(r.headers!.get('retry-after')) >= 1, 'Retry-After is set');
       assert.equal(r.body.status, 503);
-      for (const k of ['type', 'title', 'detail', 'request_id']) assert.equal(typeof r.body[k], 'string', `${k} in ${r.text}`);
+      for (const k of ['type', 'title', 'detail', 'request_id'])
+        assert.equal(typeof r.body[k], 'string', `${k} in ${r.text}`);
       assert.doesNotMatch(r.text ?? '', /ECONNREFUSED|at .*\.ts:|select |insert /i, 'no internals leak');
     }
     assert.ok(recoveredAt > 0, `the service recovered:\n${replica.output()}`);
@@ -158,15 +174,22 @@ describe('fault: PostgreSQL stops during load and comes back', () => {
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     try {
-      const { rows } = await client.query<{ id: string; seq: string }>(`select id, seq from messages where thread_id = 'pg-restart'`);
+      const { rows } = await client.query<{ id: string; seq: string }>(
+        `select id, seq from messages where thread_id = 'pg-restart'`,
+      );
       const stored = new Map(rows.map((r) => [r.id, Number(r.seq)]));
       for (const [id, seq] of acks) assert.equal(stored.get(id), seq, `acknowledged ${id} is stored with seq ${seq}`);
       // Unacknowledged in-flight writes were retried with the same id until acknowledged, so
       // nothing beyond the acknowledged set exists either.
       assert.equal(rows.length, acks.size, 'no unacknowledged or duplicate messages');
-      const ev = await client.query<{ seq: string }>(`select seq from events where thread_id = 'pg-restart' order by seq`);
+      const ev = await client.query<{ seq: string }>(
+        `select seq from events where thread_id = 'pg-restart' order by seq`,
+      );
       const seqs = ev.rows.map((r) => Number(r.seq));
-      assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, k) => k + 1));
+      assert.deepEqual(
+        seqs,
+        Array.from({ length: seqs.length }, (_, k) => k + 1),
+      );
     } finally {
       await client.end();
     }

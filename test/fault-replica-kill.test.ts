@@ -30,9 +30,15 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
 
   before(async () => {
     database = await createTestDatabase();
-    const creds = await runCli<{ keys: { secret: string } }>(['project', 'create', '--name', 'fault replica kill', '--json'], { DATABASE_URL: database.url });
+    const creds = await runCli<{ keys: { secret: string } }>(
+      ['project', 'create', '--name', 'fault replica kill', '--json'],
+      { DATABASE_URL: database.url },
+    );
     sk = creds.keys.secret;
-    [a, b] = await Promise.all([spawnReplica('A', { DATABASE_URL: database.url }), spawnReplica('B', { DATABASE_URL: database.url })]);
+    [a, b] = await Promise.all([
+      spawnReplica('A', { DATABASE_URL: database.url }),
+      spawnReplica('B', { DATABASE_URL: database.url }),
+    ]);
   });
   after(async () => {
     await a?.kill9();
@@ -75,17 +81,33 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
           // the first result back, not a second message.
           const impatient = n === 1 && i % 5 === 0 && w % 4 >= 2;
           if (impatient) lostResponses++;
-          const r: Attempt = await attempt(target, 'POST', `/v1/threads/${thread}/messages`, { headers, body, timeoutMs: impatient ? 1 + Math.floor(Math.random() * 25) : 10_000 });
+          const r: Attempt = await attempt(target, 'POST', `/v1/threads/${thread}/messages`, {
+            headers,
+            body,
+            timeoutMs: impatient ? 1 + Math.floor(Math.random() * 25) : 10_000,
+          });
           if (r.status === 201) {
-            acks.push({ writer: w, i, thread, id: r.body.id, seq: r.body.seq, replica: r.replica, attempts: n, replayed: r.headers?.get('idempotent-replayed') === 'true' });
+            acks.push({
+              writer: w,
+              i,
+              thread,
+              id: r.body.id,
+              seq: r.body.seq,
+              replica: r.replica,
+              attempts: n,
+              replayed: r.headers?.get('idempotent-replayed') === 'true',
+            });
             if (killedAt >= 0 && r.replica === 'B') ackedByBAfterKill++;
             if (!kill && acks.length >= KILL_AFTER_ACKS) {
               // A moment later, not on this ack: A should be mid-group, with commits in flight.
               kill = new Promise<void>((resolve) =>
-                setTimeout(() => {
-                  killedAt = acks.length;
-                  void a.kill9().then(resolve);
-                }, 1 + Math.random() * 20),
+                setTimeout(
+                  () => {
+                    killedAt = acks.length;
+                    void a.kill9().then(resolve);
+                  },
+                  1 + Math.random() * 20,
+                ),
               );
             }
             break;
@@ -95,7 +117,8 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
             break;
           }
           if (r.replica === 'A' && r.status !== 'timeout') failedAttemptsOnA++;
-          if (r.replica === 'B' && r.status !== 503 && !impatient) unexpected.push(`B failed with ${r.status} (it must keep serving)`);
+          if (r.replica === 'B' && r.status !== 503 && !impatient)
+            unexpected.push(`B failed with ${r.status} (it must keep serving)`);
           if (n > 20) {
             unexpected.push(`gave up on ${thread}/${clientId} after ${n} attempts`);
             break;
@@ -123,9 +146,13 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
     await client.connect();
     try {
       // Every acknowledged write is stored exactly once, with the seq it was acknowledged with.
-      const { rows: messages } = await client.query<{ thread_id: string; id: string; seq: string; author: string; body: { w: number; i: number } }>(
-        `select thread_id, id, seq, author, body from messages where thread_id like 'kill-%'`,
-      );
+      const { rows: messages } = await client.query<{
+        thread_id: string;
+        id: string;
+        seq: string;
+        author: string;
+        body: { w: number; i: number };
+      }>(`select thread_id, id, seq, author, body from messages where thread_id like 'kill-%'`);
       const stored = new Map(messages.map((m) => [`${m.thread_id}/${m.id}`, m]));
       for (const ack of acks) {
         const m = stored.get(`${ack.thread}/${ack.id}`);
@@ -145,10 +172,19 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
 
       // Every thread's log is exactly 1..last_seq, and last_seq agrees with it.
       for (let t = 0; t < THREADS; t++) {
-        const { rows } = await client.query<{ seq: string }>(`select seq from events where thread_id = $1 order by seq`, [`kill-${t}`]);
+        const { rows } = await client.query<{ seq: string }>(
+          `select seq from events where thread_id = $1 order by seq`,
+          [`kill-${t}`],
+        );
         const seqs = rows.map((r) => Number(r.seq));
-        assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, k) => k + 1), `kill-${t} seqs are gapless`);
-        const th = await client.query<{ last_seq: string }>(`select last_seq from threads where id = $1`, [`kill-${t}`]);
+        assert.deepEqual(
+          seqs,
+          Array.from({ length: seqs.length }, (_, k) => k + 1),
+          `kill-${t} seqs are gapless`,
+        );
+        const th = await client.query<{ last_seq: string }>(`select last_seq from threads where id = $1`, [
+          `kill-${t}`,
+        ]);
         assert.equal(Number(th.rows[0].last_seq), seqs.length);
       }
     } finally {
@@ -156,7 +192,10 @@ describe('fault: kill -9 one of two replicas under sustained append load', () =>
     }
 
     // B still serves reads and writes.
-    const after = await attempt(b, 'POST', '/v1/threads/kill-0/messages', { headers: { ...auth, 'x-user-id': 'after' }, body: { body: 'still here' } });
+    const after = await attempt(b, 'POST', '/v1/threads/kill-0/messages', {
+      headers: { ...auth, 'x-user-id': 'after' },
+      body: { body: 'still here' },
+    });
     assert.equal(after.status, 201);
     const retriedAcks = acks.filter((x) => x.attempts > 1).length;
     // A retry answered as a replay is a write committed whose response was lost (client gave

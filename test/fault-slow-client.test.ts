@@ -32,9 +32,12 @@ const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/pr
 function stalledSse(port: number, path: string, key: string): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1', () => {
-      socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${key}\r\nAccept: text/event-stream\r\n\r\n`);
+      socket.write(
+        `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${key}\r\nAccept: text/event-stream\r\n\r\n`,
+      );
       socket.once('data', (first) => {
-        if (!first.toString('latin1').startsWith('HTTP/1.1 200')) reject(new Error(`tail refused: ${first.toString('latin1').slice(0, 200)}`));
+        if (!first.toString('latin1').startsWith('HTTP/1.1 200'))
+          reject(new Error(`tail refused: ${first.toString('latin1').slice(0, 200)}`));
         socket.pause();
         resolve(socket);
       });
@@ -70,12 +73,21 @@ describe('fault: stalled SSE and WebSocket clients', () => {
     database = await createTestDatabase();
     const db = createDb(database.url, 2);
     try {
-      const projects = createProjectsService({ db, projectsStore: createProjectsStore(), keysStore: createKeysStore(), signingSecretGraceSeconds: 0 });
+      const projects = createProjectsService({
+        db,
+        projectsStore: createProjectsStore(),
+        keysStore: createKeysStore(),
+        signingSecretGraceSeconds: 0,
+      });
       sk = (await projects.createProject({ name: 'slow clients' })).keys.secret;
     } finally {
       await db.destroy();
     }
-    replica = await spawnReplica('R', { DATABASE_URL: database.url, REALTIME_MAX_BUFFERED_BYTES: String(MAX_BUFFERED), REALTIME_HEARTBEAT_MS: '1000' });
+    replica = await spawnReplica('R', {
+      DATABASE_URL: database.url,
+      REALTIME_MAX_BUFFERED_BYTES: String(MAX_BUFFERED),
+      REALTIME_HEARTBEAT_MS: '1000',
+    });
   });
   after(async () => {
     await replica?.stop();
@@ -84,9 +96,14 @@ describe('fault: stalled SSE and WebSocket clients', () => {
 
   test('stalled subscribers do not hold back healthy ones or writers, and replica memory stays bounded', async () => {
     const auth = { authorization: `Bearer ${sk}` };
-    assert.equal((await attempt(replica, 'POST', '/v1/threads', { headers: auth, body: { id: 'slow', type: 'channel' } })).status, 201);
+    assert.equal(
+      (await attempt(replica, 'POST', '/v1/threads', { headers: auth, body: { id: 'slow', type: 'channel' } })).status,
+      201,
+    );
 
-    const stalledSses = await Promise.all(Array.from({ length: STALLED_SSE }, () => stalledSse(replica.port, '/v1/threads/slow/tail?after_seq=0', sk)));
+    const stalledSses = await Promise.all(
+      Array.from({ length: STALLED_SSE }, () => stalledSse(replica.port, '/v1/threads/slow/tail?after_seq=0', sk)),
+    );
     const wsUrl = replica.url.replace('http', 'ws') + '/v1/ws';
     const stalledWss = await Promise.all(Array.from({ length: STALLED_WS }, () => stalledWs(wsUrl, sk, 'slow')));
 
@@ -104,7 +121,10 @@ describe('fault: stalled SSE and WebSocket clients', () => {
         sseAbort = new AbortController();
         let res: Response;
         try {
-          res = await fetch(`${replica.url}/v1/threads/slow/tail`, { headers: { ...auth, accept: 'text/event-stream', 'last-event-id': String(last) }, signal: sseAbort.signal });
+          res = await fetch(`${replica.url}/v1/threads/slow/tail`, {
+            headers: { ...auth, accept: 'text/event-stream', 'last-event-id': String(last) },
+            signal: sseAbort.signal,
+          });
         } catch {
           await sleep(200);
           continue;
@@ -121,7 +141,8 @@ describe('fault: stalled SSE and WebSocket clients', () => {
         });
         const decoder = new TextDecoder();
         try {
-          for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(chunk, { stream: true }));
+          for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
+            parser.feed(decoder.decode(chunk, { stream: true }));
         } catch {
           /* aborted */
         }
@@ -166,25 +187,39 @@ describe('fault: stalled SSE and WebSocket clients', () => {
       const text = 'x'.repeat(BODY_BYTES - 64);
       let acked = 0;
       for (let b = 0; b < BATCHES; b++) {
-        const messages = Array.from({ length: PER_BATCH }, (_, i) => ({ id: `b${b}-m${i}`, author: 'writer', body: { text } }));
-        const r = await attempt(replica, 'POST', '/v1/threads/slow/messages/batch', { headers: auth, body: { messages }, timeoutMs: 30_000 });
+        const messages = Array.from({ length: PER_BATCH }, (_, i) => ({
+          id: `b${b}-m${i}`,
+          author: 'writer',
+          body: { text },
+        }));
+        const r = await attempt(replica, 'POST', '/v1/threads/slow/messages/batch', {
+          headers: auth,
+          body: { messages },
+          timeoutMs: 30_000,
+        });
         assert.equal(r.status, 201, r.text);
         acked += PER_BATCH;
       }
       const lastSeq = MESSAGES + 1;
       const expected = Array.from({ length: lastSeq }, (_, i) => i + 1);
-      for (let waited = 0; (sseSeqs.length < lastSeq || wsSeqs.length < lastSeq) && waited < 60_000; waited += 100) await sleep(100);
+      for (let waited = 0; (sseSeqs.length < lastSeq || wsSeqs.length < lastSeq) && waited < 60_000; waited += 100)
+        await sleep(100);
       clearInterval(sampler);
       peak = Math.max(peak, rssOf(replica.child.pid!));
 
       assert.deepEqual(sseSeqs, expected, 'the healthy SSE subscriber got every event once, in order');
       assert.deepEqual(wsSeqs, expected, 'the healthy WebSocket subscriber got every event once, in order');
       const growth = peak - baseline;
-      assert.ok(growth < RSS_GROWTH_LIMIT, `replica RSS grew ${Math.round(growth / 1048576)} MB with ${STALLED_SSE + STALLED_WS} stalled subscribers`);
+      assert.ok(
+        growth < RSS_GROWTH_LIMIT,
+        `replica RSS grew ${Math.round(growth / 1048576)} MB with ${STALLED_SSE + STALLED_WS} stalled subscribers`,
+      );
 
       // The stalled WebSockets were cut off as slow consumers (visible once they read again).
       for (const { ws } of stalledWss) (ws as unknown as { _socket: Socket })._socket.resume();
-      const wsCodes = await Promise.all(stalledWss.map(({ ws, closeCode }) => Promise.race([closeCode, sleep(15_000).then(() => ws.readyState)])));
+      const wsCodes = await Promise.all(
+        stalledWss.map(({ ws, closeCode }) => Promise.race([closeCode, sleep(15_000).then(() => ws.readyState)])),
+      );
       for (const code of wsCodes) assert.ok(code === 4008 || code === 1006, `stalled WebSocket closed (code ${code})`);
 
       // The stalled SSE streams were told to reconnect, and got far less than everything.
@@ -215,7 +250,11 @@ describe('fault: stalled SSE and WebSocket clients', () => {
             }),
         ),
       );
-      assert.deepEqual(sseTold, stalledSses.map(() => true), 'every stalled SSE stream ended with event: reconnect (slow_consumer)');
+      assert.deepEqual(
+        sseTold,
+        stalledSses.map(() => true),
+        'every stalled SSE stream ended with event: reconnect (slow_consumer)',
+      );
       assert.deepEqual(failures, []);
       assert.equal(replica.alive, true);
       const still = await attempt(replica, 'GET', '/v1/threads/slow', { headers: auth });

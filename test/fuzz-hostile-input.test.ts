@@ -12,7 +12,14 @@ import { loadRoutes, type ApiRoute } from './helpers/openapi-routes';
 const BATCH = 10;
 const RUNS = 1_050;
 
-const PARSER_CATEGORIES = new Set(['malformed-json', 'invalid-utf8', 'bad-charset', 'invalid-utf8-path', 'too-large', 'non-object-json']);
+const PARSER_CATEGORIES = new Set([
+  'malformed-json',
+  'invalid-utf8',
+  'bad-charset',
+  'invalid-utf8-path',
+  'too-large',
+  'non-object-json',
+]);
 const LEAKS = [
   /\bat [^\n]+\.(ts|js):\d+/, // stack frames
   /\b(select|insert|update|delete)\b[^\n]{0,80}\b(from|into|set|where)\b/i,
@@ -28,12 +35,22 @@ interface Outcome {
 
 async function send(baseUrl: string, r: HostileRequest): Promise<Outcome> {
   try {
-    const res = await fetch(baseUrl + r.path, { method: r.method, headers: r.headers, body: r.body as unknown as string | undefined, signal: AbortSignal.timeout(30_000) });
+    const res = await fetch(baseUrl + r.path, {
+      method: r.method,
+      headers: r.headers,
+      body: r.body as unknown as string | undefined,
+      signal: AbortSignal.timeout(30_000),
+    });
     const text = await res.text();
     return { status: res.status, contentType: res.headers.get('content-type') ?? '', text, headers: res.headers };
   } catch (e) {
     const name = (e as { name?: string }).name;
-    return { status: name === 'TimeoutError' ? 'timeout' : 'network', contentType: '', text: String((e as Error).cause ?? e), headers: null };
+    return {
+      status: name === 'TimeoutError' ? 'timeout' : 'network',
+      contentType: '',
+      text: String((e as Error).cause ?? e),
+      headers: null,
+    };
   }
 }
 
@@ -42,27 +59,32 @@ function verdict(r: HostileRequest, o: Outcome): string | null {
   if (typeof o.status !== 'number') return `${o.status}: ${o.text}`;
   if (o.status >= 500) return `5xx: ${o.status} ${o.text}`;
   if (r.category === 'too-large' && o.status !== 413) return `oversized body answered ${o.status}, not 413`;
-  if (o.headers?.get('x-injected') || /pwned/.test(o.headers?.get('set-cookie') ?? '')) return 'a header was injected into the response';
+  if (o.headers?.get('x-injected') || /pwned/.test(o.headers?.get('set-cookie') ?? ''))
+    return 'a header was injected into the response';
   if (o.status < 400) {
     if (r.route.auth === 'none' && r.method === 'GET') return null;
     return `hostile input accepted with ${o.status}: ${o.text.slice(0, 200)}`;
   }
   // 429: the per-IP limit on /auth refuses before authentication, which is also a refusal.
-  if (r.route.auth === 'session' && !PARSER_CATEGORIES.has(r.category) && o.status !== 401 && o.status !== 429) return `console route without a session answered ${o.status}, not 401`;
-  if (!/^application\/problem\+json/.test(o.contentType)) return `error is ${o.contentType || 'no content type'}, not problem+json: ${o.text.slice(0, 200)}`;
+  if (r.route.auth === 'session' && !PARSER_CATEGORIES.has(r.category) && o.status !== 401 && o.status !== 429)
+    return `console route without a session answered ${o.status}, not 401`;
+  if (!/^application\/problem\+json/.test(o.contentType))
+    return `error is ${o.contentType || 'no content type'}, not problem+json: ${o.text.slice(0, 200)}`;
   let p: any;
   try {
     p = JSON.parse(o.text);
   } catch {
     return `problem body is not JSON: ${o.text.slice(0, 200)}`;
   }
-  for (const k of ['type', 'title', 'detail', 'request_id']) if (typeof p[k] !== 'string' || p[k] === '') return `problem lacks ${k}: ${o.text.slice(0, 200)}`;
+  for (const k of ['type', 'title', 'detail', 'request_id'])
+    if (typeof p[k] !== 'string' || p[k] === '') return `problem lacks ${k}: ${o.text.slice(0, 200)}`;
   if (p.status !== o.status) return `problem status ${p.status} ≠ HTTP ${o.status}`;
   if (p.request_id !== o.headers?.get('x-request-id')) return 'problem request_id differs from X-Request-Id';
-  for (const leak of LEAKS) if (leak.test(p.detail) || leak.test(JSON.stringify(p.errors ?? []))) return `internals leak in the problem: ${p.detail}`;
+  for (const leak of LEAKS)
+    if (leak.test(p.detail) || leak.test(JSON.stringify(p.errors ?? [])))
+      return `internals leak in the problem: ${p.detail}`;
   return null;
 }
-
 
 describe('hostile input against every route of the OpenAPI document', () => {
   let t: TestContext;
@@ -79,9 +101,31 @@ describe('hostile input against every route of the OpenAPI document', () => {
     keys = creds.keys;
     projectId = creds.project_id;
     const sk = keys.secret;
-    assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, user: 'fz-user', body: { id: 'fz-thread', type: 'group', members: ['fz-other'] } })).status, 201);
-    assert.equal((await api(t.url, 'POST', '/v1/threads/fz-thread/messages', { key: sk, user: 'fz-user', body: { id: 'fz-msg', body: { text: 'hi' } } })).status, 201);
-    assert.equal((await api(t.url, 'PUT', '/v1/threads/fz-thread/messages/fz-msg/reactions/like', { key: sk, user: 'fz-user' })).status, 200);
+    assert.equal(
+      (
+        await api(t.url, 'POST', '/v1/threads', {
+          key: sk,
+          user: 'fz-user',
+          body: { id: 'fz-thread', type: 'group', members: ['fz-other'] },
+        })
+      ).status,
+      201,
+    );
+    assert.equal(
+      (
+        await api(t.url, 'POST', '/v1/threads/fz-thread/messages', {
+          key: sk,
+          user: 'fz-user',
+          body: { id: 'fz-msg', body: { text: 'hi' } },
+        })
+      ).status,
+      201,
+    );
+    assert.equal(
+      (await api(t.url, 'PUT', '/v1/threads/fz-thread/messages/fz-msg/reactions/like', { key: sk, user: 'fz-user' }))
+        .status,
+      200,
+    );
     // Warm the key caches (first use stamps last_used_at, which the snapshot ignores anyway).
     await api(t.url, 'GET', '/v1/threads', { key: sk, user: 'fz-user' });
     await api(t.url, 'GET', '/v1/admin/stats', { key: keys.admin });
@@ -92,7 +136,14 @@ describe('hostile input against every route of the OpenAPI document', () => {
 
   const ctx = () => ({
     doc,
-    pathValues: { thread_id: 'fz-thread', message_id: 'fz-msg', user_id: 'fz-user', reaction: 'like', project_id: projectId, key_id: 'key_fz' } as Record<string, string>,
+    pathValues: {
+      thread_id: 'fz-thread',
+      message_id: 'fz-msg',
+      user_id: 'fz-user',
+      reaction: 'like',
+      project_id: projectId,
+      key_id: 'key_fz',
+    } as Record<string, string>,
     authFor: (route: ApiRoute): Record<string, string> =>
       route.auth !== 'apiKey'
         ? {}
@@ -163,10 +214,18 @@ describe('hostile input against every route of the OpenAPI document', () => {
     const auth = `Authorization: Bearer ${keys.secret}\r\n`;
     const cases = fc.sample(
       fc.oneof(
-        fc.constantFrom('\x00', '\x01', '\x1b', '\x7f', '\r', '\n').map((c) => `POST /v1/threads HTTP/1.1\r\nHost: x\r\n${auth}X-User-ID: a${c}b\r\nContent-Length: 2\r\n\r\n{}`),
-        fc.constantFrom('Bad Header', '(x)', 'X-\x00', 'X\ty') .map((h) => `GET /v1/threads HTTP/1.1\r\nHost: x\r\n${auth}${h}: 1\r\n\r\n`),
+        fc
+          .constantFrom('\x00', '\x01', '\x1b', '\x7f', '\r', '\n')
+          .map(
+            (c) => `POST /v1/threads HTTP/1.1\r\nHost: x\r\n${auth}X-User-ID: a${c}b\r\nContent-Length: 2\r\n\r\n{}`,
+          ),
+        fc
+          .constantFrom('Bad Header', '(x)', 'X-\x00', 'X\ty')
+          .map((h) => `GET /v1/threads HTTP/1.1\r\nHost: x\r\n${auth}${h}: 1\r\n\r\n`),
         fc.constant(`GET /v1/threads HTTP/1.1\nHost: x\n${auth.replace('\r', '')}\n`),
-        fc.constant(`POST /v1/threads HTTP/1.1\r\nHost: x\r\n${auth}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`),
+        fc.constant(
+          `POST /v1/threads HTTP/1.1\r\nHost: x\r\n${auth}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+        ),
         fc.constant(`GET /v1/threads\x00 HTTP/1.1\r\nHost: x\r\n\r\n`),
       ),
       { numRuns: 60 },
@@ -187,8 +246,14 @@ describe('hostile input against every route of the OpenAPI document', () => {
     assert.deepEqual(after_, before_);
     const tables = Object.keys(after_).length;
     const rows = Object.values(after_).reduce((n, x) => n + x.rows, 0);
-    const cats = [...stats.byCategory].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ');
-    const statuses = [...stats.byStatus].sort().map(([k, v]) => `${k}×${v}`).join(' ');
+    const cats = [...stats.byCategory]
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+    const statuses = [...stats.byStatus]
+      .sort()
+      .map(([k, v]) => `${k}×${v}`)
+      .join(' ');
     process.stdout.write(
       `# fuzz hostile-input: ${stats.sent} hostile requests over ${stats.routes} routes, 0 5xx, every non-public request refused; statuses ${statuses}; ` +
         `categories: ${cats}; snapshot of ${tables} tables (${rows} rows) unchanged\n`,

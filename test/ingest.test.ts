@@ -36,7 +36,16 @@ describe('ingest pipeline', () => {
     for (const id of ['iso-a', 'iso-b', 'iso-gone']) {
       assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id, type: 'group' } })).status, 201);
     }
-    assert.equal((await api(t.url, 'POST', '/v1/threads/iso-b/messages', { key: sk, user: 'alice', body: { id: 'taken', body: { v: 1 } } })).status, 201);
+    assert.equal(
+      (
+        await api(t.url, 'POST', '/v1/threads/iso-b/messages', {
+          key: sk,
+          user: 'alice',
+          body: { id: 'taken', body: { v: 1 } },
+        })
+      ).status,
+      201,
+    );
     assert.equal((await api(t.url, 'DELETE', '/v1/threads/iso-gone', { key: sk })).status < 300, true);
 
     const groups = watchGroups(t);
@@ -57,10 +66,17 @@ describe('ingest pipeline', () => {
 
     const status = results.map((r) => (r.status === 'fulfilled' ? 'ok' : (r.reason as AppError).kind));
     assert.deepEqual(status, ['ok', 'conflict', 'ok', 'not_found', 'ok', 'ok', 'conflict', 'ok']);
-    const ok = results.map((r) => (r.status === 'fulfilled' ? (r.value as { messages: Array<{ seq: number; id: string }>; existed: boolean[] }) : null));
+    const ok = results.map((r) =>
+      r.status === 'fulfilled'
+        ? (r.value as { messages: Array<{ seq: number; id: string }>; existed: boolean[] })
+        : null,
+    );
     assert.deepEqual(ok[7]!.existed, [true]);
 
-    const { rows } = await t.db.raw(`select thread_id, id, seq, body from messages where project_id = ? and thread_id in ('iso-a','iso-b','iso-gone') order by thread_id, seq`, [projectId]);
+    const { rows } = await t.db.raw(
+      `select thread_id, id, seq, body from messages where project_id = ? and thread_id in ('iso-a','iso-b','iso-gone') order by thread_id, seq`,
+      [projectId],
+    );
     assert.deepEqual(
       rows.map((r: any) => [r.thread_id, r.seq, r.body]),
       [
@@ -72,13 +88,23 @@ describe('ingest pipeline', () => {
       ],
     );
     // Acknowledged results match what was stored.
-    assert.deepEqual([ok[0], ok[2], ok[5]].map((r) => r!.messages[0].seq), [2, 3, 4]);
+    assert.deepEqual(
+      [ok[0], ok[2], ok[5]].map((r) => r!.messages[0].seq),
+      [2, 3, 4],
+    );
     assert.equal(ok[4]!.messages[0].seq, 3);
   });
 
   test('within a thread, seq order is submission order, across groups and mixed kinds of write', async () => {
-    assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'order-1', type: 'group' } })).status, 201);
-    const first = await api(t.url, 'POST', '/v1/threads/order-1/messages', { key: sk, user: 'alice', body: { id: 'edit-me', body: { n: -1 } } });
+    assert.equal(
+      (await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'order-1', type: 'group' } })).status,
+      201,
+    );
+    const first = await api(t.url, 'POST', '/v1/threads/order-1/messages', {
+      key: sk,
+      user: 'alice',
+      body: { id: 'edit-me', body: { n: -1 } },
+    });
     assert.equal(first.status, 201);
     const groups = watchGroups(t);
     const who = secretPrincipal(projectId);
@@ -93,7 +119,9 @@ describe('ingest pipeline', () => {
       }
       // 'order-2' does not exist yet: the first append creates it on the slow path.
       const thread = i % 3 === 0 ? 'order-2' : 'order-1';
-      const p = m.append(who, thread, [{ body: { i } }]).then((r) => ({ seq: (r as { messages: Array<{ seq: number }> }).messages[0].seq }));
+      const p = m
+        .append(who, thread, [{ body: { i } }])
+        .then((r) => ({ seq: (r as { messages: Array<{ seq: number }> }).messages[0].seq }));
       writes.push(p);
       expectSeqOf.push(p.then((r) => r.seq));
     }
@@ -105,9 +133,17 @@ describe('ingest pipeline', () => {
     );
     for (const thread of ['order-1', 'order-2']) {
       const submitted = rows.filter((r: any) => r.thread_id === thread && r.i >= 0).map((r: any) => r.i);
-      assert.deepEqual(submitted, [...submitted].sort((a, b) => a - b), `${thread}: seq order follows submission order`);
+      assert.deepEqual(
+        submitted,
+        [...submitted].sort((a, b) => a - b),
+        `${thread}: seq order follows submission order`,
+      );
       const seqs = rows.filter((r: any) => r.thread_id === thread).map((r: any) => r.seq);
-      assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, k) => seqs[0] + k), `${thread}: gapless`);
+      assert.deepEqual(
+        seqs,
+        Array.from({ length: seqs.length }, (_, k) => seqs[0] + k),
+        `${thread}: gapless`,
+      );
     }
     assert.equal(rows.filter((r: any) => r.type === 'message.edited').length, 6);
     assert.ok(groups.length >= 1);
@@ -120,12 +156,17 @@ describe('ingest pipeline', () => {
       const who = secretPrincipal(projectId);
       const seqs = await Promise.all(
         Array.from({ length: 30 }, (_, i) =>
-          small.app.messages.append(who, `small-${i % 2}`, [{ body: { i } }]).then((r) => (r as { messages: Array<{ seq: number }> }).messages[0].seq),
+          small.app.messages
+            .append(who, `small-${i % 2}`, [{ body: { i } }])
+            .then((r) => (r as { messages: Array<{ seq: number }> }).messages[0].seq),
         ),
       );
       for (const parity of [0, 1]) {
         const mine = seqs.filter((_s, i) => i % 2 === parity);
-        assert.deepEqual(mine, [...mine].sort((a, b) => a - b));
+        assert.deepEqual(
+          mine,
+          [...mine].sort((a, b) => a - b),
+        );
         assert.equal(new Set(mine).size, mine.length);
       }
       assert.ok(groups.length >= 10 && groups.every((g) => g <= 3), `groups of at most 3: ${groups.join(',')}`);
@@ -136,20 +177,33 @@ describe('ingest pipeline', () => {
 
   test('a full queue answers 503 with Retry-After as problem+json and writes nothing for refused requests', async () => {
     const tiny = await startInstance(t.databaseUrl, { INGEST_QUEUE_LIMIT: '1', INGEST_CONCURRENCY: '1' });
-    assert.equal((await api(tiny.url, 'POST', '/v1/threads', { key: sk, body: { id: 'bp', type: 'group' } })).status, 201);
+    assert.equal(
+      (await api(tiny.url, 'POST', '/v1/threads', { key: sk, body: { id: 'bp', type: 'group' } })).status,
+      201,
+    );
     // Hold the thread's row lock from outside so the first write's group cannot finish.
     const blocker = new pg.Client({ connectionString: t.databaseUrl });
     await blocker.connect();
     try {
       await blocker.query('begin');
       await blocker.query(`select 1 from threads where project_id = $1 and id = 'bp' for update`, [projectId]);
-      const held = api(tiny.url, 'POST', '/v1/threads/bp/messages', { key: sk, user: 'alice', body: { id: 'held', body: { n: 0 } } });
+      const held = api(tiny.url, 'POST', '/v1/threads/bp/messages', {
+        key: sk,
+        user: 'alice',
+        body: { id: 'held', body: { n: 0 } },
+      });
       for (let i = 0; tiny.app.ingest.depth < 1; i++) {
         assert.ok(i < 500, 'the first write never reached the queue');
         await new Promise((r) => setTimeout(r, 10));
       }
       const refused = await Promise.all(
-        Array.from({ length: 5 }, (_, i) => api(tiny.url, 'POST', '/v1/threads/bp/messages', { key: sk, user: 'alice', body: { id: `refused-${i}`, body: { n: i } } })),
+        Array.from({ length: 5 }, (_, i) =>
+          api(tiny.url, 'POST', '/v1/threads/bp/messages', {
+            key: sk,
+            user: 'alice',
+            body: { id: `refused-${i}`, body: { n: i } },
+          }),
+        ),
       );
       for (const r of refused) {
         assert.equal(r.status, 503);
@@ -160,7 +214,10 @@ describe('ingest pipeline', () => {
       await blocker.query('commit');
       assert.equal((await held).status, 201);
       const { rows } = await t.db.raw(`select id from messages where project_id = ? and thread_id = 'bp'`, [projectId]);
-      assert.deepEqual(rows.map((r: any) => r.id), ['held']);
+      assert.deepEqual(
+        rows.map((r: any) => r.id),
+        ['held'],
+      );
     } finally {
       await blocker.query('rollback').catch(() => undefined);
       await blocker.end();
@@ -176,9 +233,14 @@ describe('ingest pipeline', () => {
         if jsonb_exists(new.body, 'fail_at_commit') then raise exception 'refused at commit'; end if;
         return null;
       end $$`);
-    await t.db.raw(`create constraint trigger test_fail_at_commit after insert on messages deferrable initially deferred for each row execute function test_fail_at_commit()`);
+    await t.db.raw(
+      `create constraint trigger test_fail_at_commit after insert on messages deferrable initially deferred for each row execute function test_fail_at_commit()`,
+    );
     try {
-      assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'commit', type: 'group' } })).status, 201);
+      assert.equal(
+        (await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'commit', type: 'group' } })).status,
+        201,
+      );
       const groups = watchGroups(t);
       const who = secretPrincipal(projectId);
       const m = t.app.messages;
@@ -191,13 +253,34 @@ describe('ingest pipeline', () => {
         m.append(who, 'commit', [{ id: 'c3', body: { n: 3 } }]),
         m.append(who, 'commit', [{ id: 'c4', body: { n: 4 } }]),
       ]);
-      assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
-      const { rows } = await t.db.raw(`select id, seq from messages where project_id = ? and thread_id = 'commit' order by seq`, [projectId]);
-      assert.deepEqual(rows.map((r: any) => r.id), ['c1', 'c3', 'c4']);
-      const acked = results.flatMap((r) => (r.status === 'fulfilled' ? [(r.value as { messages: Array<{ id: string; seq: number }> }).messages[0]] : []));
-      assert.deepEqual(acked.map((a) => [a.id, a.seq]), rows.map((r: any) => [r.id, r.seq]));
-      const { rows: log } = await t.db.raw(`select seq from events where project_id = ? and thread_id = 'commit' order by seq`, [projectId]);
-      assert.deepEqual(log.map((r: any) => r.seq), [1, 2, 3, 4], 'the log stays gapless');
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ['fulfilled', 'rejected', 'fulfilled', 'fulfilled'],
+      );
+      const { rows } = await t.db.raw(
+        `select id, seq from messages where project_id = ? and thread_id = 'commit' order by seq`,
+        [projectId],
+      );
+      assert.deepEqual(
+        rows.map((r: any) => r.id),
+        ['c1', 'c3', 'c4'],
+      );
+      const acked = results.flatMap((r) =>
+        r.status === 'fulfilled' ? [(r.value as { messages: Array<{ id: string; seq: number }> }).messages[0]] : [],
+      );
+      assert.deepEqual(
+        acked.map((a) => [a.id, a.seq]),
+        rows.map((r: any) => [r.id, r.seq]),
+      );
+      const { rows: log } = await t.db.raw(
+        `select seq from events where project_id = ? and thread_id = 'commit' order by seq`,
+        [projectId],
+      );
+      assert.deepEqual(
+        log.map((r: any) => r.seq),
+        [1, 2, 3, 4],
+        'the log stays gapless',
+      );
       assert.ok(groups.length >= 2, 'the failed group was split and retried');
     } finally {
       await t.db.raw('drop trigger test_fail_at_commit on messages');
@@ -212,9 +295,12 @@ describe('ingest pipeline', () => {
         if jsonb_exists(new.body, 'fail_now') then raise exception 'refused by trigger'; end if;
         return new;
       end $$`);
-    await t.db.raw(`create trigger test_fail_now before insert on messages for each row execute function test_fail_now()`);
+    await t.db.raw(
+      `create trigger test_fail_now before insert on messages for each row execute function test_fail_now()`,
+    );
     try {
-      for (const id of ['batch-a', 'batch-b']) assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id, type: 'group' } })).status, 201);
+      for (const id of ['batch-a', 'batch-b'])
+        assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id, type: 'group' } })).status, 201);
       const groups = watchGroups(t);
       const who = secretPrincipal(projectId);
       const m = t.app.messages;
@@ -225,13 +311,22 @@ describe('ingest pipeline', () => {
         m.append(who, 'batch-b', [{ id: 'b4', body: { n: 4 } }]),
       ]);
       assert.deepEqual(groups, [4]);
-      assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
-      const { rows } = await t.db.raw(`select thread_id, id, seq from messages where project_id = ? and thread_id like 'batch-%' order by thread_id, seq`, [projectId]);
-      assert.deepEqual(rows.map((r: any) => [r.thread_id, r.id, r.seq]), [
-        ['batch-a', 'b1', 2],
-        ['batch-b', 'b2', 2],
-        ['batch-b', 'b4', 3],
-      ]);
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ['fulfilled', 'fulfilled', 'rejected', 'fulfilled'],
+      );
+      const { rows } = await t.db.raw(
+        `select thread_id, id, seq from messages where project_id = ? and thread_id like 'batch-%' order by thread_id, seq`,
+        [projectId],
+      );
+      assert.deepEqual(
+        rows.map((r: any) => [r.thread_id, r.id, r.seq]),
+        [
+          ['batch-a', 'b1', 2],
+          ['batch-b', 'b2', 2],
+          ['batch-b', 'b4', 3],
+        ],
+      );
     } finally {
       await t.db.raw('drop trigger test_fail_now on messages');
       await t.db.raw('drop function test_fail_now()');
@@ -239,12 +334,15 @@ describe('ingest pipeline', () => {
   });
 
   test('each committed group sends one NOTIFY with every thread it wrote and its latest seq', async () => {
-    for (const id of ['n-a', 'n-b']) assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id, type: 'group' } })).status, 201);
+    for (const id of ['n-a', 'n-b'])
+      assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id, type: 'group' } })).status, 201);
     const listener = new pg.Client({ connectionString: t.databaseUrl });
     await listener.connect();
     const payloads: Array<Array<[string, string, number]>> = [];
     listener.on('notification', (n) => {
-      const p = (JSON.parse(n.payload ?? '{}') as { p: Array<[string, string, number]> }).p.filter(([proj, thread]) => proj === projectId && thread.startsWith('n-'));
+      const p = (JSON.parse(n.payload ?? '{}') as { p: Array<[string, string, number]> }).p.filter(
+        ([proj, thread]) => proj === projectId && thread.startsWith('n-'),
+      );
       if (p.length > 0) payloads.push(p);
     });
     await listener.query('listen progressdb_events');
@@ -254,57 +352,118 @@ describe('ingest pipeline', () => {
       const m = t.app.messages;
       // Fast appends only (the NOTIFY rides on the INSERT), then a group that also creates a
       // thread and edits a message (slow ops: the NOTIFY is its own statement).
-      await Promise.all([m.append(who, 'n-a', [{ id: 'x1', body: 1 }]), m.append(who, 'n-b', [{ body: 2 }]), m.append(who, 'n-a', [{ body: 3 }])]);
-      await Promise.all([m.append(who, 'n-a', [{ body: 4 }]), m.append(who, 'n-c', [{ body: 5 }]), m.edit(who, 'n-a', 'x1', 6), m.append(who, 'n-b', [{ body: 7 }])]);
+      await Promise.all([
+        m.append(who, 'n-a', [{ id: 'x1', body: 1 }]),
+        m.append(who, 'n-b', [{ body: 2 }]),
+        m.append(who, 'n-a', [{ body: 3 }]),
+      ]);
+      await Promise.all([
+        m.append(who, 'n-a', [{ body: 4 }]),
+        m.append(who, 'n-c', [{ body: 5 }]),
+        m.edit(who, 'n-a', 'x1', 6),
+        m.append(who, 'n-b', [{ body: 7 }]),
+      ]);
       assert.deepEqual(groups, [3, 4]);
       for (let i = 0; payloads.length < 2 && i < 200; i++) await new Promise((r) => setTimeout(r, 10));
       await new Promise((r) => setTimeout(r, 100));
       const sorted = payloads.map((p) => p.map(([, thread, seq]) => [thread, seq]).sort());
-      const { rows } = await t.db.raw(`select thread_id, max(seq) as seq from events where project_id = ? and thread_id like 'n-%' group by thread_id order by thread_id`, [projectId]);
-      assert.deepEqual(rows.map((r: any) => [r.thread_id, r.seq]), [['n-a', 5], ['n-b', 3], ['n-c', 3]]); // n-c: thread.created, member.added, message
+      const { rows } = await t.db.raw(
+        `select thread_id, max(seq) as seq from events where project_id = ? and thread_id like 'n-%' group by thread_id order by thread_id`,
+        [projectId],
+      );
+      assert.deepEqual(
+        rows.map((r: any) => [r.thread_id, r.seq]),
+        [
+          ['n-a', 5],
+          ['n-b', 3],
+          ['n-c', 3],
+        ],
+      ); // n-c: thread.created, member.added, message
       assert.deepEqual(sorted, [
-        [['n-a', 3], ['n-b', 2]],
-        [['n-a', 5], ['n-b', 3], ['n-c', 3]],
+        [
+          ['n-a', 3],
+          ['n-b', 2],
+        ],
+        [
+          ['n-a', 5],
+          ['n-b', 3],
+          ['n-c', 3],
+        ],
       ]);
     } finally {
       await listener.end();
     }
   });
 
-  test('an idle pipeline commits a lone write at once, even with a long INGEST_MAX_WAIT_MS', { timeout: 60_000 }, async () => {
-    // INGEST_MAX_WAIT_MS only lets a busy lane gather more writes. The pipeline is built with
-    // a wait far beyond the test's timeout: a lone write that waited for it would fail the test.
-    const { createIngestPipeline } = await import('../src/modules/ingest/ingest-pipeline');
-    const { createLogger } = await import('../src/lib/logger');
-    const pipeline = createIngestPipeline({ db: t.db, logger: createLogger('silent'), options: { maxBatch: 100, maxWaitMs: 3_600_000, lanes: 1, queueLimit: 100 } });
-    try {
-      const one = await pipeline.submit({ kind: 'tx', partition: 'x', run: async (tx) => (await tx.raw('select 41 + 1 as n')).rows[0].n });
-      assert.equal(one, 42);
-      // Idle again: the next lone write also goes at once.
-      const two = await pipeline.submit({ kind: 'tx', partition: 'x', run: async (tx) => (await tx.raw('select 2 as n')).rows[0].n });
-      assert.equal(two, 2);
-    } finally {
-      await pipeline.close();
-    }
-    const slowWait = await startInstance(t.databaseUrl, { INGEST_MAX_WAIT_MS: '1000' });
-    try {
-      const r = await api(slowWait.url, 'POST', '/v1/threads/idle/messages', { key: sk, user: 'alice', body: { body: { text: 'hi' } } });
-      assert.equal(r.status, 201);
-    } finally {
-      await slowWait.close();
-    }
-  });
+  test(
+    'an idle pipeline commits a lone write at once, even with a long INGEST_MAX_WAIT_MS',
+    { timeout: 60_000 },
+    async () => {
+      // INGEST_MAX_WAIT_MS only lets a busy lane gather more writes. The pipeline is built with
+      // a wait far beyond the test's timeout: a lone write that waited for it would fail the test.
+      const { createIngestPipeline } = await import('../src/modules/ingest/ingest-pipeline');
+      const { createLogger } = await import('../src/lib/logger');
+      const pipeline = createIngestPipeline({
+        db: t.db,
+        logger: createLogger('silent'),
+        options: { maxBatch: 100, maxWaitMs: 3_600_000, lanes: 1, queueLimit: 100 },
+      });
+      try {
+        const one = await pipeline.submit({
+          kind: 'tx',
+          partition: 'x',
+          run: async (tx) => (await tx.raw('select 41 + 1 as n')).rows[0].n,
+        });
+        assert.equal(one, 42);
+        // Idle again: the next lone write also goes at once.
+        const two = await pipeline.submit({
+          kind: 'tx',
+          partition: 'x',
+          run: async (tx) => (await tx.raw('select 2 as n')).rows[0].n,
+        });
+        assert.equal(two, 2);
+      } finally {
+        await pipeline.close();
+      }
+      const slowWait = await startInstance(t.databaseUrl, { INGEST_MAX_WAIT_MS: '1000' });
+      try {
+        const r = await api(slowWait.url, 'POST', '/v1/threads/idle/messages', {
+          key: sk,
+          user: 'alice',
+          body: { body: { text: 'hi' } },
+        });
+        assert.equal(r.status, 201);
+      } finally {
+        await slowWait.close();
+      }
+    },
+  );
 
   test('close() flushes writes that are gathering and refuses new ones', async () => {
     const { createIngestPipeline } = await import('../src/modules/ingest/ingest-pipeline');
     const { createLogger } = await import('../src/lib/logger');
-    const pipeline = createIngestPipeline({ db: t.db, logger: createLogger('silent'), options: { maxBatch: 100, maxWaitMs: 3_600_000, lanes: 1, queueLimit: 100 } });
-    const writes = Array.from({ length: 5 }, (_, i) => pipeline.submit({ kind: 'tx', partition: 'x', run: async (tx) => (await tx.raw('select ?::int as n', [i])).rows[0].n }));
+    const pipeline = createIngestPipeline({
+      db: t.db,
+      logger: createLogger('silent'),
+      options: { maxBatch: 100, maxWaitMs: 3_600_000, lanes: 1, queueLimit: 100 },
+    });
+    const writes = Array.from({ length: 5 }, (_, i) =>
+      pipeline.submit({
+        kind: 'tx',
+        partition: 'x',
+        run: async (tx) => (await tx.raw('select ?::int as n', [i])).rows[0].n,
+      }),
+    );
     await new Promise((r) => setImmediate(r));
     // A second wave while the first group commits: it will be gathering when close() comes.
-    writes.push(...Array.from({ length: 3 }, (_, i) => pipeline.submit({ kind: 'tx', partition: 'x', run: async () => 10 + i })));
+    writes.push(
+      ...Array.from({ length: 3 }, (_, i) => pipeline.submit({ kind: 'tx', partition: 'x', run: async () => 10 + i })),
+    );
     await pipeline.close();
     assert.deepEqual(await Promise.all(writes), [0, 1, 2, 3, 4, 10, 11, 12]);
-    await assert.rejects(pipeline.submit({ kind: 'tx', partition: 'x', run: async () => 1 }), (e: AppError) => e.kind === 'unavailable');
+    await assert.rejects(
+      pipeline.submit({ kind: 'tx', partition: 'x', run: async () => 1 }),
+      (e: AppError) => e.kind === 'unavailable',
+    );
   });
 });

@@ -5,7 +5,11 @@ import { api, startTestApp, type TestContext } from './helpers/app';
 import { projectRows, snapshotDatabase, type Snapshot } from './helpers/db-snapshot';
 import { example, fillPath, loadRoutes, type ApiRoute } from './helpers/openapi-routes';
 
-const LEAK_PATTERNS = [/\bat [^\n]+\.(ts|js):\d+/, /\b(select|insert|update)\b[^\n]{0,80}\b(from|into|set|where)\b/i, /syntax error|relation "|duplicate key|violates/i];
+const LEAK_PATTERNS = [
+  /\bat [^\n]+\.(ts|js):\d+/,
+  /\b(select|insert|update)\b[^\n]{0,80}\b(from|into|set|where)\b/i,
+  /syntax error|relation "|duplicate key|violates/i,
+];
 
 interface Caller {
   name: string;
@@ -33,16 +37,42 @@ describe('isolation matrix: every API-key route of the OpenAPI document, against
     b = await t.project('B');
     const sk = b.keys.secret;
     // B's objects: a members-only thread (generated id), a message, a reaction, members.
-    const thread = await api(t.url, 'POST', '/v1/threads', { key: sk, user: 'bob', body: { type: 'group', title: 'b-private-title', members: ['carol'] } });
+    const thread = await api(t.url, 'POST', '/v1/threads', {
+      key: sk,
+      user: 'bob',
+      body: { type: 'group', title: 'b-private-title', members: ['carol'] },
+    });
     assert.equal(thread.status, 201);
     threadId = thread.body.id;
-    assert.equal((await api(t.url, 'POST', `/v1/threads/${threadId}/messages`, { key: sk, user: 'bob', body: { id: 'b-msg', body: { text: 'b-private-body' } } })).status, 201);
-    assert.equal((await api(t.url, 'PUT', `/v1/threads/${threadId}/messages/b-msg/reactions/like`, { key: sk, user: 'carol' })).status, 200);
+    assert.equal(
+      (
+        await api(t.url, 'POST', `/v1/threads/${threadId}/messages`, {
+          key: sk,
+          user: 'bob',
+          body: { id: 'b-msg', body: { text: 'b-private-body' } },
+        })
+      ).status,
+      201,
+    );
+    assert.equal(
+      (await api(t.url, 'PUT', `/v1/threads/${threadId}/messages/b-msg/reactions/like`, { key: sk, user: 'carol' }))
+        .status,
+      200,
+    );
     const revoked = await t.app.projects.createKey(b.project_id, 'secret', 'to revoke');
     await t.app.projects.revokeKey(b.project_id, revoked.id);
     revokedKey = revoked.key;
     const keyIds = (await t.app.projects.listKeys(b.project_id)).map((k) => k.id);
-    secretsOfB = [b.project_id, b.signing_secret, ...keyIds, b.keys.secret, b.keys.publishable, b.keys.admin, 'b-private-body', 'b-private-title'];
+    secretsOfB = [
+      b.project_id,
+      b.signing_secret,
+      ...keyIds,
+      b.keys.secret,
+      b.keys.publishable,
+      b.keys.admin,
+      'b-private-body',
+      'b-private-title',
+    ];
     ({ doc, routes } = await loadRoutes(t.url));
     before_ = await snapshotDatabase(t.db, { where: projectRows(b.project_id) });
   });
@@ -52,7 +82,14 @@ describe('isolation matrix: every API-key route of the OpenAPI document, against
   const isAdmin = (route: ApiRoute) => route.path.startsWith('/v1/admin');
 
   test('cross-project (404), revoked (401), unsigned publishable (401) and non-member (403/404) are refused without leaks; B is unchanged', async () => {
-    const pathValues: Record<string, string> = { thread_id: '', message_id: 'b-msg', user_id: 'carol', reaction: 'like', project_id: '', key_id: '' };
+    const pathValues: Record<string, string> = {
+      thread_id: '',
+      message_id: 'b-msg',
+      user_id: 'carol',
+      reaction: 'like',
+      project_id: '',
+      key_id: '',
+    };
     pathValues.thread_id = threadId;
     pathValues.project_id = b.project_id;
     const mallory = signUserId(b.signing_secret, 'mallory');
@@ -65,8 +102,16 @@ describe('isolation matrix: every API-key route of the OpenAPI document, against
         // (documented), so the append routes answer 201 there; B must stay untouched.
         expect: (r) => (!aboutB(r) ? null : creates(r) ? [201, 404] : [404]),
       },
-      { name: 'revoked key of B', headers: { authorization: `Bearer ${revokedKey}`, 'x-user-id': 'bob' }, expect: () => [401] },
-      { name: 'publishable key of B, no signature', headers: { authorization: `Bearer ${b.keys.publishable}`, 'x-user-id': 'bob' }, expect: () => [401] },
+      {
+        name: 'revoked key of B',
+        headers: { authorization: `Bearer ${revokedKey}`, 'x-user-id': 'bob' },
+        expect: () => [401],
+      },
+      {
+        name: 'publishable key of B, no signature',
+        headers: { authorization: `Bearer ${b.keys.publishable}`, 'x-user-id': 'bob' },
+        expect: () => [401],
+      },
       {
         name: 'publishable key of B, signature of another user',
         headers: { authorization: `Bearer ${b.keys.publishable}`, 'x-user-id': 'bob', 'x-user-signature': mallory },
@@ -74,7 +119,11 @@ describe('isolation matrix: every API-key route of the OpenAPI document, against
       },
       {
         name: 'publishable key of B, signature under the wrong secret',
-        headers: { authorization: `Bearer ${b.keys.publishable}`, 'x-user-id': 'bob', 'x-user-signature': signUserId(a.signing_secret, 'bob') },
+        headers: {
+          authorization: `Bearer ${b.keys.publishable}`,
+          'x-user-id': 'bob',
+          'x-user-signature': signUserId(a.signing_secret, 'bob'),
+        },
         expect: () => [401],
       },
       {
@@ -100,9 +149,15 @@ describe('isolation matrix: every API-key route of the OpenAPI document, against
       for (const caller of callers) {
         if (caller.skipUnlessAboutB && !aboutB(route)) continue;
         const headers = { ...caller.headers };
-        if (caller.name === 'project A key') headers.authorization = `Bearer ${isAdmin(route) ? a.keys.admin : a.keys.secret}`;
+        if (caller.name === 'project A key')
+          headers.authorization = `Bearer ${isAdmin(route) ? a.keys.admin : a.keys.secret}`;
         if (body) headers['content-type'] = 'application/json';
-        const res = await fetch(t.url + path, { method: route.method, headers, body, signal: AbortSignal.timeout(10_000) });
+        const res = await fetch(t.url + path, {
+          method: route.method,
+          headers,
+          body,
+          signal: AbortSignal.timeout(10_000),
+        });
         sent++;
         const streaming = (res.headers.get('content-type') ?? '').startsWith('text/event-stream');
         const text = streaming ? '' : await res.text();
@@ -110,13 +165,18 @@ describe('isolation matrix: every API-key route of the OpenAPI document, against
         const where = `${caller.name} → ${route.method} ${route.path}`;
         if (res.status >= 500) failures.push(`${where}: ${res.status} ${text}`);
         const want = caller.expect(route);
-        if (want && !want.includes(res.status)) failures.push(`${where}: ${res.status}, expected ${want.join('/')}: ${text.slice(0, 200)}`);
+        if (want && !want.includes(res.status))
+          failures.push(`${where}: ${res.status}, expected ${want.join('/')}: ${text.slice(0, 200)}`);
         if (want && res.status >= 400) {
           refusals++;
-          if (!/^application\/problem\+json/.test(res.headers.get('content-type') ?? '')) failures.push(`${where}: refusal is not problem+json`);
+          if (!/^application\/problem\+json/.test(res.headers.get('content-type') ?? ''))
+            failures.push(`${where}: refusal is not problem+json`);
         }
-        for (const secret of secretsOfB) if (text.includes(secret)) failures.push(`${where}: the response contains B's "${secret.slice(0, 12)}…": ${text.slice(0, 200)}`);
-        for (const leak of LEAK_PATTERNS) if (leak.test(text)) failures.push(`${where}: internals in the response: ${text.slice(0, 200)}`);
+        for (const secret of secretsOfB)
+          if (text.includes(secret))
+            failures.push(`${where}: the response contains B's "${secret.slice(0, 12)}…": ${text.slice(0, 200)}`);
+        for (const leak of LEAK_PATTERNS)
+          if (leak.test(text)) failures.push(`${where}: internals in the response: ${text.slice(0, 200)}`);
       }
     }
     assert.deepEqual(failures, []);

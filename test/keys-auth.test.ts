@@ -24,7 +24,10 @@ describe('API keys and signed users', () => {
   before(async () => {
     t = await startTestApp();
     creds = await t.project();
-    await api(t.url, 'POST', '/v1/threads', { key: creds.keys.secret, body: { id: 'open', type: 'channel', policies: { read: 'public', write: 'public' } } });
+    await api(t.url, 'POST', '/v1/threads', {
+      key: creds.keys.secret,
+      body: { id: 'open', type: 'channel', policies: { read: 'public', write: 'public' } },
+    });
   });
   after(() => t.stop());
 
@@ -44,7 +47,12 @@ describe('API keys and signed users', () => {
   });
 
   test('POST /v1/_sign refuses publishable and admin keys', async () => {
-    const pk = await api(t.url, 'POST', '/v1/_sign', { key: creds.keys.publishable, user: 'a', signature: sign(creds.signing_secret, 'a'), body: { user_id: 'b' } });
+    const pk = await api(t.url, 'POST', '/v1/_sign', {
+      key: creds.keys.publishable,
+      user: 'a',
+      signature: sign(creds.signing_secret, 'a'),
+      body: { user_id: 'b' },
+    });
     assert.equal(pk.status, 403);
     const ak = await api(t.url, 'POST', '/v1/_sign', { key: creds.keys.admin, body: { user_id: 'b' } });
     assert.equal(ak.status, 403);
@@ -52,13 +60,22 @@ describe('API keys and signed users', () => {
 
   test('a publishable key with the signature from /v1/_sign is accepted, in the Authorization or X-API-Key header', async () => {
     const { body } = await api(t.url, 'POST', '/v1/_sign', { key: creds.keys.secret, body: { user_id: 'bob' } });
-    const r = await api(t.url, 'GET', '/v1/threads/open', { key: creds.keys.publishable, user: 'bob', signature: body.signature });
+    const r = await api(t.url, 'GET', '/v1/threads/open', {
+      key: creds.keys.publishable,
+      user: 'bob',
+      signature: body.signature,
+    });
     assert.equal(r.status, 200, r.text);
     const viaHeader = await api(t.url, 'GET', '/v1/threads/open', {
       headers: { 'x-api-key': creds.keys.publishable, 'x-user-id': 'bob', 'x-user-signature': body.signature },
     });
     assert.equal(viaHeader.status, 200);
-    const post = await api(t.url, 'POST', '/v1/threads/open/messages', { key: creds.keys.publishable, user: 'bob', signature: body.signature, body: { body: 'hi' } });
+    const post = await api(t.url, 'POST', '/v1/threads/open/messages', {
+      key: creds.keys.publishable,
+      user: 'bob',
+      signature: body.signature,
+      body: { body: 'hi' },
+    });
     assert.equal(post.status, 201);
     assert.equal(post.body.author, 'bob');
   });
@@ -78,9 +95,15 @@ describe('API keys and signed users', () => {
     ];
     for (const [what, opts] of cases) {
       assertUnauthorized(await api(t.url, 'GET', '/v1/threads/open', { key: pk, ...opts }), what);
-      assertUnauthorized(await api(t.url, 'POST', '/v1/threads/open/messages', { key: pk, ...opts, body: { body: 'forged' } }), `${what} (write)`);
+      assertUnauthorized(
+        await api(t.url, 'POST', '/v1/threads/open/messages', { key: pk, ...opts, body: { body: 'forged' } }),
+        `${what} (write)`,
+      );
     }
-    const { rows } = await t.db.raw(`select count(*)::int as n from messages where project_id = ? and body = '"forged"'::jsonb`, [creds.project_id]);
+    const { rows } = await t.db.raw(
+      `select count(*)::int as n from messages where project_id = ? and body = '"forged"'::jsonb`,
+      [creds.project_id],
+    );
     assert.equal(rows[0].n, 0);
   });
 
@@ -103,22 +126,36 @@ describe('API keys and signed users', () => {
     const extra = await t.app.projects.createKey(p.project_id, 'secret', 'to revoke');
     assert.equal((await api(t.url, 'GET', '/v1/threads', { key: extra.key })).status, 200);
     await t.app.projects.revokeKey(p.project_id, extra.id);
-    const refused = await eventually(async () => (await api(t.url, 'GET', '/v1/threads', { key: extra.key })).status === 401, 5_000);
+    const refused = await eventually(
+      async () => (await api(t.url, 'GET', '/v1/threads', { key: extra.key })).status === 401,
+      5_000,
+    );
     assert.ok(refused, 'the revoked key still worked after 5 s');
-    assertUnauthorized(await api(t.url, 'POST', '/v1/threads', { key: extra.key, body: { type: 'group' } }), 'write with revoked key');
+    assertUnauthorized(
+      await api(t.url, 'POST', '/v1/threads', { key: extra.key, body: { type: 'group' } }),
+      'write with revoked key',
+    );
     assert.equal((await api(t.url, 'GET', '/v1/threads', { key: p.keys.secret })).status, 200);
   });
 
   test('after rotating the signing secret, old and new signatures verify during the grace period', async () => {
     const p = await t.project('rotation');
-    await api(t.url, 'POST', '/v1/threads', { key: p.keys.secret, body: { id: 'pub', type: 'channel', policies: { read: 'public' } } });
-    const read = (signature: string) => api(t.url, 'GET', '/v1/threads/pub', { key: p.keys.publishable, user: 'dora', signature });
+    await api(t.url, 'POST', '/v1/threads', {
+      key: p.keys.secret,
+      body: { id: 'pub', type: 'channel', policies: { read: 'public' } },
+    });
+    const read = (signature: string) =>
+      api(t.url, 'GET', '/v1/threads/pub', { key: p.keys.publishable, user: 'dora', signature });
     const oldSig = sign(p.signing_secret, 'dora');
     assert.equal((await read(oldSig)).status, 200);
     const rotated = await t.app.projects.rotateSigningSecret(p.project_id);
     assert.notEqual(rotated.signing_secret, p.signing_secret);
     const fresh = await api(t.url, 'POST', '/v1/_sign', { key: p.keys.secret, body: { user_id: 'dora' } });
-    assert.equal(fresh.body.signature, sign(rotated.signing_secret, 'dora'), '/v1/_sign signs with the new secret at once');
+    assert.equal(
+      fresh.body.signature,
+      sign(rotated.signing_secret, 'dora'),
+      '/v1/_sign signs with the new secret at once',
+    );
     assert.equal((await read(fresh.body.signature)).status, 200, 'the new signature verifies at once');
     assert.equal((await read(oldSig)).status, 200, 'the old signature verifies during the grace period');
     assert.equal((await read(sign(p.signing_secret, 'eve'))).status, 401, 'the old secret still binds the user id');
@@ -128,8 +165,12 @@ describe('API keys and signed users', () => {
     const strict = await startTestApp({ SIGNING_SECRET_GRACE_SECONDS: '0' });
     try {
       const p = await strict.project();
-      await api(strict.url, 'POST', '/v1/threads', { key: p.keys.secret, body: { id: 'pub', type: 'channel', policies: { read: 'public' } } });
-      const read = (signature: string) => api(strict.url, 'GET', '/v1/threads/pub', { key: p.keys.publishable, user: 'fay', signature });
+      await api(strict.url, 'POST', '/v1/threads', {
+        key: p.keys.secret,
+        body: { id: 'pub', type: 'channel', policies: { read: 'public' } },
+      });
+      const read = (signature: string) =>
+        api(strict.url, 'GET', '/v1/threads/pub', { key: p.keys.publishable, user: 'fay', signature });
       assert.equal((await read(sign(p.signing_secret, 'fay'))).status, 200);
       const rotated = await strict.app.projects.rotateSigningSecret(p.project_id);
       assert.equal((await read(sign(rotated.signing_secret, 'fay'))).status, 200);
@@ -164,7 +205,11 @@ describe('API keys and signed users', () => {
   });
 
   test('a secret key may act as any user without a signature', async () => {
-    const r = await api(t.url, 'POST', '/v1/threads/open/messages', { key: creds.keys.secret, user: 'anyone-at-all', body: { body: 'as you' } });
+    const r = await api(t.url, 'POST', '/v1/threads/open/messages', {
+      key: creds.keys.secret,
+      user: 'anyone-at-all',
+      body: { body: 'as you' },
+    });
     assert.equal(r.status, 201);
     assert.equal(r.body.author, 'anyone-at-all');
   });

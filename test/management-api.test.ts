@@ -10,7 +10,8 @@ describe('management API (projects, keys, signing secret, settings, usage)', () 
   let t: TestContext;
   let alice: string;
   let bob: string;
-  const as = (token: string) => (method: string, path: string, body?: unknown) => api(t.url, method, path, { body, headers: { authorization: `Bearer ${token}` } });
+  const as = (token: string) => (method: string, path: string, body?: unknown) =>
+    api(t.url, method, path, { body, headers: { authorization: `Bearer ${token}` } });
 
   async function signIn(sub: string, name: string) {
     provider.signInAs({ sub, name, email: `${sub}@example.com` });
@@ -42,19 +43,29 @@ describe('management API (projects, keys, signing secret, settings, usage)', () 
     assert.equal(key.status, 201, key.text);
     assert.match(key.body.key, /^sk_[0-9A-Za-z]{49}$/);
     assert.equal(key.headers.get('cache-control'), 'no-store');
-    const append = await api(t.url, 'POST', '/v1/threads/general/messages', { key: key.body.key, user: 'u1', body: { body: { text: 'hi' } } });
+    const append = await api(t.url, 'POST', '/v1/threads/general/messages', {
+      key: key.body.key,
+      user: 'u1',
+      body: { body: { text: 'hi' } },
+    });
     assert.equal(append.status, 201, append.text);
 
     const list = await A('GET', `/v1/projects/${pid}/keys`);
     assert.equal(list.body.data.length, 1);
     const [k] = list.body.data;
-    assert.deepEqual([k.id, k.name, k.kind, k.prefix, k.revoked_at], [key.body.id, 'backend', 'secret', key.body.key.slice(0, 11), null]);
+    assert.deepEqual(
+      [k.id, k.name, k.kind, k.prefix, k.revoked_at],
+      [key.body.id, 'backend', 'secret', key.body.key.slice(0, 11), null],
+    );
     assert.equal(k.key, undefined, 'the full key is never listed');
     assert.ok(k.created_at && k.last_used_at, 'created and last-used times');
     assert.ok(!list.text.includes(key.body.key));
 
     const projects = await A('GET', '/v1/projects');
-    assert.deepEqual(projects.body.data.map((p: any) => p.id), [pid]);
+    assert.deepEqual(
+      projects.body.data.map((p: any) => p.id),
+      [pid],
+    );
     assert.equal(projects.body.data[0].signing_secret, undefined, 'lists do not carry the signing secret');
     assert.equal((await A('POST', `/v1/projects/${pid}/keys`, { name: 'x', kind: 'root' })).status, 400);
     assert.equal((await A('POST', '/v1/projects', { name: '  ' })).status, 400);
@@ -68,7 +79,9 @@ describe('management API (projects, keys, signing secret, settings, usage)', () 
 
     const listener = new pg.Client({ connectionString: t.databaseUrl });
     await listener.connect();
-    const notified = new Promise<string>((resolve) => listener.on('notification', (n) => n.channel === 'progressdb_keys' && resolve(n.payload ?? '')));
+    const notified = new Promise<string>((resolve) =>
+      listener.on('notification', (n) => n.channel === 'progressdb_keys' && resolve(n.payload ?? '')),
+    );
     await listener.query('listen progressdb_keys');
     try {
       assert.equal((await A('DELETE', `/v1/projects/${pid}/keys/${key.id}`)).status, 204);
@@ -120,14 +133,27 @@ describe('management API (projects, keys, signing secret, settings, usage)', () 
   test('settings are validated (400 with field paths), merged with the stored ones and stored', async () => {
     const A = as(alice);
     const pid = (await A('POST', '/v1/projects', { name: 'Settings' })).body.id;
-    const bad = await A('PATCH', `/v1/projects/${pid}`, { settings: { allowed_origins: ['https://ok.example', 'ftp://nope/path'], rate_limits: { write: { limit: 0, window_seconds: 60 } } } });
+    const bad = await A('PATCH', `/v1/projects/${pid}`, {
+      settings: {
+        allowed_origins: ['https://ok.example', 'ftp://nope/path'],
+        rate_limits: { write: { limit: 0, window_seconds: 60 } },
+      },
+    });
     assert.equal(bad.status, 400);
-    assert.deepEqual(bad.body.errors.map((e: any) => e.path).sort(), ['body.settings.allowed_origins.1', 'body.settings.rate_limits.write.limit']);
+    assert.deepEqual(bad.body.errors.map((e: any) => e.path).sort(), [
+      'body.settings.allowed_origins.1',
+      'body.settings.rate_limits.write.limit',
+    ]);
     assert.equal((await A('PATCH', `/v1/projects/${pid}`, { settings: { unknown_field: 1 } })).status, 400);
 
     const ok = await A('PATCH', `/v1/projects/${pid}`, {
       name: 'Settings (renamed)',
-      settings: { allowed_origins: ['https://app.example.com'], ip_allowlist: ['203.0.113.0/24'], rate_limits: { read: { limit: 100, window_seconds: 60 } }, retention_days: 90 },
+      settings: {
+        allowed_origins: ['https://app.example.com'],
+        ip_allowlist: ['203.0.113.0/24'],
+        rate_limits: { read: { limit: 100, window_seconds: 60 } },
+        retention_days: 90,
+      },
     });
     assert.equal(ok.status, 200, ok.text);
     const merged = await A('PATCH', `/v1/projects/${pid}`, { settings: { retention_days: null } });
@@ -146,13 +172,18 @@ describe('management API (projects, keys, signing secret, settings, usage)', () 
     const A = as(alice);
     const project = (await A('POST', '/v1/projects', { name: 'Signing' })).body;
     const pk = (await A('POST', `/v1/projects/${project.id}/keys`, { kind: 'publishable' })).body.key;
-    const call = (secret: string) => api(t.url, 'GET', '/v1/threads', { key: pk, user: 'u1', signature: signUserId(secret, 'u1') });
+    const call = (secret: string) =>
+      api(t.url, 'GET', '/v1/threads', { key: pk, user: 'u1', signature: signUserId(secret, 'u1') });
     assert.equal((await call(project.signing_secret)).status, 200);
     const rotated = await A('POST', `/v1/projects/${project.id}/signing-secret/rotate`);
     assert.equal(rotated.status, 200);
     assert.notEqual(rotated.body.signing_secret, project.signing_secret);
     assert.ok(Date.parse(rotated.body.previous_signing_secret_expires_at) > Date.now());
-    assert.equal((await call(rotated.body.signing_secret)).status, 200, 'the new secret verifies at once (cache dropped)');
+    assert.equal(
+      (await call(rotated.body.signing_secret)).status,
+      200,
+      'the new secret verifies at once (cache dropped)',
+    );
     assert.equal((await call(project.signing_secret)).status, 200, 'the old one still verifies');
     assert.equal((await call('ss_wrong')).status, 401);
   });
@@ -162,17 +193,28 @@ describe('management API (projects, keys, signing secret, settings, usage)', () 
     const hourAtStart = Math.floor(Date.now() / 3_600_000);
     const pid = (await A('POST', '/v1/projects', { name: 'Usage' })).body.id;
     const sk = (await A('POST', `/v1/projects/${pid}/keys`, { kind: 'secret' })).body.key;
-    for (let i = 0; i < 3; i++) await api(t.url, 'POST', '/v1/threads/u/messages', { key: sk, user: 'u', body: { id: `m${i}`, body: { i } } });
+    for (let i = 0; i < 3; i++)
+      await api(t.url, 'POST', '/v1/threads/u/messages', { key: sk, user: 'u', body: { id: `m${i}`, body: { i } } });
     await api(t.url, 'POST', '/v1/threads/u/messages', { key: sk, user: 'u', body: { id: 'm0', body: { i: 0 } } });
-    await api(t.url, 'POST', '/v1/threads/u/messages/batch', { key: sk, user: 'u', body: { messages: [{ body: 1 }, { body: 2 }] } });
+    await api(t.url, 'POST', '/v1/threads/u/messages/batch', {
+      key: sk,
+      user: 'u',
+      body: { messages: [{ body: 1 }, { body: 2 }] },
+    });
     await api(t.url, 'GET', '/v1/threads/u/messages', { key: sk });
 
     const usage = await A('GET', `/v1/projects/${pid}/usage`);
     assert.equal(usage.status, 200, usage.text);
     assert.equal(usage.body.data.length, 24);
     const hours = usage.body.data.map((d: any) => Date.parse(d.hour));
-    assert.ok(hours.every((h: number, i: number) => i === 0 || h - hours[i - 1] === 3_600_000), 'consecutive hours, oldest first');
-    const total = usage.body.data.reduce((a: any, d: any) => ({ requests: a.requests + d.requests, messages: a.messages + d.messages }), { requests: 0, messages: 0 });
+    assert.ok(
+      hours.every((h: number, i: number) => i === 0 || h - hours[i - 1] === 3_600_000),
+      'consecutive hours, oldest first',
+    );
+    const total = usage.body.data.reduce(
+      (a: any, d: any) => ({ requests: a.requests + d.requests, messages: a.messages + d.messages }),
+      { requests: 0, messages: 0 },
+    );
     assert.deepEqual(total, { requests: 6, messages: 5 });
     const { rows } = await t.db.raw('select count(*)::int as n from usage_hourly where project_id = ?', [pid]);
     const hoursSpanned = Math.floor(Date.now() / 3_600_000) - hourAtStart + 1;
@@ -180,20 +222,37 @@ describe('management API (projects, keys, signing secret, settings, usage)', () 
     assert.equal((await A('GET', `/v1/projects/${pid}/usage?hours=0`)).status, 400);
   });
 
-  test('the thread browser reads threads, messages and versions of the developer\'s project', async () => {
+  test("the thread browser reads threads, messages and versions of the developer's project", async () => {
     const A = as(alice);
     const pid = (await A('POST', '/v1/projects', { name: 'Browser' })).body.id;
     const sk = (await A('POST', `/v1/projects/${pid}/keys`, { kind: 'secret' })).body.key;
     await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'room', type: 'group', title: 'Room' } });
-    await api(t.url, 'POST', '/v1/threads/room/messages', { key: sk, user: 'ann', body: { id: 'm1', body: { text: 'first' } } });
-    await api(t.url, 'PATCH', '/v1/threads/room/messages/m1', { key: sk, user: 'ann', body: { body: { text: 'first (edited)' } } });
+    await api(t.url, 'POST', '/v1/threads/room/messages', {
+      key: sk,
+      user: 'ann',
+      body: { id: 'm1', body: { text: 'first' } },
+    });
+    await api(t.url, 'PATCH', '/v1/threads/room/messages/m1', {
+      key: sk,
+      user: 'ann',
+      body: { body: { text: 'first (edited)' } },
+    });
 
     const threads = await A('GET', `/v1/projects/${pid}/threads`);
-    assert.deepEqual(threads.body.data.map((x: any) => [x.id, x.title]), [['room', 'Room']]);
+    assert.deepEqual(
+      threads.body.data.map((x: any) => [x.id, x.title]),
+      [['room', 'Room']],
+    );
     const messages = await A('GET', `/v1/projects/${pid}/threads/room/messages`);
-    assert.deepEqual(messages.body.data.map((m: any) => [m.id, m.version, m.body.text]), [['m1', 2, 'first (edited)']]);
+    assert.deepEqual(
+      messages.body.data.map((m: any) => [m.id, m.version, m.body.text]),
+      [['m1', 2, 'first (edited)']],
+    );
     const versions = await A('GET', `/v1/projects/${pid}/threads/room/messages/m1/versions`);
-    assert.deepEqual(versions.body.data.map((v: any) => v.body.text), ['first', 'first (edited)']);
+    assert.deepEqual(
+      versions.body.data.map((v: any) => v.body.text),
+      ['first', 'first (edited)'],
+    );
     assert.equal((await A('GET', `/v1/projects/${pid}/threads/nope/messages`)).status, 404);
     assert.equal((await A('GET', `/v1/projects/${pid}/threads?limit=0`)).status, 400);
   });
@@ -205,18 +264,31 @@ describe('management API (projects, keys, signing secret, settings, usage)', () 
     const second = await startInstance(t.databaseUrl, { ...provider.env });
     try {
       for (const url of [t.url, second.url, second.url]) {
-        assert.equal((await api(url, 'POST', '/v1/threads/r/messages', { key: sk, user: 'u', body: { body: 'x' } })).status, 201);
+        assert.equal(
+          (await api(url, 'POST', '/v1/threads/r/messages', { key: sk, user: 'u', body: { body: 'x' } })).status,
+          201,
+        );
       }
     } finally {
       await second.close(); // a graceful shutdown flushes the replica's pending counts
     }
-    const total = (await A('GET', `/v1/projects/${pid}/usage`)).body.data.reduce((n: number, d: any) => n + d.messages, 0);
+    const total = (await A('GET', `/v1/projects/${pid}/usage`)).body.data.reduce(
+      (n: number, d: any) => n + d.messages,
+      0,
+    );
     assert.equal(total, 3);
   });
 
   test('the management routes are in the OpenAPI document with session security', async () => {
     const doc = (await api(t.url, 'GET', '/openapi.json')).body;
-    for (const p of ['/v1/me', '/v1/projects', '/v1/projects/{project_id}', '/v1/projects/{project_id}/keys', '/v1/projects/{project_id}/keys/{key_id}', '/v1/projects/{project_id}/signing-secret/rotate']) {
+    for (const p of [
+      '/v1/me',
+      '/v1/projects',
+      '/v1/projects/{project_id}',
+      '/v1/projects/{project_id}/keys',
+      '/v1/projects/{project_id}/keys/{key_id}',
+      '/v1/projects/{project_id}/signing-secret/rotate',
+    ]) {
       assert.ok(doc.paths[p], p);
     }
     assert.deepEqual(doc.paths['/v1/projects'].post.security, [{ session: [] }]);

@@ -11,9 +11,16 @@ describe('members and policies', () => {
 
   /** A request as an end user through the publishable key, with a valid signature. */
   const as = (user: string, method: string, path: string, body?: unknown) =>
-    api(t.url, method, path, { key: creds.keys.publishable, user, signature: createHmac('sha256', creds.signing_secret).update(user).digest('hex'), body });
+    api(t.url, method, path, {
+      key: creds.keys.publishable,
+      user,
+      signature: createHmac('sha256', creds.signing_secret).update(user).digest('hex'),
+      body,
+    });
   const eventTypes = async (threadId: string) =>
-    (await t.db('events').select('type').where({ project_id: creds.project_id, thread_id: threadId }).orderBy('seq')).map((e) => e.type as string);
+    (
+      await t.db('events').select('type').where({ project_id: creds.project_id, thread_id: threadId }).orderBy('seq')
+    ).map((e) => e.type as string);
 
   before(async () => {
     t = await startTestApp();
@@ -26,7 +33,10 @@ describe('members and policies', () => {
     await as('own', 'POST', '/v1/threads', { id: 'team', type: 'group', members: ['m1'] });
     const list = await as('own', 'GET', '/v1/threads/team/members');
     assert.equal(list.status, 200);
-    assert.deepEqual(list.body.data.map((m: any) => [m.user_id, m.role]).sort(), [['m1', 'member'], ['own', 'owner']]);
+    assert.deepEqual(list.body.data.map((m: any) => [m.user_id, m.role]).sort(), [
+      ['m1', 'member'],
+      ['own', 'owner'],
+    ]);
     assert.match(list.body.data[0].added_at, /Z$/);
 
     const add = await as('own', 'PUT', '/v1/threads/team/members/m2');
@@ -43,7 +53,10 @@ describe('members and policies', () => {
     assert.equal(again.status, 404, 'removing a non-member');
 
     const after = await api(t.url, 'GET', '/v1/threads/team/members', { key: sk });
-    assert.deepEqual(after.body.data.map((m: any) => [m.user_id, m.role]).sort(), [['m2', 'admin'], ['own', 'owner']]);
+    assert.deepEqual(after.body.data.map((m: any) => [m.user_id, m.role]).sort(), [
+      ['m2', 'admin'],
+      ['own', 'owner'],
+    ]);
     assert.deepEqual(await eventTypes('team'), [
       'thread.created',
       'member.added',
@@ -55,7 +68,11 @@ describe('members and policies', () => {
   });
 
   test('admins manage members; a plain member cannot add, remove or change roles', async () => {
-    await as('boss', 'POST', '/v1/threads', { id: 'crew', type: 'group', members: [{ user_id: 'adm', role: 'admin' }, 'pleb', 'pleb2'] });
+    await as('boss', 'POST', '/v1/threads', {
+      id: 'crew',
+      type: 'group',
+      members: [{ user_id: 'adm', role: 'admin' }, 'pleb', 'pleb2'],
+    });
     assert.equal((await as('adm', 'PUT', '/v1/threads/crew/members/newbie')).status, 201);
     assert.equal((await as('adm', 'DELETE', '/v1/threads/crew/members/newbie')).status, 204);
     const n = (await eventTypes('crew')).length;
@@ -74,7 +91,11 @@ describe('members and policies', () => {
   });
 
   test('only an owner (or a secret key) can make another owner', async () => {
-    await as('founder', 'POST', '/v1/threads', { id: 'owned', type: 'group', members: [{ user_id: 'helper', role: 'admin' }] });
+    await as('founder', 'POST', '/v1/threads', {
+      id: 'owned',
+      type: 'group',
+      members: [{ user_id: 'helper', role: 'admin' }],
+    });
     const byAdmin = await as('helper', 'PUT', '/v1/threads/owned/members/helper', { role: 'owner' });
     assert.equal(byAdmin.status, 403, byAdmin.text);
     const byOwner = await as('founder', 'PUT', '/v1/threads/owned/members/helper', { role: 'owner' });
@@ -84,13 +105,20 @@ describe('members and policies', () => {
   });
 
   test('an admin cannot demote or remove an owner', async () => {
-    await as('top', 'POST', '/v1/threads', { id: 'coup', type: 'group', members: [{ user_id: 'schemer', role: 'admin' }] });
+    await as('top', 'POST', '/v1/threads', {
+      id: 'coup',
+      type: 'group',
+      members: [{ user_id: 'schemer', role: 'admin' }],
+    });
     const n = (await eventTypes('coup')).length;
     assert.equal((await as('schemer', 'PUT', '/v1/threads/coup/members/top', { role: 'member' })).status, 403);
     assert.equal((await as('schemer', 'DELETE', '/v1/threads/coup/members/top')).status, 403);
     assert.equal((await eventTypes('coup')).length, n);
     const members = await api(t.url, 'GET', '/v1/threads/coup/members', { key: sk });
-    assert.deepEqual(members.body.data.map((m: any) => [m.user_id, m.role]).sort(), [['schemer', 'admin'], ['top', 'owner']]);
+    assert.deepEqual(members.body.data.map((m: any) => [m.user_id, m.role]).sort(), [
+      ['schemer', 'admin'],
+      ['top', 'owner'],
+    ]);
   });
 
   test('a dm stays between its two users: a third member is refused, a member who left may come back', async () => {
@@ -109,8 +137,15 @@ describe('members and policies', () => {
     const leave = await as('guest', 'DELETE', '/v1/threads/leaveable/members/guest');
     assert.equal(leave.status, 204);
     const members = await api(t.url, 'GET', '/v1/threads/leaveable/members', { key: sk });
-    assert.deepEqual(members.body.data.map((m: any) => m.user_id), ['host']);
-    assert.equal((await as('guest', 'GET', '/v1/threads/leaveable')).status, 403, 'a former member of a members thread cannot read it');
+    assert.deepEqual(
+      members.body.data.map((m: any) => m.user_id),
+      ['host'],
+    );
+    assert.equal(
+      (await as('guest', 'GET', '/v1/threads/leaveable')).status,
+      403,
+      'a former member of a members thread cannot read it',
+    );
   });
 
   test('a non-member cannot read or write a members thread; a member can', async () => {
@@ -131,7 +166,11 @@ describe('members and policies', () => {
     assert.equal((await as('mate', 'GET', '/v1/threads/private/messages')).body.data.length, 1);
     assert.equal((await as('mate', 'POST', '/v1/threads/private/messages', { body: 'hi' })).status, 201);
     const members = await api(t.url, 'GET', '/v1/threads/private/members', { key: sk });
-    assert.deepEqual(members.body.data.map((m: any) => m.user_id).sort(), ['mate', 'mo'], 'the refused write did not make the stranger a member');
+    assert.deepEqual(
+      members.body.data.map((m: any) => m.user_id).sort(),
+      ['mate', 'mo'],
+      'the refused write did not make the stranger a member',
+    );
   });
 
   test('public read lets any user of the project read, but not write under a members write policy', async () => {
@@ -145,7 +184,11 @@ describe('members and policies', () => {
   });
 
   test('public write lets any user post', async () => {
-    await as('opener', 'POST', '/v1/threads', { id: 'wall', type: 'channel', policies: { read: 'public', write: 'public' } });
+    await as('opener', 'POST', '/v1/threads', {
+      id: 'wall',
+      type: 'channel',
+      policies: { read: 'public', write: 'public' },
+    });
     const r = await as('anyone', 'POST', '/v1/threads/wall/messages', { body: 'graffiti' });
     assert.equal(r.status, 201, r.text);
     assert.equal(r.body.author, 'anyone');
@@ -163,11 +206,25 @@ describe('members and policies', () => {
     assert.equal((await as('deputy', 'POST', '/v1/threads/broadcast/messages', { body: 'me too' })).status, 201);
     assert.equal((await as('listener', 'GET', '/v1/threads/broadcast/messages')).body.data.length, 2);
     // A secret key writes anywhere in its project.
-    assert.equal((await api(t.url, 'POST', '/v1/threads/broadcast/messages', { key: sk, user: 'listener', body: { body: 'system' } })).status, 201);
+    assert.equal(
+      (
+        await api(t.url, 'POST', '/v1/threads/broadcast/messages', {
+          key: sk,
+          user: 'listener',
+          body: { body: 'system' },
+        })
+      ).status,
+      201,
+    );
   });
 
   test('owners-only read hides the thread from plain members', async () => {
-    await as('keeper', 'POST', '/v1/threads', { id: 'vault', type: 'group', members: ['peon'], policies: { read: 'owners', write: 'owners' } });
+    await as('keeper', 'POST', '/v1/threads', {
+      id: 'vault',
+      type: 'group',
+      members: ['peon'],
+      policies: { read: 'owners', write: 'owners' },
+    });
     assert.equal((await as('peon', 'GET', '/v1/threads/vault/messages')).status, 403);
     assert.equal((await as('keeper', 'GET', '/v1/threads/vault/messages')).status, 200);
   });
@@ -184,7 +241,10 @@ describe('members and policies', () => {
     const own = await as('writer', 'PATCH', '/v1/threads/edits/messages/w1', { body: { text: 'mine, edited' } });
     assert.equal(own.status, 200);
     assert.equal(own.body.version, 2);
-    const moderated = await api(t.url, 'PATCH', '/v1/threads/edits/messages/w1', { key: sk, body: { body: { text: 'moderated' } } });
+    const moderated = await api(t.url, 'PATCH', '/v1/threads/edits/messages/w1', {
+      key: sk,
+      body: { body: { text: 'moderated' } },
+    });
     assert.equal(moderated.status, 200);
     assert.equal(moderated.body.version, 3);
     const removed = await api(t.url, 'DELETE', '/v1/threads/edits/messages/w1', { key: sk, user: 'moderator' });
@@ -195,20 +255,39 @@ describe('members and policies', () => {
   });
 
   test('an author who may no longer write to the thread cannot edit or delete their messages', async () => {
-    await as('lead', 'POST', '/v1/threads', { id: 'alumni', type: 'channel', members: ['leaver'], policies: { read: 'public' } });
+    await as('lead', 'POST', '/v1/threads', {
+      id: 'alumni',
+      type: 'channel',
+      members: ['leaver'],
+      policies: { read: 'public' },
+    });
     await as('leaver', 'POST', '/v1/threads/alumni/messages', { id: 'old', body: 'before leaving' });
     assert.equal((await as('lead', 'DELETE', '/v1/threads/alumni/members/leaver')).status, 204);
-    assert.equal((await as('leaver', 'GET', '/v1/threads/alumni/messages/old')).status, 200, 'public read still lets them read');
-    assert.equal((await as('leaver', 'PATCH', '/v1/threads/alumni/messages/old', { body: 'after leaving' })).status, 403);
+    assert.equal(
+      (await as('leaver', 'GET', '/v1/threads/alumni/messages/old')).status,
+      200,
+      'public read still lets them read',
+    );
+    assert.equal(
+      (await as('leaver', 'PATCH', '/v1/threads/alumni/messages/old', { body: 'after leaving' })).status,
+      403,
+    );
     assert.equal((await as('leaver', 'DELETE', '/v1/threads/alumni/messages/old')).status, 403);
-    assert.equal((await api(t.url, 'DELETE', '/v1/threads/alumni/messages/old', { key: sk })).status, 200, 'a secret key still can');
+    assert.equal(
+      (await api(t.url, 'DELETE', '/v1/threads/alumni/messages/old', { key: sk })).status,
+      200,
+      'a secret key still can',
+    );
   });
 
   test('a publishable key cannot post as another author', async () => {
     await as('self', 'POST', '/v1/threads', { id: 'authorship', type: 'group' });
     const r = await as('self', 'POST', '/v1/threads/authorship/messages', { body: 'x', author: 'impostor' });
     assert.equal(r.status, 403);
-    const ok = await api(t.url, 'POST', '/v1/threads/authorship/messages', { key: sk, body: { body: 'x', author: 'bot' } });
+    const ok = await api(t.url, 'POST', '/v1/threads/authorship/messages', {
+      key: sk,
+      body: { body: 'x', author: 'bot' },
+    });
     assert.equal(ok.status, 201);
     assert.equal(ok.body.author, 'bot');
     const nobody = await api(t.url, 'POST', '/v1/threads/authorship/messages', { key: sk, body: { body: 'x' } });

@@ -22,7 +22,10 @@ test('two replicas migrating a fresh, empty database at the same moment both suc
     const files = readdirSync(migrationsDirectory).filter((f) => /\.(ts|js)$/.test(f) && !f.endsWith('.d.ts'));
     const { rows } = await a.raw('select name, count(*)::int as n from knex_migrations group by name order by name');
     assert.equal(rows.length, files.length);
-    assert.ok(rows.every((r: { n: number }) => r.n === 1), 'no migration recorded twice');
+    assert.ok(
+      rows.every((r: { n: number }) => r.n === 1),
+      'no migration recorded twice',
+    );
     // The schema is really there, append-only triggers included.
     const triggers = await a.raw(`select count(*)::int as n from pg_trigger where not tgisinternal`);
     assert.ok(triggers.rows[0].n > 0);

@@ -13,8 +13,12 @@ import WebSocket from 'ws';
 import { api, startInstance, startTestApp, type TestContext, type TestInstance } from './helpers/app';
 import { freePort, repoRoot } from './helpers/processes';
 
-const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/local/nginx/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p));
-const SKIP = NGINX ? false : 'nginx is not installed (apt-get install -y nginx-light; .ci/run installs it) — the load-balancer test cannot run';
+const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/local/nginx/sbin/nginx', '/usr/bin/nginx'].find((p) =>
+  existsSync(p),
+);
+const SKIP = NGINX
+  ? false
+  : 'nginx is not installed (apt-get install -y nginx-light; .ci/run installs it) — the load-balancer test cannot run';
 
 const deploy = (file: string) => readFileSync(path.join(repoRoot, 'deploy', file), 'utf8');
 
@@ -26,7 +30,9 @@ function replace(text: string, from: string, to: string): string {
 /** Requests each replica served on a route pattern, from its own metrics registry. */
 async function served(instance: TestInstance, route: string): Promise<number> {
   const { values } = await instance.app.metrics.httpDuration.get();
-  return values.filter((v) => v.metricName?.endsWith('_count') && v.labels.route === route).reduce((n, v) => n + v.value, 0);
+  return values
+    .filter((v) => v.metricName?.endsWith('_count') && v.labels.route === route)
+    .reduce((n, v) => n + v.value, 0);
 }
 
 describe('nginx load balancer (deploy/nginx.conf)', { skip: SKIP }, () => {
@@ -47,7 +53,10 @@ describe('nginx load balancer (deploy/nginx.conf)', { skip: SKIP }, () => {
     chmodSync(dir, 0o755); // nginx workers drop root privileges and must reach the temp dirs
     const port = await freePort();
     lb = `http://127.0.0.1:${port}`;
-    writeFileSync(path.join(dir, 'nginx.conf'), replace(deploy('nginx.conf'), 'listen 8080;', `listen 127.0.0.1:${port};`));
+    writeFileSync(
+      path.join(dir, 'nginx.conf'),
+      replace(deploy('nginx.conf'), 'listen 8080;', `listen 127.0.0.1:${port};`),
+    );
     let upstreams = deploy('nginx-upstreams.conf');
     upstreams = replace(upstreams, 'api1:8080', new URL(t.url).host);
     upstreams = replace(upstreams, 'api2:8080', new URL(second.url).host);
@@ -56,7 +65,9 @@ describe('nginx load balancer (deploy/nginx.conf)', { skip: SKIP }, () => {
     // A file, not a pipe: node's pipes are sockets, and nginx cannot open() /dev/stdout on a socket.
     const outFile = path.join(dir, 'nginx.out');
     const fd = openSync(outFile, 'a');
-    nginx = spawn(NGINX!, ['-p', `${dir}/`, '-c', path.join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], { stdio: ['ignore', fd, fd] });
+    nginx = spawn(NGINX!, ['-p', `${dir}/`, '-c', path.join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], {
+      stdio: ['ignore', fd, fd],
+    });
     closeSync(fd);
     output = () => readFileSync(outFile, 'utf8');
     for (let i = 0; ; i++) {
@@ -91,7 +102,10 @@ describe('nginx load balancer (deploy/nginx.conf)', { skip: SKIP }, () => {
       assert.equal(r.status, 201, r.text);
       seqs.push(r.body.seq);
     }
-    assert.deepEqual(seqs, Array.from({ length: 12 }, (_, i) => i + 2));
+    assert.deepEqual(
+      seqs,
+      Array.from({ length: 12 }, (_, i) => i + 2),
+    );
     for (let i = 0; i < 6; i++) {
       const r = await api(lb, 'GET', '/v1/threads/lb/messages?limit=100', { key: sk });
       assert.equal(r.status, 200);
@@ -107,7 +121,11 @@ describe('nginx load balancer (deploy/nginx.conf)', { skip: SKIP }, () => {
     const mine = await api(lb, 'GET', '/healthz', { headers: { 'x-request-id': 'lb-req-42' } });
     assert.equal(mine.headers.get('x-request-id'), 'lb-req-42');
     const minted = await api(lb, 'GET', '/healthz');
-    assert.match(minted.headers.get('x-request-id') ?? '', /^[0-9a-f]{32}$/, 'nginx mints the id when the client sent none');
+    assert.match(
+      minted.headers.get('x-request-id') ?? '',
+      /^[0-9a-f]{32}$/,
+      'nginx mints the id when the client sent none',
+    );
     assert.equal((await api(lb, 'GET', '/metrics')).status, 404);
   });
 
@@ -123,7 +141,10 @@ describe('nginx load balancer (deploy/nginx.conf)', { skip: SKIP }, () => {
     await api(lb, 'POST', '/v1/threads', { key: sk, body: { id: 'lb-tail', type: 'channel' } });
     await api(lb, 'POST', '/v1/threads/lb-tail/messages', { key: sk, user: 'u1', body: { body: 'before' } });
     const ac = new AbortController();
-    const res = await fetch(`${lb}/v1/threads/lb-tail/tail?after_seq=0`, { headers: { authorization: `Bearer ${sk}`, accept: 'text/event-stream' }, signal: ac.signal });
+    const res = await fetch(`${lb}/v1/threads/lb-tail/tail?after_seq=0`, {
+      headers: { authorization: `Bearer ${sk}`, accept: 'text/event-stream' },
+      signal: ac.signal,
+    });
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
     const events: EventSourceMessage[] = [];
@@ -152,7 +173,12 @@ describe('nginx load balancer (deploy/nginx.conf)', { skip: SKIP }, () => {
       const replayed = events.filter((e) => e.event === undefined || e.event === 'message').map((e) => Number(e.id));
       assert.deepEqual(replayed, [1, 2]);
       // Posted through nginx too: it may land on either replica; NOTIFY reaches both.
-      for (let i = 0; i < 3; i++) assert.equal((await api(lb, 'POST', '/v1/threads/lb-tail/messages', { key: sk, user: 'u1', body: { body: { live: i } } })).status, 201);
+      for (let i = 0; i < 3; i++)
+        assert.equal(
+          (await api(lb, 'POST', '/v1/threads/lb-tail/messages', { key: sk, user: 'u1', body: { body: { live: i } } }))
+            .status,
+          201,
+        );
       await until(() => events.filter((e) => e.id === '5').length === 1, 'live seq 5');
       const live = events.filter((e) => e.event === undefined || e.event === 'message').map((e) => Number(e.id));
       assert.deepEqual(live, [1, 2, 3, 4, 5]);
@@ -164,7 +190,9 @@ describe('nginx load balancer (deploy/nginx.conf)', { skip: SKIP }, () => {
 
   test('a WebSocket through nginx upgrades, subscribes and receives live events', async () => {
     await api(lb, 'POST', '/v1/threads', { key: sk, body: { id: 'lb-ws', type: 'channel' } });
-    const ws = new WebSocket(`${lb.replace('http', 'ws')}/v1/ws`, { headers: { authorization: `Bearer ${sk}`, 'x-user-id': 'u1' } });
+    const ws = new WebSocket(`${lb.replace('http', 'ws')}/v1/ws`, {
+      headers: { authorization: `Bearer ${sk}`, 'x-user-id': 'u1' },
+    });
     const frames: Array<Record<string, any>> = [];
     let wake: (() => void) | null = null;
     ws.on('message', (d) => (frames.push(JSON.parse(d.toString())), wake?.()));
@@ -186,7 +214,11 @@ describe('nginx load balancer (deploy/nginx.conf)', { skip: SKIP }, () => {
       });
       ws.send(JSON.stringify({ type: 'subscribe', thread_id: 'lb-ws', after_seq: 0 }));
       await until(() => frames.some((f) => f.type === 'ready'), 'ready');
-      for (let i = 0; i < 2; i++) assert.equal((await api(lb, 'POST', '/v1/threads/lb-ws/messages', { key: sk, user: 'u1', body: { body: { i } } })).status, 201);
+      for (let i = 0; i < 2; i++)
+        assert.equal(
+          (await api(lb, 'POST', '/v1/threads/lb-ws/messages', { key: sk, user: 'u1', body: { body: { i } } })).status,
+          201,
+        );
       await until(() => frames.some((f) => f.type === 'event' && f.event.seq === 3), 'live seq 3');
       const seqs = frames.filter((f) => f.type === 'event').map((f) => f.event.seq);
       assert.deepEqual(seqs, [1, 2, 3]);

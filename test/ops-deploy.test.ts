@@ -17,15 +17,22 @@ const known = new Set(Object.keys(configSchema.shape));
 test('every setting the compose file and the Dockerfile give the service is one it reads, and valid', () => {
   const compose = read('docker-compose.yml');
   const composeEnv = new Map(
-    [...compose.matchAll(/^ {4}([A-Z][A-Z0-9_]*): *(.*)$/gm)].filter((m) => !m[1].startsWith('POSTGRES_')).map((m) => [m[1], m[2].replace(/^"|"$/g, '')]),
+    [...compose.matchAll(/^ {4}([A-Z][A-Z0-9_]*): *(.*)$/gm)]
+      .filter((m) => !m[1].startsWith('POSTGRES_'))
+      .map((m) => [m[1], m[2].replace(/^"|"$/g, '')]),
   );
-  const dockerfileEnv = new Map([...read('Dockerfile').matchAll(/^\s*(?:ENV\s+)?([A-Z][A-Z0-9_]*)=(\S+?)\s*\\?$/gm)].map((m) => [m[1], m[2]]));
+  const dockerfileEnv = new Map(
+    [...read('Dockerfile').matchAll(/^\s*(?:ENV\s+)?([A-Z][A-Z0-9_]*)=(\S+?)\s*\\?$/gm)].map((m) => [m[1], m[2]]),
+  );
   assert.ok(composeEnv.size >= 8 && dockerfileEnv.size >= 3, 'the files were parsed');
-  for (const [name] of [...composeEnv, ...dockerfileEnv]) assert.ok(known.has(name), `${name} is not a setting of src/config.ts`);
+  for (const [name] of [...composeEnv, ...dockerfileEnv])
+    assert.ok(known.has(name), `${name} is not a setting of src/config.ts`);
 
   // Values without ${…} interpolation must pass validation as they stand.
   const literal = (m: Map<string, string>) => Object.fromEntries([...m].filter(([, v]) => !v.includes('${')));
-  assert.doesNotThrow(() => loadConfig({}, { ...literal(dockerfileEnv), ...literal(composeEnv), DATABASE_URL: 'postgres://x@db/x' }));
+  assert.doesNotThrow(() =>
+    loadConfig({}, { ...literal(dockerfileEnv), ...literal(composeEnv), DATABASE_URL: 'postgres://x@db/x' }),
+  );
   assert.equal(dockerfileEnv.get('HOST'), '0.0.0.0');
 });
 

@@ -32,7 +32,12 @@ async function startLoggedInstance(env: Record<string, string>) {
     app,
     db,
     raw,
-    lines: () => raw.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line),
+    lines: () =>
+      raw
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Line),
     async stop() {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
@@ -70,13 +75,22 @@ describe('structured logs', () => {
       headers: { 'x-request-id': 'req-log-0001' },
     });
     assert.equal(r.status, 201);
-    const missing = await api(s.url, 'GET', '/v1/threads/log-thread-1/messages/nope', { key: creds.keys.secret, headers: { 'x-request-id': 'req-log-0002' } });
+    const missing = await api(s.url, 'GET', '/v1/threads/log-thread-1/messages/nope', {
+      key: creds.keys.secret,
+      headers: { 'x-request-id': 'req-log-0002' },
+    });
     assert.equal(missing.status, 404);
-    const bad = await api(s.url, 'GET', '/v1/threads/x/messages', { key: 'sk_not_a_real_key', headers: { 'x-request-id': 'req-log-0003' } });
+    const bad = await api(s.url, 'GET', '/v1/threads/x/messages', {
+      key: 'sk_not_a_real_key',
+      headers: { 'x-request-id': 'req-log-0003' },
+    });
     assert.equal(bad.status, 401);
 
     const find = (id: string) => s.lines().filter((l) => l.msg === 'request' && l.request_id === id);
-    const [created] = await waitFor(() => (find('req-log-0001').length ? find('req-log-0001') : undefined), 'request line');
+    const [created] = await waitFor(
+      () => (find('req-log-0001').length ? find('req-log-0001') : undefined),
+      'request line',
+    );
     assert.equal(find('req-log-0001').length, 1, 'exactly one line per request');
     assert.equal(created.project_id, creds.project_id);
     assert.equal(created.route, '/v1/threads/:thread_id/messages');
@@ -85,7 +99,10 @@ describe('structured logs', () => {
     assert.equal(typeof created.duration_ms, 'number');
     assert.equal(created.level, 30);
 
-    const [notFound] = await waitFor(() => (find('req-log-0002').length ? find('req-log-0002') : undefined), '404 line');
+    const [notFound] = await waitFor(
+      () => (find('req-log-0002').length ? find('req-log-0002') : undefined),
+      '404 line',
+    );
     assert.equal(notFound.route, '/v1/threads/:thread_id/messages/:message_id');
     assert.equal(notFound.status, 404);
     const [unauth] = await waitFor(() => (find('req-log-0003').length ? find('req-log-0003') : undefined), '401 line');
@@ -96,7 +113,11 @@ describe('structured logs', () => {
   test('never logs keys, signatures, user signatures or message bodies — not even in slow-query SQL', async () => {
     const marker = 'top-secret-body-8c1f0e';
     const signature = createHmac('sha256', creds.signing_secret).update('bob').digest('hex');
-    const posted = await api(s.url, 'POST', '/v1/threads/log-thread-2/messages', { key: creds.keys.secret, user: 'bob', body: { body: { text: marker } } });
+    const posted = await api(s.url, 'POST', '/v1/threads/log-thread-2/messages', {
+      key: creds.keys.secret,
+      user: 'bob',
+      body: { body: { text: marker } },
+    });
     assert.equal(posted.status, 201);
     const asBob = await api(s.url, 'GET', '/v1/threads/log-thread-2/messages', {
       key: creds.keys.publishable,
@@ -105,12 +126,22 @@ describe('structured logs', () => {
       headers: { origin: 'http://localhost:3000', 'x-request-id': 'req-log-0004' },
     });
     assert.ok(asBob.status < 500, asBob.text);
-    await api(s.url, 'GET', '/v1/threads', { headers: { 'x-api-key': creds.keys.admin, cookie: 'pdb_session=session-cookie-9d2' } });
+    await api(s.url, 'GET', '/v1/threads', {
+      headers: { 'x-api-key': creds.keys.admin, cookie: 'pdb_session=session-cookie-9d2' },
+    });
     await waitFor(() => s.lines().find((l) => l.request_id === 'req-log-0004'), 'request line');
 
     const everything = s.raw.join('');
     assert.match(everything, /"msg":"slow query"/, 'statements are being logged, so the check below means something');
-    for (const secret of [marker, creds.keys.secret, creds.keys.publishable, creds.keys.admin, creds.signing_secret, signature, 'session-cookie-9d2']) {
+    for (const secret of [
+      marker,
+      creds.keys.secret,
+      creds.keys.publishable,
+      creds.keys.admin,
+      creds.signing_secret,
+      signature,
+      'session-cookie-9d2',
+    ]) {
       assert.ok(!everything.includes(secret), `log output contains ${secret.slice(0, 12)}…`);
     }
   });
@@ -118,7 +149,23 @@ describe('structured logs', () => {
   test('the redact list masks credentials and bodies passed to the logger by mistake', async () => {
     const raw: string[] = [];
     const logger = createLogger('info', 'progressdb', { write: (x: string) => void raw.push(x) });
-    logger.info({ body: { text: 'leak-1' }, key: 'sk_leak_2', secret: 'leak-3', signing_secret: 'leak-4', req: { headers: { authorization: 'Bearer leak-5', cookie: 'leak-6', 'x-api-key': 'leak-7', 'x-user-signature': 'leak-8' } } }, 'oops');
+    logger.info(
+      {
+        body: { text: 'leak-1' },
+        key: 'sk_leak_2',
+        secret: 'leak-3',
+        signing_secret: 'leak-4',
+        req: {
+          headers: {
+            authorization: 'Bearer leak-5',
+            cookie: 'leak-6',
+            'x-api-key': 'leak-7',
+            'x-user-signature': 'leak-8',
+          },
+        },
+      },
+      'oops',
+    );
     const out = raw.join('');
     assert.match(out, /"msg":"oops"/);
     for (let i = 1; i <= 8; i++) assert.ok(!out.includes(`leak-${i}`), `leak-${i} was logged`);
@@ -136,7 +183,12 @@ describe('slow-query telemetry', () => {
   const capture = () => {
     const raw: string[] = [];
     const logger = createLogger('info', 'progressdb', { write: (x: string) => void raw.push(x) });
-    const lines = () => raw.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+    const lines = () =>
+      raw
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Line);
     return { logger, lines };
   };
 
@@ -170,7 +222,11 @@ describe('slow-query telemetry', () => {
 
     // A deterministic "random" source: every other slow statement is logged at rate 0.5.
     let n = 0;
-    detach = attachQueryTelemetry(s.db, { logger, metrics, options: { slowMs: 0, sampleRate: 0.5, random: () => (n++ % 2 === 0 ? 0.25 : 0.75) } });
+    detach = attachQueryTelemetry(s.db, {
+      logger,
+      metrics,
+      options: { slowMs: 0, sampleRate: 0.5, random: () => (n++ % 2 === 0 ? 0.25 : 0.75) },
+    });
     for (let i = 0; i < 4; i++) await s.db.raw('select ?::int as i', [i]);
     await assert.rejects(s.db.raw('select * from no_such_table_zz'));
     detach();
@@ -190,7 +246,11 @@ describe('slow-query telemetry', () => {
   test('the app logs nothing below its configured threshold', async () => {
     const before = s.lines().filter((l) => l.msg === 'slow query').length;
     const creds = await s.app.projects.createProject({ name: 'quiet' });
-    assert.equal((await api(s.url, 'POST', '/v1/threads/q/messages', { key: creds.keys.secret, user: 'a', body: { body: 1 } })).status, 201);
+    assert.equal(
+      (await api(s.url, 'POST', '/v1/threads/q/messages', { key: creds.keys.secret, user: 'a', body: { body: 1 } }))
+        .status,
+      201,
+    );
     assert.equal(s.lines().filter((l) => l.msg === 'slow query').length, before);
     assert.ok(s.lines().some((l) => l.msg === 'request' && l.route === '/v1/threads/:thread_id/messages'));
   });

@@ -15,7 +15,8 @@ describe('rate limits across two replicas', () => {
   let t: TestContext;
   let second: TestInstance;
   const urls = () => [t.url, second.url];
-  const project = async (rateLimits: object) => (await t.app.projects.createProject({ name: 'rl', settings: { rate_limits: rateLimits } })).keys.secret;
+  const project = async (rateLimits: object) =>
+    (await t.app.projects.createProject({ name: 'rl', settings: { rate_limits: rateLimits } })).keys.secret;
 
   before(async () => {
     t = await startTestApp();
@@ -29,7 +30,11 @@ describe('rate limits across two replicas', () => {
   test('requests alternating between replicas are admitted up to the limit and no further, with draft headers', async () => {
     const sk = await project({ write: { limit: 10, window_seconds: 30 } });
     for (let i = 0; i < 10; i++) {
-      const r = await api(urls()[i % 2], 'POST', '/v1/threads/alt/messages', { key: sk, user: 'u1', body: { body: i } });
+      const r = await api(urls()[i % 2], 'POST', '/v1/threads/alt/messages', {
+        key: sk,
+        user: 'u1',
+        body: { body: i },
+      });
       assert.equal(r.status, 201, r.text);
       assert.equal(policyOf(r), '"write";q=10;w=30');
       const s = stateOf(r);
@@ -38,7 +43,11 @@ describe('rate limits across two replicas', () => {
       assert.ok(s.t >= 25 && s.t <= 30, `t=${s.t}: the first request ages out about 30 s after it was admitted`);
     }
     for (const url of urls()) {
-      const refused = await api(url, 'POST', '/v1/threads/alt/messages', { key: sk, user: 'u1', body: { body: 'over' } });
+      const refused = await api(url, 'POST', '/v1/threads/alt/messages', {
+        key: sk,
+        user: 'u1',
+        body: { body: 'over' },
+      });
       assert.equal(refused.status, 429);
       assert.match(refused.headers.get('content-type') ?? '', /application\/problem\+json/);
       assert.equal(refused.body.type, 'https://progressdb.dev/problems/quota-exceeded');
@@ -70,7 +79,8 @@ describe('rate limits across two replicas', () => {
 
   test('read and write classes are independent', async () => {
     const sk = await project({ write: { limit: 2, window_seconds: 60 }, read: { limit: 5, window_seconds: 60 } });
-    for (let i = 0; i < 2; i++) assert.equal((await api(urls()[i % 2], 'POST', '/v1/threads', { key: sk, body: { type: 'group' } })).status, 201);
+    for (let i = 0; i < 2; i++)
+      assert.equal((await api(urls()[i % 2], 'POST', '/v1/threads', { key: sk, body: { type: 'group' } })).status, 201);
     assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { type: 'group' } })).status, 429);
     const read = await api(second.url, 'GET', '/v1/threads', { key: sk });
     assert.equal(read.status, 200);
@@ -82,18 +92,28 @@ describe('rate limits across two replicas', () => {
     const limits = { write: { limit: 2, window_seconds: 60 } };
     const a = await project(limits);
     const b = await project(limits);
-    for (let i = 0; i < 2; i++) assert.equal((await api(urls()[i % 2], 'POST', '/v1/threads', { key: a, user: 'x', body: { type: 'group' } })).status, 201);
+    for (let i = 0; i < 2; i++)
+      assert.equal(
+        (await api(urls()[i % 2], 'POST', '/v1/threads', { key: a, user: 'x', body: { type: 'group' } })).status,
+        201,
+      );
     assert.equal((await api(t.url, 'POST', '/v1/threads', { key: a, user: 'x', body: { type: 'group' } })).status, 429);
     const other = await api(t.url, 'POST', '/v1/threads', { key: b, user: 'x', body: { type: 'group' } });
     assert.equal(other.status, 201);
     assert.equal(stateOf(other).r, 1);
-    assert.equal((await api(second.url, 'POST', '/v1/threads', { key: a, user: 'y', body: { type: 'group' } })).status, 201);
+    assert.equal(
+      (await api(second.url, 'POST', '/v1/threads', { key: a, user: 'y', body: { type: 'group' } })).status,
+      201,
+    );
   });
 
   test('under concurrent load on both replicas the overshoot stays within 2 leases', async () => {
     const limit = 200;
     const bound = 2 * maxLeaseUnits(limit);
-    const creds = await t.app.projects.createProject({ name: 'rl', settings: { rate_limits: { read: { limit, window_seconds: 120 } } } });
+    const creds = await t.app.projects.createProject({
+      name: 'rl',
+      settings: { rate_limits: { read: { limit, window_seconds: 120 } } },
+    });
     const sk = creds.keys.secret;
     let next = 0;
     const statuses: number[] = [];
@@ -111,7 +131,9 @@ describe('rate limits across two replicas', () => {
     assert.equal(statuses.filter((s) => s !== 200 && s !== 429).length, 0);
     assert.ok(admitted <= limit + bound, `admitted ${admitted} > ${limit} + ${bound}`);
     assert.ok(admitted >= limit - bound, `admitted ${admitted} < ${limit} - ${bound}`);
-    const { rows } = await t.db.raw(`select max(units) as biggest from rate_limit_leases where project_id = ?`, [creds.project_id]);
+    const { rows } = await t.db.raw(`select max(units) as biggest from rate_limit_leases where project_id = ?`, [
+      creds.project_id,
+    ]);
     assert.ok(Number(rows[0].biggest) > 1, 'replicas reserved multi-unit leases (the path this bound is about)');
   });
 
@@ -121,7 +143,14 @@ describe('rate limits across two replicas', () => {
     // 5 requests per user, all in flight together, spread over both replicas: lease requests of
     // many buckets share round trips (rate_limit_acquire_many) and must still count exactly.
     const results = await Promise.all(
-      users.flatMap((user, u) => Array.from({ length: 5 }, (_, i) => api(urls()[(u + i) % 2], 'GET', '/v1/threads?limit=1', { key: sk, user }).then((r) => ({ user, status: r.status })))),
+      users.flatMap((user, u) =>
+        Array.from({ length: 5 }, (_, i) =>
+          api(urls()[(u + i) % 2], 'GET', '/v1/threads?limit=1', { key: sk, user }).then((r) => ({
+            user,
+            status: r.status,
+          })),
+        ),
+      ),
     );
     for (const user of users) {
       const mine = results.filter((r) => r.user === user);
@@ -135,7 +164,8 @@ describe('rate limits across two replicas', () => {
 
   test('limits live in PostgreSQL: a replica started later sees the exhausted window', async () => {
     const sk = await project({ write: { limit: 2, window_seconds: 60 } });
-    for (let i = 0; i < 2; i++) assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { type: 'group' } })).status, 201);
+    for (let i = 0; i < 2; i++)
+      assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { type: 'group' } })).status, 201);
     const fresh = await startInstance(t.databaseUrl);
     try {
       const r = await api(fresh.url, 'POST', '/v1/threads', { key: sk, body: { type: 'group' } });

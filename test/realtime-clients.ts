@@ -3,7 +3,12 @@ import { EventEmitter } from 'node:events';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import WebSocket from 'ws';
 
-async function until<T>(emitter: EventEmitter, check: () => T | undefined, what: string, timeoutMs: number): Promise<T> {
+async function until<T>(
+  emitter: EventEmitter,
+  check: () => T | undefined,
+  what: string,
+  timeoutMs: number,
+): Promise<T> {
   const hit = check();
   if (hit !== undefined) return hit;
   return new Promise<T>((resolve, reject) => {
@@ -49,7 +54,8 @@ export async function openSse(url: string, headers: Record<string, string>): Pro
     waitFor: (check, what, timeoutMs = 20_000) => until(emitter, check, what, timeoutMs),
     waitForEvents: (n, timeoutMs = 30_000) =>
       until(emitter, () => (client.events().length >= n ? client.events() : undefined), `${n} SSE events`, timeoutMs),
-    waitForEnd: (timeoutMs = 20_000) => until(emitter, () => (client.ended ? true : undefined), 'the SSE stream to end', timeoutMs).then(() => undefined),
+    waitForEnd: (timeoutMs = 20_000) =>
+      until(emitter, () => (client.ended ? true : undefined), 'the SSE stream to end', timeoutMs).then(() => undefined),
     close: () => abort.abort(),
   };
   if (res.status !== 200 || !res.body) {
@@ -70,7 +76,8 @@ export async function openSse(url: string, headers: Record<string, string>): Pro
   void (async () => {
     const decoder = new TextDecoder();
     try {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(chunk, { stream: true }));
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
+        parser.feed(decoder.decode(chunk, { stream: true }));
     } catch {
       /* aborted */
     }
@@ -100,10 +107,14 @@ export async function openWs(url: string, headers: Record<string, string> = {}):
     messages.push(JSON.parse(data.toString()));
     emitter.emit('change');
   });
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+  );
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
-    ws.once('unexpected-response', (_req, res) => reject(Object.assign(new Error(`upgrade refused: ${res.statusCode}`), { status: res.statusCode })));
+    ws.once('unexpected-response', (_req, res) =>
+      reject(Object.assign(new Error(`upgrade refused: ${res.statusCode}`), { status: res.statusCode })),
+    );
     ws.once('error', reject);
   });
   const client: WsClient = {
@@ -114,14 +125,22 @@ export async function openWs(url: string, headers: Record<string, string> = {}):
     waitFor: (check, what, timeoutMs = 20_000) => until(emitter, () => messages.find(check), what, timeoutMs),
     eventsOf: (threadId) => messages.filter((m) => m.type === 'event' && m.thread_id === threadId).map((m) => m.event),
     waitForEvents: (threadId, n, timeoutMs = 30_000) =>
-      until(emitter, () => (client.eventsOf(threadId).length >= n ? client.eventsOf(threadId) : undefined), `${n} WebSocket events of ${threadId}`, timeoutMs),
+      until(
+        emitter,
+        () => (client.eventsOf(threadId).length >= n ? client.eventsOf(threadId) : undefined),
+        `${n} WebSocket events of ${threadId}`,
+        timeoutMs,
+      ),
     close: () => ws.close(),
   };
   return client;
 }
 
 /** Headers for an API key acting as a user. */
-export const as = (key: string, user?: string): Record<string, string> => ({ authorization: `Bearer ${key}`, ...(user ? { 'x-user-id': user } : {}) });
+export const as = (key: string, user?: string): Record<string, string> => ({
+  authorization: `Bearer ${key}`,
+  ...(user ? { 'x-user-id': user } : {}),
+});
 
 export const seqs = (events: Array<{ seq: number }>) => events.map((e) => e.seq);
 export const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);

@@ -44,7 +44,11 @@ describe('realtime: PostgreSQL restarts under a live tail', () => {
   });
 
   test('subscribers on both replicas end with every acknowledged message exactly once, in order', async () => {
-    const created = await fetch(`${one.url}/v1/threads`, { method: 'POST', headers: { ...as(sk), 'content-type': 'application/json' }, body: JSON.stringify({ id: 'restart', type: 'channel' }) });
+    const created = await fetch(`${one.url}/v1/threads`, {
+      method: 'POST',
+      headers: { ...as(sk), 'content-type': 'application/json' },
+      body: JSON.stringify({ id: 'restart', type: 'channel' }),
+    });
     assert.equal(created.status, 201);
     const sse = await openSse(`${one.url}/v1/threads/restart/tail`, as(sk));
     await sse.waitFor(() => sse.messages.find((m) => m.event === 'ready'), 'ready');
@@ -98,13 +102,23 @@ describe('realtime: PostgreSQL restarts under a live tail', () => {
 
     assert.ok(sawNotReady, '/readyz said not ready (database and LISTEN down) during the outage');
     assert.ok(ackedWhileDown < MESSAGES, 'the outage happened while messages were still being appended');
-    assert.ok([...failures.keys()].every((s) => s === 503), `writes failed cleanly with 503 only: ${JSON.stringify([...failures])}`);
+    assert.ok(
+      [...failures.keys()].every((s) => s === 503),
+      `writes failed cleanly with 503 only: ${JSON.stringify([...failures])}`,
+    );
     assert.ok((failures.get(503) ?? 0) > 0, 'some writes were refused while PostgreSQL was down');
     assert.equal(acked.size, MESSAGES);
 
     const expected = range(2, MESSAGES + 1);
-    assert.deepEqual([...acked.values()].sort((a, b) => a - b), expected, 'acknowledged seqs are contiguous: no message written twice');
-    for (const events of [await sse.waitForEvents(MESSAGES, 60_000), await ws.waitForEvents('restart', MESSAGES, 60_000)]) {
+    assert.deepEqual(
+      [...acked.values()].sort((a, b) => a - b),
+      expected,
+      'acknowledged seqs are contiguous: no message written twice',
+    );
+    for (const events of [
+      await sse.waitForEvents(MESSAGES, 60_000),
+      await ws.waitForEvents('restart', MESSAGES, 60_000),
+    ]) {
       assert.deepEqual(seqs(events), expected);
       assert.deepEqual(new Map(events.map((e: any) => [e.message_id, e.seq])), acked);
     }

@@ -23,7 +23,11 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     t2 = await startInstance(t.databaseUrl, ENV);
     creds = await t.project();
     sk = creds.keys.secret;
-    user = (id) => ({ authorization: `Bearer ${creds.keys.publishable}`, 'x-user-id': id, 'x-user-signature': signUserId(creds.signing_secret, id) });
+    user = (id) => ({
+      authorization: `Bearer ${creds.keys.publishable}`,
+      'x-user-id': id,
+      'x-user-signature': signUserId(creds.signing_secret, id),
+    });
   });
   after(async () => {
     await t2.close();
@@ -33,7 +37,11 @@ describe('realtime: live tail over SSE and WebSocket', () => {
   async function post(base: string, threadId: string, n: number, prefix: string) {
     const acked: number[] = [];
     for (let i = 0; i < n; i++) {
-      const r = await api(base, 'POST', `/v1/threads/${threadId}/messages`, { key: sk, user: 'writer', body: { id: `${prefix}${i}`, body: { text: `${prefix} ${i}` } } });
+      const r = await api(base, 'POST', `/v1/threads/${threadId}/messages`, {
+        key: sk,
+        user: 'writer',
+        body: { id: `${prefix}${i}`, body: { text: `${prefix} ${i}` } },
+      });
       assert.equal(r.status, 201, r.text);
       acked.push(r.body.seq);
     }
@@ -41,14 +49,20 @@ describe('realtime: live tail over SSE and WebSocket', () => {
   }
 
   test('SSE replays stored events, sends ready, streams live ones; Last-Event-ID and after_seq resume at N+1', async () => {
-    assert.equal((await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'sse-1', type: 'channel' } })).status, 201);
+    assert.equal(
+      (await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'sse-1', type: 'channel' } })).status,
+      201,
+    );
     await post(t.url, 'sse-1', 5, 'a'); // seqs 2..6
     const tail = await openSse(`${t.url}/v1/threads/sse-1/tail?after_seq=0`, as(sk));
     assert.equal(tail.status, 200);
     const ready = await tail.waitFor(() => tail.messages.find((m) => m.event === 'ready'), 'ready');
     assert.deepEqual(JSON.parse(ready.data), { seq: 6 });
     assert.deepEqual(seqs(tail.events()), range(1, 6));
-    assert.deepEqual(tail.messages.filter((m) => m.event === undefined).map((m) => m.id), range(1, 6).map(String));
+    assert.deepEqual(
+      tail.messages.filter((m) => m.event === undefined).map((m) => m.id),
+      range(1, 6).map(String),
+    );
     assert.equal(tail.events()[1].type, 'message.created');
 
     await post(t2.url, 'sse-1', 3, 'b'); // through the other replica: seqs 7..9
@@ -83,7 +97,11 @@ describe('realtime: live tail over SSE and WebSocket', () => {
         (async () => {
           for (let i = 0; i < 50; i++) {
             const id = `w${w}-${i}`;
-            const r = await api(t2.url, 'POST', '/v1/threads/fan-in/messages', { key: sk, user: `u${w}`, body: { id, body: { w, i } } });
+            const r = await api(t2.url, 'POST', '/v1/threads/fan-in/messages', {
+              key: sk,
+              user: `u${w}`,
+              body: { id, body: { w, i } },
+            });
             assert.equal(r.status, 201, r.text);
             acked.set(id, r.body.seq);
           }
@@ -105,7 +123,8 @@ describe('realtime: live tail over SSE and WebSocket', () => {
   });
 
   test('WebSocket: several threads on one socket, each resuming exactly after its after_seq; unsubscribe stops delivery', async () => {
-    for (const id of ['ws-a', 'ws-b']) await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id, type: 'channel' } });
+    for (const id of ['ws-a', 'ws-b'])
+      await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id, type: 'channel' } });
     await post(t.url, 'ws-a', 4, 'a'); // 2..5
     await post(t.url, 'ws-b', 4, 'b'); // 2..5
     const ws = await openWs(wsUrl(t.url), as(sk));
@@ -156,7 +175,10 @@ describe('realtime: live tail over SSE and WebSocket', () => {
   });
 
   test('typing, presence and read marks from instance 2 reach a socket on instance 1', async () => {
-    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'room', type: 'group', members: ['alice', 'bob'] } });
+    await api(t.url, 'POST', '/v1/threads', {
+      key: sk,
+      body: { id: 'room', type: 'group', members: ['alice', 'bob'] },
+    });
     const alice = await openWs(wsUrl(t.url), user('alice'));
     alice.send({ type: 'subscribe', thread_id: 'room' });
     await alice.waitFor((m) => m.type === 'ready', 'alice ready');
@@ -173,7 +195,10 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     const typing = await alice.waitFor((m) => m.type === 'typing', 'typing');
     assert.deepEqual(typing, { type: 'typing', thread_id: 'room', user_id: 'bob', state: 'start' });
 
-    const msg = await api(t2.url, 'POST', '/v1/threads/room/messages', { headers: user('bob'), body: { body: { text: 'hi' } } });
+    const msg = await api(t2.url, 'POST', '/v1/threads/room/messages', {
+      headers: user('bob'),
+      body: { body: { text: 'hi' } },
+    });
     assert.equal(msg.status, 201, msg.text);
     bob.send({ type: 'read', thread_id: 'room', seq: msg.body.seq, id: 'r' });
     const ok = await bob.waitFor((m) => m.type === 'read.ok', 'read ok');
@@ -183,13 +208,19 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     assert.equal(alice.messages.filter((m) => m.type === 'typing' && m.user_id === 'alice').length, 0);
 
     bob.close();
-    const offline = await alice.waitFor((m) => m.type === 'presence' && m.user_id === 'bob' && m.state === 'offline', 'bob offline after grace');
+    const offline = await alice.waitFor(
+      (m) => m.type === 'presence' && m.user_id === 'bob' && m.state === 'offline',
+      'bob offline after grace',
+    );
     assert.ok(offline);
     alice.close();
   });
 
   test('a non-member cannot subscribe to a members thread; a removed member stops receiving it', async () => {
-    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'private', type: 'group', members: ['alice', 'dave'] } });
+    await api(t.url, 'POST', '/v1/threads', {
+      key: sk,
+      body: { id: 'private', type: 'group', members: ['alice', 'dave'] },
+    });
     const refused = await api(t.url, 'GET', '/v1/threads/private/tail', { headers: user('mallory') });
     assert.equal(refused.status, 403);
     assert.match(refused.headers.get('content-type') ?? '', /problem\+json/);
@@ -207,7 +238,10 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     await daveWs.waitFor((m) => m.type === 'ready', 'ws ready');
 
     assert.equal((await api(t.url, 'DELETE', '/v1/threads/private/members/dave', { key: sk })).status, 204);
-    await api(t.url, 'POST', '/v1/threads/private/messages', { headers: user('alice'), body: { body: { text: 'secret' } } });
+    await api(t.url, 'POST', '/v1/threads/private/messages', {
+      headers: user('alice'),
+      body: { body: { text: 'secret' } },
+    });
     await daveSse.waitForEnd();
     const closed = daveSse.messages.find((m) => m.event === 'closed');
     assert.deepEqual(JSON.parse(closed!.data), { reason: 'removed' });
@@ -223,7 +257,14 @@ describe('realtime: live tail over SSE and WebSocket', () => {
 
   test('WebSocket authentication: headers like REST, or a short-lived token; bad credentials are refused at upgrade', async () => {
     await assert.rejects(openWs(wsUrl(t.url)), (e: any) => e.status === 401);
-    await assert.rejects(openWs(wsUrl(t.url), { authorization: `Bearer ${creds.keys.publishable}`, 'x-user-id': 'eve', 'x-user-signature': '0'.repeat(64) }), (e: any) => e.status === 401);
+    await assert.rejects(
+      openWs(wsUrl(t.url), {
+        authorization: `Bearer ${creds.keys.publishable}`,
+        'x-user-id': 'eve',
+        'x-user-signature': '0'.repeat(64),
+      }),
+      (e: any) => e.status === 401,
+    );
     await assert.rejects(openWs(wsUrl(t.url, '?token=rt_garbage.abc')), (e: any) => e.status === 401);
     await assert.rejects(openWs(wsUrl(t.url), as(creds.keys.admin)), (e: any) => e.status === 403);
 
@@ -241,12 +282,18 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     ws.close();
 
     // The same token serves SSE for EventSource, which cannot set headers either.
-    const viaToken = await openSse(`${t.url}/v1/threads/private/tail?after_seq=0&token=${encodeURIComponent(issued.body.token)}`, {});
+    const viaToken = await openSse(
+      `${t.url}/v1/threads/private/tail?after_seq=0&token=${encodeURIComponent(issued.body.token)}`,
+      {},
+    );
     assert.equal(viaToken.status, 200);
     await viaToken.waitFor(() => viaToken.messages.find((m) => m.event === 'ready'), 'ready');
     assert.equal(viaToken.events()[0].type, 'thread.created');
     viaToken.close();
-    assert.equal((await api(t.url, 'GET', `/v1/threads/not-alices/tail?token=${encodeURIComponent(issued.body.token)}`)).status, 403);
+    assert.equal(
+      (await api(t.url, 'GET', `/v1/threads/not-alices/tail?token=${encodeURIComponent(issued.body.token)}`)).status,
+      403,
+    );
     assert.equal((await api(t.url, 'GET', '/v1/threads/private/tail?token=rt_nope.nope')).status, 401);
 
     const tampered = issued.body.token.slice(0, -2) + (issued.body.token.endsWith('A') ? 'BB' : 'AA');
@@ -254,11 +301,24 @@ describe('realtime: live tail over SSE and WebSocket', () => {
   });
 
   test("WebSocket upgrades obey the project's ip_allowlist, publishable keys' allowed_origins", async () => {
-    const fenced = await t.app.projects.createProject({ name: 'fenced', settings: { ip_allowlist: ['203.0.113.0/24'] } });
+    const fenced = await t.app.projects.createProject({
+      name: 'fenced',
+      settings: { ip_allowlist: ['203.0.113.0/24'] },
+    });
     await assert.rejects(openWs(wsUrl(t.url), as(fenced.keys.secret)), (e: any) => e.status === 403);
-    const web = await t.app.projects.createProject({ name: 'web', settings: { allowed_origins: ['https://app.example.com'] } });
-    const ann = { authorization: `Bearer ${web.keys.publishable}`, 'x-user-id': 'ann', 'x-user-signature': signUserId(web.signing_secret, 'ann') };
-    await assert.rejects(openWs(wsUrl(t.url), { ...ann, origin: 'https://evil.example' }), (e: any) => e.status === 403);
+    const web = await t.app.projects.createProject({
+      name: 'web',
+      settings: { allowed_origins: ['https://app.example.com'] },
+    });
+    const ann = {
+      authorization: `Bearer ${web.keys.publishable}`,
+      'x-user-id': 'ann',
+      'x-user-signature': signUserId(web.signing_secret, 'ann'),
+    };
+    await assert.rejects(
+      openWs(wsUrl(t.url), { ...ann, origin: 'https://evil.example' }),
+      (e: any) => e.status === 403,
+    );
     const ok = await openWs(wsUrl(t.url), { ...ann, origin: 'https://app.example.com' });
     assert.equal((await ok.waitFor((m) => m.type === 'welcome', 'welcome')).user_id, 'ann');
     ok.close();
@@ -270,7 +330,10 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     await sse.waitFor(() => sse.messages.find((m) => m.event === 'ready'), 'ready');
     const dbName = new URL(t.databaseUrl).pathname.slice(1);
     // Kill every replica's LISTEN connection, then write while they reconnect: those NOTIFYs are lost.
-    await t.db.raw(`select pg_terminate_backend(pid) from pg_stat_activity where datname = ? and application_name = 'progressdb-listener'`, [dbName]);
+    await t.db.raw(
+      `select pg_terminate_backend(pid) from pg_stat_activity where datname = ? and application_name = 'progressdb-listener'`,
+      [dbName],
+    );
     const acked = await post(t2.url, 'relisten', 20, 'x');
     assert.deepEqual(seqs(await sse.waitForEvents(20)), acked);
     sse.close();
@@ -278,7 +341,10 @@ describe('realtime: live tail over SSE and WebSocket', () => {
 
   test('revoking a key ends its live streams on every replica (WebSocket 1008, SSE closed: revoked)', async () => {
     const doomed = await t.app.projects.createKey(creds.project_id, 'secret');
-    const created = await api(t.url, 'POST', '/v1/threads', { key: doomed.key, body: { id: 'revoke-me', type: 'channel' } });
+    const created = await api(t.url, 'POST', '/v1/threads', {
+      key: doomed.key,
+      body: { id: 'revoke-me', type: 'channel' },
+    });
     assert.equal(created.status, 201, created.text);
     const sse = await openSse(`${t2.url}/v1/threads/revoke-me/tail`, as(doomed.key));
     await sse.waitFor(() => sse.messages.find((m) => m.event === 'ready'), 'ready');
@@ -333,7 +399,11 @@ describe('realtime: slow consumers are bounded', () => {
     (ws.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
     const text = 'x'.repeat(60 * 1024);
     for (let b = 0; b < 12 && t.app.realtime.stats().slow_consumer_closes === 0; b++) {
-      const r = await api(t.url, 'POST', '/v1/threads/firehose/messages/batch', { key: sk, user: 'w', body: { messages: Array.from({ length: 50 }, () => ({ body: { text } })) } });
+      const r = await api(t.url, 'POST', '/v1/threads/firehose/messages/batch', {
+        key: sk,
+        user: 'w',
+        body: { messages: Array.from({ length: 50 }, () => ({ body: { text } })) },
+      });
       assert.equal(r.status, 201, r.text);
       await sleep(100);
     }
@@ -355,13 +425,19 @@ describe('realtime: slow consumers are bounded', () => {
     await new Promise((resolve) => socket.once('connect', resolve));
     let head = '';
     socket.on('data', (d) => (head += d.toString()));
-    socket.write(`GET /v1/threads/sse-firehose/tail HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${sk}\r\nAccept: text/event-stream\r\n\r\n`);
+    socket.write(
+      `GET /v1/threads/sse-firehose/tail HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${sk}\r\nAccept: text/event-stream\r\n\r\n`,
+    );
     while (!head.includes('event: ready')) await sleep(20);
     socket.pause();
     assert.equal(t.app.realtime.stats().sse_streams, 1);
     const text = 'y'.repeat(60 * 1024);
     for (let b = 0; b < 12 && t.app.realtime.stats().sse_streams > 0; b++) {
-      const r = await api(t.url, 'POST', '/v1/threads/sse-firehose/messages/batch', { key: sk, user: 'w', body: { messages: Array.from({ length: 50 }, () => ({ body: { text } })) } });
+      const r = await api(t.url, 'POST', '/v1/threads/sse-firehose/messages/batch', {
+        key: sk,
+        user: 'w',
+        body: { messages: Array.from({ length: 50 }, () => ({ body: { text } })) },
+      });
       assert.equal(r.status, 201, r.text);
       await sleep(100);
     }
@@ -402,7 +478,10 @@ describe('realtime: presence grace period', () => {
     second.send({ type: 'subscribe', thread_id: 'lobby' });
     await second.waitFor((m) => m.type === 'ready', 'ready');
     const subscribed = second.messages.find((m) => m.type === 'subscribed');
-    assert.ok(subscribed.presence.includes('zoe') && subscribed.presence.includes('watcher'), JSON.stringify(subscribed.presence));
+    assert.ok(
+      subscribed.presence.includes('zoe') && subscribed.presence.includes('watcher'),
+      JSON.stringify(subscribed.presence),
+    );
     await sleep(3_500);
     const zoe = () => watcher.messages.filter((m) => m.type === 'presence' && m.user_id === 'zoe').map((m) => m.state);
     assert.deepEqual(zoe(), ['online'], 'no offline/online flap');

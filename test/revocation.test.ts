@@ -35,32 +35,62 @@ describe('revocation and settings changes across replicas', () => {
   test('a key revoked on instance 1 is refused on instance 2 within 5 seconds', async () => {
     const creds = await t.project();
     const sk = creds.keys.secret;
-    assert.equal((await api(second.url, 'GET', '/v1/threads', { key: sk })).status, 200, 'instance 2 has the key cached');
+    assert.equal(
+      (await api(second.url, 'GET', '/v1/threads', { key: sk })).status,
+      200,
+      'instance 2 has the key cached',
+    );
     await t.app.projects.revokeKey(creds.project_id, await keyIdOf(creds.project_id, 'secret'));
-    const refused = await within(5_000, async () => (await api(second.url, 'GET', '/v1/threads', { key: sk })).status === 401);
+    const refused = await within(
+      5_000,
+      async () => (await api(second.url, 'GET', '/v1/threads', { key: sk })).status === 401,
+    );
     assert.ok(refused, 'instance 2 still accepted the revoked key after 5 s');
     assert.equal((await api(t.url, 'GET', '/v1/threads', { key: sk })).status, 401);
     const other = await t.project();
-    assert.equal((await api(second.url, 'GET', '/v1/threads', { key: other.keys.secret })).status, 200, "other projects' keys still work");
+    assert.equal(
+      (await api(second.url, 'GET', '/v1/threads', { key: other.keys.secret })).status,
+      200,
+      "other projects' keys still work",
+    );
   });
 
   test('a signing secret rotated on instance 1 stops verifying on instance 2 within 5 seconds (no grace)', async () => {
     const creds = await t.project();
     const sign = await api(second.url, 'POST', '/v1/_sign', { key: creds.keys.secret, body: { user_id: 'bob' } });
     const signature = sign.body.signature as string;
-    assert.equal((await api(second.url, 'GET', '/v1/threads', { key: creds.keys.publishable, user: 'bob', signature })).status, 200);
+    assert.equal(
+      (await api(second.url, 'GET', '/v1/threads', { key: creds.keys.publishable, user: 'bob', signature })).status,
+      200,
+    );
     await t.app.projects.rotateSigningSecret(creds.project_id);
-    const refused = await within(5_000, async () => (await api(second.url, 'GET', '/v1/threads', { key: creds.keys.publishable, user: 'bob', signature })).status === 401);
+    const refused = await within(
+      5_000,
+      async () =>
+        (await api(second.url, 'GET', '/v1/threads', { key: creds.keys.publishable, user: 'bob', signature }))
+          .status === 401,
+    );
     assert.ok(refused, 'instance 2 still verified the old secret after 5 s');
   });
 
   test('a settings change (rate limit) reaches instance 2 within 5 seconds', async () => {
-    const creds = await t.app.projects.createProject({ name: 'settings', settings: { rate_limits: { read: { limit: 100, window_seconds: 60 } } } });
+    const creds = await t.app.projects.createProject({
+      name: 'settings',
+      settings: { rate_limits: { read: { limit: 100, window_seconds: 60 } } },
+    });
     const first = await api(second.url, 'GET', '/v1/threads', { key: creds.keys.secret });
     assert.equal(first.headers.get('ratelimit-policy'), '"read";q=100;w=60');
-    await t.db('projects').where({ id: creds.project_id }).update({ settings: { rate_limits: { read: { limit: 7, window_seconds: 30 } } } });
+    await t
+      .db('projects')
+      .where({ id: creds.project_id })
+      .update({ settings: { rate_limits: { read: { limit: 7, window_seconds: 30 } } } });
     await t.db.raw(`select pg_notify('progressdb_keys', ?)`, [creds.project_id]);
-    const changed = await within(5_000, async () => (await api(second.url, 'GET', '/v1/threads', { key: creds.keys.secret })).headers.get('ratelimit-policy') === '"read";q=7;w=30');
+    const changed = await within(
+      5_000,
+      async () =>
+        (await api(second.url, 'GET', '/v1/threads', { key: creds.keys.secret })).headers.get('ratelimit-policy') ===
+        '"read";q=7;w=30',
+    );
     assert.ok(changed);
   });
 
@@ -69,12 +99,25 @@ describe('revocation and settings changes across replicas', () => {
     const sk = creds.keys.secret;
     assert.equal((await api(second.url, 'GET', '/v1/threads', { key: sk })).status, 200);
     // Revoked without a notification (as if it had been sent while nobody was listening) …
-    await t.db('api_keys').where({ project_id: creds.project_id, kind: 'secret' }).update({ revoked_at: t.db.fn.now() });
-    assert.equal((await api(second.url, 'GET', '/v1/threads', { key: sk })).status, 200, 'still cached: nothing told instance 2');
+    await t
+      .db('api_keys')
+      .where({ project_id: creds.project_id, kind: 'secret' })
+      .update({ revoked_at: t.db.fn.now() });
+    assert.equal(
+      (await api(second.url, 'GET', '/v1/threads', { key: sk })).status,
+      200,
+      'still cached: nothing told instance 2',
+    );
     // … then the listeners lose their connection; on reconnect they must drop everything.
     const dbName = new URL(t.databaseUrl).pathname.slice(1);
-    await t.db.raw(`select pg_terminate_backend(pid) from pg_stat_activity where datname = ? and application_name = 'progressdb-listener'`, [dbName]);
-    const refused = await within(5_000, async () => (await api(second.url, 'GET', '/v1/threads', { key: sk })).status === 401);
+    await t.db.raw(
+      `select pg_terminate_backend(pid) from pg_stat_activity where datname = ? and application_name = 'progressdb-listener'`,
+      [dbName],
+    );
+    const refused = await within(
+      5_000,
+      async () => (await api(second.url, 'GET', '/v1/threads', { key: sk })).status === 401,
+    );
     assert.ok(refused);
   });
 });

@@ -42,21 +42,44 @@ async function main() {
     const db = createDb(withDatabase(adminUrl, template), 2);
     await migrateLatest(db);
     await db.destroy();
-    process.stdout.write(`test database: ${embedded ? 'embedded PostgreSQL' : 'DATABASE_URL'}, template ${template}, ${files.length} files\n`);
+    process.stdout.write(
+      `test database: ${embedded ? 'embedded PostgreSQL' : 'DATABASE_URL'}, template ${template}, ${files.length} files\n`,
+    );
     code = await new Promise<number>((resolve) => {
       const child = spawn(
         process.execPath,
-        ['--import', 'tsx', '--test', `--test-concurrency=${process.env.TEST_CONCURRENCY ?? 2}`, '--test-reporter=spec', ...files],
-        { stdio: 'inherit', env: { ...process.env, PDB_TEST_ADMIN_URL: adminUrl, PDB_TEST_TEMPLATE: template, LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent' } },
+        [
+          '--import',
+          'tsx',
+          '--test',
+          `--test-concurrency=${process.env.TEST_CONCURRENCY ?? 2}`,
+          '--test-reporter=spec',
+          ...files,
+        ],
+        {
+          stdio: 'inherit',
+          env: {
+            ...process.env,
+            PDB_TEST_ADMIN_URL: adminUrl,
+            PDB_TEST_TEMPLATE: template,
+            LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
+          },
+        },
       );
       child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0)));
     });
   } finally {
     // Only this run's databases: other runs may share the server (DATABASE_URL).
-    await admin(adminUrl, `select pg_terminate_backend(pid) from pg_stat_activity where (datname = '${template}' or datname like 'pdb_t_${template.slice(8)}%') and pid <> pg_backend_pid()`).catch(() => undefined);
+    await admin(
+      adminUrl,
+      `select pg_terminate_backend(pid) from pg_stat_activity where (datname = '${template}' or datname like 'pdb_t_${template.slice(8)}%') and pid <> pg_backend_pid()`,
+    ).catch(() => undefined);
     const client = new pg.Client({ connectionString: adminUrl });
     await client.connect();
-    const { rows } = await client.query(`select datname from pg_database where datname = $1 or datname like $2`, [template, `pdb_t_${template.slice(8)}%`]);
+    const { rows } = await client.query(`select datname from pg_database where datname = $1 or datname like $2`, [
+      template,
+      `pdb_t_${template.slice(8)}%`,
+    ]);
     for (const r of rows) await client.query(`drop database if exists ${r.datname}`).catch(() => undefined);
     await client.end();
     if (embedded) {

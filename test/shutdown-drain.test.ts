@@ -36,7 +36,11 @@ describe('graceful shutdown, in process', () => {
     const accepting = replica.app.readinessChecks.find((c) => c.name === 'accepting')!;
     assert.equal(await accepting.check(), true);
 
-    const pending = api(replica.url, 'POST', '/v1/threads/inflight/messages', { key: sk, user: 'u', body: { id: 'late', body: 'x' } });
+    const pending = api(replica.url, 'POST', '/v1/threads/inflight/messages', {
+      key: sk,
+      user: 'u',
+      body: { id: 'late', body: 'x' },
+    });
     for (let i = 0; replica.app.ingest.depth === 0; i++) {
       assert.ok(i < 500, 'the append reached the group-commit queue');
       await new Promise((r) => setTimeout(r, 10));
@@ -51,7 +55,10 @@ describe('graceful shutdown, in process', () => {
     assert.deepEqual(closed, ['app', 'db']);
     assert.equal(shutdown.run('again'), done, 'a second call returns the first outcome');
     const { rows } = await t.db.raw(`select id from messages where thread_id = 'inflight'`);
-    assert.deepEqual(rows.map((r: { id: string }) => r.id), ['late']);
+    assert.deepEqual(
+      rows.map((r: { id: string }) => r.id),
+      ['late'],
+    );
     await assert.rejects(fetch(`${replica.url}/healthz`), 'the server no longer accepts connections');
   });
 

@@ -22,7 +22,10 @@ describe('graceful shutdown of the real server process', () => {
       SHUTDOWN_TIMEOUT_MS: '30000',
     });
     try {
-      const created = await api(replica.url, 'POST', '/v1/threads', { key: sk, body: { id: 'drain', type: 'channel' } });
+      const created = await api(replica.url, 'POST', '/v1/threads', {
+        key: sk,
+        body: { id: 'drain', type: 'channel' },
+      });
       assert.equal(created.status, 201, created.text);
 
       const acked: string[] = [];
@@ -32,7 +35,11 @@ describe('graceful shutdown of the real server process', () => {
         for (let i = 0; ; i++) {
           const id = `w${w}-${i}`;
           try {
-            const r = await api(replica.url, 'POST', '/v1/threads/drain/messages', { key: sk, user: `u${w}`, body: { id, body: { w, i } } });
+            const r = await api(replica.url, 'POST', '/v1/threads/drain/messages', {
+              key: sk,
+              user: `u${w}`,
+              body: { id, body: { w, i } },
+            });
             if (r.status !== 201) {
               // Refusing new work while draining is allowed; it must say so with a 503.
               assert.equal(r.status, 503, r.text);
@@ -75,12 +82,19 @@ describe('graceful shutdown of the real server process', () => {
   test('SIGTERM ends live tails and WebSockets with a reconnect hint, then exits 0', async () => {
     const replica = await spawnReplica('live', { DATABASE_URL: t.databaseUrl, SHUTDOWN_TIMEOUT_MS: '30000' });
     try {
-      assert.equal((await api(replica.url, 'POST', '/v1/threads', { key: sk, body: { id: 'live', type: 'channel' } })).status, 201);
-      const tail = await fetch(`${replica.url}/v1/threads/live/tail?after_seq=0`, { headers: { authorization: `Bearer ${sk}` } });
+      assert.equal(
+        (await api(replica.url, 'POST', '/v1/threads', { key: sk, body: { id: 'live', type: 'channel' } })).status,
+        201,
+      );
+      const tail = await fetch(`${replica.url}/v1/threads/live/tail?after_seq=0`, {
+        headers: { authorization: `Bearer ${sk}` },
+      });
       assert.equal(tail.status, 200);
       const sseText = tail.text(); // resolves when the server ends the stream
 
-      const ws = new WebSocket(`${replica.url.replace('http', 'ws')}/v1/ws`, { headers: { authorization: `Bearer ${sk}`, 'x-user-id': 'u1' } });
+      const ws = new WebSocket(`${replica.url.replace('http', 'ws')}/v1/ws`, {
+        headers: { authorization: `Bearer ${sk}`, 'x-user-id': 'u1' },
+      });
       const frames: Array<{ type: string }> = [];
       ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
       const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));

@@ -34,7 +34,8 @@ function expressV1Routes(app: any): string[] {
     for (const layer of stack ?? []) {
       if (layer.route && typeof layer.route.path === 'string') {
         for (const m of Object.keys(layer.route.methods ?? {})) {
-          if (m !== '_all' && layer.route.path.startsWith('/v1/')) out.push(`${m.toUpperCase()} ${layer.route.path.replace(/:([A-Za-z_]+)/g, '{$1}')}`);
+          if (m !== '_all' && layer.route.path.startsWith('/v1/'))
+            out.push(`${m.toUpperCase()} ${layer.route.path.replace(/:([A-Za-z_]+)/g, '{$1}')}`);
         }
       } else if (layer.handle?.stack) walk(layer.handle.stack);
     }
@@ -85,11 +86,18 @@ describe('system routes and response plumbing', () => {
       const id = generated.headers.get('x-request-id');
       assert.match(id ?? '', UUID, `${method} ${path} generates an id`);
       if (status >= 400) {
-        assert.equal(generated.headers.get('content-type'), 'application/problem+json; charset=utf-8', `${method} ${path}`);
+        assert.equal(
+          generated.headers.get('content-type'),
+          'application/problem+json; charset=utf-8',
+          `${method} ${path}`,
+        );
         assert.equal(generated.body.request_id, id, `${method} ${path}: the problem names the request`);
       }
       const given = `req-${status}-${Math.random().toString(36).slice(2)}`;
-      const echoed = await api(t.url, method, path, { ...opts, headers: { ...(opts?.headers ?? {}), 'x-request-id': given } });
+      const echoed = await api(t.url, method, path, {
+        ...opts,
+        headers: { ...(opts?.headers ?? {}), 'x-request-id': given },
+      });
       assert.equal(echoed.headers.get('x-request-id'), given, `${method} ${path} echoes the id`);
       if (status >= 400) assert.equal(echoed.body.request_id, given);
     }
@@ -113,7 +121,8 @@ describe('system routes and response plumbing', () => {
     assert.ok(result.valid, JSON.stringify(result.errors, null, 2)?.slice(0, 4000));
 
     const documented = new Set<string>();
-    for (const [path, ops] of Object.entries<any>(doc.paths)) for (const m of Object.keys(ops)) documented.add(`${m.toUpperCase()} ${path}`);
+    for (const [path, ops] of Object.entries<any>(doc.paths))
+      for (const m of Object.keys(ops)) documented.add(`${m.toUpperCase()} ${path}`);
     for (const route of CORE_ROUTES) assert.ok(documented.has(route), `${route} is missing from /openapi.json`);
     const served = expressV1Routes(t.app.app);
     assert.ok(served.length >= CORE_ROUTES.length, `found ${served.length} Express routes`);
@@ -124,10 +133,16 @@ describe('system routes and response plumbing', () => {
     for (const [path, ops] of Object.entries<any>(doc.paths)) {
       for (const [method, op] of Object.entries<any>(ops)) {
         assert.ok(op.summary, `${method} ${path} has a summary`);
-        assert.ok(op.responses?.default?.content?.['application/problem+json'], `${method} ${path} documents its errors`);
+        assert.ok(
+          op.responses?.default?.content?.['application/problem+json'],
+          `${method} ${path} documents its errors`,
+        );
         const params = (path.match(/\{([^}]+)\}/g) ?? []).map((x) => x.slice(1, -1));
         for (const name of params) {
-          assert.ok((op.parameters ?? []).some((pp: any) => pp.in === 'path' && pp.name === name && pp.required), `${method} ${path} declares {${name}}`);
+          assert.ok(
+            (op.parameters ?? []).some((pp: any) => pp.in === 'path' && pp.name === name && pp.required),
+            `${method} ${path} declares {${name}}`,
+          );
         }
       }
     }
@@ -150,8 +165,12 @@ describe('system routes and response plumbing', () => {
       assert.equal(asset.status, 200, ref);
       assert.ok((await asset.arrayBuffer()).byteLength > 0, ref);
     }
-    assert.ok(!/https?:\/\/(?!127\.0\.0\.1)[^"'\s]*\.(js|css)/i.test(html), 'no remote script or stylesheet URL anywhere in the page');
-    for (const m of html.matchAll(/<script\b([^>]*)>/g)) assert.match(m[1], /\bsrc=/, 'no inline scripts (the CSP forbids them)');
+    assert.ok(
+      !/https?:\/\/(?!127\.0\.0\.1)[^"'\s]*\.(js|css)/i.test(html),
+      'no remote script or stylesheet URL anywhere in the page',
+    );
+    for (const m of html.matchAll(/<script\b([^>]*)>/g))
+      assert.match(m[1], /\bsrc=/, 'no inline scripts (the CSP forbids them)');
     const csp = r.headers.get('content-security-policy') ?? '';
     assert.ok(!/script-src[^;]*https?:/.test(csp), `CSP allows no remote scripts: ${csp}`);
   });

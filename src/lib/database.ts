@@ -14,7 +14,9 @@ export interface Database {
 
 /** DATABASE_URL when given, else the embedded PostgreSQL under DATA_DIR; migrated either way. */
 export async function openDatabase(config: Config, onLog: (line: string) => void = () => undefined): Promise<Database> {
-  const embedded = config.DATABASE_URL ? null : await startEmbeddedPostgres(path.join(config.DATA_DIR), config.EMBEDDED_PG_PORT, onLog);
+  const embedded = config.DATABASE_URL
+    ? null
+    : await startEmbeddedPostgres(path.join(config.DATA_DIR), config.EMBEDDED_PG_PORT, onLog);
   const url = config.DATABASE_URL ?? embedded!.url;
   const db = createDb(url, config.DB_POOL_MAX);
   try {

@@ -27,9 +27,8 @@ export async function startEmbeddedPostgres(
   // while the credential files beside it stay owner-only.
   chmodSync(root, 0o711);
   const initialised = existsSync(path.join(pgdata, 'PG_VERSION'));
-  const password = initialised && existsSync(secretFile)
-    ? readFileSync(secretFile, 'utf8').trim()
-    : randomBytes(18).toString('hex');
+  const password =
+    initialised && existsSync(secretFile) ? readFileSync(secretFile, 'utf8').trim() : randomBytes(18).toString('hex');
   const pg = new EmbeddedPostgres({
     databaseDir: pgdata,
     port,

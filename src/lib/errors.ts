@@ -35,7 +35,8 @@ export const unauthorized = (detail: string) => new AppError('unauthorized', det
 export const forbidden = (detail: string) => new AppError('forbidden', detail);
 export const notFound = (what: string) => new AppError('not_found', `${what} was not found`);
 export const conflict = (detail: string) => new AppError('conflict', detail);
-export const unprocessable = (detail: string, errors?: FieldError[]) => new AppError('unprocessable', detail, { errors });
+export const unprocessable = (detail: string, errors?: FieldError[]) =>
+  new AppError('unprocessable', detail, { errors });
 export const unavailable = (detail: string, retryAfterSeconds = 1) =>
   new AppError('unavailable', detail, { retryAfterSeconds });
 export const rateLimited = (detail: string, retryAfterSeconds: number) =>

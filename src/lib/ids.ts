@@ -33,7 +33,10 @@ export const idSchema = z
   .string()
   .min(1)
   .max(128)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_:.-]*$/, 'must be 1–128 characters: letters, digits, "_", "-", ":", "." (starting with a letter or digit)');
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9_:.-]*$/,
+    'must be 1–128 characters: letters, digits, "_", "-", ":", "." (starting with a letter or digit)',
+  );
 
 /** End-user ids chosen by the app: 1–128 printable ASCII characters without spaces. */
 export const userIdSchema = z

@@ -20,7 +20,10 @@ export interface QueryTelemetryOptions {
  * statement's SQL text with its placeholders — never the bound values, which carry message
  * bodies and user ids. Returns a function that detaches the listeners.
  */
-export function attachQueryTelemetry(db: Knex, deps: { logger: Logger; metrics: Metrics; options: QueryTelemetryOptions }): () => void {
+export function attachQueryTelemetry(
+  db: Knex,
+  deps: { logger: Logger; metrics: Metrics; options: QueryTelemetryOptions },
+): () => void {
   const { slowMs, sampleRate } = deps.options;
   const random = deps.options.random ?? Math.random;
   const started = new Map<string, number>();
@@ -39,7 +42,10 @@ export function attachQueryTelemetry(db: Knex, deps: { logger: Logger; metrics: 
     if (sampleRate <= 0 || random() >= sampleRate) return;
     const sql = (q.sql ?? '').replace(/\s+/g, ' ').trim().slice(0, 2000);
     const code = typeof error === 'object' && error !== null && 'code' in error ? String(error.code) : undefined;
-    deps.logger.warn({ duration_ms: Math.round(ms * 1000) / 1000, sql, ...(error ? { failed: true, code } : {}) }, 'slow query');
+    deps.logger.warn(
+      { duration_ms: Math.round(ms * 1000) / 1000, sql, ...(error ? { failed: true, code } : {}) },
+      'slow query',
+    );
   };
   const onResponse = (_response: unknown, q: QueryData) => finish(q);
   const onError = (error: unknown, q: QueryData) => finish(q, error);

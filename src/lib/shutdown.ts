@@ -100,7 +100,11 @@ export type GracefulShutdown = ReturnType<typeof createGracefulShutdown>;
  * A repeat within a second is not a second request: one Ctrl-C reaches this process both from
  * the terminal and relayed by `npm start`'s wrappers (npm, tsx).
  */
-export function exitOnSignals(shutdown: GracefulShutdown, logger: Logger, exit: (code: number) => void = (c) => process.exit(c)) {
+export function exitOnSignals(
+  shutdown: GracefulShutdown,
+  logger: Logger,
+  exit: (code: number) => void = (c) => process.exit(c),
+) {
   let signalled = false;
   let firstAt = 0;
   const onSignal = (signal: NodeJS.Signals) => {

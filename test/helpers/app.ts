@@ -19,7 +19,16 @@ export interface TestInstance {
 
 /** The real app, in-process, listening on a loopback port, against `databaseUrl`. */
 export async function startInstance(databaseUrl: string, env: Record<string, string> = {}): Promise<TestInstance> {
-  const config = loadConfig({}, { NODE_ENV: 'test', DATABASE_URL: databaseUrl, LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent', DB_POOL_MAX: '10', ...env });
+  const config = loadConfig(
+    {},
+    {
+      NODE_ENV: 'test',
+      DATABASE_URL: databaseUrl,
+      LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
+      DB_POOL_MAX: '10',
+      ...env,
+    },
+  );
   const db = createDb(databaseUrl, config.DB_POOL_MAX);
   const app = createApp({ config, db, logger: createLogger(config.LOG_LEVEL), databaseUrl });
   await app.start();
@@ -79,7 +88,15 @@ export async function api<T = any>(
   baseUrl: string,
   method: string,
   path: string,
-  opts: { key?: string; user?: string; signature?: string; body?: unknown; raw?: string; contentType?: string; headers?: Record<string, string> } = {},
+  opts: {
+    key?: string;
+    user?: string;
+    signature?: string;
+    body?: unknown;
+    raw?: string;
+    contentType?: string;
+    headers?: Record<string, string>;
+  } = {},
 ): Promise<ApiResponse<T>> {
   const headers: Record<string, string> = { ...(opts.headers ?? {}) };
   if (opts.key) headers.authorization = `Bearer ${opts.key}`;

@@ -11,7 +11,10 @@ export const TELEMETRY_TABLES = ['usage_hourly', 'rate_limit_leases', 'knex_migr
 export type Snapshot = Record<string, { rows: number; checksum: string }>;
 
 /** Row count and an md5 over every row's content (ordered) of every table in the public schema. */
-export async function snapshotDatabase(db: Knex, opts: { where?: (table: string, columns: string[]) => string | null } = {}): Promise<Snapshot> {
+export async function snapshotDatabase(
+  db: Knex,
+  opts: { where?: (table: string, columns: string[]) => string | null } = {},
+): Promise<Snapshot> {
   const { rows: tables } = await db.raw<{ rows: Array<{ table_name: string }> }>(
     `select table_name from information_schema.tables where table_schema = 'public' and table_type = 'BASE TABLE' order by table_name`,
   );
@@ -22,7 +25,11 @@ export async function snapshotDatabase(db: Knex, opts: { where?: (table: string,
       `select column_name from information_schema.columns where table_schema = 'public' and table_name = ?`,
       [t],
     );
-    const filter = opts.where?.(t, cols.map((c) => c.column_name)) ?? 'true';
+    const filter =
+      opts.where?.(
+        t,
+        cols.map((c) => c.column_name),
+      ) ?? 'true';
     const strip = VOLATILE_COLUMNS.map((c) => ` - '${c}'`).join('');
     const { rows } = await db.raw<{ rows: Array<{ n: string; sum: string | null }> }>(
       `select count(*) n, md5(coalesce(string_agg(r, E'\\n' order by r), '')) sum

@@ -45,15 +45,28 @@ export async function attempt(
         /* keep the text */
       }
     }
-    return { status: res.status, replica: target.name, body, headers: res.headers, contentType, text, ms: performance.now() - started };
+    return {
+      status: res.status,
+      replica: target.name,
+      body,
+      headers: res.headers,
+      contentType,
+      text,
+      ms: performance.now() - started,
+    };
   } catch (e) {
     const name = (e as { name?: string }).name;
-    return { status: name === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'network', replica: target.name, ms: performance.now() - started };
+    return {
+      status: name === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'network',
+      replica: target.name,
+      ms: performance.now() - started,
+    };
   }
 }
 
 /** Statuses a client should retry (with the same idempotency key). */
-export const retryable = (s: Attempt['status']) => s === 'network' || s === 'timeout' || s === 503 || s === 502 || s === 504 || s === 429;
+export const retryable = (s: Attempt['status']) =>
+  s === 'network' || s === 'timeout' || s === 503 || s === 502 || s === 504 || s === 429;
 
 /** Runs `worker(i)` for i in [0, n) with at most `concurrency` in flight. */
 export async function pool<T>(n: number, concurrency: number, worker: (i: number) => Promise<T>): Promise<T[]> {

@@ -77,7 +77,10 @@ export const cookieHeader = (cookies: Record<string, string>) =>
  * The whole redirect round trip a browser makes, with fetch: /auth/google → the provider's
  * /authorize → /auth/google/callback. Returns every response so tests can tamper with any step.
  */
-export async function signInThroughProvider(appUrl: string, opts: { tamperState?: (state: string) => string | null } = {}) {
+export async function signInThroughProvider(
+  appUrl: string,
+  opts: { tamperState?: (state: string) => string | null } = {},
+) {
   const start = await fetch(`${appUrl}/auth/google`, { redirect: 'manual' });
   const stateCookies = setCookies(start);
   const authorizeUrl = new URL(start.headers.get('location')!);
@@ -90,5 +93,13 @@ export async function signInThroughProvider(appUrl: string, opts: { tamperState?
   }
   const callback = await fetch(callbackUrl, { redirect: 'manual', headers: { cookie: cookieHeader(stateCookies) } });
   const cookies = setCookies(callback);
-  return { start, authorizeUrl, approve, callbackUrl, callback, cookies, location: callback.headers.get('location') ?? '' };
+  return {
+    start,
+    authorizeUrl,
+    approve,
+    callbackUrl,
+    callback,
+    cookies,
+    location: callback.headers.get('location') ?? '',
+  };
 }

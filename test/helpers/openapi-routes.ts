@@ -47,7 +47,9 @@ export async function loadRoutes(baseUrl: string): Promise<{ doc: any; routes: A
         path,
         auth,
         pathParams: params.filter((p) => p.in === 'path').map((p) => ({ name: p.name, schema: deref(doc, p.schema) })),
-        queryParams: params.filter((p) => p.in === 'query').map((p) => ({ name: p.name, schema: deref(doc, p.schema), required: Boolean(p.required) })),
+        queryParams: params
+          .filter((p) => p.in === 'query')
+          .map((p) => ({ name: p.name, schema: deref(doc, p.schema), required: Boolean(p.required) })),
         body: json ? deref(doc, json.schema) : null,
         bodyRequired: Boolean(op.requestBody?.required ?? json),
         streaming: okContent.includes('text/event-stream') || /\/ws$|\/tail$/.test(path),

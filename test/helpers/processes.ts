@@ -38,7 +38,11 @@ export interface Replica {
 const MAX_OUTPUT = 64 * 1024;
 
 /** Spawns `node --import tsx src/server.ts` on a free loopback port and waits for /readyz. */
-export async function spawnReplica(name: string, env: Record<string, string>, readyTimeoutMs = 60_000): Promise<Replica> {
+export async function spawnReplica(
+  name: string,
+  env: Record<string, string>,
+  readyTimeoutMs = 60_000,
+): Promise<Replica> {
   const port = await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
     cwd: repoRoot,

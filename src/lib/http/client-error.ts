@@ -20,7 +20,9 @@ export function answerClientErrors(server: Server): void {
       type: PROBLEM_BASE + (tooLarge ? 'headers-too-large' : 'malformed-request'),
       title: tooLarge ? 'Request header fields too large' : 'Malformed request',
       status,
-      detail: tooLarge ? 'The request headers are larger than this server accepts.' : 'The request is not valid HTTP/1.1 (framing or header syntax).',
+      detail: tooLarge
+        ? 'The request headers are larger than this server accepts.'
+        : 'The request is not valid HTTP/1.1 (framing or header syntax).',
       request_id: id,
     });
     socket.end(

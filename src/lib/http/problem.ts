@@ -41,7 +41,8 @@ export function zodFieldErrors(error: z.ZodError, prefix = ''): FieldError[] {
 export function sendProblem(res: Response, error: AppError): void {
   const info = KINDS[error.kind];
   const slug = error.extra.type ?? info.slug;
-  if (error.extra.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(Math.max(1, Math.ceil(error.extra.retryAfterSeconds))));
+  if (error.extra.retryAfterSeconds !== undefined)
+    res.setHeader('Retry-After', String(Math.max(1, Math.ceil(error.extra.retryAfterSeconds))));
   res
     .status(info.status)
     .type('application/problem+json')
@@ -73,29 +74,45 @@ export function errorMiddleware(logger: Logger): ErrorRequestHandler {
     const parser = err as BodyParserError;
     let problem: AppError;
     if (err instanceof AppError) problem = err;
-    else if (parser.type === 'entity.parse.failed') problem = new AppError('bad_request', 'The request body is not valid JSON.');
-    else if (parser.type === 'entity.too.large') problem = new AppError('payload_too_large', 'The request body is larger than this server accepts.');
+    else if (parser.type === 'entity.parse.failed')
+      problem = new AppError('bad_request', 'The request body is not valid JSON.');
+    else if (parser.type === 'entity.too.large')
+      problem = new AppError('payload_too_large', 'The request body is larger than this server accepts.');
     else if (parser.type === 'encoding.unsupported' || parser.type === 'charset.unsupported')
-      problem = new AppError('unsupported_media_type', 'The request body encoding or charset is not supported; send UTF-8.');
-    else if (parser.type === 'request.aborted') problem = new AppError('bad_request', 'The request was aborted by the client.');
+      problem = new AppError(
+        'unsupported_media_type',
+        'The request body encoding or charset is not supported; send UTF-8.',
+      );
+    else if (parser.type === 'request.aborted')
+      problem = new AppError('bad_request', 'The request was aborted by the client.');
     else if (parser.status && parser.status >= 400 && parser.status < 500 && parser.expose)
       problem = new AppError('bad_request', 'The request could not be read.');
-    else if (err instanceof URIError) problem = new AppError('bad_request', 'The request URL is not correctly encoded.');
+    else if (err instanceof URIError)
+      problem = new AppError('bad_request', 'The request URL is not correctly encoded.');
     else if (/^22/.test(pgCode(err) ?? '')) {
       // A value PostgreSQL cannot store (a data exception): the input's fault, never a 500.
       logger.warn({ err: (err as Error).message, request_id: res.locals.requestId }, 'database refused a value');
-      problem = new AppError('bad_request', 'A value in the request cannot be stored; check strings and numbers for unusual content.');
+      problem = new AppError(
+        'bad_request',
+        'A value in the request cannot be stored; check strings and numbers for unusual content.',
+      );
     } else if (isConnectionError(err)) {
       logger.warn({ err, request_id: res.locals.requestId }, 'database unavailable');
-      problem = new AppError('unavailable', 'The database is not reachable right now; retry shortly.', { retryAfterSeconds: 1 });
+      problem = new AppError('unavailable', 'The database is not reachable right now; retry shortly.', {
+        retryAfterSeconds: 1,
+      });
     } else {
       logger.error({ err, request_id: res.locals.requestId, method: req.method, url: req.path }, 'unhandled error');
       problem = new AppError('unavailable', 'Internal error.');
       res.status(500);
       const info = { type: PROBLEM_BASE + 'internal', title: 'Internal server error', status: 500 };
-      res
-        .type('application/problem+json')
-        .send(JSON.stringify({ ...info, detail: 'An unexpected error occurred; it has been logged.', request_id: String(res.locals.requestId ?? '') }));
+      res.type('application/problem+json').send(
+        JSON.stringify({
+          ...info,
+          detail: 'An unexpected error occurred; it has been logged.',
+          request_id: String(res.locals.requestId ?? ''),
+        }),
+      );
       return;
     }
     sendProblem(res, problem);

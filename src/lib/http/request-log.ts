@@ -44,7 +44,10 @@ export function requestLog(deps: { logger: Logger; metrics: Metrics }): RequestH
       const status = res.statusCode;
       const stream = String(res.getHeader('content-type') ?? '').startsWith('text/event-stream');
       if (!stream) deps.metrics.httpDuration.observe({ method: req.method, route, status: String(status) }, seconds);
-      if (status === 429) deps.metrics.rateLimitRefusals.inc({ class: String(res.locals.rateClass ?? (req.originalUrl.startsWith('/auth') ? 'auth' : 'unknown')) });
+      if (status === 429)
+        deps.metrics.rateLimitRefusals.inc({
+          class: String(res.locals.rateClass ?? (req.originalUrl.startsWith('/auth') ? 'auth' : 'unknown')),
+        });
       const line = {
         request_id: res.locals.requestId as string | undefined,
         project_id: res.locals.projectId as string | undefined,

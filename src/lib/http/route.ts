@@ -67,7 +67,12 @@ type PrincipalFor<M extends AuthMode> = M extends 'api' | 'secret' | 'admin'
     : Principal;
 
 /** Runs after authentication and validation, before the handler (rate limits, IP and origin guards). */
-export type Guard = (req: Request, res: Response, spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>, principal: Principal) => Promise<void> | void;
+export type Guard = (
+  req: Request,
+  res: Response,
+  spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>,
+  principal: Principal,
+) => Promise<void> | void;
 
 export interface RouteFactoryDeps {
   registry: OpenAPIRegistry;
@@ -144,7 +149,8 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
         );
       }
       if (typeof raw === 'string' && spec.textBody) raw = spec.textBody(raw);
-      if (raw === undefined && !spec.body.safeParse(undefined).success) throw badRequest('A JSON request body is required.');
+      if (raw === undefined && !spec.body.safeParse(undefined).success)
+        throw badRequest('A JSON request body is required.');
       const flaw = inspectJson(raw, deps.maxJsonDepth);
       if (flaw === 'too_deep') throw badRequest(`The JSON body nests deeper than ${deps.maxJsonDepth} levels.`);
       if (flaw === 'nul') throw badRequest('Strings in the body must not contain the NUL character (\\u0000).');
@@ -188,7 +194,11 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
     stream<P extends Schema | undefined, Q extends Schema | undefined, M extends AuthMode>(
       router: Router,
       spec: RouteSpec<P, Q, undefined> & { auth: M },
-      handler: (input: HandlerInput<Infer<P>, Infer<Q>, undefined, PrincipalFor<M>>, req: Request, res: Response) => Promise<void>,
+      handler: (
+        input: HandlerInput<Infer<P>, Infer<Q>, undefined, PrincipalFor<M>>,
+        req: Request,
+        res: Response,
+      ) => Promise<void>,
     ) {
       const s = spec as RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>;
       register(s);

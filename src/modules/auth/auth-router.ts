@@ -18,9 +18,20 @@ interface FailureInfo {
 /** passport-oauth2's errors carry the provider's `error` code; anything else is a transport failure. */
 function describeError(err: unknown): { code: string; detail: string } {
   const e = err as { name?: string; code?: string; message?: string };
-  if (e?.name === 'AuthorizationError') return { code: 'provider_error', detail: `The sign-in provider returned an error (${e.code ?? 'unknown'}): ${e.message || 'no description'}` };
-  if (e?.name === 'TokenError') return { code: 'token_error', detail: `The sign-in provider refused the authorization code (${e.code ?? 'unknown'}). Start again.` };
-  return { code: 'provider_unreachable', detail: 'Could not complete sign-in with the provider (token or profile request failed). Try again.' };
+  if (e?.name === 'AuthorizationError')
+    return {
+      code: 'provider_error',
+      detail: `The sign-in provider returned an error (${e.code ?? 'unknown'}): ${e.message || 'no description'}`,
+    };
+  if (e?.name === 'TokenError')
+    return {
+      code: 'token_error',
+      detail: `The sign-in provider refused the authorization code (${e.code ?? 'unknown'}). Start again.`,
+    };
+  return {
+    code: 'provider_unreachable',
+    detail: 'Could not complete sign-in with the provider (token or profile request failed). Try again.',
+  };
 }
 
 /**
@@ -46,11 +57,19 @@ export function createAuthRouter(deps: {
     res.redirect(303, `/console?${q}`);
   };
   const notConfigured = (res: Response) =>
-    backToConsole(res, 'not_configured', 'Google sign-in is not configured on this server (GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET).');
+    backToConsole(
+      res,
+      'not_configured',
+      'Google sign-in is not configured on this server (GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET).',
+    );
 
   router.get('/auth/google', (req: Request, res: Response, next: NextFunction) => {
     if (!enabled) return notConfigured(res);
-    passport.authenticate('google', { session: false, callbackURL: callbackUrlFor(deps.config, req) } as object)(req, res, next);
+    passport.authenticate('google', { session: false, callbackURL: callbackUrlFor(deps.config, req) } as object)(
+      req,
+      res,
+      next,
+    );
   });
 
   router.get('/auth/google/callback', (req: Request, res: Response, next: NextFunction) => {
@@ -64,7 +83,10 @@ export function createAuthRouter(deps: {
         }
         if (!profile) {
           const code = info?.code ?? (req.query.error ? 'access_denied' : 'signin_failed');
-          const detail = code === 'access_denied' ? `Sign-in was cancelled at the provider${info?.message ? `: ${info.message}` : '.'}` : (info?.message ?? 'Sign-in failed.');
+          const detail =
+            code === 'access_denied'
+              ? `Sign-in was cancelled at the provider${info?.message ? `: ${info.message}` : '.'}`
+              : (info?.message ?? 'Sign-in failed.');
           return backToConsole(res, code, detail);
         }
         const { developer, created } = await deps.developers.signIn(profile);
@@ -76,7 +98,11 @@ export function createAuthRouter(deps: {
         next(e);
       }
     };
-    passport.authenticate('google', { session: false, callbackURL: callbackUrlFor(deps.config, req) } as object, done)(req, res, next);
+    passport.authenticate('google', { session: false, callbackURL: callbackUrlFor(deps.config, req) } as object, done)(
+      req,
+      res,
+      next,
+    );
   });
 
   // Ends the session on every replica (its tokens stop working) and clears the cookies. Refused
@@ -110,7 +136,12 @@ export function createAuthRouter(deps: {
       summary: 'Which sign-in providers this server has configured',
       tags: ['Console'],
       auth: 'none',
-      responses: { 200: { description: 'Providers', schema: z.object({ google: z.object({ configured: z.boolean(), url: z.string() }) }) } },
+      responses: {
+        200: {
+          description: 'Providers',
+          schema: z.object({ google: z.object({ configured: z.boolean(), url: z.string() }) }),
+        },
+      },
     },
     async () => ({ body: { google: { configured: enabled, url: '/auth/google' } } }),
   );
@@ -127,15 +158,24 @@ export function createAuthRouter(deps: {
       responses: {
         200: {
           description: 'A session JWT',
-          schema: z.object({ token: z.string(), token_type: z.literal('Bearer'), expires_at: z.string() }).openapi('SessionToken'),
+          schema: z
+            .object({ token: z.string(), token_type: z.literal('Bearer'), expires_at: z.string() })
+            .openapi('SessionToken'),
         },
       },
     },
     async ({ principal }) => {
       // Same session (signing out ends it too), fresh expiry.
       const current = sessionOf(principal)!;
-      const s = sessions.issue(principal.developerId, { sid: current.jti, csrf: current.csrf, auth_time: current.auth_time });
-      return { body: { token: s.token, token_type: 'Bearer' as const, expires_at: s.expiresAt.toISOString() }, headers: { 'Cache-Control': 'no-store' } };
+      const s = sessions.issue(principal.developerId, {
+        sid: current.jti,
+        csrf: current.csrf,
+        auth_time: current.auth_time,
+      });
+      return {
+        body: { token: s.token, token_type: 'Bearer' as const, expires_at: s.expiresAt.toISOString() },
+        headers: { 'Cache-Control': 'no-store' },
+      };
     },
   );
 

@@ -10,7 +10,13 @@ const STATE_COOKIE_PATH = '/auth/google';
 
 export type GoogleConfig = Pick<
   Config,
-  'GOOGLE_CLIENT_ID' | 'GOOGLE_CLIENT_SECRET' | 'GOOGLE_CALLBACK_URL' | 'GOOGLE_AUTHORIZATION_URL' | 'GOOGLE_TOKEN_URL' | 'GOOGLE_USERINFO_URL' | 'PUBLIC_URL'
+  | 'GOOGLE_CLIENT_ID'
+  | 'GOOGLE_CLIENT_SECRET'
+  | 'GOOGLE_CALLBACK_URL'
+  | 'GOOGLE_AUTHORIZATION_URL'
+  | 'GOOGLE_TOKEN_URL'
+  | 'GOOGLE_USERINFO_URL'
+  | 'PUBLIC_URL'
 >;
 
 export const googleConfigured = (c: GoogleConfig) => Boolean(c.GOOGLE_CLIENT_ID && c.GOOGLE_CLIENT_SECRET);
@@ -42,10 +48,18 @@ export class CookieStateStore {
 
   verify(req: Request, providedState: unknown, callback: VerifyCallback): void {
     const cookie = (req.cookies as Record<string, unknown> | undefined)?.[OAUTH_STATE_COOKIE];
-    req.res!.clearCookie(OAUTH_STATE_COOKIE, { httpOnly: true, sameSite: 'lax', secure: req.secure, path: STATE_COOKIE_PATH });
+    req.res!.clearCookie(OAUTH_STATE_COOKIE, {
+      httpOnly: true,
+      sameSite: 'lax',
+      secure: req.secure,
+      path: STATE_COOKIE_PATH,
+    });
     const stored = typeof cookie === 'string' ? this.sessions.verifyState(cookie) : null;
     if (!stored || typeof providedState !== 'string' || !safeEqual(stored.nonce, providedState)) {
-      callback(null, false, { message: 'The sign-in request could not be verified (state mismatch or expired). Start again.', code: 'state_mismatch' });
+      callback(null, false, {
+        message: 'The sign-in request could not be verified (state mismatch or expired). Start again.',
+        code: 'state_mismatch',
+      });
       return;
     }
     callback(null, stored.verifier);
@@ -58,7 +72,10 @@ export class CookieStateStore {
  */
 export function callbackUrlFor(config: GoogleConfig, req: Request): string {
   if (config.GOOGLE_CALLBACK_URL) return config.GOOGLE_CALLBACK_URL;
-  return new URL('/auth/google/callback', config.PUBLIC_URL ?? `${req.protocol}://${req.get('host') ?? 'localhost'}`).toString();
+  return new URL(
+    '/auth/google/callback',
+    config.PUBLIC_URL ?? `${req.protocol}://${req.get('host') ?? 'localhost'}`,
+  ).toString();
 }
 
 /** Google by default; any OAuth 2.0 / OIDC provider when the three URLs are configured. */
@@ -75,9 +92,19 @@ export function createGoogleStrategy(config: GoogleConfig, sessions: SessionToke
       // passport-oauth2 options missing from the Google typings.
       ...({ store: new CookieStateStore(sessions), pkce: true, state: true } as object),
     },
-    (_accessToken: string, _refreshToken: string, profile: Profile, done: (err: Error | null, user?: SignInProfile | false) => void) => {
+    (
+      _accessToken: string,
+      _refreshToken: string,
+      profile: Profile,
+      done: (err: Error | null, user?: SignInProfile | false) => void,
+    ) => {
       if (!profile.id) return done(null, false);
-      done(null, { sub: String(profile.id), email: profile.emails?.[0]?.value ?? null, name: profile.displayName ?? null, avatarUrl: profile.photos?.[0]?.value ?? null });
+      done(null, {
+        sub: String(profile.id),
+        email: profile.emails?.[0]?.value ?? null,
+        name: profile.displayName ?? null,
+        avatarUrl: profile.photos?.[0]?.value ?? null,
+      });
     },
   );
 }

@@ -12,12 +12,18 @@ const NAME = 'session_secret';
  * (first replica to start writes it, the others read it), so sessions work on any replica and
  * survive restarts. Set SESSION_SECRET in production to keep the key out of the database.
  */
-export async function resolveSessionSecret(deps: { db: Knex; config: Pick<Config, 'SESSION_SECRET' | 'NODE_ENV'>; logger: Logger }): Promise<string> {
+export async function resolveSessionSecret(deps: {
+  db: Knex;
+  config: Pick<Config, 'SESSION_SECRET' | 'NODE_ENV'>;
+  logger: Logger;
+}): Promise<string> {
   if (deps.config.SESSION_SECRET) return deps.config.SESSION_SECRET;
   if (deps.config.NODE_ENV === 'test') return randomBytes(48).toString('base64url');
   const value = await createServerSecretsStore().getOrCreate(deps.db, NAME, randomBytes(48).toString('base64url'));
   if (deps.config.NODE_ENV === 'production') {
-    deps.logger.warn('SESSION_SECRET is not set: console sessions are signed with a generated key stored in the database (shared by all replicas). Set SESSION_SECRET to keep it out of the database.');
+    deps.logger.warn(
+      'SESSION_SECRET is not set: console sessions are signed with a generated key stored in the database (shared by all replicas). Set SESSION_SECRET to keep it out of the database.',
+    );
   }
   return value;
 }

@@ -40,7 +40,12 @@ export function createSessionTokens(deps: { secret: () => string; ttlSeconds: nu
 
   function verifyJwt(token: string, audience: string): jwt.JwtPayload {
     try {
-      const payload = jwt.verify(token, deps.secret(), { algorithms: [ALGORITHM], issuer: ISSUER, audience, clockTolerance: 5 });
+      const payload = jwt.verify(token, deps.secret(), {
+        algorithms: [ALGORITHM],
+        issuer: ISSUER,
+        audience,
+        clockTolerance: 5,
+      });
       if (typeof payload === 'string') throw new Error('unexpected string payload');
       return payload;
     } catch (e) {
@@ -72,7 +77,14 @@ export function createSessionTokens(deps: { secret: () => string; ttlSeconds: nu
 
     verify(token: string): SessionClaims {
       const p = verifyJwt(token, SESSION_AUDIENCE);
-      if (typeof p.sub !== 'string' || typeof p.jti !== 'string' || typeof p.csrf !== 'string' || typeof p.auth_time !== 'number' || typeof p.exp !== 'number' || typeof p.iat !== 'number') {
+      if (
+        typeof p.sub !== 'string' ||
+        typeof p.jti !== 'string' ||
+        typeof p.csrf !== 'string' ||
+        typeof p.auth_time !== 'number' ||
+        typeof p.exp !== 'number' ||
+        typeof p.iat !== 'number'
+      ) {
         throw unauthorized('The session token is not valid; sign in again.');
       }
       return { sub: p.sub, jti: p.jti, csrf: p.csrf, auth_time: p.auth_time, iat: p.iat, exp: p.exp };
@@ -85,13 +97,20 @@ export function createSessionTokens(deps: { secret: () => string; ttlSeconds: nu
     },
 
     signState(state: OAuthStateClaims): string {
-      return jwt.sign(state, deps.secret(), { algorithm: ALGORITHM, issuer: ISSUER, audience: STATE_AUDIENCE, expiresIn: 600 });
+      return jwt.sign(state, deps.secret(), {
+        algorithm: ALGORITHM,
+        issuer: ISSUER,
+        audience: STATE_AUDIENCE,
+        expiresIn: 600,
+      });
     },
 
     verifyState(token: string): OAuthStateClaims | null {
       try {
         const p = verifyJwt(token, STATE_AUDIENCE);
-        return typeof p.nonce === 'string' && typeof p.verifier === 'string' ? { nonce: p.nonce, verifier: p.verifier } : null;
+        return typeof p.nonce === 'string' && typeof p.verifier === 'string'
+          ? { nonce: p.nonce, verifier: p.verifier }
+          : null;
       } catch {
         return null;
       }

@@ -56,8 +56,12 @@ export function createConsoleModule(deps: {
     router(routes: RouteFactory) {
       const router = Router();
       router.use(createAuthRouter({ routes, config, sessions, developers, logger }));
-      router.use(createProjectsRouter({ routes, projects: deps.projects, developers, keyAuth: deps.keyAuth, usage: deps.usage }));
-      router.use(createConsoleRouter({ routes, projects: deps.projects, threads: deps.threads, messages: deps.messages }));
+      router.use(
+        createProjectsRouter({ routes, projects: deps.projects, developers, keyAuth: deps.keyAuth, usage: deps.usage }),
+      );
+      router.use(
+        createConsoleRouter({ routes, projects: deps.projects, threads: deps.threads, messages: deps.messages }),
+      );
       return router;
     },
 

@@ -52,7 +52,14 @@ export function createConsoleRouter(deps: {
   /** The project's data as its secret key would see it: read-only, every thread. */
   async function readerFor(developerId: string, projectId: string): Promise<ApiPrincipal> {
     const project = await deps.projects.getOwned(developerId, projectId);
-    return { type: 'api', projectId: project.id, keyId: 'console', kind: 'secret', userId: null, settings: project.settings ?? {} };
+    return {
+      type: 'api',
+      projectId: project.id,
+      keyId: 'console',
+      kind: 'secret',
+      userId: null,
+      settings: project.settings ?? {},
+    };
   }
   const tags = ['Console'];
 
@@ -101,7 +108,9 @@ export function createConsoleRouter(deps: {
       tags,
       auth: 'developer',
       params: projectParams.merge(messageParams),
-      responses: { 200: { description: 'Every version, oldest first', schema: z.object({ data: z.array(messageVersionSchema) }) } },
+      responses: {
+        200: { description: 'Every version, oldest first', schema: z.object({ data: z.array(messageVersionSchema) }) },
+      },
     },
     async ({ principal, params }) => {
       const reader = await readerFor(principal.developerId, params.project_id);

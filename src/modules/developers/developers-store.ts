@@ -17,7 +17,10 @@ export function createDevelopersStore() {
      * the profile fields and last_login_at. One statement, so two concurrent first sign-ins
      * cannot create two developers.
      */
-    async upsertByGoogleSub(db: Db, row: { id: string; google_sub: string; email: string | null; name: string | null; avatar_url: string | null }) {
+    async upsertByGoogleSub(
+      db: Db,
+      row: { id: string; google_sub: string; email: string | null; name: string | null; avatar_url: string | null },
+    ) {
       const { rows } = await db.raw(
         `insert into developers (id, google_sub, email, name, avatar_url)
          values (?, ?, ?, ?, ?)
@@ -38,7 +41,10 @@ export function createDevelopersStore() {
 
     /** Records a new session and forgets this developer's long-expired ones. */
     async insertSession(db: Db, developerId: string, sessionId: string, expiresAt: Date) {
-      await db('developer_sessions').where({ developer_id: developerId }).where('expires_at', '<', db.raw(`now() - interval '1 day'`)).delete();
+      await db('developer_sessions')
+        .where({ developer_id: developerId })
+        .where('expires_at', '<', db.raw(`now() - interval '1 day'`))
+        .delete();
       await db('developer_sessions').insert({ developer_id: developerId, id: sessionId, expires_at: expiresAt });
     },
 
@@ -53,7 +59,10 @@ export function createDevelopersStore() {
     },
 
     async revokeSession(db: Db, developerId: string, sessionId: string) {
-      await db('developer_sessions').where({ developer_id: developerId, id: sessionId }).whereNull('revoked_at').update({ revoked_at: db.fn.now() });
+      await db('developer_sessions')
+        .where({ developer_id: developerId, id: sessionId })
+        .whereNull('revoked_at')
+        .update({ revoked_at: db.fn.now() });
     },
   };
 }

@@ -6,7 +6,12 @@ import { threadParams } from '../threads/threads-schemas';
 import { eventPageSchema, eventsQuerySchema } from './events-schemas';
 import type { EventsStore } from './events-store';
 
-export function createEventsRouter(deps: { db: Knex; routes: RouteFactory; threads: ThreadsService; eventsStore: EventsStore }) {
+export function createEventsRouter(deps: {
+  db: Knex;
+  routes: RouteFactory;
+  threads: ThreadsService;
+  eventsStore: EventsStore;
+}) {
   const router = Router();
   deps.routes.route(
     router,
@@ -23,7 +28,13 @@ export function createEventsRouter(deps: { db: Knex; routes: RouteFactory; threa
     },
     async ({ principal, params, query }) => {
       await deps.threads.authorize(deps.db, principal, params.thread_id, 'read');
-      const rows = await deps.eventsStore.after(deps.db, principal.projectId, params.thread_id, query.after_seq, query.limit + 1);
+      const rows = await deps.eventsStore.after(
+        deps.db,
+        principal.projectId,
+        params.thread_id,
+        query.after_seq,
+        query.limit + 1,
+      );
       return { body: { data: rows.slice(0, query.limit), has_more: rows.length > query.limit } };
     },
   );

@@ -48,7 +48,10 @@ function rulesOf(raw: Record<string, unknown>): AccessRules {
   if (!rules) {
     const s = readSettings(raw);
     rules = {
-      ipRanges: s.ip_allowlist && s.ip_allowlist.length > 0 ? s.ip_allowlist.map(parseRange).filter((r): r is Range => r !== null) : null,
+      ipRanges:
+        s.ip_allowlist && s.ip_allowlist.length > 0
+          ? s.ip_allowlist.map(parseRange).filter((r): r is Range => r !== null)
+          : null,
       origins: new Set((s.allowed_origins ?? []).map(normaliseOrigin).filter((o): o is string => o !== null)),
     };
     cache.set(raw, rules);
@@ -72,7 +75,8 @@ const clientIp = (req: Request) => req.ip ?? req.socket.remoteAddress;
 function checkIp(ip: string | undefined, principal: ApiPrincipal) {
   const { ipRanges } = rulesOf(principal.settings);
   if (ipRanges === null) return;
-  if (!ipAllowed(ip, ipRanges)) throw forbidden(`Requests from ${ip ?? 'an unknown address'} are not in this project's ip_allowlist.`);
+  if (!ipAllowed(ip, ipRanges))
+    throw forbidden(`Requests from ${ip ?? 'an unknown address'} are not in this project's ip_allowlist.`);
 }
 
 function checkOrigin(origin: string | undefined, principal: ApiPrincipal) {
@@ -81,7 +85,9 @@ function checkOrigin(origin: string | undefined, principal: ApiPrincipal) {
   if (origins.has('*')) return;
   const normal = normaliseOrigin(origin);
   if (normal === null || !origins.has(normal)) {
-    throw forbidden(`Origin ${origin} is not in this project's allowed_origins; add it in the project settings to use a publishable key from that page.`);
+    throw forbidden(
+      `Origin ${origin} is not in this project's allowed_origins; add it in the project settings to use a publishable key from that page.`,
+    );
   }
 }
 

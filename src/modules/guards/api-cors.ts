@@ -13,7 +13,16 @@ export function apiCors(): RequestHandler {
     origin: true,
     credentials: false,
     methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
-    allowedHeaders: ['Authorization', 'X-API-Key', 'X-User-ID', 'X-User-Signature', 'Content-Type', 'Idempotency-Key', 'Last-Event-ID', 'X-Request-Id'],
+    allowedHeaders: [
+      'Authorization',
+      'X-API-Key',
+      'X-User-ID',
+      'X-User-Signature',
+      'Content-Type',
+      'Idempotency-Key',
+      'Last-Event-ID',
+      'X-Request-Id',
+    ],
     exposedHeaders: ['RateLimit', 'RateLimit-Policy', 'Retry-After', 'X-Request-Id', 'Location', 'ETag'],
     maxAge: 600,
   });

@@ -8,7 +8,10 @@ export const KEY_CHANGES_CHANNEL = 'progressdb_keys';
  * a project's key state is dropped on its notice, and everything after a LISTEN reconnect
  * (notices may have been missed). The key cache TTL remains the backstop.
  */
-export async function watchKeyChanges(deps: { listener: Pick<PgListener, 'listen' | 'on'>; invalidate: (projectId?: string) => void }) {
+export async function watchKeyChanges(deps: {
+  listener: Pick<PgListener, 'listen' | 'on'>;
+  invalidate: (projectId?: string) => void;
+}) {
   deps.listener.on('reconnected', () => deps.invalidate());
   await deps.listener.listen(KEY_CHANGES_CHANNEL, (projectId) => deps.invalidate(projectId || undefined));
 }

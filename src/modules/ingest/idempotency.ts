@@ -37,17 +37,25 @@ export function parseIdempotencyKey(header: string | undefined): string | null {
 }
 
 export function requestHash(method: string, route: string, body: unknown): string {
-  return createHash('sha256').update(`${method} ${route}\n${JSON.stringify(body ?? null)}`).digest('hex');
+  return createHash('sha256')
+    .update(`${method} ${route}\n${JSON.stringify(body ?? null)}`)
+    .digest('hex');
 }
 
 /** The replay for a key seen before; a 422 when the key was used for a different request. */
-export async function findIdempotentReplay(db: Db, scope: IdempotencyScope, hash: string): Promise<IdempotentReplay | null> {
+export async function findIdempotentReplay(
+  db: Db,
+  scope: IdempotencyScope,
+  hash: string,
+): Promise<IdempotentReplay | null> {
   const row = await db('idempotency_keys')
     .first('request_hash', 'status', 'response')
     .where({ project_id: scope.projectId, key_id: scope.keyId, user_id: scope.userId, idem_key: scope.key });
   if (!row) return null;
   if (row.request_hash !== hash) {
-    throw unprocessable('This Idempotency-Key was already used with a different request; use a new key for a new request.');
+    throw unprocessable(
+      'This Idempotency-Key was already used with a different request; use a new key for a new request.',
+    );
   }
   return new IdempotentReplay(row.status, row.response);
 }
@@ -58,7 +66,15 @@ export async function recordIdempotentResponse<T>(tx: Knex.Transaction, rec: Ide
   const { rows } = await tx.raw(
     `insert into idempotency_keys (project_id, key_id, user_id, idem_key, request_hash, status, response)
      values (?, ?, ?, ?, ?, ?, ?::jsonb) on conflict do nothing returning 1`,
-    [rec.scope.projectId, rec.scope.keyId, rec.scope.userId, rec.scope.key, rec.requestHash, status, JSON.stringify(body ?? null)],
+    [
+      rec.scope.projectId,
+      rec.scope.keyId,
+      rec.scope.userId,
+      rec.scope.key,
+      rec.requestHash,
+      status,
+      JSON.stringify(body ?? null),
+    ],
   );
   if (rows.length === 0) throw new IdempotencyRace();
 }
@@ -69,12 +85,23 @@ export async function recordIdempotentResponse<T>(tx: Knex.Transaction, rec: Ide
  */
 export async function runIdempotent<T>(
   db: Db,
-  ctx: { projectId: string; keyId: string; userId: string | null; header: string | undefined; route: string; body: unknown },
+  ctx: {
+    projectId: string;
+    keyId: string;
+    userId: string | null;
+    header: string | undefined;
+    route: string;
+    body: unknown;
+  },
   respond: (value: T) => { status: number; body: unknown; headers?: Record<string, string> },
   write: (record?: IdempotencyRecord<T>) => Promise<T | IdempotentReplay>,
 ): Promise<{ status: number; body: unknown; headers?: Record<string, string> }> {
   const key = parseIdempotencyKey(ctx.header);
-  const replay = (r: IdempotentReplay) => ({ status: r.status, body: r.body, headers: { 'Idempotent-Replayed': 'true' } });
+  const replay = (r: IdempotentReplay) => ({
+    status: r.status,
+    body: r.body,
+    headers: { 'Idempotent-Replayed': 'true' },
+  });
   let record: IdempotencyRecord<T> | undefined;
   if (key) {
     const scope = { projectId: ctx.projectId, keyId: ctx.keyId, userId: ctx.userId ?? '', key };

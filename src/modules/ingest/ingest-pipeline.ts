@@ -75,10 +75,20 @@ function hash(s: string): number {
  * merged statements for appends, one NOTIFY, then every caller is answered — after COMMIT,
  * with its own result or its own error.
  */
-export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: IngestOptions; onGroup?: (s: GroupStats) => void }) {
+export function createIngestPipeline(deps: {
+  db: Knex;
+  logger: Logger;
+  options: IngestOptions;
+  onGroup?: (s: GroupStats) => void;
+}) {
   const { db, logger, options } = deps;
   type Lane = { queue: Pending[]; busy: boolean; scheduled: boolean; full: (() => void) | null };
-  const lanes: Lane[] = Array.from({ length: options.lanes }, () => ({ queue: [], busy: false, scheduled: false, full: null }));
+  const lanes: Lane[] = Array.from({ length: options.lanes }, () => ({
+    queue: [],
+    busy: false,
+    scheduled: false,
+    full: null,
+  }));
   let queued = 0;
   let closed = false;
   let idleWaiters: Array<() => void> = [];
@@ -140,7 +150,12 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
     }
   }
 
-  async function runSlow(tx: Knex.Transaction, pointers: CommitPointers, op: Op, i: number): Promise<{ ok: unknown } | { err: unknown }> {
+  async function runSlow(
+    tx: Knex.Transaction,
+    pointers: CommitPointers,
+    op: Op,
+    i: number,
+  ): Promise<{ ok: unknown } | { err: unknown }> {
     const sp = `op_${i}`;
     const local = new CommitPointers();
     await tx.raw(`savepoint ${sp}`);
@@ -232,7 +247,15 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
       inBatch = new Set();
       const first = batches === 0 && slowRan === 0;
       // The group's last statement may carry its NOTIFY, unless hooks still have to run.
-      const { notified } = await runFast(tx, pointers, flushed, out, batches++, first && !savepoints, last && beforeCommit.length === 0);
+      const { notified } = await runFast(
+        tx,
+        pointers,
+        flushed,
+        out,
+        batches++,
+        first && !savepoints,
+        last && beforeCommit.length === 0,
+      );
       if (notified) pointers = new CommitPointers();
       // Missing threads and failed batches: each append alone, still in submission order.
       for (const { i } of flushed) if (!out[i]) out[i] = await runSlow(tx, pointers, group[i].op, i);
@@ -300,7 +323,8 @@ export function createIngestPipeline(deps: { db: Knex; logger: Logger; options: 
   return {
     submit<T>(op: TxOp<T> | AppendOp): Promise<T> {
       if (closed) return Promise.reject(unavailable('The server is shutting down; retry on another replica.', 1));
-      if (queued >= options.queueLimit) return Promise.reject(unavailable('The write queue is full; retry shortly.', 1));
+      if (queued >= options.queueLimit)
+        return Promise.reject(unavailable('The write queue is full; retry shortly.', 1));
       const lane = lanes[hash(op.partition) % lanes.length];
       queued++;
       return new Promise<T>((resolve, reject) => {

@@ -30,7 +30,12 @@ export class CommitPointers {
   record(projectId: string, threadId: string, seq: number, first = seq) {
     const key = `${projectId}\u0000${threadId}`;
     const prev = this.latest.get(key);
-    this.latest.set(key, { projectId, threadId, seq: Math.max(seq, prev?.seq ?? seq), first: Math.min(first, prev?.first ?? first) });
+    this.latest.set(key, {
+      projectId,
+      threadId,
+      seq: Math.max(seq, prev?.seq ?? seq),
+      first: Math.min(first, prev?.first ?? first),
+    });
   }
 
   mergeFrom(other: CommitPointers) {

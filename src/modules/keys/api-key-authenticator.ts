@@ -14,11 +14,13 @@ function keyFrom(req: Request): string | undefined {
 
 /** Authenticators for the API-key route modes: any data-plane key, secret only, admin only. */
 export function createApiKeyAuthenticators(keyAuth: KeyAuthService) {
-  const principal = (req: Request) => keyAuth.authenticate(keyFrom(req), req.get('x-user-id'), req.get('x-user-signature'));
+  const principal = (req: Request) =>
+    keyAuth.authenticate(keyFrom(req), req.get('x-user-id'), req.get('x-user-signature'));
   return {
     async api(req: Request): Promise<ApiPrincipal> {
       const p = await principal(req);
-      if (p.kind === 'admin') throw forbidden('Admin keys (ak_) may call only /v1/admin routes; use a secret or publishable key.');
+      if (p.kind === 'admin')
+        throw forbidden('Admin keys (ak_) may call only /v1/admin routes; use a secret or publishable key.');
       return p;
     },
     async secret(req: Request): Promise<ApiPrincipal> {

@@ -55,7 +55,9 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
       kind: row.kind,
       settings: row.settings ?? {},
       signingSecrets: [row.signing_secret, ...(row.previous_signing_secret ? [row.previous_signing_secret] : [])],
-      previousExpiresAt: row.previous_signing_secret_expires_at ? Date.parse(row.previous_signing_secret_expires_at) : null,
+      previousExpiresAt: row.previous_signing_secret_expires_at
+        ? Date.parse(row.previous_signing_secret_expires_at)
+        : null,
     };
     if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
     if (deps.cacheTtlMs > 0) cache.set(cacheKey, { ctx, expires: now() + deps.cacheTtlMs });
@@ -64,7 +66,10 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
   }
 
   function signatureValid(ctx: KeyContext, userId: string, signature: string | undefined): boolean {
-    const secrets = ctx.previousExpiresAt !== null && ctx.previousExpiresAt > now() ? ctx.signingSecrets : ctx.signingSecrets.slice(0, 1);
+    const secrets =
+      ctx.previousExpiresAt !== null && ctx.previousExpiresAt > now()
+        ? ctx.signingSecrets
+        : ctx.signingSecrets.slice(0, 1);
     // Check every candidate secret, so the time taken does not reveal which one matched.
     return secrets.map((s) => signatureMatches(s, userId, signature ?? '')).some(Boolean);
   }
@@ -83,7 +88,11 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
      * The principal for a key plus the optional end-user headers. Publishable keys must
      * carry a user id signed with the project's signing secret.
      */
-    async authenticate(rawKey: string | undefined, userIdHeader: string | undefined, signature: string | undefined): Promise<ApiPrincipal> {
+    async authenticate(
+      rawKey: string | undefined,
+      userIdHeader: string | undefined,
+      signature: string | undefined,
+    ): Promise<ApiPrincipal> {
       if (!rawKey) throw unauthorized('Send an API key as "Authorization: Bearer <key>" or "X-API-Key: <key>".');
       let ctx = await lookup(rawKey.trim());
       let userId: string | null = null;
@@ -103,7 +112,14 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
         }
         if (!ok) throw unauthorized('X-User-Signature does not match X-User-ID.');
       }
-      return { type: 'api', projectId: ctx.projectId, keyId: ctx.keyId, kind: ctx.kind, userId, settings: ctx.settings };
+      return {
+        type: 'api',
+        projectId: ctx.projectId,
+        keyId: ctx.keyId,
+        kind: ctx.kind,
+        userId,
+        settings: ctx.settings,
+      };
     },
 
     /** Drops cached keys (all of them, or one project's), e.g. on a revocation notice. */

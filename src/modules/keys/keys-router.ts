@@ -20,7 +20,12 @@ export function createSignRouter(deps: { db: Knex; routes: RouteFactory; project
       auth: 'secret',
       rateClass: 'auth',
       body: z.object({ user_id: userIdSchema }).strict().openapi('SignRequest'),
-      responses: { 200: { description: 'The signature to send as X-User-Signature', schema: z.object({ user_id: z.string(), signature: z.string() }) } },
+      responses: {
+        200: {
+          description: 'The signature to send as X-User-Signature',
+          schema: z.object({ user_id: z.string(), signature: z.string() }),
+        },
+      },
     },
     async ({ principal, body }) => {
       const project = await deps.projectsStore.get(deps.db, principal.projectId);

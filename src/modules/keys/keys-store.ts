@@ -16,7 +16,10 @@ const PUBLIC_COLUMNS = ['project_id', 'id', 'kind', 'name', 'prefix', 'created_a
 
 export function createKeysStore() {
   return {
-    async insert(db: Db, row: { project_id: string; id: string; kind: KeyKind; name: string; prefix: string; key_hash: Buffer }) {
+    async insert(
+      db: Db,
+      row: { project_id: string; id: string; kind: KeyKind; name: string; prefix: string; key_hash: Buffer },
+    ) {
       const [created] = await db('api_keys').insert(row).returning(PUBLIC_COLUMNS);
       return created as ApiKeyRow;
     },

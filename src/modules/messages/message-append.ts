@@ -48,7 +48,9 @@ export async function appendMany(
   //    conflict. Both are judged against the message as first created — its message.created
   //    event — so a retry after an edit still replays, and replays the first response.
   const existing = new Map<string, MessageView>();
-  const probe = requests.flatMap((r) => r.messages.filter((m) => m.clientChosen).map((m) => [r.projectId, r.threadId, m.id]));
+  const probe = requests.flatMap((r) =>
+    r.messages.filter((m) => m.clientChosen).map((m) => [r.projectId, r.threadId, m.id]),
+  );
   if (probe.length > 0) {
     const { rows } = await tx.raw(
       `select m.project_id, m.thread_id, m.id, m.author, m.seq, e.data->'body' as body, e.created_at
@@ -122,7 +124,9 @@ export async function appendMany(
     c.n += plans[i]!.fresh.length;
     counts.set(k, c);
   });
-  const allocs = [...counts.values()].filter((c) => c.n > 0).sort((a, b) => (key(a.projectId, a.threadId) < key(b.projectId, b.threadId) ? -1 : 1));
+  const allocs = [...counts.values()]
+    .filter((c) => c.n > 0)
+    .sort((a, b) => (key(a.projectId, a.threadId) < key(b.projectId, b.threadId) ? -1 : 1));
   const next = new Map<string, { seq: number; at: string }>();
   if (allocs.length > 0) {
     const { rows } = await tx.raw(
@@ -139,7 +143,14 @@ export async function appendMany(
   }
 
   // 4. Seqs in request order, then one INSERT for every event and current-state row.
-  const inserts: Array<{ project_id: string; thread_id: string; seq: number; id: string; author: string; body: unknown }> = [];
+  const inserts: Array<{
+    project_id: string;
+    thread_id: string;
+    seq: number;
+    id: string;
+    author: string;
+    body: unknown;
+  }> = [];
   const views = new Map<NewMessage, MessageView>();
   requests.forEach((r, i) => {
     const plan = plans[i];
@@ -152,7 +163,14 @@ export async function appendMany(
     }
     for (const m of plan.fresh) {
       const seq = slot.seq++;
-      inserts.push({ project_id: r.projectId, thread_id: r.threadId, seq, id: m.id, author: m.author, body: m.body ?? null });
+      inserts.push({
+        project_id: r.projectId,
+        thread_id: r.threadId,
+        seq,
+        id: m.id,
+        author: m.author,
+        body: m.body ?? null,
+      });
       views.set(m, {
         id: m.id,
         thread_id: r.threadId,

@@ -27,22 +27,35 @@ function asText(messages: MessageView[]): string {
   return messages
     .map((m) => {
       const b = m.body as { text?: unknown } | null;
-      const text = m.deleted ? '[deleted]' : b && typeof b === 'object' && typeof b.text === 'string' ? b.text : JSON.stringify(m.body);
+      const text = m.deleted
+        ? '[deleted]'
+        : b && typeof b === 'object' && typeof b.text === 'string'
+          ? b.text
+          : JSON.stringify(m.body);
       return `#${m.seq} ${m.author}: ${text.replace(/[\r\n]+/g, ' ')}`;
     })
     .join('\n')
     .concat(messages.length ? '\n' : '');
 }
 
-const prefersText = (accept: string | undefined) => !!accept && /text\/plain/.test(accept) && !/application\/json/.test(accept);
+const prefersText = (accept: string | undefined) =>
+  !!accept && /text\/plain/.test(accept) && !/application\/json/.test(accept);
 
-export function createMessagesRouter(deps: { db: Knex; routes: RouteFactory; messages: MessagesService; onAppended?: (projectId: string, newMessages: number) => void }) {
+export function createMessagesRouter(deps: {
+  db: Knex;
+  routes: RouteFactory;
+  messages: MessagesService;
+  onAppended?: (projectId: string, newMessages: number) => void;
+}) {
   const { routes, messages } = deps;
   // Usage counting: only messages this request actually wrote (not retries of existing ids).
-  const counted = (projectId: string) => <T,>(r: T): T => {
-    if (r && typeof r === 'object' && 'existed' in r && Array.isArray(r.existed)) deps.onAppended?.(projectId, r.existed.filter((e) => !e).length);
-    return r;
-  };
+  const counted =
+    (projectId: string) =>
+    <T>(r: T): T => {
+      if (r && typeof r === 'object' && 'existed' in r && Array.isArray(r.existed))
+        deps.onAppended?.(projectId, r.existed.filter((e) => !e).length);
+      return r;
+    };
   const router = Router();
   const tags = ['Messages'];
 
@@ -52,7 +65,8 @@ export function createMessagesRouter(deps: { db: Knex; routes: RouteFactory; mes
       method: 'post',
       path: '/v1/threads/:thread_id/messages',
       summary: 'Append a message (creates the thread if the id is new)',
-      description: 'A text/plain body becomes {"text": …}. A client-chosen id or an Idempotency-Key makes retries return the first result.',
+      description:
+        'A text/plain body becomes {"text": …}. A client-chosen id or an Idempotency-Key makes retries return the first result.',
       tags,
       auth: 'api',
       rateClass: 'write',
@@ -86,9 +100,15 @@ export function createMessagesRouter(deps: { db: Knex; routes: RouteFactory; mes
     ({ principal, params, body, header }) =>
       runIdempotent<AppendOutcome>(
         deps.db,
-        { ...principal, header: header('idempotency-key'), route: `/v1/threads/${params.thread_id}/messages/batch`, body },
+        {
+          ...principal,
+          header: header('idempotency-key'),
+          route: `/v1/threads/${params.thread_id}/messages/batch`,
+          body,
+        },
         (r) => ({ status: 201, body: { data: r.messages }, headers: replayedHeader(r) }),
-        (record) => messages.append(principal, params.thread_id, body.messages, record).then(counted(principal.projectId)),
+        (record) =>
+          messages.append(principal, params.thread_id, body.messages, record).then(counted(principal.projectId)),
       ),
   );
 
@@ -141,7 +161,9 @@ export function createMessagesRouter(deps: { db: Knex; routes: RouteFactory; mes
       textBody: (text) => ({ body: { text } }),
       responses: { 200: { description: 'The edited message', schema: messageSchema } },
     },
-    async ({ principal, params, body }) => ({ body: await messages.edit(principal, params.thread_id, params.message_id, body.body) }),
+    async ({ principal, params, body }) => ({
+      body: await messages.edit(principal, params.thread_id, params.message_id, body.body),
+    }),
   );
 
   routes.route(
@@ -171,7 +193,9 @@ export function createMessagesRouter(deps: { db: Knex; routes: RouteFactory; mes
       params: messageParams,
       responses: { 200: { description: 'Versions', schema: z.object({ data: z.array(messageVersionSchema) }) } },
     },
-    async ({ principal, params }) => ({ body: { data: await messages.versions(principal, params.thread_id, params.message_id) } }),
+    async ({ principal, params }) => ({
+      body: { data: await messages.versions(principal, params.thread_id, params.message_id) },
+    }),
   );
 
   for (const on of [true, false]) {
@@ -187,7 +211,9 @@ export function createMessagesRouter(deps: { db: Knex; routes: RouteFactory; mes
         params: reactionParams,
         responses: { 200: { description: 'The message with its reaction summary', schema: messageSchema } },
       },
-      async ({ principal, params }) => ({ body: await messages.react(principal, params.thread_id, params.message_id, params.reaction, on) }),
+      async ({ principal, params }) => ({
+        body: await messages.react(principal, params.thread_id, params.message_id, params.reaction, on),
+      }),
     );
   }
 

@@ -14,7 +14,9 @@ export const reactionSchema = z
 
 export const newMessageSchema = z
   .object({
-    id: idSchema.optional().openapi({ description: 'Client-chosen id; a retry with the same id returns the first result' }),
+    id: idSchema
+      .optional()
+      .openapi({ description: 'Client-chosen id; a retry with the same id returns the first result' }),
     body: jsonValue,
     author: userIdSchema.optional().openapi({ description: 'Secret keys only; defaults to X-User-ID' }),
   })

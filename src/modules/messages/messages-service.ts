@@ -37,7 +37,10 @@ export function createMessagesService(deps: {
     const author = m.author ?? principal.userId;
     if (!author) throw badRequest(`Send "author" or an X-User-ID header to say who wrote the message${where}.`);
     if (jsonBytes(m.body) > deps.maxMessageBytes) {
-      throw new AppError('payload_too_large', `A message body may be at most ${deps.maxMessageBytes} bytes of JSON${where}.`);
+      throw new AppError(
+        'payload_too_large',
+        `A message body may be at most ${deps.maxMessageBytes} bytes of JSON${where}.`,
+      );
     }
     return { id: m.id ?? newId('msg'), clientChosen: m.id !== undefined, author, body: m.body };
   }
@@ -47,7 +50,12 @@ export function createMessagesService(deps: {
    * may write to; otherwise the slow path creates the thread (posting to an unknown id creates
    * it) or refuses, inside the group transaction.
    */
-  async function append(principal: ApiPrincipal, threadId: string, messages: MessageInput[], idempotency?: IdempotencyRecord<AppendOutcome>) {
+  async function append(
+    principal: ApiPrincipal,
+    threadId: string,
+    messages: MessageInput[],
+    idempotency?: IdempotencyRecord<AppendOutcome>,
+  ) {
     const batch = messages.map((m, i) => toNewMessage(principal, m, messages.length > 1 ? i : null));
     // Secret keys may write anywhere, so they go straight to the fast path. A user's append
     // takes it only when the thread exists and its policy lets them write.
@@ -81,7 +89,12 @@ export function createMessagesService(deps: {
   }
 
   /** Edits or soft-deletes: a new version appended to the log, then the current row updated. */
-  function revise(principal: ApiPrincipal, threadId: string, messageId: string, change: { deleted: false; body: unknown } | { deleted: true }): Promise<MessageView> {
+  function revise(
+    principal: ApiPrincipal,
+    threadId: string,
+    messageId: string,
+    change: { deleted: false; body: unknown } | { deleted: true },
+  ): Promise<MessageView> {
     if (!change.deleted && jsonBytes(change.body) > deps.maxMessageBytes) {
       throw new AppError('payload_too_large', `A message body may be at most ${deps.maxMessageBytes} bytes of JSON.`);
     }
@@ -95,21 +108,43 @@ export function createMessagesService(deps: {
         await threads.authorize(tx, principal, threadId, 'write', true);
         const message = await messagesStore.get(tx, principal.projectId, threadId, messageId);
         if (!message) throw notFound('message');
-        if (!isTrusted(principal) && message.author !== principal.userId) throw forbidden('Only the author of a message (or a secret key) may change it.');
-        if (message.deleted) throw new AppError('conflict', 'The message is deleted; its history stays readable through /versions.');
+        if (!isTrusted(principal) && message.author !== principal.userId)
+          throw forbidden('Only the author of a message (or a secret key) may change it.');
+        if (message.deleted)
+          throw new AppError('conflict', 'The message is deleted; its history stays readable through /versions.');
         const version = message.version + 1;
         const body = change.deleted ? null : change.body;
         const { lastSeq } = await appendEvents(tx, pointers, principal.projectId, threadId, [
           change.deleted
-            ? { type: 'message.deleted', messageId, actor: principal.userId ?? message.author, data: { id: messageId, version } }
-            : { type: 'message.edited', messageId, actor: principal.userId ?? message.author, data: { id: messageId, body, version } },
+            ? {
+                type: 'message.deleted',
+                messageId,
+                actor: principal.userId ?? message.author,
+                data: { id: messageId, version },
+              }
+            : {
+                type: 'message.edited',
+                messageId,
+                actor: principal.userId ?? message.author,
+                data: { id: messageId, body, version },
+              },
         ]);
-        return messagesStore.applyEdit(tx, principal.projectId, threadId, messageId, { body, deleted: change.deleted, seq: lastSeq });
+        return messagesStore.applyEdit(tx, principal.projectId, threadId, messageId, {
+          body,
+          deleted: change.deleted,
+          seq: lastSeq,
+        });
       },
     });
   }
 
-  function react(principal: ApiPrincipal, threadId: string, messageId: string, reaction: string, on: boolean): Promise<MessageView> {
+  function react(
+    principal: ApiPrincipal,
+    threadId: string,
+    messageId: string,
+    reaction: string,
+    on: boolean,
+  ): Promise<MessageView> {
     const userId = principal.userId;
     if (!userId) throw badRequest('Reactions belong to a user: send X-User-ID.');
     return ingest.submit({
@@ -122,7 +157,12 @@ export function createMessagesService(deps: {
         const key = { projectId: principal.projectId, threadId, messageId, reaction, userId };
         if (!(await messagesStore.setReaction(tx, key, on))) return message;
         await appendEvents(tx, pointers, principal.projectId, threadId, [
-          { type: on ? 'reaction.added' : 'reaction.removed', messageId, actor: userId, data: { message_id: messageId, reaction, user_id: userId } },
+          {
+            type: on ? 'reaction.added' : 'reaction.removed',
+            messageId,
+            actor: userId,
+            data: { message_id: messageId, reaction, user_id: userId },
+          },
         ]);
         return messagesStore.adjustReactionCount(tx, principal.projectId, threadId, messageId, reaction, on ? 1 : -1);
       },
@@ -135,7 +175,11 @@ export function createMessagesService(deps: {
     remove: (p: ApiPrincipal, t: string, m: string) => revise(p, t, m, { deleted: true }),
     react,
 
-    async page(principal: ApiPrincipal, threadId: string, q: { limit: number; before_seq?: number; after_seq?: number; include_deleted: boolean }) {
+    async page(
+      principal: ApiPrincipal,
+      threadId: string,
+      q: { limit: number; before_seq?: number; after_seq?: number; include_deleted: boolean },
+    ) {
       await threads.authorize(db, principal, threadId, 'read');
       return messagesStore.page(db, principal.projectId, threadId, {
         limit: q.limit,

@@ -1,7 +1,18 @@
 import type { Db } from '../../lib/db';
 import type { MessageVersionView, MessageView } from './messages-schemas';
 
-export const MESSAGE_COLUMNS = ['thread_id', 'id', 'author', 'seq', 'body', 'version', 'created_at', 'edited_at', 'deleted', 'reactions'];
+export const MESSAGE_COLUMNS = [
+  'thread_id',
+  'id',
+  'author',
+  'seq',
+  'body',
+  'version',
+  'created_at',
+  'edited_at',
+  'deleted',
+  'reactions',
+];
 
 export function toMessageView(row: Record<string, unknown>): MessageView {
   return {
@@ -20,18 +31,30 @@ export function toMessageView(row: Record<string, unknown>): MessageView {
 
 export function createMessagesStore() {
   return {
-    async get(db: Db, projectId: string, threadId: string, id: string): Promise<(MessageView & { version_seqs: number[] }) | undefined> {
+    async get(
+      db: Db,
+      projectId: string,
+      threadId: string,
+      id: string,
+    ): Promise<(MessageView & { version_seqs: number[] }) | undefined> {
       const row = await db('messages')
         .first([...MESSAGE_COLUMNS, 'version_seqs'])
         .where({ project_id: projectId, thread_id: threadId, id });
-      return row ? { ...toMessageView(row), version_seqs: (row.version_seqs as Array<string | number>).map(Number) } : undefined;
+      return row
+        ? { ...toMessageView(row), version_seqs: (row.version_seqs as Array<string | number>).map(Number) }
+        : undefined;
     },
 
     /**
      * One page in ascending seq order. Newest page: one backward scan of the (project, thread,
      * seq) primary key; the has_more flags come from the extra row and one index probe.
      */
-    async page(db: Db, projectId: string, threadId: string, q: { limit: number; beforeSeq?: number; afterSeq?: number; includeDeleted: boolean }) {
+    async page(
+      db: Db,
+      projectId: string,
+      threadId: string,
+      q: { limit: number; beforeSeq?: number; afterSeq?: number; includeDeleted: boolean },
+    ) {
       const visible = q.includeDeleted ? '' : 'and not deleted';
       const cols = MESSAGE_COLUMNS.join(', ');
       if (q.afterSeq !== undefined) {
@@ -43,7 +66,10 @@ export function createMessagesStore() {
         );
         const more = rows.length > q.limit;
         const page = rows.slice(0, q.limit);
-        const moreBefore = rows.length > 0 ? Boolean(rows[0].more_before) : await hasAtOrBefore(db, projectId, threadId, q.afterSeq, visible);
+        const moreBefore =
+          rows.length > 0
+            ? Boolean(rows[0].more_before)
+            : await hasAtOrBefore(db, projectId, threadId, q.afterSeq, visible);
         return { data: page.map(toMessageView), has_more_before: moreBefore, has_more_after: more };
       }
       const bound = q.beforeSeq !== undefined ? 'and seq < ?' : '';
@@ -54,7 +80,8 @@ export function createMessagesStore() {
       );
       const more = rows.length > q.limit;
       const page = rows.slice(0, q.limit).reverse();
-      const moreAfter = q.beforeSeq !== undefined ? await hasAtOrAfter(db, projectId, threadId, q.beforeSeq, visible) : false;
+      const moreAfter =
+        q.beforeSeq !== undefined ? await hasAtOrAfter(db, projectId, threadId, q.beforeSeq, visible) : false;
       return { data: page.map(toMessageView), has_more_before: more, has_more_after: moreAfter };
     },
 
@@ -67,7 +94,13 @@ export function createMessagesStore() {
       return rows.map((r) => ({ ...r, body: r.deleted ? null : (r.body ?? null), seq: Number(r.seq) }));
     },
 
-    async applyEdit(db: Db, projectId: string, threadId: string, id: string, change: { body: unknown; deleted: boolean; seq: number }) {
+    async applyEdit(
+      db: Db,
+      projectId: string,
+      threadId: string,
+      id: string,
+      change: { body: unknown; deleted: boolean; seq: number },
+    ) {
       const [row] = await db('messages')
         .where({ project_id: projectId, thread_id: threadId, id })
         .update({
@@ -82,8 +115,18 @@ export function createMessagesStore() {
     },
 
     /** Adds (or removes) one user's reaction; false when that changed nothing. */
-    async setReaction(db: Db, key: { projectId: string; threadId: string; messageId: string; reaction: string; userId: string }, on: boolean) {
-      const where = { project_id: key.projectId, thread_id: key.threadId, message_id: key.messageId, reaction: key.reaction, user_id: key.userId };
+    async setReaction(
+      db: Db,
+      key: { projectId: string; threadId: string; messageId: string; reaction: string; userId: string },
+      on: boolean,
+    ) {
+      const where = {
+        project_id: key.projectId,
+        thread_id: key.threadId,
+        message_id: key.messageId,
+        reaction: key.reaction,
+        user_id: key.userId,
+      };
       if (on) {
         const rows = await db('message_reactions').insert(where).onConflict().ignore().returning('reaction');
         return rows.length > 0;
@@ -91,7 +134,14 @@ export function createMessagesStore() {
       return (await db('message_reactions').where(where).del()) > 0;
     },
 
-    async adjustReactionCount(db: Db, projectId: string, threadId: string, messageId: string, reaction: string, delta: 1 | -1) {
+    async adjustReactionCount(
+      db: Db,
+      projectId: string,
+      threadId: string,
+      messageId: string,
+      reaction: string,
+      delta: 1 | -1,
+    ) {
       const [row] = await db('messages')
         .where({ project_id: projectId, thread_id: threadId, id: messageId })
         .update({
@@ -108,12 +158,18 @@ export function createMessagesStore() {
 }
 
 async function hasAtOrBefore(db: Db, projectId: string, threadId: string, seq: number, visible: string) {
-  const { rows } = await db.raw(`select exists (select 1 from messages where project_id = ? and thread_id = ? and seq <= ? ${visible}) as e`, [projectId, threadId, seq]);
+  const { rows } = await db.raw(
+    `select exists (select 1 from messages where project_id = ? and thread_id = ? and seq <= ? ${visible}) as e`,
+    [projectId, threadId, seq],
+  );
   return Boolean(rows[0].e);
 }
 
 async function hasAtOrAfter(db: Db, projectId: string, threadId: string, seq: number, visible: string) {
-  const { rows } = await db.raw(`select exists (select 1 from messages where project_id = ? and thread_id = ? and seq >= ? ${visible}) as e`, [projectId, threadId, seq]);
+  const { rows } = await db.raw(
+    `select exists (select 1 from messages where project_id = ? and thread_id = ? and seq >= ? ${visible}) as e`,
+    [projectId, threadId, seq],
+  );
   return Boolean(rows[0].e);
 }
 

@@ -15,7 +15,10 @@ const cidrSchema = z
 const originSchema = z
   .string()
   .max(256)
-  .regex(/^(https?:\/\/[^/\s]+|\*)$/, 'must be an origin like https://app.example.com (scheme and host, no path), or *');
+  .regex(
+    /^(https?:\/\/[^/\s]+|\*)$/,
+    'must be an origin like https://app.example.com (scheme and host, no path), or *',
+  );
 
 /**
  * Per-project settings, stored in projects.settings (jsonb). Every field is optional: absent
@@ -26,13 +29,23 @@ export const projectSettingsSchema = z
   .object({
     allowed_origins: z.array(originSchema).max(100).optional(),
     ip_allowlist: z.array(cidrSchema).max(100).optional(),
-    rate_limits: z.object({ read: limitSchema.optional(), write: limitSchema.optional(), auth: limitSchema.optional() }).strict().optional(),
+    rate_limits: z
+      .object({ read: limitSchema.optional(), write: limitSchema.optional(), auth: limitSchema.optional() })
+      .strict()
+      .optional(),
     retention_days: z.number().int().min(1).max(36_500).nullable().optional(),
     deleted_thread_retention_days: z.number().int().min(1).max(36_500).nullable().optional(),
-    max_message_bytes: z.number().int().min(16).max(1024 * 1024).optional(),
+    max_message_bytes: z
+      .number()
+      .int()
+      .min(16)
+      .max(1024 * 1024)
+      .optional(),
     encrypted_fields: z.array(z.string().max(256)).max(50).optional(),
     webhooks: z
-      .array(z.object({ url: z.string().url().max(2048), events: z.array(z.string().max(64)).max(20).optional() }).strict())
+      .array(
+        z.object({ url: z.string().url().max(2048), events: z.array(z.string().max(64)).max(20).optional() }).strict(),
+      )
       .max(20)
       .optional(),
   })

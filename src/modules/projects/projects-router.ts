@@ -12,21 +12,37 @@ const projectIdParams = z.object({ project_id: z.string().min(1).max(64) });
 const keyParams = projectIdParams.extend({ key_id: z.string().min(1).max(64) });
 
 const projectSummarySchema = z
-  .object({ id: z.string(), name: z.string(), settings: projectSettingsSchema, created_at: z.string(), updated_at: z.string() })
+  .object({
+    id: z.string(),
+    name: z.string(),
+    settings: projectSettingsSchema,
+    created_at: z.string(),
+    updated_at: z.string(),
+  })
   .openapi('ProjectSummary');
 const projectSchema = projectSummarySchema
   .extend({
-    signing_secret: z.string().openapi({ description: 'HMAC-SHA256 key for X-User-Signature; keep it on your backend' }),
-    previous_signing_secret_expires_at: z.string().nullable().openapi({ description: 'Until then, signatures made with the previous secret still verify' }),
+    signing_secret: z
+      .string()
+      .openapi({ description: 'HMAC-SHA256 key for X-User-Signature; keep it on your backend' }),
+    previous_signing_secret_expires_at: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Until then, signatures made with the previous secret still verify' }),
   })
   .openapi('Project');
 
 const nameSchema = z.string().trim().min(1, 'must not be empty').max(100);
-const createProjectSchema = z.object({ name: nameSchema, settings: projectSettingsSchema.optional() }).strict().openapi('ProjectCreate');
+const createProjectSchema = z
+  .object({ name: nameSchema, settings: projectSettingsSchema.optional() })
+  .strict()
+  .openapi('ProjectCreate');
 const updateProjectSchema = z
   .object({
     name: nameSchema.optional(),
-    settings: projectSettingsSchema.optional().openapi({ description: 'Top-level fields given replace the stored ones; fields not given are kept' }),
+    settings: projectSettingsSchema
+      .optional()
+      .openapi({ description: 'Top-level fields given replace the stored ones; fields not given are kept' }),
   })
   .strict()
   .openapi('ProjectUpdate');
@@ -42,7 +58,9 @@ const keySchema = z
     revoked_at: z.string().nullable(),
   })
   .openapi('ApiKey');
-const createdKeySchema = keySchema.extend({ key: z.string().openapi({ description: 'The full key: shown this once, never again' }) }).openapi('ApiKeyCreated');
+const createdKeySchema = keySchema
+  .extend({ key: z.string().openapi({ description: 'The full key: shown this once, never again' }) })
+  .openapi('ApiKeyCreated');
 const createKeySchema = z
   .object({ name: z.string().trim().max(100).default(''), kind: z.enum(['secret', 'publishable', 'admin']) })
   .strict()
@@ -52,9 +70,27 @@ const usageSchema = z
   .object({ data: z.array(z.object({ hour: z.string(), requests: z.number().int(), messages: z.number().int() })) })
   .openapi('ProjectUsage');
 
-const summary = (p: ProjectRow) => ({ id: p.id, name: p.name, settings: p.settings ?? {}, created_at: p.created_at, updated_at: p.updated_at });
-const full = (p: ProjectRow) => ({ ...summary(p), signing_secret: p.signing_secret, previous_signing_secret_expires_at: p.previous_signing_secret_expires_at });
-const keyView = (k: { id: string; kind: 'secret' | 'publishable' | 'admin'; name: string; prefix: string; created_at: string; last_used_at: string | null; revoked_at: string | null }) => ({
+const summary = (p: ProjectRow) => ({
+  id: p.id,
+  name: p.name,
+  settings: p.settings ?? {},
+  created_at: p.created_at,
+  updated_at: p.updated_at,
+});
+const full = (p: ProjectRow) => ({
+  ...summary(p),
+  signing_secret: p.signing_secret,
+  previous_signing_secret_expires_at: p.previous_signing_secret_expires_at,
+});
+const keyView = (k: {
+  id: string;
+  kind: 'secret' | 'publishable' | 'admin';
+  name: string;
+  prefix: string;
+  created_at: string;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}) => ({
   id: k.id,
   kind: k.kind,
   name: k.name,
@@ -116,7 +152,11 @@ export function createProjectsRouter(deps: {
       responses: { 201: { description: 'Created', schema: projectSchema } },
     },
     async ({ principal, body }) => {
-      const row = await projects.createOwnedProject({ name: body.name, ownerId: principal.developerId, settings: body.settings });
+      const row = await projects.createOwnedProject({
+        name: body.name,
+        ownerId: principal.developerId,
+        settings: body.settings,
+      });
       return { status: 201, body: full(row), headers: noStore };
     },
   );
@@ -129,7 +169,12 @@ export function createProjectsRouter(deps: {
       summary: "The developer's projects, newest first",
       tags,
       auth: 'developer',
-      responses: { 200: { description: 'Projects', schema: z.object({ data: z.array(projectSummarySchema) }).openapi('ProjectList') } },
+      responses: {
+        200: {
+          description: 'Projects',
+          schema: z.object({ data: z.array(projectSummarySchema) }).openapi('ProjectList'),
+        },
+      },
     },
     async ({ principal }) => ({ body: { data: (await projects.listOwned(principal.developerId)).map(summary) } }),
   );
@@ -145,7 +190,10 @@ export function createProjectsRouter(deps: {
       params: projectIdParams,
       responses: { 200: { description: 'The project', schema: projectSchema } },
     },
-    async ({ principal, params }) => ({ body: full(await projects.getOwned(principal.developerId, params.project_id)), headers: noStore }),
+    async ({ principal, params }) => ({
+      body: full(await projects.getOwned(principal.developerId, params.project_id)),
+      headers: noStore,
+    }),
   );
 
   routes.route(
@@ -275,7 +323,16 @@ export function createProjectsRouter(deps: {
       tags,
       auth: 'developer',
       params: projectIdParams,
-      query: z.object({ hours: z.coerce.number().int().min(1).max(24 * 31).default(24) }).strict(),
+      query: z
+        .object({
+          hours: z.coerce
+            .number()
+            .int()
+            .min(1)
+            .max(24 * 31)
+            .default(24),
+        })
+        .strict(),
       responses: { 200: { description: 'Hourly usage, oldest first', schema: usageSchema } },
     },
     async ({ principal, params, query }) => {

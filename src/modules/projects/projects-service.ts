@@ -36,7 +36,11 @@ export function createProjectsService(deps: {
 
   return {
     /** A new project with one key of each kind; the only moment the keys are readable. */
-    async createProject(input: { name: string; ownerId?: string | null; settings?: object }): Promise<ProjectCredentials> {
+    async createProject(input: {
+      name: string;
+      ownerId?: string | null;
+      settings?: object;
+    }): Promise<ProjectCredentials> {
       return db.transaction(async (tx) => {
         const project = await projectsStore.insert(tx, {
           id: newId('prj'),
@@ -73,7 +77,12 @@ export function createProjectsService(deps: {
     },
 
     async rotateSigningSecret(projectId: string) {
-      const row = await projectsStore.rotateSigningSecret(db, projectId, newSigningSecret(), deps.signingSecretGraceSeconds);
+      const row = await projectsStore.rotateSigningSecret(
+        db,
+        projectId,
+        newSigningSecret(),
+        deps.signingSecretGraceSeconds,
+      );
       if (!row) throw notFound('project');
       await db.raw(`select pg_notify('progressdb_keys', ?)`, [projectId]);
       return row;
@@ -81,7 +90,13 @@ export function createProjectsService(deps: {
 
     /** A developer's new project, without keys: the console creates them one at a time. */
     async createOwnedProject(input: { name: string; ownerId: string; settings?: object }) {
-      return projectsStore.insert(db, { id: newId('prj'), name: input.name, owner_id: input.ownerId, signing_secret: newSigningSecret(), settings: input.settings ?? {} });
+      return projectsStore.insert(db, {
+        id: newId('prj'),
+        name: input.name,
+        owner_id: input.ownerId,
+        signing_secret: newSigningSecret(),
+        settings: input.settings ?? {},
+      });
     },
 
     listOwned(ownerId: string) {

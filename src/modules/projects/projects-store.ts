@@ -15,7 +15,10 @@ export interface ProjectRow {
 
 export function createProjectsStore() {
   return {
-    async insert(db: Db, row: { id: string; name: string; owner_id: string | null; signing_secret: string; settings?: object }) {
+    async insert(
+      db: Db,
+      row: { id: string; name: string; owner_id: string | null; signing_secret: string; settings?: object },
+    ) {
       const [created] = await db('projects').insert(row).returning('*');
       return created as ProjectRow;
     },
@@ -25,7 +28,11 @@ export function createProjectsStore() {
     },
 
     async listByOwner(db: Db, ownerId: string): Promise<ProjectRow[]> {
-      return db('projects').select('*').where({ owner_id: ownerId }).whereNull('deleted_at').orderBy('created_at', 'desc');
+      return db('projects')
+        .select('*')
+        .where({ owner_id: ownerId })
+        .whereNull('deleted_at')
+        .orderBy('created_at', 'desc');
     },
 
     async update(db: Db, id: string, patch: Partial<Pick<ProjectRow, 'name' | 'settings'>>) {

@@ -10,7 +10,12 @@ import { createRateLimiter, type Decision, type Policy } from './rate-limiter';
 
 type RateLimitConfig = Pick<
   Config,
-  'RATE_LIMIT_ENABLED' | 'RATE_LIMIT_WINDOW_SECONDS' | 'RATE_LIMIT_READ' | 'RATE_LIMIT_WRITE' | 'RATE_LIMIT_AUTH' | 'RATE_LIMIT_IP'
+  | 'RATE_LIMIT_ENABLED'
+  | 'RATE_LIMIT_WINDOW_SECONDS'
+  | 'RATE_LIMIT_READ'
+  | 'RATE_LIMIT_WRITE'
+  | 'RATE_LIMIT_AUTH'
+  | 'RATE_LIMIT_IP'
 >;
 
 /** IETF draft-ietf-httpapi-ratelimit-headers syntax: `"write";q=600;w=60` and `"write";r=12;t=7`. */
@@ -48,11 +53,17 @@ export function createRateLimitModule(deps: { db: Knex; logger: Logger; config: 
   const { config } = deps;
   const limiter = createRateLimiter({ db: deps.db, store: createRateLimitStore(), logger: deps.logger });
   const windowMs = config.RATE_LIMIT_WINDOW_SECONDS * 1000;
-  const defaults: Record<RateClass, number> = { read: config.RATE_LIMIT_READ, write: config.RATE_LIMIT_WRITE, auth: config.RATE_LIMIT_AUTH };
+  const defaults: Record<RateClass, number> = {
+    read: config.RATE_LIMIT_READ,
+    write: config.RATE_LIMIT_WRITE,
+    auth: config.RATE_LIMIT_AUTH,
+  };
 
   function policyFor(cls: RateClass, settings?: ProjectSettings): Policy {
     const own = settings?.rate_limits?.[cls];
-    return own ? { name: cls, limit: own.limit, windowMs: own.window_seconds * 1000 } : { name: cls, limit: defaults[cls], windowMs };
+    return own
+      ? { name: cls, limit: own.limit, windowMs: own.window_seconds * 1000 }
+      : { name: cls, limit: defaults[cls], windowMs };
   }
 
   async function enforce(res: Response | null, projectId: string, bucket: string, policy: Policy) {

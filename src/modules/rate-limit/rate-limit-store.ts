@@ -21,7 +21,14 @@ export interface LeaseRequest {
   want: number;
 }
 
-const toGrant = (r: { granted: number; used: number | string; granted_at: string | null; lease_id: number | string | null; reset_ms: number; retry_ms: number }): LeaseGrant => ({
+const toGrant = (r: {
+  granted: number;
+  used: number | string;
+  granted_at: string | null;
+  lease_id: number | string | null;
+  reset_ms: number;
+  retry_ms: number;
+}): LeaseGrant => ({
   granted: r.granted,
   used: Number(r.used),
   row: r.lease_id === null || r.granted_at === null ? null : { grantedAt: r.granted_at, id: Number(r.lease_id) },
@@ -57,20 +64,37 @@ async function direct(db: Knex, sql: string, params: unknown[]) {
 /** Quota leases in PostgreSQL (migrations/20261124002000_rate_limit_leases.ts). */
 export function createRateLimitStore() {
   return {
-    async acquire(db: Knex, projectId: string, bucket: string, limit: number, windowMs: number, want: number): Promise<LeaseGrant> {
-      const { rows } = await direct(db, 'select * from rate_limit_acquire($1, $2, $3, $4, $5)', [projectId, bucket, limit, windowMs, want]);
+    async acquire(
+      db: Knex,
+      projectId: string,
+      bucket: string,
+      limit: number,
+      windowMs: number,
+      want: number,
+    ): Promise<LeaseGrant> {
+      const { rows } = await direct(db, 'select * from rate_limit_acquire($1, $2, $3, $4, $5)', [
+        projectId,
+        bucket,
+        limit,
+        windowMs,
+        want,
+      ]);
       return toGrant(rows[0]);
     },
 
     /** Leases for many buckets in one round trip; grants come back in request order. */
     async acquireMany(db: Knex, reqs: LeaseRequest[]): Promise<LeaseGrant[]> {
-      const { rows } = await direct(db, 'select * from rate_limit_acquire_many($1::text[], $2::text[], $3::int[], $4::int[], $5::int[])', [
-        reqs.map((r) => r.projectId),
-        reqs.map((r) => r.bucket),
-        reqs.map((r) => r.limit),
-        reqs.map((r) => r.windowMs),
-        reqs.map((r) => r.want),
-      ]);
+      const { rows } = await direct(
+        db,
+        'select * from rate_limit_acquire_many($1::text[], $2::text[], $3::int[], $4::int[], $5::int[])',
+        [
+          reqs.map((r) => r.projectId),
+          reqs.map((r) => r.bucket),
+          reqs.map((r) => r.limit),
+          reqs.map((r) => r.windowMs),
+          reqs.map((r) => r.want),
+        ],
+      );
       const grants: LeaseGrant[] = new Array(reqs.length);
       for (const r of rows) grants[r.idx - 1] = toGrant(r);
       return grants;

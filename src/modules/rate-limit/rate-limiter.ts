@@ -82,8 +82,20 @@ export function createRateLimiter(deps: { db: Knex; store: RateLimitStore; logge
       inFlight++;
       const call =
         batch.length === 1
-          ? deps.store.acquire(deps.db, batch[0].req.projectId, batch[0].req.bucket, batch[0].req.limit, batch[0].req.windowMs, batch[0].req.want).then((g) => [g])
-          : deps.store.acquireMany(deps.db, batch.map((b) => b.req));
+          ? deps.store
+              .acquire(
+                deps.db,
+                batch[0].req.projectId,
+                batch[0].req.bucket,
+                batch[0].req.limit,
+                batch[0].req.windowMs,
+                batch[0].req.want,
+              )
+              .then((g) => [g])
+          : deps.store.acquireMany(
+              deps.db,
+              batch.map((b) => b.req),
+            );
       call
         .then(
           (grants) => batch.forEach((b, i) => b.resolve(grants[i])),
@@ -128,7 +140,13 @@ export function createRateLimiter(deps: { db: Knex; store: RateLimitStore; logge
     const t0 = now();
     retire(b, t0);
     const want = Math.max(1, Math.min(Math.max(b.size, b.waiters), maxLeaseUnits(b.limit), b.limit));
-    const g = await requestLease({ projectId: b.projectId, bucket: b.bucket, limit: b.limit, windowMs: b.windowMs, want });
+    const g = await requestLease({
+      projectId: b.projectId,
+      bucket: b.bucket,
+      limit: b.limit,
+      windowMs: b.windowMs,
+      want,
+    });
     const t = now();
     b.dbRemaining = Math.max(0, b.limit - g.used);
     b.resetAt = t + g.resetMs;
@@ -137,7 +155,13 @@ export function createRateLimiter(deps: { db: Knex; store: RateLimitStore; logge
       // Lifetime counts from arrival: a round trip slower than the lifetime (an overloaded
       // database) must not hand waiters leases that are already dead, or they would refill forever.
       // The overshoot bound does not depend on it (one lease per replica and bucket at a time).
-      b.lease = { ref, granted: g.granted, remaining: g.granted, takenAt: t0, expiresAt: t + leaseLifetimeMs(b.windowMs) };
+      b.lease = {
+        ref,
+        granted: g.granted,
+        remaining: g.granted,
+        takenAt: t0,
+        expiresAt: t + leaseLifetimeMs(b.windowMs),
+      };
       b.deniedUntil = 0;
     } else {
       b.retryAt = t + g.retryMs;
@@ -156,9 +180,14 @@ export function createRateLimiter(deps: { db: Knex; store: RateLimitStore; logge
   }, MAINTENANCE_MS);
   maintenance.unref();
 
-  const sweeper = setInterval(() => {
-    deps.store.sweep(deps.db).catch((err) => deps.logger.warn({ err: (err as Error).message }, 'rate-limit sweep failed'));
-  }, SWEEP_MS * (0.75 + Math.random() / 2));
+  const sweeper = setInterval(
+    () => {
+      deps.store
+        .sweep(deps.db)
+        .catch((err) => deps.logger.warn({ err: (err as Error).message }, 'rate-limit sweep failed'));
+    },
+    SWEEP_MS * (0.75 + Math.random() / 2),
+  );
   sweeper.unref();
 
   return {
@@ -198,7 +227,12 @@ export function createRateLimiter(deps: { db: Knex; store: RateLimitStore; logge
         const l = b.lease;
         if (l && l.remaining > 0 && t < l.expiresAt) {
           l.remaining--;
-          return { allowed: true, remaining: b.dbRemaining + l.remaining, resetSeconds: seconds(b.resetAt - t), retryAfterSeconds: 0 };
+          return {
+            allowed: true,
+            remaining: b.dbRemaining + l.remaining,
+            resetSeconds: seconds(b.resetAt - t),
+            retryAfterSeconds: 0,
+          };
         }
         if (b.deniedUntil > t) {
           const retry = Math.max(1, seconds(b.retryAt - t));

@@ -32,7 +32,8 @@ export function createReadStateRouter(deps: { routes: RouteFactory; readState: R
       method: 'get',
       path: '/v1/me/unread',
       summary: "Unread counts for all the user's threads in one call",
-      description: 'Unread = messages not deleted, by other authors, with seq past the read mark (capped at 10,000 per thread).',
+      description:
+        'Unread = messages not deleted, by other authors, with seq past the read mark (capped at 10,000 per thread).',
       tags,
       auth: 'api',
       rateClass: 'read',

@@ -1,7 +1,14 @@
 import { z } from '../../lib/zod';
 
 export const markReadSchema = z
-  .object({ seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).openapi({ description: 'The highest seq the user has seen' }) })
+  .object({
+    seq: z
+      .number()
+      .int()
+      .min(0)
+      .max(Number.MAX_SAFE_INTEGER)
+      .openapi({ description: 'The highest seq the user has seen' }),
+  })
   .strict()
   .openapi('ReadMarkInput');
 

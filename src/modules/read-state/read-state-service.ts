@@ -8,11 +8,16 @@ import type { ReadStateStore } from './read-state-store';
 export type ReadMarkListener = (mark: { projectId: string; threadId: string; userId: string; seq: number }) => void;
 
 function requireUser(principal: ApiPrincipal): string {
-  if (!principal.userId) throw badRequest('Read state is per user: send X-User-ID (and X-User-Signature with a publishable key).');
+  if (!principal.userId)
+    throw badRequest('Read state is per user: send X-User-ID (and X-User-Signature with a publishable key).');
   return principal.userId;
 }
 
-export function createReadStateService(deps: { db: Knex; threads: Pick<ThreadsService, 'authorize'>; store: ReadStateStore }) {
+export function createReadStateService(deps: {
+  db: Knex;
+  threads: Pick<ThreadsService, 'authorize'>;
+  store: ReadStateStore;
+}) {
   const { db, store } = deps;
   const listeners: ReadMarkListener[] = [];
 
@@ -25,7 +30,10 @@ export function createReadStateService(deps: { db: Knex; threads: Pick<ThreadsSe
     async markRead(principal: ApiPrincipal, threadId: string, seq: number): Promise<ReadMarkView> {
       const userId = requireUser(principal);
       const thread = await deps.threads.authorize(db, principal, threadId, 'read');
-      if (seq > Number(thread.last_seq)) throw unprocessable(`seq ${seq} is past the thread's last_seq ${thread.last_seq}.`, [{ path: 'body.seq', message: `must be at most ${thread.last_seq}` }]);
+      if (seq > Number(thread.last_seq))
+        throw unprocessable(`seq ${seq} is past the thread's last_seq ${thread.last_seq}.`, [
+          { path: 'body.seq', message: `must be at most ${thread.last_seq}` },
+        ]);
       const mark = await store.markRead(db, principal.projectId, userId, threadId, seq);
       const unread = (await store.forThreads(db, principal.projectId, userId, [threadId])).get(threadId) ?? 0;
       for (const l of listeners) l({ projectId: principal.projectId, threadId, userId, seq: mark });

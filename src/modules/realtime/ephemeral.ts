@@ -11,7 +11,11 @@ export type EphemeralMessage =
   | { kind: 'presence'; projectId: string; threadId: string; userId: string; state: 'online' | 'offline' }
   | { kind: 'read'; projectId: string; threadId: string; userId: string; seq: number };
 
-type Wire = { r: string; k: 'typing' | 'presence' | 'read' | 'sync'; e?: Array<[string, string, string, string | number]> };
+type Wire = {
+  r: string;
+  k: 'typing' | 'presence' | 'read' | 'sync';
+  e?: Array<[string, string, string, string | number]>;
+};
 
 const threadKey = (p: string, t: string) => `${p}\u0000${t}`;
 const userKey = (p: string, t: string, u: string) => `${p}\u0000${t}\u0000${u}`;
@@ -33,7 +37,10 @@ export function createEphemeral(deps: {
   deliver: (m: EphemeralMessage) => void;
 }) {
   const { db, replicaId, logger } = deps;
-  const local = new Map<string, { projectId: string; threadId: string; userId: string; count: number; timer: NodeJS.Timeout | null }>();
+  const local = new Map<
+    string,
+    { projectId: string; threadId: string; userId: string; count: number; timer: NodeJS.Timeout | null }
+  >();
   /** thread → user → replica → expires at (ms). */
   const known = new Map<string, Map<string, Map<string, number>>>();
   const ttl = () => deps.heartbeatMs * 3;
@@ -84,7 +91,8 @@ export function createEphemeral(deps: {
       if (users?.size === 0) known.delete(tk);
     }
     const now = isOnline(p, t, u);
-    if (now !== was) deps.deliver({ kind: 'presence', projectId: p, threadId: t, userId: u, state: now ? 'online' : 'offline' });
+    if (now !== was)
+      deps.deliver({ kind: 'presence', projectId: p, threadId: t, userId: u, state: now ? 'online' : 'offline' });
   }
 
   function onNotify(payload: string) {
@@ -102,12 +110,17 @@ export function createEphemeral(deps: {
       if (!Array.isArray(e) || e.length < 4) continue;
       const [p, t, u, v] = e;
       if (w.k === 'presence') setPresence(w.r, p, t, u, v === 'online');
-      else if (w.k === 'typing') deps.deliver({ kind: 'typing', projectId: p, threadId: t, userId: u, state: v === 'stop' ? 'stop' : 'start' });
+      else if (w.k === 'typing')
+        deps.deliver({ kind: 'typing', projectId: p, threadId: t, userId: u, state: v === 'stop' ? 'stop' : 'start' });
       else if (w.k === 'read') deps.deliver({ kind: 'read', projectId: p, threadId: t, userId: u, seq: Number(v) });
     }
   }
 
-  const announceAll = () => publish('presence', [...local.values()].map((l) => [l.projectId, l.threadId, l.userId, 'online']));
+  const announceAll = () =>
+    publish(
+      'presence',
+      [...local.values()].map((l) => [l.projectId, l.threadId, l.userId, 'online']),
+    );
 
   function sweep() {
     const now = Date.now();
@@ -183,7 +196,10 @@ export function createEphemeral(deps: {
       const entries = [...local.values()];
       for (const e of entries) if (e.timer) clearTimeout(e.timer);
       local.clear();
-      await publish('presence', entries.map((l) => [l.projectId, l.threadId, l.userId, 'offline']));
+      await publish(
+        'presence',
+        entries.map((l) => [l.projectId, l.threadId, l.userId, 'offline']),
+      );
     },
   };
 }

@@ -17,7 +17,11 @@ export function eventJson(e: EventView): string {
  */
 export function wsEventFrame(e: EventView): Buffer {
   let b = wsFrames.get(e);
-  if (b === undefined) wsFrames.set(e, (b = Buffer.from(`{"type":"event","thread_id":${JSON.stringify(e.thread_id)},"event":${eventJson(e)}}`)));
+  if (b === undefined)
+    wsFrames.set(
+      e,
+      (b = Buffer.from(`{"type":"event","thread_id":${JSON.stringify(e.thread_id)},"event":${eventJson(e)}}`)),
+    );
   return b;
 }
 

@@ -72,7 +72,8 @@ export function createRealtimeModule(deps: {
     const keys = live.get(projectId);
     if (!keys) return;
     try {
-      for (const keyId of await store.deadKeys(db, projectId, [...keys.keys()])) for (const close of [...(keys.get(keyId) ?? [])]) close();
+      for (const keyId of await store.deadKeys(db, projectId, [...keys.keys()]))
+        for (const close of [...(keys.get(keyId) ?? [])]) close();
     } catch (err) {
       logger.warn({ err: (err as Error).message }, 'could not check live connections for revoked keys');
     }
@@ -108,7 +109,17 @@ export function createRealtimeModule(deps: {
   });
   deps.readState.onMarked((m) => void ephemeral.read(m.projectId, m.threadId, m.userId, m.seq));
 
-  const router = createRealtimeRouter({ db, routes: deps.routes, threads: deps.threads, hub, tokens, track, heartbeatMs: options.heartbeatMs, maxBufferedBytes: options.maxBufferedBytes, openStreams });
+  const router = createRealtimeRouter({
+    db,
+    routes: deps.routes,
+    threads: deps.threads,
+    hub,
+    tokens,
+    track,
+    heartbeatMs: options.heartbeatMs,
+    maxBufferedBytes: options.maxBufferedBytes,
+    openStreams,
+  });
 
   let closing: Promise<void> | null = null;
 

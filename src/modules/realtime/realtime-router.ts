@@ -75,7 +75,11 @@ export function createRealtimeRouter(deps: {
           afterSeq: afterSeq ?? lastSeq,
           threadLastSeq: lastSeq,
           userId: principal.userId,
-          recheck: () => threads.authorize(db, principal, params.thread_id, 'read').then(() => true, (e) => (isAppError(e) ? false : Promise.reject(e))),
+          recheck: () =>
+            threads.authorize(db, principal, params.thread_id, 'read').then(
+              () => true,
+              (e) => (isAppError(e) ? false : Promise.reject(e)),
+            ),
         },
       });
     },
@@ -87,7 +91,8 @@ export function createRealtimeRouter(deps: {
       method: 'post',
       path: '/v1/realtime/token',
       summary: 'A short-lived token for GET /v1/ws?token= (for browsers, which cannot set headers on a WebSocket)',
-      description: 'Needs a user (X-User-ID, signed with publishable keys). The token acts as that user with read/write policies applied, even when minted with a secret key.',
+      description:
+        'Needs a user (X-User-ID, signed with publishable keys). The token acts as that user with read/write policies applied, even when minted with a secret key.',
       tags,
       auth: 'api',
       rateClass: 'auth',

@@ -8,7 +8,14 @@ const ref = z.string().max(64).optional().openapi({ description: 'Echoed in the 
 export const wsClientMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('subscribe'), thread_id: idSchema, after_seq: seq.optional(), id: ref }).strict(),
   z.object({ type: z.literal('unsubscribe'), thread_id: idSchema, id: ref }).strict(),
-  z.object({ type: z.literal('typing'), thread_id: idSchema, state: z.enum(['start', 'stop']).default('start'), id: ref }).strict(),
+  z
+    .object({
+      type: z.literal('typing'),
+      thread_id: idSchema,
+      state: z.enum(['start', 'stop']).default('start'),
+      id: ref,
+    })
+    .strict(),
   z.object({ type: z.literal('read'), thread_id: idSchema, seq, id: ref }).strict(),
   z.object({ type: z.literal('ping'), id: ref }).strict(),
 ]);
@@ -16,18 +23,13 @@ export type WsClientMessage = z.infer<typeof wsClientMessageSchema>;
 
 export const tailQuerySchema = z
   .object({
-    after_seq: z.coerce
-      .number()
-      .int()
-      .min(0)
-      .max(Number.MAX_SAFE_INTEGER)
-      .optional()
-      .openapi({ description: 'Replay events after this seq first (Last-Event-ID wins when both are sent). Without either: live events only.' }),
-    token: z
-      .string()
-      .max(4096)
-      .optional()
-      .openapi({ description: 'A realtime token (POST /v1/realtime/token) instead of key headers, for EventSource in browsers' }),
+    after_seq: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional().openapi({
+      description:
+        'Replay events after this seq first (Last-Event-ID wins when both are sent). Without either: live events only.',
+    }),
+    token: z.string().max(4096).optional().openapi({
+      description: 'A realtime token (POST /v1/realtime/token) instead of key headers, for EventSource in browsers',
+    }),
   })
   .strict();
 

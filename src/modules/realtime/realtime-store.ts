@@ -20,10 +20,18 @@ export function createRealtimeStore() {
         .where({ 'k.project_id': projectId, 'k.id': keyId })
         .whereNull('k.revoked_at')
         .whereNull('p.deleted_at')) as
-        | { signing_secret: string; previous_signing_secret: string | null; previous_signing_secret_expires_at: string | null; settings: Record<string, unknown> | null }
+        | {
+            signing_secret: string;
+            previous_signing_secret: string | null;
+            previous_signing_secret_expires_at: string | null;
+            settings: Record<string, unknown> | null;
+          }
         | undefined;
       if (!row) return undefined;
-      const previousValid = row.previous_signing_secret && row.previous_signing_secret_expires_at && Date.parse(row.previous_signing_secret_expires_at) > Date.now();
+      const previousValid =
+        row.previous_signing_secret &&
+        row.previous_signing_secret_expires_at &&
+        Date.parse(row.previous_signing_secret_expires_at) > Date.now();
       return {
         signingSecrets: [row.signing_secret, ...(previousValid ? [row.previous_signing_secret!] : [])],
         settings: row.settings ?? {},

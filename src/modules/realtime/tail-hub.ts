@@ -74,12 +74,19 @@ const backoff = (n: number) => Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** n) * (
  * from the log itself. So the log, not the notifications, decides what a client sees: no gap,
  * no duplicate, whatever NOTIFY does.
  */
-export function createTailHub(deps: { db: Knex; listener: PgListener; eventsStore: EventsStore; logger: Logger; onLag?: (seconds: number) => void }) {
+export function createTailHub(deps: {
+  db: Knex;
+  listener: PgListener;
+  eventsStore: EventsStore;
+  logger: Logger;
+  onLag?: (seconds: number) => void;
+}) {
   const { db, eventsStore, logger } = deps;
   const threads = new Map<string, ThreadState>();
   let stopped = false;
 
-  const read = (s: { projectId: string; threadId: string }, after: number) => eventsStore.after(db, s.projectId, s.threadId, after, PAGE);
+  const read = (s: { projectId: string; threadId: string }, after: number) =>
+    eventsStore.after(db, s.projectId, s.threadId, after, PAGE);
 
   function onNotify(payload: string) {
     let pointers: unknown;
@@ -256,10 +263,26 @@ export function createTailHub(deps: { db: Knex; listener: PgListener; eventsStor
       const k = key(opts.projectId, opts.threadId);
       let state = threads.get(k);
       if (!state) {
-        state = { projectId: opts.projectId, threadId: opts.threadId, lastSeq: opts.threadLastSeq, dirty: false, reading: false, failures: 0, retry: null, subs: new Set() };
+        state = {
+          projectId: opts.projectId,
+          threadId: opts.threadId,
+          lastSeq: opts.threadLastSeq,
+          dirty: false,
+          reading: false,
+          failures: 0,
+          retry: null,
+          subs: new Set(),
+        };
         threads.set(k, state);
       }
-      const sub: Sub = { opts, cursor: opts.afterSeq, catchingUp: true, wanted: opts.threadLastSeq, needsRecheck: false, closed: false };
+      const sub: Sub = {
+        opts,
+        cursor: opts.afterSeq,
+        catchingUp: true,
+        wanted: opts.threadLastSeq,
+        needsRecheck: false,
+        closed: false,
+      };
       state.subs.add(sub);
       void catchUp(sub, true);
       return { close: () => remove(sub) };

@@ -62,11 +62,24 @@ const header = (req: IncomingMessage, name: string) => {
   return Array.isArray(v) ? v[0] : v;
 };
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 503: 'Service Unavailable' };
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  429: 'Too Many Requests',
+  503: 'Service Unavailable',
+};
 
 /** Refuses an upgrade with a problem+json response, as REST would. */
 function refuse(socket: Duplex, status: number, detail: string) {
-  const body = JSON.stringify({ type: 'about:blank', title: STATUS_TEXT[status] ?? 'Error', status, detail, request_id: randomUUID() });
+  const body = JSON.stringify({
+    type: 'about:blank',
+    title: STATUS_TEXT[status] ?? 'Error',
+    status,
+    detail,
+    request_id: randomUUID(),
+  });
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
@@ -74,7 +87,17 @@ function refuse(socket: Duplex, status: number, detail: string) {
 
 const errorStatus = (e: unknown) => {
   if (!isAppError(e)) return 503;
-  return e.kind === 'unauthorized' ? 401 : e.kind === 'forbidden' ? 403 : e.kind === 'not_found' ? 404 : e.kind === 'rate_limited' ? 429 : e.kind === 'unavailable' ? 503 : 400;
+  return e.kind === 'unauthorized'
+    ? 401
+    : e.kind === 'forbidden'
+      ? 403
+      : e.kind === 'not_found'
+        ? 404
+        : e.kind === 'rate_limited'
+          ? 429
+          : e.kind === 'unavailable'
+            ? 503
+            : 400;
 };
 
 /**
@@ -115,9 +138,13 @@ export function createWsGateway(deps: {
     const token = url.searchParams.get('token');
     if (token) return deps.tokens.verify(token);
     const key = keyFromHeaders(req);
-    if (!key) throw unauthorized('Send an API key (Authorization or X-API-Key header), or a realtime token as ?token= (POST /v1/realtime/token).');
+    if (!key)
+      throw unauthorized(
+        'Send an API key (Authorization or X-API-Key header), or a realtime token as ?token= (POST /v1/realtime/token).',
+      );
     const p = await deps.keyAuth.authenticate(key, header(req, 'x-user-id'), header(req, 'x-user-signature'));
-    if (p.kind === 'admin') throw forbidden('Admin keys (ak_) may call only /v1/admin routes; use a secret or publishable key.');
+    if (p.kind === 'admin')
+      throw forbidden('Admin keys (ak_) may call only /v1/admin routes; use a secret or publishable key.');
     return p;
   }
 
@@ -128,7 +155,11 @@ export function createWsGateway(deps: {
     if (conn.ws.bufferedAmount > deps.maxBufferedBytes) {
       logger.info({ conn: conn.id, buffered: conn.ws.bufferedAmount }, 'closing slow WebSocket consumer');
       slowConsumerCloses++;
-      closeConn(conn, WS_CLOSE.slowConsumer, 'slow consumer: too much unsent data; reconnect and resume with after_seq');
+      closeConn(
+        conn,
+        WS_CLOSE.slowConsumer,
+        'slow consumer: too much unsent data; reconnect and resume with after_seq',
+      );
     }
   }
 
@@ -157,7 +188,8 @@ export function createWsGateway(deps: {
     const set = byThread.get(k);
     set?.delete(conn);
     if (set?.size === 0) byThread.delete(k);
-    if (conn.principal.userId && sub.handle) deps.ephemeral().leave(conn.principal.projectId, threadId, conn.principal.userId);
+    if (conn.principal.userId && sub.handle)
+      deps.ephemeral().leave(conn.principal.projectId, threadId, conn.principal.userId);
   }
 
   function fail(conn: Conn, e: unknown, ref: string | undefined, threadId?: string) {
@@ -169,7 +201,11 @@ export function createWsGateway(deps: {
       ...(ref !== undefined ? { id: ref } : {}),
       ...(threadId ? { thread_id: threadId } : {}),
       code: known ? e.kind : down ? 'unavailable' : 'internal',
-      message: known ? e.message : down ? 'The database is unavailable; retry shortly.' : 'Something went wrong; try again.',
+      message: known
+        ? e.message
+        : down
+          ? 'The database is unavailable; retry shortly.'
+          : 'Something went wrong; try again.',
     });
   }
 
@@ -177,7 +213,13 @@ export function createWsGateway(deps: {
     const { principal } = conn;
     if (conn.subs.has(m.thread_id)) dropSub(conn, m.thread_id);
     if (conn.subs.size >= MAX_SUBSCRIPTIONS) {
-      return send(conn, { type: 'error', id: m.id, thread_id: m.thread_id, code: 'too_many_subscriptions', message: `At most ${MAX_SUBSCRIPTIONS} threads per socket.` });
+      return send(conn, {
+        type: 'error',
+        id: m.id,
+        thread_id: m.thread_id,
+        code: 'too_many_subscriptions',
+        message: `At most ${MAX_SUBSCRIPTIONS} threads per socket.`,
+      });
     }
     const sub: Subscription = { handle: null };
     conn.subs.set(m.thread_id, sub);
@@ -195,14 +237,25 @@ export function createWsGateway(deps: {
     let set = byThread.get(k);
     if (!set) byThread.set(k, (set = new Set()));
     set.add(conn);
-    send(conn, { type: 'subscribed', ...(m.id !== undefined ? { id: m.id } : {}), thread_id: m.thread_id, after_seq: afterSeq, last_seq: lastSeq, presence: deps.ephemeral().online(principal.projectId, m.thread_id) });
+    send(conn, {
+      type: 'subscribed',
+      ...(m.id !== undefined ? { id: m.id } : {}),
+      thread_id: m.thread_id,
+      after_seq: afterSeq,
+      last_seq: lastSeq,
+      presence: deps.ephemeral().online(principal.projectId, m.thread_id),
+    });
     sub.handle = hub.subscribe({
       projectId: principal.projectId,
       threadId: m.thread_id,
       afterSeq,
       threadLastSeq: lastSeq,
       userId: principal.userId,
-      recheck: () => deps.threads.authorize(db, principal, m.thread_id, 'read').then(() => true, (e) => (isAppError(e) ? false : Promise.reject(e))),
+      recheck: () =>
+        deps.threads.authorize(db, principal, m.thread_id, 'read').then(
+          () => true,
+          (e) => (isAppError(e) ? false : Promise.reject(e)),
+        ),
       sink: {
         send(events) {
           for (const e of events) {
@@ -214,7 +267,8 @@ export function createWsGateway(deps: {
           send(conn, { type: 'ready', thread_id: m.thread_id, seq });
         },
         async drain() {
-          while (!conn.closed && conn.ws.bufferedAmount > deps.maxBufferedBytes / 2) await new Promise((r) => setTimeout(r, 20));
+          while (!conn.closed && conn.ws.bufferedAmount > deps.maxBufferedBytes / 2)
+            await new Promise((r) => setTimeout(r, 20));
         },
         closed(reason: CloseReason) {
           if (conn.subs.get(m.thread_id) !== sub) return;
@@ -241,8 +295,21 @@ export function createWsGateway(deps: {
         return send(conn, { type: 'pong', ...ref });
       case 'typing': {
         const userId = conn.principal.userId;
-        if (!userId) return send(conn, { type: 'error', ...ref, code: 'bad_request', message: 'Typing needs a user: connect with X-User-ID or a user token.' });
-        if (!conn.subs.get(m.thread_id)?.handle) return send(conn, { type: 'error', ...ref, thread_id: m.thread_id, code: 'not_subscribed', message: 'Subscribe to the thread before sending typing.' });
+        if (!userId)
+          return send(conn, {
+            type: 'error',
+            ...ref,
+            code: 'bad_request',
+            message: 'Typing needs a user: connect with X-User-ID or a user token.',
+          });
+        if (!conn.subs.get(m.thread_id)?.handle)
+          return send(conn, {
+            type: 'error',
+            ...ref,
+            thread_id: m.thread_id,
+            code: 'not_subscribed',
+            message: 'Subscribe to the thread before sending typing.',
+          });
         const last = conn.typingAt.get(m.thread_id) ?? 0;
         // "start" repeats are throttled; "stop" always goes out.
         if (m.state === 'start' && Date.now() - last < TYPING_MIN_INTERVAL_MS) return;
@@ -252,13 +319,30 @@ export function createWsGateway(deps: {
       }
       case 'read': {
         const r = await deps.readState.markRead(conn.principal, m.thread_id, m.seq);
-        return send(conn, { type: 'read.ok', ...ref, thread_id: r.thread_id, last_read_seq: r.last_read_seq, unread: r.unread });
+        return send(conn, {
+          type: 'read.ok',
+          ...ref,
+          thread_id: r.thread_id,
+          last_read_seq: r.last_read_seq,
+          unread: r.unread,
+        });
       }
     }
   }
 
   function onConnection(ws: WebSocket, principal: ApiPrincipal) {
-    const conn: Conn = { id: randomUUID(), ws, principal, subs: new Map(), alive: true, typingAt: new Map(), closed: false, untrack: () => undefined, tokens: RATE_BURST, refilledAt: Date.now() };
+    const conn: Conn = {
+      id: randomUUID(),
+      ws,
+      principal,
+      subs: new Map(),
+      alive: true,
+      typingAt: new Map(),
+      closed: false,
+      untrack: () => undefined,
+      tokens: RATE_BURST,
+      refilledAt: Date.now(),
+    };
     conns.add(conn);
     conn.untrack = deps.track(principal, () => closeConn(conn, WS_CLOSE.policy, 'API key revoked'));
     ws.on('pong', () => (conn.alive = true));
@@ -269,18 +353,30 @@ export function createWsGateway(deps: {
       const now = Date.now();
       conn.tokens = Math.min(RATE_BURST, conn.tokens + ((now - conn.refilledAt) / 1000) * RATE_PER_SECOND);
       conn.refilledAt = now;
-      if (conn.tokens < 1) return send(conn, { type: 'error', code: 'rate_limited', message: `Too many messages: at most ${RATE_PER_SECOND} per second per socket (bursts of ${RATE_BURST}); this one was dropped.` });
+      if (conn.tokens < 1)
+        return send(conn, {
+          type: 'error',
+          code: 'rate_limited',
+          message: `Too many messages: at most ${RATE_PER_SECOND} per second per socket (bursts of ${RATE_BURST}); this one was dropped.`,
+        });
       conn.tokens -= 1;
       let parsed: unknown;
       try {
         if (isBinary) throw new Error('binary');
         parsed = JSON.parse(data.toString());
       } catch {
-        return send(conn, { type: 'error', code: 'bad_request', message: 'Send one JSON object per text message (see docs/REALTIME.md).' });
+        return send(conn, {
+          type: 'error',
+          code: 'bad_request',
+          message: 'Send one JSON object per text message (see docs/REALTIME.md).',
+        });
       }
       const r = wsClientMessageSchema.safeParse(parsed);
       if (!r.success) {
-        const ref = typeof parsed === 'object' && parsed !== null && typeof (parsed as { id?: unknown }).id === 'string' ? { id: (parsed as { id: string }).id } : {};
+        const ref =
+          typeof parsed === 'object' && parsed !== null && typeof (parsed as { id?: unknown }).id === 'string'
+            ? { id: (parsed as { id: string }).id }
+            : {};
         const detail = r.error.issues.map((i) => `${i.path.join('.') || 'message'}: ${i.message}`).join('; ');
         return send(conn, { type: 'error', ...ref, code: 'bad_request', message: `Invalid message: ${detail}` });
       }
@@ -314,7 +410,8 @@ export function createWsGateway(deps: {
         const url = new URL(req.url ?? '/', 'http://localhost');
         if (url.pathname !== WS_PATH) {
           // Leave other paths to other upgrade handlers, if there are any.
-          if (server.listenerCount('upgrade') === 1) refuse(socket, 404, `No WebSocket endpoint at ${url.pathname}; use ${WS_PATH}.`);
+          if (server.listenerCount('upgrade') === 1)
+            refuse(socket, 404, `No WebSocket endpoint at ${url.pathname}; use ${WS_PATH}.`);
           return;
         }
         socket.on('error', () => socket.destroy());
@@ -347,7 +444,8 @@ export function createWsGateway(deps: {
     async close() {
       closing = true;
       if (heartbeat) clearInterval(heartbeat);
-      for (const conn of [...conns]) closeConn(conn, WS_CLOSE.serviceRestart, 'service restart: reconnect and resume with after_seq');
+      for (const conn of [...conns])
+        closeConn(conn, WS_CLOSE.serviceRestart, 'service restart: reconnect and resume with after_seq');
       await new Promise<void>((resolve) => wss.close(() => resolve()));
     },
 

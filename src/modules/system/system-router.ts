@@ -21,7 +21,12 @@ const DOCS_HTML = `<!doctype html>
 const DOCS_INIT = `window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui', deepLinking: true });`;
 
 /** Health, readiness, and the OpenAPI document with its rendered docs (served locally, no CDN). */
-export function createSystemRouter(deps: { db: Knex; registry: OpenAPIRegistry; checks: ReadinessCheck[]; publicUrl?: string }) {
+export function createSystemRouter(deps: {
+  db: Knex;
+  registry: OpenAPIRegistry;
+  checks: ReadinessCheck[];
+  publicUrl?: string;
+}) {
   const router = Router();
   let migrated = false;
   let document: unknown;

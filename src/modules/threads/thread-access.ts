@@ -29,7 +29,10 @@ export function assertAccess(
         ? allows(thread.write_policy, role)
         : role === 'owner' || role === 'admin';
   if (!ok) {
-    const need = access === 'manage' ? 'an owner or admin of this thread' : `allowed to ${access} this thread (policy: ${access === 'read' ? thread.read_policy : thread.write_policy})`;
+    const need =
+      access === 'manage'
+        ? 'an owner or admin of this thread'
+        : `allowed to ${access} this thread (policy: ${access === 'read' ? thread.read_policy : thread.write_policy})`;
     throw forbidden(`User "${principal.userId ?? ''}" is not ${need}.`);
   }
 }

@@ -31,7 +31,10 @@ export function createThreadsRouter(deps: { db: Knex; routes: RouteFactory; thre
       auth: 'api',
       rateClass: 'write',
       body: createThreadSchema,
-      responses: { 201: { description: 'Created', schema: threadSchema }, 200: { description: 'The existing dm', schema: threadSchema } },
+      responses: {
+        201: { description: 'Created', schema: threadSchema },
+        200: { description: 'The existing dm', schema: threadSchema },
+      },
     },
     ({ principal, body, header }) =>
       runIdempotent<CreatedThread>(
@@ -132,7 +135,10 @@ export function createThreadsRouter(deps: { db: Knex; routes: RouteFactory; thre
       rateClass: 'write',
       params: memberParams,
       body: putMemberSchema.optional(),
-      responses: { 201: { description: 'Added', schema: memberSchema }, 200: { description: 'Role updated or unchanged', schema: memberSchema } },
+      responses: {
+        201: { description: 'Added', schema: memberSchema },
+        200: { description: 'Role updated or unchanged', schema: memberSchema },
+      },
     },
     async ({ principal, params, body }) => {
       const r = await threads.putMember(principal, params.thread_id, params.user_id, body?.role ?? 'member');

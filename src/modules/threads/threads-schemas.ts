@@ -36,7 +36,10 @@ export const updateThreadSchema = z
     policies: policiesSchema.optional(),
   })
   .strict()
-  .refine((v) => v.title !== undefined || v.attributes !== undefined || v.policies !== undefined, 'send at least one of title, attributes, policies')
+  .refine(
+    (v) => v.title !== undefined || v.attributes !== undefined || v.policies !== undefined,
+    'send at least one of title, attributes, policies',
+  )
   .openapi('ThreadUpdate');
 export type UpdateThreadInput = z.infer<typeof updateThreadSchema>;
 
@@ -69,11 +72,12 @@ export const threadListQuerySchema = z
   })
   .strict();
 
-export const memberSchema = z
-  .object({ user_id: z.string(), role: roleSchema, added_at: z.string() })
-  .openapi('Member');
+export const memberSchema = z.object({ user_id: z.string(), role: roleSchema, added_at: z.string() }).openapi('Member');
 export const memberListSchema = z.object({ data: z.array(memberSchema) }).openapi('MemberList');
-export const putMemberSchema = z.object({ role: roleSchema.default('member') }).strict().openapi('MemberPut');
+export const putMemberSchema = z
+  .object({ role: roleSchema.default('member') })
+  .strict()
+  .openapi('MemberPut');
 
 export const threadParams = z.object({ thread_id: idSchema });
 export const memberParams = z.object({ thread_id: idSchema, user_id: userIdSchema });

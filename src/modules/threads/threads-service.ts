@@ -18,7 +18,12 @@ const encodeCursor = (t: ThreadRow) => Buffer.from(JSON.stringify([t.last_activi
 function decodeCursor(cursor: string): { at: string; id: string } {
   try {
     const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
-    if (typeof at === 'string' && /^\d{4}-\d\d-\d\dT[\d:.]+Z$/.test(at) && !Number.isNaN(Date.parse(at)) && idSchema.safeParse(id).success) {
+    if (
+      typeof at === 'string' &&
+      /^\d{4}-\d\d-\d\dT[\d:.]+Z$/.test(at) &&
+      !Number.isNaN(Date.parse(at)) &&
+      idSchema.safeParse(id).success
+    ) {
       return { at, id: id as string };
     }
   } catch {
@@ -37,7 +42,13 @@ export function createThreadsService(deps: {
   const { db, threadsStore: store, ingest } = deps;
 
   /** The thread if the caller may access it; 404 when it does not exist in the caller's project. */
-  async function authorize(tx: Knex | Knex.Transaction, principal: ApiPrincipal, threadId: string, access: Access, lock = false) {
+  async function authorize(
+    tx: Knex | Knex.Transaction,
+    principal: ApiPrincipal,
+    threadId: string,
+    access: Access,
+    lock = false,
+  ) {
     const thread = await store.getWithRole(tx, principal.projectId, threadId, principal.userId, { lock });
     if (!thread) throw notFound('thread');
     assertAccess(principal, thread, thread.role, access);
@@ -48,7 +59,12 @@ export function createThreadsService(deps: {
    * Creates a thread inside a group transaction: the row, then thread.created and one
    * member.added per member as its first events. Returns the existing thread for a repeated dm.
    */
-  async function createInTx(tx: Knex.Transaction, pointers: CommitPointers, principal: ApiPrincipal, input: CreateThreadInput & { id: string }): Promise<CreatedThread> {
+  async function createInTx(
+    tx: Knex.Transaction,
+    pointers: CommitPointers,
+    principal: ApiPrincipal,
+    input: CreateThreadInput & { id: string },
+  ): Promise<CreatedThread> {
     const actor = principal.userId;
     const members = new Map<string, Role>();
     if (actor) members.set(actor, 'owner');
@@ -59,7 +75,8 @@ export function createThreadsService(deps: {
     }
     let dmKey: string | null = null;
     if (input.type === 'dm') {
-      if (members.size !== 2) throw badRequest('A dm has exactly two distinct members (the caller counts when X-User-ID is sent).');
+      if (members.size !== 2)
+        throw badRequest('A dm has exactly two distinct members (the caller counts when X-User-ID is sent).');
       dmKey = JSON.stringify([...members.keys()].sort());
       const existing = await store.findDm(tx, principal.projectId, dmKey);
       if (existing) return { thread: toThreadView(existing), created: false };
@@ -86,7 +103,14 @@ export function createThreadsService(deps: {
       {
         type: 'thread.created',
         actor,
-        data: { id: row.id, type: row.type, title: row.title, attributes: row.attributes, policies: { read: row.read_policy, write: row.write_policy }, created_by: actor },
+        data: {
+          id: row.id,
+          type: row.type,
+          title: row.title,
+          attributes: row.attributes,
+          policies: { read: row.read_policy, write: row.write_policy },
+          created_by: actor,
+        },
       },
     ];
     for (const [userId, role] of members) {
@@ -101,7 +125,11 @@ export function createThreadsService(deps: {
     authorize,
     createInTx,
 
-    create(principal: ApiPrincipal, input: CreateThreadInput, idempotency?: IdempotencyRecord<CreatedThread>): Promise<CreatedThread | IdempotentReplay> {
+    create(
+      principal: ApiPrincipal,
+      input: CreateThreadInput,
+      idempotency?: IdempotencyRecord<CreatedThread>,
+    ): Promise<CreatedThread | IdempotentReplay> {
       const id = input.id ?? newId('thr');
       return ingest.submit({
         kind: 'tx',
@@ -116,9 +144,22 @@ export function createThreadsService(deps: {
     },
 
     async list(principal: ApiPrincipal, limit: number, cursor?: string) {
-      const rows = await store.list(db, principal.projectId, principal.userId, limit, cursor ? decodeCursor(cursor) : undefined);
+      const rows = await store.list(
+        db,
+        principal.projectId,
+        principal.userId,
+        limit,
+        cursor ? decodeCursor(cursor) : undefined,
+      );
       const page = rows.slice(0, limit);
-      const unread = principal.userId && deps.unreadCounts ? await deps.unreadCounts(principal.projectId, principal.userId, page.map((t) => t.id)) : null;
+      const unread =
+        principal.userId && deps.unreadCounts
+          ? await deps.unreadCounts(
+              principal.projectId,
+              principal.userId,
+              page.map((t) => t.id),
+            )
+          : null;
       const data = page.map((t) => (unread ? { ...toThreadView(t), unread: unread.get(t.id) ?? 0 } : toThreadView(t)));
       return { data, next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]) : null };
     },
@@ -137,12 +178,17 @@ export function createThreadsService(deps: {
             data.attributes = patch.attributes;
           }
           if (patch.policies) {
-            const policies = { read: patch.policies.read ?? thread.read_policy, write: patch.policies.write ?? thread.write_policy };
+            const policies = {
+              read: patch.policies.read ?? thread.read_policy,
+              write: patch.policies.write ?? thread.write_policy,
+            };
             changes.read_policy = policies.read;
             changes.write_policy = policies.write;
             data.policies = policies;
           }
-          await appendEvents(tx, pointers, principal.projectId, threadId, [{ type: 'thread.updated', actor: principal.userId, data }]);
+          await appendEvents(tx, pointers, principal.projectId, threadId, [
+            { type: 'thread.updated', actor: principal.userId, data },
+          ]);
           return toThreadView(await store.update(tx, principal.projectId, threadId, changes));
         },
       });
@@ -154,7 +200,9 @@ export function createThreadsService(deps: {
         partition: `${principal.projectId}:${threadId}`,
         run: async (tx, pointers) => {
           await authorize(tx, principal, threadId, 'manage', true);
-          await appendEvents(tx, pointers, principal.projectId, threadId, [{ type: 'thread.deleted', actor: principal.userId, data: {} }]);
+          await appendEvents(tx, pointers, principal.projectId, threadId, [
+            { type: 'thread.deleted', actor: principal.userId, data: {} },
+          ]);
           // Releasing the dm pair lets the same two users start a new dm (the unique index
           // covers deleted rows too); thread.created keeps who the pair was.
           await store.update(tx, principal.projectId, threadId, { deleted_at: tx.fn.now(), dm_key: null });
@@ -174,7 +222,11 @@ export function createThreadsService(deps: {
         run: async (tx, pointers) => {
           const thread = await authorize(tx, principal, threadId, 'manage', true);
           const current = await store.getMember(tx, principal.projectId, threadId, userId);
-          if (thread.type === 'dm' && !current && !(thread.dm_key && (JSON.parse(thread.dm_key) as string[]).includes(userId))) {
+          if (
+            thread.type === 'dm' &&
+            !current &&
+            !(thread.dm_key && (JSON.parse(thread.dm_key) as string[]).includes(userId))
+          ) {
             throw badRequest('A dm is between its two users only; create a group thread to add more people.');
           }
           if ((role === 'owner' || current?.role === 'owner') && !isTrusted(principal) && thread.role !== 'owner') {
@@ -182,7 +234,9 @@ export function createThreadsService(deps: {
           }
           if (current?.role === role) return { member: current, created: false };
           const member = await store.upsertMember(tx, principal.projectId, threadId, userId, role);
-          await appendEvents(tx, pointers, principal.projectId, threadId, [{ type: 'member.added', actor: principal.userId, data: { user_id: userId, role } }]);
+          await appendEvents(tx, pointers, principal.projectId, threadId, [
+            { type: 'member.added', actor: principal.userId, data: { user_id: userId, role } },
+          ]);
           return { member, created: !current };
         },
       });
@@ -199,10 +253,13 @@ export function createThreadsService(deps: {
           if (userId !== principal.userId) {
             assertAccess(principal, thread, thread.role, 'manage');
             const target = await store.getMember(tx, principal.projectId, threadId, userId);
-            if (target?.role === 'owner' && !isTrusted(principal) && thread.role !== 'owner') throw forbidden('Only an owner (or a secret key) can remove an owner.');
+            if (target?.role === 'owner' && !isTrusted(principal) && thread.role !== 'owner')
+              throw forbidden('Only an owner (or a secret key) can remove an owner.');
           }
           if (!(await store.removeMember(tx, principal.projectId, threadId, userId))) throw notFound('member');
-          await appendEvents(tx, pointers, principal.projectId, threadId, [{ type: 'member.removed', actor: principal.userId, data: { user_id: userId } }]);
+          await appendEvents(tx, pointers, principal.projectId, threadId, [
+            { type: 'member.removed', actor: principal.userId, data: { user_id: userId } },
+          ]);
         },
       });
     },

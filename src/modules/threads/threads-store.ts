@@ -35,12 +35,21 @@ export const toThreadView = (t: ThreadRow): ThreadView => ({
 export function createThreadsStore() {
   return {
     /** A live thread and, when a user is given, that user's role in it. */
-    async getWithRole(db: Db, projectId: string, threadId: string, userId: string | null, opts: { lock?: boolean } = {}) {
+    async getWithRole(
+      db: Db,
+      projectId: string,
+      threadId: string,
+      userId: string | null,
+      opts: { lock?: boolean } = {},
+    ) {
       const q = db('threads as t')
         .first('t.*', userId ? 'm.role' : db.raw('null::text as role'))
         .where({ 't.project_id': projectId, 't.id': threadId })
         .whereNull('t.deleted_at');
-      if (userId) q.leftJoin('thread_members as m', (j) => j.on('m.project_id', 't.project_id').andOn('m.thread_id', 't.id').andOnVal('m.user_id', userId));
+      if (userId)
+        q.leftJoin('thread_members as m', (j) =>
+          j.on('m.project_id', 't.project_id').andOn('m.thread_id', 't.id').andOnVal('m.user_id', userId),
+        );
       if (opts.lock) q.forUpdate('t');
       return (await q) as (ThreadRow & { role: Role | null }) | undefined;
     },
@@ -55,7 +64,10 @@ export function createThreadsStore() {
     },
 
     /** Inserts a thread with last_seq 0; undefined when the id (or dm pair) is taken. */
-    async insert(db: Db, row: Omit<ThreadRow, 'created_at' | 'updated_at' | 'last_seq' | 'last_activity_at' | 'deleted_at'>) {
+    async insert(
+      db: Db,
+      row: Omit<ThreadRow, 'created_at' | 'updated_at' | 'last_seq' | 'last_activity_at' | 'deleted_at'>,
+    ) {
       const rows = await db('threads')
         .insert({ ...row, attributes: JSON.stringify(row.attributes) })
         .onConflict()
@@ -79,14 +91,26 @@ export function createThreadsStore() {
     async list(db: Db, projectId: string, userId: string | null, limit: number, after?: { at: string; id: string }) {
       const q = db('threads as t').select('t.*').where('t.project_id', projectId).whereNull('t.deleted_at');
       if (userId) {
-        q.join('thread_members as m', (j) => j.on('m.project_id', 't.project_id').andOn('m.thread_id', 't.id')).where('m.user_id', userId);
+        q.join('thread_members as m', (j) => j.on('m.project_id', 't.project_id').andOn('m.thread_id', 't.id')).where(
+          'm.user_id',
+          userId,
+        );
       }
       if (after) q.whereRaw('(t.last_activity_at, t.id) < (?::timestamptz, ?)', [after.at, after.id]);
-      return (await q.orderBy([{ column: 't.last_activity_at', order: 'desc' }, { column: 't.id', order: 'desc' }]).limit(limit + 1)) as ThreadRow[];
+      return (await q
+        .orderBy([
+          { column: 't.last_activity_at', order: 'desc' },
+          { column: 't.id', order: 'desc' },
+        ])
+        .limit(limit + 1)) as ThreadRow[];
     },
 
     async members(db: Db, projectId: string, threadId: string) {
-      return db('thread_members').select('user_id', 'role', 'added_at').where({ project_id: projectId, thread_id: threadId }).orderBy('added_at').orderBy('user_id');
+      return db('thread_members')
+        .select('user_id', 'role', 'added_at')
+        .where({ project_id: projectId, thread_id: threadId })
+        .orderBy('added_at')
+        .orderBy('user_id');
     },
 
     async upsertMember(db: Db, projectId: string, threadId: string, userId: string, role: Role) {
@@ -99,13 +123,16 @@ export function createThreadsStore() {
     },
 
     async getMember(db: Db, projectId: string, threadId: string, userId: string) {
-      return (await db('thread_members').first('user_id', 'role', 'added_at').where({ project_id: projectId, thread_id: threadId, user_id: userId })) as
-        | { user_id: string; role: Role; added_at: string }
-        | undefined;
+      return (await db('thread_members')
+        .first('user_id', 'role', 'added_at')
+        .where({ project_id: projectId, thread_id: threadId, user_id: userId })) as
+        { user_id: string; role: Role; added_at: string } | undefined;
     },
 
     async removeMember(db: Db, projectId: string, threadId: string, userId: string) {
-      return (await db('thread_members').where({ project_id: projectId, thread_id: threadId, user_id: userId }).del()) > 0;
+      return (
+        (await db('thread_members').where({ project_id: projectId, thread_id: threadId, user_id: userId }).del()) > 0
+      );
     },
   };
 }

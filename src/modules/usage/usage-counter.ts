@@ -14,7 +14,13 @@ const hourOf = (ms: number) => new Date(Math.floor(ms / HOUR_MS) * HOUR_MS).toIS
  * flushes the totals every few seconds as one upsert-add per batch, so usage never becomes a
  * hot row updated by every request.
  */
-export function createUsageCounter(deps: { db: Knex; usageStore: UsageStore; logger: Logger; flushIntervalMs: number; now?: () => number }) {
+export function createUsageCounter(deps: {
+  db: Knex;
+  usageStore: UsageStore;
+  logger: Logger;
+  flushIntervalMs: number;
+  now?: () => number;
+}) {
   const now = deps.now ?? Date.now;
   let pending = new Map<string, UsageDelta>();
   let timer: NodeJS.Timeout | null = null;

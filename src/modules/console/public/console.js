@@ -3,18 +3,30 @@
 (function () {
   'use strict';
 
-  var $ = function (id) { return document.getElementById(id); };
-  var state = { me: null, projects: [], project: null, tab: 'keys', chart: null, threadCursor: null, thread: null, beforeSeq: null };
+  var $ = function (id) {
+    return document.getElementById(id);
+  };
+  var state = {
+    me: null,
+    projects: [],
+    project: null,
+    tab: 'keys',
+    chart: null,
+    threadCursor: null,
+    thread: null,
+    beforeSeq: null,
+  };
 
   // ---------- helpers ----------
   function h(tag, attrs) {
     var el = document.createElement(tag);
-    if (attrs) for (var k in attrs) {
-      if (k === 'text') el.textContent = attrs[k];
-      else if (k === 'class') el.className = attrs[k];
-      else if (k.slice(0, 2) === 'on') el.addEventListener(k.slice(2), attrs[k]);
-      else if (attrs[k] !== null && attrs[k] !== undefined) el.setAttribute(k, attrs[k]);
-    }
+    if (attrs)
+      for (var k in attrs) {
+        if (k === 'text') el.textContent = attrs[k];
+        else if (k === 'class') el.className = attrs[k];
+        else if (k.slice(0, 2) === 'on') el.addEventListener(k.slice(2), attrs[k]);
+        else if (attrs[k] !== null && attrs[k] !== undefined) el.setAttribute(k, attrs[k]);
+      }
     for (var i = 2; i < arguments.length; i++) {
       var c = arguments[i];
       if (c === null || c === undefined) continue;
@@ -22,22 +34,29 @@
     }
     return el;
   }
-  function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); }
+  function clear(el) {
+    while (el.firstChild) el.removeChild(el.firstChild);
+  }
   function cookie(name) {
     var m = document.cookie.match(new RegExp('(?:^|; )' + name + '=([^;]*)'));
     return m ? decodeURIComponent(m[1]) : '';
   }
-  function fmtNumber(n) { return Number(n).toLocaleString(); }
+  function fmtNumber(n) {
+    return Number(n).toLocaleString();
+  }
   function fmtTime(iso) {
     if (!iso) return '—';
-    var d = new Date(iso), s = (Date.now() - d.getTime()) / 1000;
+    var d = new Date(iso),
+      s = (Date.now() - d.getTime()) / 1000;
     if (s < 45) return 'just now';
     if (s < 3600) return Math.round(s / 60) + ' min ago';
     if (s < 86400) return Math.round(s / 3600) + ' h ago';
     if (s < 86400 * 30) return Math.round(s / 86400) + ' d ago';
     return d.toLocaleDateString();
   }
-  function timeEl(iso) { return h('span', { title: iso ? new Date(iso).toLocaleString() : '', text: fmtTime(iso) }); }
+  function timeEl(iso) {
+    return h('span', { title: iso ? new Date(iso).toLocaleString() : '', text: fmtTime(iso) });
+  }
 
   var toastTimer = null;
   function toast(message, isError) {
@@ -46,7 +65,12 @@
     t.className = 'toast' + (isError ? ' error' : '');
     t.hidden = false;
     clearTimeout(toastTimer);
-    toastTimer = setTimeout(function () { t.hidden = true; }, isError ? 6000 : 2500);
+    toastTimer = setTimeout(
+      function () {
+        t.hidden = true;
+      },
+      isError ? 6000 : 2500,
+    );
   }
 
   function ApiError(status, problem) {
@@ -59,32 +83,51 @@
     var headers = { accept: 'application/json' };
     if (method !== 'GET') headers['x-csrf-token'] = cookie('pdb_csrf');
     if (body !== undefined) headers['content-type'] = 'application/json';
-    return fetch(path, { method: method, headers: headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) })
-      .then(function (res) {
-        if (res.status === 204) return null;
-        return res.text().then(function (text) {
-          var data = text ? JSON.parse(text) : null;
-          if (!res.ok) {
-            if (res.status === 401 && path !== '/v1/me') showSignIn();
-            throw new ApiError(res.status, data);
-          }
-          return data;
-        });
+    return fetch(path, {
+      method: method,
+      headers: headers,
+      credentials: 'same-origin',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    }).then(function (res) {
+      if (res.status === 204) return null;
+      return res.text().then(function (text) {
+        var data = text ? JSON.parse(text) : null;
+        if (!res.ok) {
+          if (res.status === 401 && path !== '/v1/me') showSignIn();
+          throw new ApiError(res.status, data);
+        }
+        return data;
       });
+    });
   }
-  function fail(e) { toast(e && e.message ? e.message : 'Something went wrong.', true); }
+  function fail(e) {
+    toast(e && e.message ? e.message : 'Something went wrong.', true);
+  }
 
   function copy(text, label) {
-    var done = function () { toast((label || 'Copied') + ' to the clipboard'); };
-    if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).then(done, function () { legacyCopy(text); done(); });
-    else { legacyCopy(text); done(); }
+    var done = function () {
+      toast((label || 'Copied') + ' to the clipboard');
+    };
+    if (navigator.clipboard && window.isSecureContext)
+      navigator.clipboard.writeText(text).then(done, function () {
+        legacyCopy(text);
+        done();
+      });
+    else {
+      legacyCopy(text);
+      done();
+    }
   }
   function legacyCopy(text) {
     var ta = h('textarea', { class: 'mono' });
     ta.value = text;
     document.body.appendChild(ta);
     ta.select();
-    try { document.execCommand('copy'); } catch (e) { /* the value stays selectable */ }
+    try {
+      document.execCommand('copy');
+    } catch (e) {
+      /* the value stays selectable */
+    }
     document.body.removeChild(ta);
   }
 
@@ -119,11 +162,15 @@
       $('signin-error').textContent = params.get('signin_detail') || 'Sign-in failed (' + err + ').';
       $('signin-error').hidden = false;
     }
-    api('GET', '/auth/providers').then(function (p) {
-      var ok = p && p.google && p.google.configured;
-      $('signin-google').hidden = !ok;
-      $('signin-unconfigured').hidden = ok;
-    }).catch(function () { /* keep the button */ });
+    api('GET', '/auth/providers')
+      .then(function (p) {
+        var ok = p && p.google && p.google.configured;
+        $('signin-google').hidden = !ok;
+        $('signin-unconfigured').hidden = ok;
+      })
+      .catch(function () {
+        /* keep the button */
+      });
   }
 
   function renderAccount() {
@@ -131,10 +178,22 @@
     $('account-name').textContent = me.name || me.email || 'Developer';
     $('account-email').textContent = me.name && me.email ? me.email : '';
     var label = (me.name || me.email || '?').trim();
-    $('account-initials').textContent = label.split(/\s+/).slice(0, 2).map(function (w) { return w.charAt(0).toUpperCase(); }).join('');
+    $('account-initials').textContent = label
+      .split(/\s+/)
+      .slice(0, 2)
+      .map(function (w) {
+        return w.charAt(0).toUpperCase();
+      })
+      .join('');
     var img = $('account-avatar');
-    img.onerror = function () { img.hidden = true; $('account-initials').hidden = false; };
-    img.onload = function () { img.hidden = false; $('account-initials').hidden = true; };
+    img.onerror = function () {
+      img.hidden = true;
+      $('account-initials').hidden = false;
+    };
+    img.onload = function () {
+      img.hidden = false;
+      $('account-initials').hidden = true;
+    };
     if (me.avatar_url) img.src = me.avatar_url;
   }
 
@@ -142,8 +201,19 @@
     var list = $('project-list');
     clear(list);
     state.projects.forEach(function (p) {
-      var btn = h('button', { type: 'button', class: state.project && state.project.id === p.id ? 'active' : '', 'data-project-id': p.id, onclick: function () { openProject(p.id); } },
-        h('span', { text: p.name }), h('span', { class: 'pid', text: p.id }));
+      var btn = h(
+        'button',
+        {
+          type: 'button',
+          class: state.project && state.project.id === p.id ? 'active' : '',
+          'data-project-id': p.id,
+          onclick: function () {
+            openProject(p.id);
+          },
+        },
+        h('span', { text: p.name }),
+        h('span', { class: 'pid', text: p.id }),
+      );
       list.appendChild(h('li', null, btn));
     });
     $('no-projects').hidden = state.projects.length > 0;
@@ -151,72 +221,113 @@
   }
 
   function loadProjects() {
-    return api('GET', '/v1/projects').then(function (r) { state.projects = r.data; renderProjects(); });
+    return api('GET', '/v1/projects').then(function (r) {
+      state.projects = r.data;
+      renderProjects();
+    });
   }
 
   function openProject(id) {
-    return api('GET', '/v1/projects/' + encodeURIComponent(id)).then(function (p) {
-      state.project = p;
-      state.thread = null;
-      history.replaceState(null, '', '/console#' + encodeURIComponent(p.id));
-      $('project').hidden = false;
-      $('empty-state').hidden = true;
-      $('project-name').textContent = p.name;
-      $('project-id').textContent = p.id;
-      $('new-key-banner').hidden = true;
-      renderProjects();
-      renderSigningSecret(false);
-      fillSettings();
-      selectTab(state.tab);
-    }).catch(fail);
+    return api('GET', '/v1/projects/' + encodeURIComponent(id))
+      .then(function (p) {
+        state.project = p;
+        state.thread = null;
+        history.replaceState(null, '', '/console#' + encodeURIComponent(p.id));
+        $('project').hidden = false;
+        $('empty-state').hidden = true;
+        $('project-name').textContent = p.name;
+        $('project-id').textContent = p.id;
+        $('new-key-banner').hidden = true;
+        renderProjects();
+        renderSigningSecret(false);
+        fillSettings();
+        selectTab(state.tab);
+      })
+      .catch(fail);
   }
 
   function selectTab(tab) {
     state.tab = tab;
-    document.querySelectorAll('.tab').forEach(function (b) { b.classList.toggle('active', b.getAttribute('data-tab') === tab); });
-    document.querySelectorAll('.panel').forEach(function (p) { p.hidden = p.getAttribute('data-panel') !== tab; });
+    document.querySelectorAll('.tab').forEach(function (b) {
+      b.classList.toggle('active', b.getAttribute('data-tab') === tab);
+    });
+    document.querySelectorAll('.panel').forEach(function (p) {
+      p.hidden = p.getAttribute('data-panel') !== tab;
+    });
     if (tab === 'keys') loadKeys();
     if (tab === 'usage') loadUsage();
     if (tab === 'threads') loadThreads(true);
   }
 
   // ---------- keys ----------
-  function kindLabel(kind) { return { secret: 'Secret', publishable: 'Publishable', admin: 'Admin' }[kind] || kind; }
+  function kindLabel(kind) {
+    return { secret: 'Secret', publishable: 'Publishable', admin: 'Admin' }[kind] || kind;
+  }
 
   function loadKeys() {
     var p = state.project;
-    return api('GET', '/v1/projects/' + encodeURIComponent(p.id) + '/keys').then(function (r) {
-      var body = $('keys-body');
-      clear(body);
-      r.data.forEach(function (k) {
-        var revoked = !!k.revoked_at;
-        var action = revoked
-          ? h('span', { class: 'badge muted', text: 'Revoked ' + fmtTime(k.revoked_at) })
-          : h('button', { type: 'button', class: 'btn btn-small btn-danger-outline', 'data-testid': 'revoke-key', 'data-key-id': k.id, onclick: function () { revokeKey(k); } }, 'Revoke');
-        body.appendChild(h('tr', { class: revoked ? 'revoked' : '', 'data-key-id': k.id },
-          h('td', null, k.name ? k.name : h('span', { class: 'muted', text: 'Unnamed' })),
-          h('td', null, h('span', { class: 'badge ' + k.kind, text: kindLabel(k.kind) })),
-          h('td', null, h('span', { class: 'mono', text: k.prefix + '…' })),
-          h('td', null, timeEl(k.created_at)),
-          h('td', null, k.last_used_at ? timeEl(k.last_used_at) : h('span', { class: 'muted', text: 'Never' })),
-          h('td', null, action)));
-      });
-      $('keys-empty').hidden = r.data.length > 0;
-    }).catch(fail);
+    return api('GET', '/v1/projects/' + encodeURIComponent(p.id) + '/keys')
+      .then(function (r) {
+        var body = $('keys-body');
+        clear(body);
+        r.data.forEach(function (k) {
+          var revoked = !!k.revoked_at;
+          var action = revoked
+            ? h('span', { class: 'badge muted', text: 'Revoked ' + fmtTime(k.revoked_at) })
+            : h(
+                'button',
+                {
+                  type: 'button',
+                  class: 'btn btn-small btn-danger-outline',
+                  'data-testid': 'revoke-key',
+                  'data-key-id': k.id,
+                  onclick: function () {
+                    revokeKey(k);
+                  },
+                },
+                'Revoke',
+              );
+          body.appendChild(
+            h(
+              'tr',
+              { class: revoked ? 'revoked' : '', 'data-key-id': k.id },
+              h('td', null, k.name ? k.name : h('span', { class: 'muted', text: 'Unnamed' })),
+              h('td', null, h('span', { class: 'badge ' + k.kind, text: kindLabel(k.kind) })),
+              h('td', null, h('span', { class: 'mono', text: k.prefix + '…' })),
+              h('td', null, timeEl(k.created_at)),
+              h('td', null, k.last_used_at ? timeEl(k.last_used_at) : h('span', { class: 'muted', text: 'Never' })),
+              h('td', null, action),
+            ),
+          );
+        });
+        $('keys-empty').hidden = r.data.length > 0;
+      })
+      .catch(fail);
   }
 
   function revokeKey(k) {
-    confirmAction('Revoke this key?', 'Apps using “' + (k.name || k.prefix) + '” (' + k.prefix + '…) will get 401 from now on. This cannot be undone.', 'Revoke key').then(function (ok) {
+    confirmAction(
+      'Revoke this key?',
+      'Apps using “' + (k.name || k.prefix) + '” (' + k.prefix + '…) will get 401 from now on. This cannot be undone.',
+      'Revoke key',
+    ).then(function (ok) {
       if (!ok) return;
       api('DELETE', '/v1/projects/' + encodeURIComponent(state.project.id) + '/keys/' + encodeURIComponent(k.id))
-        .then(function () { toast('Key revoked'); loadKeys(); }).catch(fail);
+        .then(function () {
+          toast('Key revoked');
+          loadKeys();
+        })
+        .catch(fail);
     });
   }
 
   $('new-key-form').addEventListener('submit', function (e) {
     e.preventDefault();
     var kind = $('new-key-kind-select').value;
-    api('POST', '/v1/projects/' + encodeURIComponent(state.project.id) + '/keys', { name: $('new-key-name').value.trim(), kind: kind })
+    api('POST', '/v1/projects/' + encodeURIComponent(state.project.id) + '/keys', {
+      name: $('new-key-name').value.trim(),
+      kind: kind,
+    })
       .then(function (k) {
         $('new-key-value').value = k.key;
         $('new-key-kind').textContent = kindLabel(k.kind) + (k.name ? ' · ' + k.name : '');
@@ -226,10 +337,16 @@
         $('new-key-value').focus();
         $('new-key-value').select();
         loadKeys();
-      }).catch(fail);
+      })
+      .catch(fail);
   });
-  $('new-key-copy').addEventListener('click', function () { copy($('new-key-value').value, 'Key copied'); });
-  $('new-key-done').addEventListener('click', function () { $('new-key-value').value = ''; $('new-key-banner').hidden = true; });
+  $('new-key-copy').addEventListener('click', function () {
+    copy($('new-key-value').value, 'Key copied');
+  });
+  $('new-key-done').addEventListener('click', function () {
+    $('new-key-value').value = '';
+    $('new-key-banner').hidden = true;
+  });
 
   // ---------- signing secret ----------
   var secretShown = false;
@@ -240,133 +357,272 @@
     $('signing-reveal').textContent = reveal ? 'Hide' : 'Reveal';
     var grace = p.previous_signing_secret_expires_at;
     $('signing-grace').hidden = !(grace && new Date(grace) > new Date());
-    if (grace) $('signing-grace').textContent = 'The previous secret keeps verifying until ' + new Date(grace).toLocaleString() + '.';
+    if (grace)
+      $('signing-grace').textContent =
+        'The previous secret keeps verifying until ' + new Date(grace).toLocaleString() + '.';
   }
-  $('signing-reveal').addEventListener('click', function () { renderSigningSecret(!secretShown); });
-  $('signing-copy').addEventListener('click', function () { copy(state.project.signing_secret, 'Signing secret copied'); });
+  $('signing-reveal').addEventListener('click', function () {
+    renderSigningSecret(!secretShown);
+  });
+  $('signing-copy').addEventListener('click', function () {
+    copy(state.project.signing_secret, 'Signing secret copied');
+  });
   $('signing-rotate').addEventListener('click', function () {
-    confirmAction('Rotate the signing secret?', 'A new secret is generated. Signatures made with the current one keep verifying for a grace period, so you can roll out the new one.', 'Rotate').then(function (ok) {
+    confirmAction(
+      'Rotate the signing secret?',
+      'A new secret is generated. Signatures made with the current one keep verifying for a grace period, so you can roll out the new one.',
+      'Rotate',
+    ).then(function (ok) {
       if (!ok) return;
-      api('POST', '/v1/projects/' + encodeURIComponent(state.project.id) + '/signing-secret/rotate').then(function (p) {
-        state.project = p;
-        renderSigningSecret(true);
-        toast('Signing secret rotated');
-      }).catch(fail);
+      api('POST', '/v1/projects/' + encodeURIComponent(state.project.id) + '/signing-secret/rotate')
+        .then(function (p) {
+          state.project = p;
+          renderSigningSecret(true);
+          toast('Signing secret rotated');
+        })
+        .catch(fail);
     });
   });
 
   // ---------- usage ----------
   function loadUsage() {
-    return api('GET', '/v1/projects/' + encodeURIComponent(state.project.id) + '/usage?hours=24').then(function (r) {
-      var labels = r.data.map(function (d) { return new Date(d.hour).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }); });
-      var requests = r.data.map(function (d) { return d.requests; });
-      var messages = r.data.map(function (d) { return d.messages; });
-      $('usage-requests').textContent = fmtNumber(requests.reduce(function (a, b) { return a + b; }, 0));
-      $('usage-messages').textContent = fmtNumber(messages.reduce(function (a, b) { return a + b; }, 0));
-      if (typeof window.Chart !== 'function') return;
-      if (state.chart) state.chart.destroy();
-      state.chart = new window.Chart($('usage-chart'), {
-        data: {
-          labels: labels,
-          datasets: [
-            { type: 'bar', label: 'Requests', data: requests, backgroundColor: 'rgba(79, 70, 229, .75)', borderRadius: 4, yAxisID: 'y' },
-            { type: 'line', label: 'New messages', data: messages, borderColor: '#12b76a', backgroundColor: '#12b76a', tension: .3, pointRadius: 2, yAxisID: 'y' },
-          ],
-        },
-        options: {
-          responsive: true, maintainAspectRatio: false, animation: false,
-          interaction: { mode: 'index', intersect: false },
-          plugins: { legend: { position: 'bottom', labels: { usePointStyle: true } } },
-          scales: { x: { grid: { display: false } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
-        },
-      });
-    }).catch(fail);
+    return api('GET', '/v1/projects/' + encodeURIComponent(state.project.id) + '/usage?hours=24')
+      .then(function (r) {
+        var labels = r.data.map(function (d) {
+          return new Date(d.hour).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+        });
+        var requests = r.data.map(function (d) {
+          return d.requests;
+        });
+        var messages = r.data.map(function (d) {
+          return d.messages;
+        });
+        $('usage-requests').textContent = fmtNumber(
+          requests.reduce(function (a, b) {
+            return a + b;
+          }, 0),
+        );
+        $('usage-messages').textContent = fmtNumber(
+          messages.reduce(function (a, b) {
+            return a + b;
+          }, 0),
+        );
+        if (typeof window.Chart !== 'function') return;
+        if (state.chart) state.chart.destroy();
+        state.chart = new window.Chart($('usage-chart'), {
+          data: {
+            labels: labels,
+            datasets: [
+              {
+                type: 'bar',
+                label: 'Requests',
+                data: requests,
+                backgroundColor: 'rgba(79, 70, 229, .75)',
+                borderRadius: 4,
+                yAxisID: 'y',
+              },
+              {
+                type: 'line',
+                label: 'New messages',
+                data: messages,
+                borderColor: '#12b76a',
+                backgroundColor: '#12b76a',
+                tension: 0.3,
+                pointRadius: 2,
+                yAxisID: 'y',
+              },
+            ],
+          },
+          options: {
+            responsive: true,
+            maintainAspectRatio: false,
+            animation: false,
+            interaction: { mode: 'index', intersect: false },
+            plugins: { legend: { position: 'bottom', labels: { usePointStyle: true } } },
+            scales: { x: { grid: { display: false } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
+          },
+        });
+      })
+      .catch(fail);
   }
   $('usage-refresh').addEventListener('click', loadUsage);
 
   // ---------- thread browser ----------
-  function projectPath() { return '/v1/projects/' + encodeURIComponent(state.project.id); }
+  function projectPath() {
+    return '/v1/projects/' + encodeURIComponent(state.project.id);
+  }
 
   function loadThreads(reset) {
-    if (reset) { state.threadCursor = null; clear($('thread-list')); }
+    if (reset) {
+      state.threadCursor = null;
+      clear($('thread-list'));
+    }
     var q = '?limit=50' + (state.threadCursor ? '&cursor=' + encodeURIComponent(state.threadCursor) : '');
-    return api('GET', projectPath() + '/threads' + q).then(function (r) {
-      r.data.forEach(function (t) {
-        var btn = h('button', { type: 'button', 'data-thread-id': t.id, class: state.thread === t.id ? 'active' : '', onclick: function () { openThread(t); } },
-          h('span', { class: 't-title', text: t.title || t.id }),
-          h('span', { class: 'badge', text: t.type }),
-          h('span', { class: 't-meta', text: t.id + ' · seq ' + t.last_seq + ' · ' + fmtTime(t.last_activity_at) }));
-        $('thread-list').appendChild(h('li', null, btn));
-      });
-      state.threadCursor = r.next_cursor;
-      $('threads-more').hidden = !r.next_cursor;
-      $('threads-empty').hidden = $('thread-list').children.length > 0;
-    }).catch(fail);
+    return api('GET', projectPath() + '/threads' + q)
+      .then(function (r) {
+        r.data.forEach(function (t) {
+          var btn = h(
+            'button',
+            {
+              type: 'button',
+              'data-thread-id': t.id,
+              class: state.thread === t.id ? 'active' : '',
+              onclick: function () {
+                openThread(t);
+              },
+            },
+            h('span', { class: 't-title', text: t.title || t.id }),
+            h('span', { class: 'badge', text: t.type }),
+            h('span', { class: 't-meta', text: t.id + ' · seq ' + t.last_seq + ' · ' + fmtTime(t.last_activity_at) }),
+          );
+          $('thread-list').appendChild(h('li', null, btn));
+        });
+        state.threadCursor = r.next_cursor;
+        $('threads-more').hidden = !r.next_cursor;
+        $('threads-empty').hidden = $('thread-list').children.length > 0;
+      })
+      .catch(fail);
   }
-  $('threads-refresh').addEventListener('click', function () { loadThreads(true); if (state.thread) openThread({ id: state.thread, title: $('thread-title').textContent }); });
-  $('threads-more').addEventListener('click', function () { loadThreads(false); });
+  $('threads-refresh').addEventListener('click', function () {
+    loadThreads(true);
+    if (state.thread) openThread({ id: state.thread, title: $('thread-title').textContent });
+  });
+  $('threads-more').addEventListener('click', function () {
+    loadThreads(false);
+  });
 
   function renderBody(body) {
-    if (body && typeof body === 'object' && typeof body.text === 'string' && Object.keys(body).length === 1) return h('p', { class: 'msg-body text', text: body.text });
+    if (body && typeof body === 'object' && typeof body.text === 'string' && Object.keys(body).length === 1)
+      return h('p', { class: 'msg-body text', text: body.text });
     return h('pre', { class: 'msg-body', text: JSON.stringify(body, null, 2) });
   }
 
   function messageEl(m) {
     var versionsBox = h('div', { class: 'versions', hidden: '' });
-    var head = h('div', { class: 'msg-head' },
+    var head = h(
+      'div',
+      { class: 'msg-head' },
       h('span', { class: 'author', text: m.author }),
       h('span', { class: 'muted', text: '#' + m.seq }),
       timeEl(m.created_at),
-      m.version > 1 ? h('span', { class: 'badge', text: 'v' + m.version + (m.deleted ? ' · deleted' : ' · edited') }) : null,
-      h('button', { type: 'button', class: 'btn-link small', 'data-testid': 'show-versions', onclick: function () { toggleVersions(m, versionsBox); } }, 'History'));
-    return h('div', { class: 'msg' + (m.deleted ? ' deleted' : ''), 'data-message-id': m.id }, head,
-      m.deleted ? h('p', { class: 'msg-body text muted', text: 'Deleted' }) : renderBody(m.body), versionsBox);
+      m.version > 1
+        ? h('span', { class: 'badge', text: 'v' + m.version + (m.deleted ? ' · deleted' : ' · edited') })
+        : null,
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'btn-link small',
+          'data-testid': 'show-versions',
+          onclick: function () {
+            toggleVersions(m, versionsBox);
+          },
+        },
+        'History',
+      ),
+    );
+    return h(
+      'div',
+      { class: 'msg' + (m.deleted ? ' deleted' : ''), 'data-message-id': m.id },
+      head,
+      m.deleted ? h('p', { class: 'msg-body text muted', text: 'Deleted' }) : renderBody(m.body),
+      versionsBox,
+    );
   }
 
   function toggleVersions(m, box) {
-    if (!box.hidden) { box.hidden = true; return; }
-    api('GET', projectPath() + '/threads/' + encodeURIComponent(m.thread_id) + '/messages/' + encodeURIComponent(m.id) + '/versions').then(function (r) {
-      clear(box);
-      r.data.forEach(function (v) {
-        box.appendChild(h('div', { class: 'small' },
-          h('div', { class: 'msg-head' }, h('strong', { text: 'v' + v.version }), h('span', { class: 'muted', text: '#' + v.seq + (v.actor ? ' by ' + v.actor : '') }), timeEl(v.created_at), v.deleted ? h('span', { class: 'badge muted', text: 'delete' }) : null),
-          v.deleted ? null : renderBody(v.body)));
-      });
-      box.hidden = false;
-    }).catch(fail);
+    if (!box.hidden) {
+      box.hidden = true;
+      return;
+    }
+    api(
+      'GET',
+      projectPath() +
+        '/threads/' +
+        encodeURIComponent(m.thread_id) +
+        '/messages/' +
+        encodeURIComponent(m.id) +
+        '/versions',
+    )
+      .then(function (r) {
+        clear(box);
+        r.data.forEach(function (v) {
+          box.appendChild(
+            h(
+              'div',
+              { class: 'small' },
+              h(
+                'div',
+                { class: 'msg-head' },
+                h('strong', { text: 'v' + v.version }),
+                h('span', { class: 'muted', text: '#' + v.seq + (v.actor ? ' by ' + v.actor : '') }),
+                timeEl(v.created_at),
+                v.deleted ? h('span', { class: 'badge muted', text: 'delete' }) : null,
+              ),
+              v.deleted ? null : renderBody(v.body),
+            ),
+          );
+        });
+        box.hidden = false;
+      })
+      .catch(fail);
   }
 
   function openThread(t) {
     state.thread = t.id;
     state.beforeSeq = null;
-    document.querySelectorAll('#thread-list button').forEach(function (b) { b.classList.toggle('active', b.getAttribute('data-thread-id') === t.id); });
+    document.querySelectorAll('#thread-list button').forEach(function (b) {
+      b.classList.toggle('active', b.getAttribute('data-thread-id') === t.id);
+    });
     $('thread-title').textContent = t.title || t.id;
     clear($('message-list'));
     loadMessages();
   }
 
   function loadMessages() {
-    var q = '?limit=50' + ($('include-deleted').checked ? '&include_deleted=true' : '') + (state.beforeSeq ? '&before_seq=' + state.beforeSeq : '');
+    var q =
+      '?limit=50' +
+      ($('include-deleted').checked ? '&include_deleted=true' : '') +
+      (state.beforeSeq ? '&before_seq=' + state.beforeSeq : '');
     var threadId = state.thread;
-    return api('GET', projectPath() + '/threads/' + encodeURIComponent(threadId) + '/messages' + q).then(function (r) {
-      if (state.thread !== threadId) return;
-      var list = $('message-list');
-      var first = list.firstChild;
-      r.data.forEach(function (m) { list.insertBefore(messageEl(m), first); });
-      if (!list.children.length) list.appendChild(h('p', { class: 'muted small', text: 'No messages in this thread.' }));
-      state.beforeSeq = r.data.length ? r.data[0].seq : null;
-      $('messages-older').hidden = !r.has_more_before;
-    }).catch(fail);
+    return api('GET', projectPath() + '/threads/' + encodeURIComponent(threadId) + '/messages' + q)
+      .then(function (r) {
+        if (state.thread !== threadId) return;
+        var list = $('message-list');
+        var first = list.firstChild;
+        r.data.forEach(function (m) {
+          list.insertBefore(messageEl(m), first);
+        });
+        if (!list.children.length)
+          list.appendChild(h('p', { class: 'muted small', text: 'No messages in this thread.' }));
+        state.beforeSeq = r.data.length ? r.data[0].seq : null;
+        $('messages-older').hidden = !r.has_more_before;
+      })
+      .catch(fail);
   }
   $('messages-older').addEventListener('click', loadMessages);
-  $('include-deleted').addEventListener('change', function () { if (state.thread) openThread({ id: state.thread, title: $('thread-title').textContent }); });
+  $('include-deleted').addEventListener('change', function () {
+    if (state.thread) openThread({ id: state.thread, title: $('thread-title').textContent });
+  });
 
   // ---------- settings ----------
-  function lines(v) { return v.split(/\r?\n/).map(function (s) { return s.trim(); }).filter(Boolean); }
-  function num(id) { var v = $(id).value.trim(); return v === '' ? null : Number(v); }
+  function lines(v) {
+    return v
+      .split(/\r?\n/)
+      .map(function (s) {
+        return s.trim();
+      })
+      .filter(Boolean);
+  }
+  function num(id) {
+    var v = $(id).value.trim();
+    return v === '' ? null : Number(v);
+  }
 
   function fillSettings() {
-    var p = state.project, s = p.settings || {}, rl = s.rate_limits || {};
+    var p = state.project,
+      s = p.settings || {},
+      rl = s.rate_limits || {};
     $('set-name').value = p.name;
     $('set-origins').value = (s.allowed_origins || []).join('\n');
     $('set-ips').value = (s.ip_allowlist || []).join('\n');
@@ -383,8 +639,10 @@
     e.preventDefault();
     var rate = {};
     ['read', 'write', 'auth'].forEach(function (c) {
-      var limit = num('rl-' + c + '-limit'), win = num('rl-' + c + '-window');
-      if (limit !== null || win !== null) rate[c] = { limit: limit === null ? 0 : limit, window_seconds: win === null ? 60 : win };
+      var limit = num('rl-' + c + '-limit'),
+        win = num('rl-' + c + '-window');
+      if (limit !== null || win !== null)
+        rate[c] = { limit: limit === null ? 0 : limit, window_seconds: win === null ? 60 : win };
     });
     var settings = {
       allowed_origins: lines($('set-origins').value),
@@ -393,38 +651,48 @@
       retention_days: num('set-retention'),
       deleted_thread_retention_days: num('set-deleted-retention'),
     };
-    api('PATCH', projectPath(), { name: $('set-name').value.trim(), settings: settings }).then(function (p) {
-      state.project = p;
-      $('project-name').textContent = p.name;
-      fillSettings();
-      loadProjects();
-      toast('Settings saved');
-    }).catch(function (err) {
-      var box = $('settings-error');
-      clear(box);
-      box.appendChild(h('strong', { text: 'Not saved. ' }));
-      var errs = (err.problem && err.problem.errors) || [];
-      if (!errs.length) box.appendChild(document.createTextNode(err.message));
-      else {
-        var ul = h('ul');
-        errs.forEach(function (x) { ul.appendChild(h('li', { text: x.path.replace(/^body\.(settings\.)?/, '') + ': ' + x.message })); });
-        box.appendChild(ul);
-      }
-      box.hidden = false;
-    });
+    api('PATCH', projectPath(), { name: $('set-name').value.trim(), settings: settings })
+      .then(function (p) {
+        state.project = p;
+        $('project-name').textContent = p.name;
+        fillSettings();
+        loadProjects();
+        toast('Settings saved');
+      })
+      .catch(function (err) {
+        var box = $('settings-error');
+        clear(box);
+        box.appendChild(h('strong', { text: 'Not saved. ' }));
+        var errs = (err.problem && err.problem.errors) || [];
+        if (!errs.length) box.appendChild(document.createTextNode(err.message));
+        else {
+          var ul = h('ul');
+          errs.forEach(function (x) {
+            ul.appendChild(h('li', { text: x.path.replace(/^body\.(settings\.)?/, '') + ': ' + x.message }));
+          });
+          box.appendChild(ul);
+        }
+        box.hidden = false;
+      });
   });
 
   $('delete-project').addEventListener('click', function () {
     var p = state.project;
-    confirmAction('Delete “' + p.name + '”?', 'All of its keys stop working immediately. Its data is kept but no longer reachable.', 'Delete project').then(function (ok) {
+    confirmAction(
+      'Delete “' + p.name + '”?',
+      'All of its keys stop working immediately. Its data is kept but no longer reachable.',
+      'Delete project',
+    ).then(function (ok) {
       if (!ok) return;
-      api('DELETE', projectPath()).then(function () {
-        toast('Project deleted');
-        state.project = null;
-        $('project').hidden = true;
-        history.replaceState(null, '', '/console');
-        loadProjects();
-      }).catch(fail);
+      api('DELETE', projectPath())
+        .then(function () {
+          toast('Project deleted');
+          state.project = null;
+          $('project').hidden = true;
+          history.replaceState(null, '', '/console');
+          loadProjects();
+        })
+        .catch(fail);
     });
   });
 
@@ -433,45 +701,77 @@
     $('new-project-form').hidden = !open;
     if (open) $('new-project-name').focus();
   }
-  $('new-project-toggle').addEventListener('click', function () { toggleNewProject($('new-project-form').hidden); });
-  $('new-project-cancel').addEventListener('click', function () { toggleNewProject(false); });
-  $('empty-create').addEventListener('click', function () { toggleNewProject(true); });
+  $('new-project-toggle').addEventListener('click', function () {
+    toggleNewProject($('new-project-form').hidden);
+  });
+  $('new-project-cancel').addEventListener('click', function () {
+    toggleNewProject(false);
+  });
+  $('empty-create').addEventListener('click', function () {
+    toggleNewProject(true);
+  });
   $('new-project-form').addEventListener('submit', function (e) {
     e.preventDefault();
     var name = $('new-project-name').value.trim();
     if (!name) return;
-    api('POST', '/v1/projects', { name: name }).then(function (p) {
-      $('new-project-name').value = '';
-      toggleNewProject(false);
-      state.tab = 'keys';
-      return loadProjects().then(function () { return openProject(p.id); });
-    }).then(function () { toast('Project created. Create an API key to start.'); }).catch(fail);
+    api('POST', '/v1/projects', { name: name })
+      .then(function (p) {
+        $('new-project-name').value = '';
+        toggleNewProject(false);
+        state.tab = 'keys';
+        return loadProjects().then(function () {
+          return openProject(p.id);
+        });
+      })
+      .then(function () {
+        toast('Project created. Create an API key to start.');
+      })
+      .catch(fail);
   });
 
-  document.querySelectorAll('.tab').forEach(function (b) { b.addEventListener('click', function () { selectTab(b.getAttribute('data-tab')); }); });
+  document.querySelectorAll('.tab').forEach(function (b) {
+    b.addEventListener('click', function () {
+      selectTab(b.getAttribute('data-tab'));
+    });
+  });
   document.querySelectorAll('[data-copy-from]').forEach(function (b) {
-    b.addEventListener('click', function () { copy($(b.getAttribute('data-copy-from')).textContent, 'Copied'); });
+    b.addEventListener('click', function () {
+      copy($(b.getAttribute('data-copy-from')).textContent, 'Copied');
+    });
   });
 
   $('signout').addEventListener('click', function () {
-    fetch('/auth/logout', { method: 'POST', credentials: 'same-origin', headers: { 'x-csrf-token': cookie('pdb_csrf') } })
-      .finally(function () { location.href = '/console'; });
+    fetch('/auth/logout', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'x-csrf-token': cookie('pdb_csrf') },
+    }).finally(function () {
+      location.href = '/console';
+    });
   });
 
   // ---------- start ----------
   show('loading');
-  api('GET', '/v1/me').then(function (me) {
-    state.me = me;
-    renderAccount();
-    show('app');
-    if (location.search) history.replaceState(null, '', '/console' + location.hash);
-    return loadProjects().then(function () {
-      var wanted = decodeURIComponent(location.hash.slice(1));
-      var pick = state.projects.filter(function (p) { return p.id === wanted; })[0] || state.projects[0];
-      if (pick) return openProject(pick.id);
+  api('GET', '/v1/me')
+    .then(function (me) {
+      state.me = me;
+      renderAccount();
+      show('app');
+      if (location.search) history.replaceState(null, '', '/console' + location.hash);
+      return loadProjects().then(function () {
+        var wanted = decodeURIComponent(location.hash.slice(1));
+        var pick =
+          state.projects.filter(function (p) {
+            return p.id === wanted;
+          })[0] || state.projects[0];
+        if (pick) return openProject(pick.id);
+      });
+    })
+    .catch(function (e) {
+      if (e instanceof ApiError && e.status === 401) showSignIn();
+      else {
+        showSignIn();
+        fail(e);
+      }
     });
-  }).catch(function (e) {
-    if (e instanceof ApiError && e.status === 401) showSignIn();
-    else { showSignIn(); fail(e); }
-  });
 })();

@@ -276,7 +276,13 @@ async function verify(db: pg.Client, projectId: string, acks: Acks, messagesBefo
   const t: string[] = [];
   const ids: string[] = [];
   const seqs: number[] = [];
-  for (const [thread, m] of acks.byThread) for (const [id, seq] of m) (t.push(thread), ids.push(id), seqs.push(seq));
+  for (const [thread, m] of acks.byThread) {
+    for (const [id, seq] of m) {
+      t.push(thread);
+      ids.push(id);
+      seqs.push(seq);
+    }
+  }
   const found = await db.query(
     `select count(*)::int as n from unnest($2::text[], $3::text[], $4::bigint[]) a(thread_id, id, seq)
        join messages m on m.project_id = $1 and m.thread_id = a.thread_id and m.id = a.id and m.seq = a.seq`,

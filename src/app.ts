@@ -1,6 +1,7 @@
 import cookieParser from 'cookie-parser';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
+import type { Server } from 'node:http';
 import type { Knex } from 'knex';
 import type { Config } from './config';
 import { notFound } from './lib/errors';
@@ -193,7 +194,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     metrics,
     realtime,
     /** Serves WebSocket upgrades (GET /v1/ws) on the HTTP server; call once it exists. */
-    attach: (server: import('node:http').Server) => {
+    attach: (server: Server) => {
       answerClientErrors(server);
       realtime.attach(server);
     },

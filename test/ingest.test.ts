@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { AppError } from '../src/lib/errors';
+import { type AppError } from '../src/lib/errors';
 import type { ApiPrincipal } from '../src/lib/http/route';
 import type { GroupStats } from '../src/modules/ingest/ingest-pipeline';
 import { api, startInstance, startTestApp, type TestContext } from './helpers/app';

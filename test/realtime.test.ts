@@ -159,7 +159,7 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     assert.deepEqual(seqs(again.eventsOf('ws-b')), [], 'no events after unsubscribe');
 
     again.send({ type: 'subscribe', thread_id: 'nope' });
-    again.send('not json' as unknown);
+    again.send('not json');
     again.send({ type: 'subscribe' });
     const notFound = await again.waitFor((m) => m.type === 'error' && m.thread_id === 'nope', 'not found error');
     assert.equal(notFound.code, 'not_found');

@@ -2,7 +2,6 @@ import { Router, type RequestHandler } from 'express';
 import type { Knex } from 'knex';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { timingSafeEqual } from 'node:crypto';
-import type { GroupStats } from '../modules/ingest/ingest-pipeline';
 import { unauthorized } from './errors';
 
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -108,7 +107,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     slowQueries,
 
     /** Feeds the ingest histograms; subscribe it to the app's group listeners. */
-    observeGroup(s: GroupStats) {
+    observeGroup(s: { size: number; commitMs: number; attempts: number }) {
       ingestGroupSize.observe(s.size);
       ingestCommitSeconds.observe(s.commitMs / 1000);
       if (s.attempts > 1) ingestRetries.inc(s.attempts - 1);

@@ -1,5 +1,6 @@
 import { OpenAPIRegistry, OpenApiGeneratorV31 } from '@asteasolutions/zod-to-openapi';
-import { z } from './zod';
+// Loaded for its side effect: zod schemas gain .openapi() before any is registered.
+import './zod';
 
 export { OpenAPIRegistry };
 

@@ -32,7 +32,7 @@ export function deref(doc: any, schema: JsonSchema | undefined, depth = 0): Json
 export async function loadRoutes(baseUrl: string): Promise<{ doc: any; routes: ApiRoute[] }> {
   const res = await fetch(`${baseUrl}/openapi.json`);
   if (res.status !== 200) throw new Error(`GET /openapi.json answered ${res.status}`);
-  const doc = (await res.json()) as any;
+  const doc = await res.json();
   const routes: ApiRoute[] = [];
   for (const [path, ops] of Object.entries<any>(doc.paths ?? {})) {
     for (const [method, op] of Object.entries<any>(ops)) {

@@ -64,8 +64,8 @@ export async function spawnReplica(
     out += chunk.toString('utf8');
     if (out.length > MAX_OUTPUT) out = out.slice(-MAX_OUTPUT);
   };
-  child.stdout!.on('data', collect);
-  child.stderr!.on('data', collect);
+  child.stdout.on('data', collect);
+  child.stderr.on('data', collect);
   let alive = true;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => {

@@ -67,7 +67,7 @@ export function ipAllowed(ip: string | undefined, ranges: Range[]): boolean {
   } catch {
     return false;
   }
-  return ranges.some(([range, bits]) => range.kind() === addr.kind() && addr.match(range as never, bits));
+  return ranges.some(([range, bits]) => range.kind() === addr.kind() && addr.match(range, bits));
 }
 
 const clientIp = (req: Request) => req.ip ?? req.socket.remoteAddress;

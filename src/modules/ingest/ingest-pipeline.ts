@@ -328,7 +328,7 @@ export function createIngestPipeline(deps: {
       const lane = lanes[hash(op.partition) % lanes.length];
       queued++;
       return new Promise<T>((resolve, reject) => {
-        lane.queue.push({ op: op as Op, resolve: resolve as (v: unknown) => void, reject });
+        lane.queue.push({ op: op, resolve: resolve, reject });
         if (lane.full && lane.queue.length >= options.maxBatch) lane.full();
         schedule(lane);
       });

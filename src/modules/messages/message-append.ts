@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { AppError, conflict } from '../../lib/errors';
+import { type AppError, conflict } from '../../lib/errors';
 import { CommitPointers, NOTIFY_CHANNEL, notifyPayloads } from '../ingest/thread-log';
 import { jsonEqual } from '../../lib/json-equal';
 import type { MessageView } from './messages-schemas';
@@ -121,7 +121,7 @@ export async function appendMany(
     if (!plans[i]) return;
     const k = key(r.projectId, r.threadId);
     const c = counts.get(k) ?? { projectId: r.projectId, threadId: r.threadId, n: 0 };
-    c.n += plans[i]!.fresh.length;
+    c.n += plans[i].fresh.length;
     counts.set(k, c);
   });
   const allocs = [...counts.values()]

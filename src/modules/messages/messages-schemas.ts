@@ -10,7 +10,7 @@ export const reactionSchema = z
   .string()
   .min(1)
   .max(64)
-  .regex(/^[^\s/\\\x00-\x1f\x7f]+$/u, 'must be 1–64 characters without spaces, slashes or control characters');
+  .regex(/^[^\s/\\\p{Cc}]+$/u, 'must be 1–64 characters without spaces, slashes or control characters');
 
 export const newMessageSchema = z
   .object({

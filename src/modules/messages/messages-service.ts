@@ -66,7 +66,7 @@ export function createMessagesService(deps: {
       fast = Boolean(thread);
     }
     const request = { projectId: principal.projectId, threadId, messages: batch };
-    return ingest.submit({
+    return ingest.submit<AppendOutcome | IdempotentReplay>({
       kind: 'append',
       partition: `${principal.projectId}:${threadId}`,
       request,
@@ -85,7 +85,7 @@ export function createMessagesService(deps: {
         if (result instanceof AppError) throw result;
         return result;
       },
-    }) as Promise<AppendOutcome | IdempotentReplay>;
+    });
   }
 
   /** Edits or soft-deletes: a new version appended to the log, then the current row updated. */

@@ -21,14 +21,16 @@ export interface LeaseRequest {
   want: number;
 }
 
-const toGrant = (r: {
+type GrantRow = {
   granted: number;
   used: number | string;
   granted_at: string | null;
   lease_id: number | string | null;
   reset_ms: number;
   retry_ms: number;
-}): LeaseGrant => ({
+};
+
+const toGrant = (r: GrantRow): LeaseGrant => ({
   granted: r.granted,
   used: Number(r.used),
   row: r.lease_id === null || r.granted_at === null ? null : { grantedAt: r.granted_at, id: Number(r.lease_id) },
@@ -44,7 +46,7 @@ export interface LeaseRef {
 }
 
 interface PooledClient {
-  query(sql: string, params: unknown[]): Promise<{ rows: any[] }>;
+  query<R>(sql: string, params: unknown[]): Promise<{ rows: R[] }>;
 }
 
 /**
@@ -52,10 +54,10 @@ interface PooledClient {
  * on the request path of quiet buckets, and knex costs about twice the CPU of the driver alone
  * per statement. (Such statements do not show in knex's slow-query events.)
  */
-async function direct(db: Knex, sql: string, params: unknown[]) {
+async function direct<R>(db: Knex, sql: string, params: unknown[]) {
   const conn = (await db.client.acquireConnection()) as PooledClient;
   try {
-    return await conn.query(sql, params);
+    return await conn.query<R>(sql, params);
   } finally {
     await db.client.releaseConnection(conn);
   }
@@ -72,7 +74,7 @@ export function createRateLimitStore() {
       windowMs: number,
       want: number,
     ): Promise<LeaseGrant> {
-      const { rows } = await direct(db, 'select * from rate_limit_acquire($1, $2, $3, $4, $5)', [
+      const { rows } = await direct<GrantRow>(db, 'select * from rate_limit_acquire($1, $2, $3, $4, $5)', [
         projectId,
         bucket,
         limit,
@@ -84,7 +86,7 @@ export function createRateLimitStore() {
 
     /** Leases for many buckets in one round trip; grants come back in request order. */
     async acquireMany(db: Knex, reqs: LeaseRequest[]): Promise<LeaseGrant[]> {
-      const { rows } = await direct(
+      const { rows } = await direct<GrantRow & { idx: number }>(
         db,
         'select * from rate_limit_acquire_many($1::text[], $2::text[], $3::int[], $4::int[], $5::int[])',
         [

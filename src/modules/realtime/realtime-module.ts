@@ -63,9 +63,9 @@ export function createRealtimeModule(deps: {
     if (!set) keys.set(principal.keyId, (set = new Set()));
     set.add(close);
     return () => {
-      set!.delete(close);
-      if (set!.size === 0) keys!.delete(principal.keyId);
-      if (keys!.size === 0) live.delete(principal.projectId);
+      set.delete(close);
+      if (set.size === 0) keys.delete(principal.keyId);
+      if (keys.size === 0) live.delete(principal.projectId);
     };
   };
   async function dropRevoked(projectId: string) {

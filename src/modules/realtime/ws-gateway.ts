@@ -274,7 +274,7 @@ export function createWsGateway(deps: {
           if (conn.subs.get(m.thread_id) !== sub) return;
           sub.handle = null;
           conn.subs.delete(m.thread_id);
-          set!.delete(conn);
+          set.delete(conn);
           if (principal.userId) deps.ephemeral().leave(principal.projectId, m.thread_id, principal.userId);
           if (reason !== 'shutdown') send(conn, { type: 'unsubscribed', thread_id: m.thread_id, reason });
         },

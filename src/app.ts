@@ -19,6 +19,7 @@ import { createAdminRouter } from './modules/admin/admin-router';
 import { createConsoleModule } from './modules/console/console-module';
 import { createEventsRouter } from './modules/events/events-router';
 import { createEventsStore } from './modules/events/events-store';
+import { createEncryptionModule } from './modules/encryption/encryption-module';
 import { createIngestPipeline, type GroupStats } from './modules/ingest/ingest-pipeline';
 import { createApiKeyAuthenticators } from './modules/keys/api-key-authenticator';
 import { createKeyAuthService } from './modules/keys/key-auth-service';
@@ -80,6 +81,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     },
     onGroup: (s) => groupListeners.forEach((l) => l(s)),
   });
+  const encryption = createEncryptionModule({ config, db, logger, listener, ingest });
   const keyAuth = createKeyAuthService({ db, keysStore, cacheTtlMs: config.KEY_CACHE_TTL_MS });
   const projects = createProjectsService({
     db,
@@ -102,6 +104,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     threadsStore,
     messagesStore,
     maxMessageBytes: config.MAX_MESSAGE_BYTES,
+    crypto: encryption.service,
   });
   const usage = createUsageModule({ db, logger });
   const developerConsole = createConsoleModule({ config, db, logger, keyAuth, projects, threads, messages, usage });
@@ -115,7 +118,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     invalidate: (projectId) => (keyAuth.invalidate(projectId), rateLimits.invalidate(projectId)),
   });
   guards.push(usage.guard);
-  const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }];
+  const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }, encryption.readiness];
   const routes = createRouteFactory({
     registry,
     guards,
@@ -147,13 +150,13 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(createSignRouter({ db, routes, projectsStore }));
   app.use(createThreadsRouter({ db, routes, threads }));
   app.use(createMessagesRouter({ db, routes, messages, onAppended: usage.countMessages }));
-  app.use(createEventsRouter({ db, routes, threads, eventsStore }));
+  app.use(createEventsRouter({ db, routes, threads, eventsStore, openEvents: encryption.service.openEvents }));
   const realtime = createRealtimeModule({
     db,
     logger,
     listener,
     routes,
-    eventsStore,
+    eventsStore: encryption.openingEventsStore(eventsStore),
     threads,
     keyAuth,
     readState,
@@ -174,6 +177,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(realtime.router);
   app.use(createReadStateRouter({ routes, readState }));
   app.use(createAdminRouter({ db, routes }));
+  app.use(encryption.router(routes));
   app.use(developerConsole.router(routes));
 
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
@@ -187,6 +191,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     projects,
     threads,
     messages,
+    encryption: encryption.service,
     guards,
     readinessChecks,
     groupListeners,
@@ -201,6 +206,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     /** Opens the LISTEN connection; call once before serving. */
     async start() {
       await realtime.start();
+      await encryption.start();
       await listener.start();
       await developerConsole.start();
       usage.start();
@@ -209,6 +215,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     async close() {
       await realtime.close();
       await ingest.close();
+      await encryption.close();
       await rateLimits.close();
       await usage.close();
       await listener.close();

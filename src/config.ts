@@ -54,6 +54,17 @@ export const configSchema = z.object({
   SLOW_QUERY_MS: int(0, 3_600_000).default(250),
   SLOW_QUERY_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
   METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  KMS_MODE: z.enum(['embedded', 'external']).default('embedded'),
+  KMS_MASTER_KEY: z.string().min(1).optional(),
+  KMS_MASTER_KEY_FILE: z.string().min(1).optional(),
+  KMS_URL: url.optional(),
+  KMS_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  KMS_TIMEOUT_MS: int(50, 60_000).default(2_000),
+  KMS_HEALTH_INTERVAL_MS: int(100, 60_000).default(1_000),
+  DEK_CACHE_TTL_MS: int(0, 86_400_000).default(300_000),
+  DEK_CACHE_MAX: int(0, 10_000_000).default(10_000),
+  KEY_ROTATION_BATCH: int(1, 10_000).default(100),
+  KEY_ROTATION_GRACE_MS: int(0, 600_000).default(3_000),
 });
 
 export type Config = Readonly<z.infer<typeof configSchema>>;
@@ -74,7 +85,7 @@ export function loadConfig(
   if (!parsed.success) {
     // The rejected value helps, except for secrets, which must never reach a log.
     const shown = (key: string) =>
-      /SECRET|PASSWORD|KEY/.test(key) || key === 'DATABASE_URL' || source[key] === undefined
+      /SECRET|PASSWORD|KEY|TOKEN/.test(key) || key === 'DATABASE_URL' || source[key] === undefined
         ? ''
         : ` (got ${JSON.stringify(source[key])})`;
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}${shown(String(i.path[0]))}`);

@@ -12,7 +12,8 @@ export type ErrorKind =
   | 'unsupported_media_type'
   | 'not_acceptable'
   | 'rate_limited'
-  | 'unavailable';
+  | 'unavailable'
+  | 'integrity';
 
 export interface FieldError {
   path: string;
@@ -41,5 +42,8 @@ export const unavailable = (detail: string, retryAfterSeconds = 1) =>
   new AppError('unavailable', detail, { retryAfterSeconds });
 export const rateLimited = (detail: string, retryAfterSeconds: number) =>
   new AppError('rate_limited', detail, { retryAfterSeconds, type: 'quota-exceeded' });
+
+/** Stored data failed its integrity check (an altered or moved ciphertext): never returned. */
+export const integrityFailure = (detail: string) => new AppError('integrity', detail);
 
 export const isAppError = (e: unknown): e is AppError => e instanceof AppError;

@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import type { RouteFactory } from '../../lib/http/route';
 import type { ThreadsService } from '../threads/threads-service';
 import { threadParams } from '../threads/threads-schemas';
-import { eventPageSchema, eventsQuerySchema } from './events-schemas';
+import { eventPageSchema, eventsQuerySchema, type EventView } from './events-schemas';
 import type { EventsStore } from './events-store';
 
 export function createEventsRouter(deps: {
@@ -11,6 +11,8 @@ export function createEventsRouter(deps: {
   routes: RouteFactory;
   threads: ThreadsService;
   eventsStore: EventsStore;
+  /** Opens encrypted bodies (field encryption). */
+  openEvents: (projectId: string, threadId: string, events: EventView[]) => Promise<EventView[]>;
 }) {
   const router = Router();
   deps.routes.route(
@@ -35,7 +37,8 @@ export function createEventsRouter(deps: {
         query.after_seq,
         query.limit + 1,
       );
-      return { body: { data: rows.slice(0, query.limit), has_more: rows.length > query.limit } };
+      const data = await deps.openEvents(principal.projectId, params.thread_id, rows.slice(0, query.limit));
+      return { body: { data, has_more: rows.length > query.limit } };
     },
   );
   return router;

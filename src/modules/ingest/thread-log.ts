@@ -11,7 +11,8 @@ export type EventType =
   | 'message.edited'
   | 'message.deleted'
   | 'reaction.added'
-  | 'reaction.removed';
+  | 'reaction.removed'
+  | 'keys.destroyed';
 
 export interface EventInput {
   type: EventType;

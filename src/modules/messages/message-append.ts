@@ -9,7 +9,12 @@ export interface NewMessage {
   /** Client-chosen ids make retries idempotent; generated ids cannot collide. */
   clientChosen: boolean;
   author: string;
+  /** As stored: with encrypted paths sealed when the project encrypts. */
   body: unknown;
+  /** The body as sent, when `body` is sealed (idempotent retries compare plaintexts). */
+  plain?: unknown;
+  /** Whether a stored (sealed) body holds this message's plaintext. */
+  sameBody?: (stored: unknown) => boolean;
 }
 
 export interface AppendRequest {
@@ -87,9 +92,10 @@ export async function appendMany(
     for (const m of r.messages) {
       const k = key(r.projectId, r.threadId, m.id);
       const prior = existing.get(k);
-      const sameContent = (o: { author: string; body: unknown }) => o.author === m.author && jsonEqual(o.body, m.body);
+      const sameContent = (o: NewMessage) => o.author === m.author && jsonEqual(o.plain ?? o.body, m.plain ?? m.body);
       if (prior) {
-        if (!sameContent({ author: prior.author, body: prior.body })) {
+        const same = m.sameBody ? m.sameBody(prior.body) : jsonEqual(prior.body, m.body);
+        if (prior.author !== m.author || !same) {
           results[i] = conflict(`Message id "${m.id}" already exists in this thread with different content.`);
           break;
         }

@@ -81,7 +81,7 @@ export function createMessagesRouter(deps: {
         { ...principal, header: header('idempotency-key'), route: `/v1/threads/${params.thread_id}/messages`, body },
         (r) => ({ status: 201, body: r.messages[0], headers: replayedHeader(r) }),
         (record) => messages.append(principal, params.thread_id, [body], record).then(counted(principal.projectId)),
-      ),
+      ).then((r) => messages.openReply(principal, params.thread_id, r)),
   );
 
   routes.route(
@@ -109,7 +109,7 @@ export function createMessagesRouter(deps: {
         (r) => ({ status: 201, body: { data: r.messages }, headers: replayedHeader(r) }),
         (record) =>
           messages.append(principal, params.thread_id, body.messages, record).then(counted(principal.projectId)),
-      ),
+      ).then((r) => messages.openReply(principal, params.thread_id, r)),
   );
 
   routes.route(

@@ -12,6 +12,13 @@ import type { ThreadsStore } from '../threads/threads-store';
 import { appendMany, THREAD_MISSING, type AppendOutcome, type NewMessage } from './message-append';
 import type { MessagesStore } from './messages-store';
 import type { MessageView } from './messages-schemas';
+import type { EncryptionService } from '../encryption/encryption-service';
+
+/** Field encryption as the messages service uses it (seal before ingest, open on every read). */
+export type MessageCrypto = Pick<
+  EncryptionService,
+  'sealer' | 'openMessages' | 'openVersions' | 'reservedIn' | 'reservedPrefix'
+>;
 
 export interface MessageInput {
   id?: string;
@@ -26,8 +33,11 @@ export function createMessagesService(deps: {
   threadsStore: ThreadsStore;
   messagesStore: MessagesStore;
   maxMessageBytes: number;
+  crypto: MessageCrypto;
 }) {
-  const { db, ingest, threads, threadsStore, messagesStore } = deps;
+  const { db, ingest, threads, threadsStore, messagesStore, crypto } = deps;
+  const open = (p: ApiPrincipal, threadId: string, m: MessageView) =>
+    crypto.openMessages(p.projectId, threadId, [m]).then((r) => r[0]);
 
   function toNewMessage(principal: ApiPrincipal, m: MessageInput, index: number | null): NewMessage {
     const where = index === null ? '' : ` (messages[${index}])`;
@@ -42,6 +52,8 @@ export function createMessagesService(deps: {
         `A message body may be at most ${deps.maxMessageBytes} bytes of JSON${where}.`,
       );
     }
+    if (crypto.reservedIn(m.body))
+      throw badRequest(`Strings starting with "${crypto.reservedPrefix}" are reserved for encrypted values${where}.`);
     return { id: m.id ?? newId('msg'), clientChosen: m.id !== undefined, author, body: m.body };
   }
 
@@ -57,6 +69,15 @@ export function createMessagesService(deps: {
     idempotency?: IdempotencyRecord<AppendOutcome>,
   ) {
     const batch = messages.map((m, i) => toNewMessage(principal, m, messages.length > 1 ? i : null));
+    // Sealed here, before the pipeline: the group transaction only ever sees ciphertext.
+    const sealer = await crypto.sealer(principal, threadId);
+    if (sealer)
+      for (const m of batch) {
+        const plain = m.body;
+        m.plain = plain;
+        m.body = sealer.seal(m.id, 1, plain);
+        m.sameBody = (stored) => sealer.matches(m.id, 1, stored, plain);
+      }
     // Secret keys may write anywhere, so they go straight to the fast path. A user's append
     // takes it only when the thread exists and its policy lets them write.
     let fast = isTrusted(principal);
@@ -66,7 +87,7 @@ export function createMessagesService(deps: {
       fast = Boolean(thread);
     }
     const request = { projectId: principal.projectId, threadId, messages: batch };
-    return ingest.submit<AppendOutcome | IdempotentReplay>({
+    const outcome = await ingest.submit<AppendOutcome | IdempotentReplay>({
       kind: 'append',
       partition: `${principal.projectId}:${threadId}`,
       request,
@@ -86,10 +107,15 @@ export function createMessagesService(deps: {
         return result;
       },
     });
+    if (!sealer || !('messages' in outcome)) return outcome;
+    // Fresh messages answer with the plaintext they were sent with; replays are opened.
+    const plainOf = new Map(batch.map((m) => [m.body, m.plain]));
+    const views = outcome.messages.map((v) => (plainOf.has(v.body) ? { ...v, body: plainOf.get(v.body) } : v));
+    return { ...outcome, messages: await crypto.openMessages(principal.projectId, threadId, views) };
   }
 
   /** Edits or soft-deletes: a new version appended to the log, then the current row updated. */
-  function revise(
+  async function revise(
     principal: ApiPrincipal,
     threadId: string,
     messageId: string,
@@ -98,7 +124,11 @@ export function createMessagesService(deps: {
     if (!change.deleted && jsonBytes(change.body) > deps.maxMessageBytes) {
       throw new AppError('payload_too_large', `A message body may be at most ${deps.maxMessageBytes} bytes of JSON.`);
     }
-    return ingest.submit({
+    if (!change.deleted && crypto.reservedIn(change.body))
+      throw badRequest(`Strings starting with "${crypto.reservedPrefix}" are reserved for encrypted values.`);
+    // An edit is sealed like the original (its version is part of the associated data).
+    const sealer = change.deleted ? null : await crypto.sealer(principal, threadId);
+    const revised = await ingest.submit({
       kind: 'tx',
       partition: `${principal.projectId}:${threadId}`,
       run: async (tx, pointers) => {
@@ -113,7 +143,7 @@ export function createMessagesService(deps: {
         if (message.deleted)
           throw new AppError('conflict', 'The message is deleted; its history stays readable through /versions.');
         const version = message.version + 1;
-        const body = change.deleted ? null : change.body;
+        const body = change.deleted ? null : sealer ? sealer.seal(messageId, version, change.body) : change.body;
         const { lastSeq } = await appendEvents(tx, pointers, principal.projectId, threadId, [
           change.deleted
             ? {
@@ -136,9 +166,10 @@ export function createMessagesService(deps: {
         });
       },
     });
+    return open(principal, threadId, revised);
   }
 
-  function react(
+  async function react(
     principal: ApiPrincipal,
     threadId: string,
     messageId: string,
@@ -147,7 +178,7 @@ export function createMessagesService(deps: {
   ): Promise<MessageView> {
     const userId = principal.userId;
     if (!userId) throw badRequest('Reactions belong to a user: send X-User-ID.');
-    return ingest.submit({
+    const reacted = await ingest.submit<MessageView>({
       kind: 'tx',
       partition: `${principal.projectId}:${threadId}`,
       run: async (tx, pointers) => {
@@ -167,10 +198,25 @@ export function createMessagesService(deps: {
         return messagesStore.adjustReactionCount(tx, principal.projectId, threadId, messageId, reaction, on ? 1 : -1);
       },
     });
+    return open(principal, threadId, reacted);
   }
 
   return {
     append,
+    /** A stored Idempotency-Key response holds what was stored (sealed); open it for the client. */
+    async openReply(
+      principal: ApiPrincipal,
+      threadId: string,
+      reply: { status: number; body: unknown; headers?: Record<string, string> },
+    ) {
+      const b = reply.body as { data?: MessageView[] } & Partial<MessageView>;
+      if (!b || typeof b !== 'object' || reply.status >= 300) return reply;
+      if (Array.isArray(b.data))
+        return { ...reply, body: { ...b, data: await crypto.openMessages(principal.projectId, threadId, b.data) } };
+      if (typeof b.id === 'string' && typeof b.version === 'number')
+        return { ...reply, body: await open(principal, threadId, b as MessageView) };
+      return reply;
+    },
     edit: (p: ApiPrincipal, t: string, m: string, body: unknown) => revise(p, t, m, { deleted: false, body }),
     remove: (p: ApiPrincipal, t: string, m: string) => revise(p, t, m, { deleted: true }),
     react,
@@ -181,12 +227,13 @@ export function createMessagesService(deps: {
       q: { limit: number; before_seq?: number; after_seq?: number; include_deleted: boolean },
     ) {
       await threads.authorize(db, principal, threadId, 'read');
-      return messagesStore.page(db, principal.projectId, threadId, {
+      const page = await messagesStore.page(db, principal.projectId, threadId, {
         limit: q.limit,
         beforeSeq: q.before_seq,
         afterSeq: q.after_seq,
         includeDeleted: q.include_deleted,
       });
+      return { ...page, data: await crypto.openMessages<MessageView>(principal.projectId, threadId, page.data) };
     },
 
     async get(principal: ApiPrincipal, threadId: string, messageId: string): Promise<MessageView> {
@@ -194,14 +241,15 @@ export function createMessagesService(deps: {
       const message = await messagesStore.get(db, principal.projectId, threadId, messageId);
       if (!message) throw notFound('message');
       const { version_seqs: _seqs, ...view } = message;
-      return view;
+      return open(principal, threadId, view);
     },
 
     async versions(principal: ApiPrincipal, threadId: string, messageId: string) {
       await threads.authorize(db, principal, threadId, 'read');
       const message = await messagesStore.get(db, principal.projectId, threadId, messageId);
       if (!message) throw notFound('message');
-      return messagesStore.versions(db, principal.projectId, threadId, message.version_seqs);
+      const versions = await messagesStore.versions(db, principal.projectId, threadId, message.version_seqs);
+      return crypto.openVersions(principal.projectId, threadId, messageId, versions);
     },
   };
 }

@@ -1,4 +1,5 @@
 import { z } from '../../lib/zod';
+import { encryptedFieldsSchema } from '../encryption/field-paths';
 
 const limitSchema = z
   .object({
@@ -41,7 +42,7 @@ export const projectSettingsSchema = z
       .min(16)
       .max(1024 * 1024)
       .optional(),
-    encrypted_fields: z.array(z.string().max(256)).max(50).optional(),
+    encrypted_fields: encryptedFieldsSchema.optional(),
     webhooks: z
       .array(
         z.object({ url: z.string().url().max(2048), events: z.array(z.string().max(64)).max(20).optional() }).strict(),

@@ -8,6 +8,8 @@ import { buildOpenApiDocument, type OpenAPIRegistry } from '../../lib/openapi';
 export interface ReadinessCheck {
   name: string;
   check(): Promise<boolean> | boolean;
+  /** Reported, but a failure only makes the replica "degraded" (still 200), e.g. the KMS. */
+  optional?: boolean;
 }
 
 const DOCS_HTML = `<!doctype html>
@@ -37,6 +39,7 @@ export function createSystemRouter(deps: {
 
   router.get('/readyz', async (_req, res) => {
     const results: Record<string, boolean> = {};
+    const optional = new Set(deps.checks.filter((c) => c.optional).map((c) => c.name));
     try {
       await deps.db.raw('select 1');
       results.database = true;
@@ -53,8 +56,11 @@ export function createSystemRouter(deps: {
         results[c.name] = false;
       }
     }
-    const ready = Object.values(results).every(Boolean);
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not_ready', checks: results });
+    const ready = Object.entries(results).every(([name, ok]) => ok || optional.has(name));
+    const degraded = ready && !Object.values(results).every(Boolean);
+    res
+      .status(ready ? 200 : 503)
+      .json({ status: ready ? (degraded ? 'degraded' : 'ready') : 'not_ready', checks: results });
   });
 
   router.get('/openapi.json', (_req, res) => {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import { integrityFailure, notFound, unavailable } from '../../lib/errors';
 import { newId } from '../../lib/ids';
+import { jsonEqual } from '../../lib/json-equal';
 import type { ApiPrincipal } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
 import type { PgListener } from '../../lib/pg-listener';
@@ -306,7 +307,7 @@ export function createEncryptionService(deps: {
               if (envelopeKeyId(s) !== dekId) throw new IntegrityError('another key');
               return mapStrings(openValue(key, s, aad(messageId, version, at)), isEnvelope, open, at);
             };
-            return JSON.stringify(mapStrings(stored, isEnvelope, open)) === JSON.stringify(plain);
+            return jsonEqual(mapStrings(stored, isEnvelope, open), plain);
           } catch {
             return false;
           }

@@ -2,6 +2,9 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from './config';
 import { openDatabase } from './lib/database';
 import { idSchema } from './lib/ids';
+import { createLogger } from './lib/logger';
+import { createKms, encryptionOptions } from './modules/encryption/encryption-module';
+import { createEncryptionService } from './modules/encryption/encryption-service';
 import { createKeysStore } from './modules/keys/keys-store';
 import type { KeyKind } from './modules/keys/api-key';
 import { createProjectsService } from './modules/projects/projects-service';
@@ -13,6 +16,8 @@ const USAGE = `Usage: npm run cli -- <command> [options]
   key create --project ID --kind secret|publishable|admin [--name NAME] [--json]
   key list --project ID [--json]
   key revoke --project ID --key-id KID
+  encryption rotate --project ID [--json]   new KEK version, rewrap every data key, retire unused versions
+  encryption status --project ID [--json]
   migrate
 
 Uses DATABASE_URL, or the embedded PostgreSQL under DATA_DIR (default ./.data).`;
@@ -49,7 +54,15 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE + '\n');
     return values.help ? 0 : 2;
   }
-  const known = ['project create', 'key create', 'key list', 'key revoke', 'migrate'];
+  const known = [
+    'project create',
+    'key create',
+    'key list',
+    'key revoke',
+    'encryption rotate',
+    'encryption status',
+    'migrate',
+  ];
   if (!known.includes(command)) throw new UsageError(`unknown command "${command}"`);
 
   const config = loadConfig();
@@ -101,6 +114,34 @@ async function main(argv: string[]): Promise<number> {
             .join('\n') || '(no keys)',
         );
         return 0;
+      }
+      case 'encryption rotate':
+      case 'encryption status': {
+        const projectId = projectArg(values);
+        const logger = createLogger(process.env.LOG_LEVEL ?? 'warn', 'progressdb-cli');
+        const encryption = createEncryptionService({
+          db: database.db,
+          kms: createKms({ config, db: database.db, logger }),
+          logger,
+          options: encryptionOptions(config),
+        });
+        try {
+          if (command === 'encryption status') {
+            const status = await encryption.status(projectId);
+            out(status, JSON.stringify(status, null, 2));
+            return 0;
+          }
+          const { done, id } = await encryption.rotate(projectId, null);
+          await done;
+          const r = await encryption.rotation(projectId, id);
+          out(
+            r,
+            `rotation ${r.id}: ${r.state}, KEK version ${r.kek_version}, ${r.rewrapped}/${r.total} data keys rewrapped, retired versions [${r.retired_versions.join(', ')}]${r.error ? `\n${r.error}` : ''}`,
+          );
+          return r.state === 'done' ? 0 : 1;
+        } finally {
+          await encryption.close();
+        }
       }
       case 'key revoke': {
         await projects.revokeKey(projectArg(values), required(values, 'key-id'));

@@ -129,3 +129,56 @@ export async function runCli<T = unknown>(args: string[], env: Record<string, st
   if (code !== 0) throw new Error(`cli ${args.join(' ')} exited ${code}: ${stderr}`);
   return JSON.parse(stdout.trim().split('\n').pop()!) as T;
 }
+
+export interface KmsProcess {
+  url: string;
+  child: ChildProcess;
+  output(): string;
+  kill9(): Promise<void>;
+}
+
+/** The external KMS (`src/kms.ts`) as its own process, on `port`, keeping its state in `dataDir`. */
+export async function spawnKms(opts: { port: number; dataDir: string; callers: string }): Promise<KmsProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/kms.ts'], {
+    cwd: repoRoot,
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      LOG_LEVEL: 'warn',
+      KMS_HOST: '127.0.0.1',
+      KMS_PORT: String(opts.port),
+      KMS_DATA_DIR: opts.dataDir,
+      KMS_CALLERS: opts.callers,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const url = `http://127.0.0.1:${opts.port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`KMS exited before it was ready:\n${out}`);
+    try {
+      if ((await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1_000) })).ok) break;
+    } catch {
+      /* not listening yet */
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`KMS not ready:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    child,
+    output: () => out,
+    async kill9() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}

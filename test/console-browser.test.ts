@@ -28,7 +28,11 @@ describe('web console in a real browser', () => {
 
   before(async () => {
     provider = await startOAuthProvider();
-    t = await startTestApp({ ...provider.env, KEY_CACHE_TTL_MS: '60000' });
+    t = await startTestApp({
+      ...provider.env,
+      KEY_CACHE_TTL_MS: '60000',
+      KMS_MASTER_KEY: Buffer.alloc(32, 3).toString('base64'),
+    });
     userDataDir = mkdtempSync(path.join(tmpdir(), 'pdb-chromium-'));
     context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: '/usr/bin/chromium',
@@ -123,6 +127,44 @@ describe('web console in a real browser', () => {
     // The signed-out first load's GET /v1/me answers 401 by design; anything else is a defect.
     const unexpected = problems.filter((p) => !/status of 401/.test(p));
     assert.deepEqual(unexpected, [], 'no script errors or CSP violations');
+  });
+
+  test('encrypted fields are set in the settings tab (bad paths explained), and encrypted messages browse as plaintext', async () => {
+    await page.getByTestId('new-project').click();
+    await page.getByTestId('new-project-name').fill('Secure Chat');
+    await page.getByTestId('create-project').click();
+    await page.getByTestId('project-name').filter({ hasText: 'Secure Chat' }).waitFor();
+    const projectId = (await page.getByTestId('project-id').textContent())!;
+    await page.getByTestId('tab-settings').click();
+    await page.getByTestId('encrypted-fields').fill('body.text\ntext');
+    await page.getByTestId('save-settings').click();
+    await page.locator('#settings-error').filter({ hasText: 'encrypted_fields.1' }).waitFor();
+    assert.match((await page.locator('#settings-error').textContent())!, /body\.attachments\.\*\.url/);
+    await page.getByTestId('encrypted-fields').fill('body.text');
+    await page.getByTestId('save-settings').click();
+    await page.locator('#toast').filter({ hasText: 'Settings saved' }).waitFor();
+
+    await page.getByTestId('tab-keys').click();
+    await page.getByTestId('new-key-name').fill('Backend');
+    await page.getByTestId('new-key-kind').selectOption('secret');
+    await page.getByTestId('create-key').click();
+    await page.getByTestId('new-key-banner').waitFor({ state: 'visible' });
+    const key = await page.getByTestId('new-key-value').inputValue();
+    const posted = await api(t.url, 'POST', '/v1/threads/vault/messages', {
+      key,
+      user: 'ada',
+      body: { body: { text: 'Confidential browser text' } },
+    });
+    assert.equal(posted.status, 201, posted.text);
+    const row = await t.db('messages').first('body').where({ project_id: projectId, id: posted.body.id });
+    assert.match((row.body as { text: string }).text, /^pdbenc:v1:/);
+    await page.locator('#new-key-done').click();
+    await page.getByTestId('tab-threads').click();
+    await page.locator('[data-thread-id="vault"]').click();
+    await page
+      .locator(`[data-message-id="${posted.body.id}"]`)
+      .filter({ hasText: 'Confidential browser text' })
+      .waitFor();
   });
 
   test('a provider error is shown on the sign-in page', async () => {

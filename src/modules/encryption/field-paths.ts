@@ -58,7 +58,7 @@ export function encryptedPaths(settings: Record<string, unknown>): string[][] | 
   paths = null;
   if (Array.isArray(raw) && raw.length > 0) {
     const all = raw.map((p) => (typeof p === 'string' ? parseFieldPath(p) : 'invalid'));
-    if (all.every((p) => typeof p !== 'string')) paths = all as string[][];
+    if (all.every((p) => typeof p !== 'string')) paths = all;
   }
   parsedOf.set(settings, paths);
   return paths;

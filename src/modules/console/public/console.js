@@ -626,6 +626,7 @@
     $('set-name').value = p.name;
     $('set-origins').value = (s.allowed_origins || []).join('\n');
     $('set-ips').value = (s.ip_allowlist || []).join('\n');
+    $('set-encrypted').value = (s.encrypted_fields || []).join('\n');
     ['read', 'write', 'auth'].forEach(function (c) {
       $('rl-' + c + '-limit').value = rl[c] ? rl[c].limit : '';
       $('rl-' + c + '-window').value = rl[c] ? rl[c].window_seconds : '';
@@ -647,6 +648,7 @@
     var settings = {
       allowed_origins: lines($('set-origins').value),
       ip_allowlist: lines($('set-ips').value),
+      encrypted_fields: lines($('set-encrypted').value),
       rate_limits: rate,
       retention_days: num('set-retention'),
       deleted_thread_retention_days: num('set-deleted-retention'),

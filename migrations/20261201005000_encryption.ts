@@ -19,18 +19,19 @@ export async function up(knex: Knex): Promise<void> {
       check ((wrapped_dek is null) = (destroyed_at is not null))
     );
     create unique index thread_keys_live on thread_keys (project_id, thread_id) where destroyed_at is null;
-    create index thread_keys_kek on thread_keys (kek_id, kek_version) where destroyed_at is null;
+    create index thread_keys_kek on thread_keys (project_id, kek_version) where destroyed_at is null;
 
     -- The embedded KMS's KEKs (KMS_MODE=embedded), each wrapped by the master key, which is
-    -- never stored here. The external KMS keeps its own in its data directory instead.
+    -- never stored here. A project's KEK id is its project id. The external KMS keeps its own
+    -- in its data directory instead.
     create table kms_keks (
-      kek_id text not null,
+      project_id text not null,
       version int not null,
       wrapped_kek text,
       state text not null check (state in ('active', 'retired')),
       created_at timestamptz not null default now(),
       retired_at timestamptz,
-      primary key (kek_id, version)
+      primary key (project_id, version)
     );
 
     -- Rotation jobs: progress is visible through the admin API while the rewrap runs.

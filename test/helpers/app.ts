@@ -33,6 +33,10 @@ export async function startInstance(databaseUrl: string, env: Record<string, str
   const app = createApp({ config, db, logger: createLogger(config.LOG_LEVEL), databaseUrl });
   await app.start();
   const server = app.app.listen(0, '127.0.0.1');
+  // Longer than fetch's (undici's) idle keep-alive, so the client always closes an idle socket
+  // first: with Node's 5 s default, a loaded machine's late timers let undici reuse a socket
+  // the server was closing, and the request fails with ECONNRESET (seen in the fuzz suite).
+  server.keepAliveTimeout = 65_000;
   app.attach(server);
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const { port } = server.address() as AddressInfo;

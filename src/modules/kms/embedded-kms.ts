@@ -41,13 +41,13 @@ export function loadMasterKey(opts: { masterKey?: string; keyFile: string; logge
 
 const kekContext = (kekId: string, version: number) => `pdb-kek|${kekId}|${version}`;
 
-/** KEKs in the kms_keks table, each wrapped by the master key (which is never stored there). */
+/** KEKs in the kms_keks table (a project's KEK id is its project id), each wrapped by the master key (never stored there). */
 function createDbKekStore(db: Knex, masterKey: () => Buffer): KekStore {
   return {
     async load(kekId) {
       const rows = await db('kms_keks')
         .select('version', 'state', 'wrapped_kek', 'created_at')
-        .where({ kek_id: kekId })
+        .where({ project_id: kekId })
         .orderBy('version');
       return rows.map((r): KekRecord => ({
         version: Number(r.version),
@@ -59,19 +59,19 @@ function createDbKekStore(db: Knex, masterKey: () => Buffer): KekStore {
     async add(kekId, version, key) {
       const rows = await db('kms_keks')
         .insert({
-          kek_id: kekId,
+          project_id: kekId,
           version,
           state: 'active',
           wrapped_kek: wrapKey(masterKey(), key, kekContext(kekId, version)),
         })
-        .onConflict(['kek_id', 'version'])
+        .onConflict(['project_id', 'version'])
         .ignore()
         .returning('version');
       return rows.length > 0;
     },
     async retire(kekId, version) {
       await db('kms_keks')
-        .where({ kek_id: kekId, version })
+        .where({ project_id: kekId, version })
         .update({ state: 'retired', wrapped_kek: null, retired_at: db.fn.now() });
     },
   };

@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import express, { type Express, type Request } from 'express';
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { z } from '../../lib/zod';
 import type { Logger } from '../../lib/logger';
 import { createKeyring } from './keyring';
@@ -132,6 +132,12 @@ export function createKmsServer(config: KmsConfig, logger: Logger): Express {
 
   app.use((_req, res) => {
     res.status(404).json({ detail: 'not found' });
+  });
+  // Unreadable JSON never reaches a route: answer and audit it here.
+  app.use((err: { status?: number }, req: Request, res: Response, _next: NextFunction) => {
+    const status = err.status && err.status >= 400 && err.status < 500 ? err.status : 500;
+    audit.write({ caller: callerOf(req) ?? 'unknown', ip: req.socket.remoteAddress, op: 'unreadable', status });
+    res.status(status).json({ detail: status === 500 ? 'internal error' : 'unreadable request', reason: 'invalid' });
   });
   return app;
 }

@@ -44,6 +44,7 @@ import { watchKeyChanges } from './modules/guards/key-change-listener';
 import { createRateLimitModule } from './modules/rate-limit/rate-limit-guard';
 import { createUsageModule } from './modules/usage/usage-module';
 import { createRetentionModule } from './modules/retention/retention-module';
+import { createExportModule } from './modules/export/export-module';
 
 export interface AppDeps {
   config: Config;
@@ -187,6 +188,14 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     },
   });
   app.use(retention.router);
+  const exports = createExportModule({
+    db,
+    ingest,
+    messagesStore,
+    maxMessageBytes: config.MAX_MESSAGE_BYTES,
+    maxLineBytes: config.MAX_REQUEST_BYTES,
+  });
+  app.use(exports.router(routes));
   app.use(createAdminRouter({ db, routes, retentionTotals: retention.service.totals }));
   app.use(developerConsole.router(routes));
 

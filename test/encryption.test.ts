@@ -285,6 +285,44 @@ describe('field-level encryption (embedded KMS)', () => {
     assert.equal(r.body.type, 'https://progressdb.dev/problems/integrity-check-failed');
   });
 
+  test('an export carries plaintext (as /events shows it); an import is sealed per the target project; ciphertext imports are refused', async () => {
+    const src = await encrypting(['body.text']);
+    await api(t.url, 'POST', '/v1/threads/t-exp/messages', {
+      key: src.keys.secret,
+      body: { id: 'm', author: 'ann', body: { text: 'exported-secret', n: 1 } },
+    });
+    const res = await fetch(`${t.url}/v1/admin/export`, { headers: { authorization: `Bearer ${src.keys.admin}` } });
+    const exported = { status: res.status, text: await res.text() };
+    assert.equal(exported.status, 200, exported.text);
+    assert.match(exported.text, /exported-secret/);
+    assert.doesNotMatch(exported.text, /pdbenc:/);
+
+    const dst = await encrypting(['body.text']);
+    const imported = await api(t.url, 'POST', '/v1/admin/import', {
+      key: dst.keys.admin,
+      raw: exported.text,
+      contentType: 'application/x-ndjson',
+    });
+    assert.equal(imported.status, 200, imported.text);
+    const raw = await t
+      .db('events')
+      .select(t.db.raw('data::text as d'))
+      .where({ project_id: dst.project_id, message_id: 'm' });
+    assert.doesNotMatch(raw[0].d as string, /exported-secret/);
+    const read = await api(t.url, 'GET', '/v1/threads/t-exp/messages/m', { key: dst.keys.secret });
+    assert.deepEqual(read.body.body, { text: 'exported-secret', n: 1 });
+
+    const forged = exported.text.replace('exported-secret', 'pdbenc:v1:dek_x:AAAA');
+    const other = await t.app.projects.createProject({ name: 'forged import' });
+    const refused = await api(t.url, 'POST', '/v1/admin/import', {
+      key: other.keys.admin,
+      raw: forged,
+      contentType: 'application/x-ndjson',
+    });
+    assert.equal(refused.status, 400, refused.text);
+    assert.match(refused.body.detail, /ciphertext/);
+  });
+
   test('destroying a thread key erases its encrypted values on every read path; structure and other threads stay', async () => {
     const p = await encrypting(['body.text']);
     const sk = p.keys.secret;

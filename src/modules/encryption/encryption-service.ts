@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
-import { integrityFailure, notFound, unavailable } from '../../lib/errors';
+import { badRequest, integrityFailure, notFound, unavailable } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import { jsonEqual } from '../../lib/json-equal';
 import type { ApiPrincipal } from '../../lib/http/route';
@@ -230,13 +230,13 @@ export function createEncryptionService(deps: {
     return opened.map((o) => (o.body === o.view.body ? o.view : { ...o.view, body: o.body }));
   }
 
-  async function openEvents(
+  async function openEvents<E extends EventView>(
     projectId: string,
     threadId: string,
-    events: EventView[],
+    events: E[],
     mode: 'strict' | 'lenient' = 'strict',
-  ): Promise<EventView[]> {
-    const sealed = (e: EventView) => e.message_id !== null && hasEnvelope(e.data.body);
+  ): Promise<E[]> {
+    const sealed = (e: E) => e.message_id !== null && hasEnvelope(e.data.body);
     if (!events.some(sealed)) return events;
     const opened = await openItems(
       projectId,
@@ -313,6 +313,33 @@ export function createEncryptionService(deps: {
           }
         },
       };
+    },
+
+    /**
+     * Imported message events, sealed as the target project's settings say (like new writes).
+     * An envelope in an import would not open here (it is bound to where it was written): refused.
+     */
+    async sealEvents<E extends EventView>(projectId: string, threadId: string, events: E[]): Promise<E[]> {
+      const bodies = events.filter((e) => e.message_id !== null && e.data.body !== undefined);
+      const forged = bodies.find((e) => someString(e.data.body, isEnvelope));
+      if (forged)
+        throw badRequest(
+          `Event seq ${forged.seq} of thread "${threadId}" holds a ciphertext ("${ENVELOPE_PREFIX}…"); export with a release that opens encrypted values and import that.`,
+        );
+      if (bodies.length === 0) return events;
+      const row = await db('projects').first('settings').where({ id: projectId });
+      const paths = encryptedPaths((row?.settings as Record<string, unknown> | undefined) ?? {});
+      if (!paths) return events;
+      const { dekId, key } = await liveDek(projectId, threadId);
+      return events.map((e) => {
+        if (e.message_id === null || e.data.body === undefined || e.data.body === null) return e;
+        const messageId = e.message_id;
+        const version = Number(e.data.version);
+        const body = sealPaths(e.data.body, paths, (v, at) =>
+          sealValue(key, dekId, associatedData(projectId, threadId, messageId, version, at), v),
+        );
+        return { ...e, data: { ...e.data, body } };
+      });
     },
 
     /** Strings with the envelope prefix are reserved: a client may not send one (it would read as a ciphertext). */

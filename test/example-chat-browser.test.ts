@@ -73,6 +73,7 @@ describe('example chat app (examples/chat) in Chromium, two users on two replica
     const page = await context.newPage();
     page.on('console', (m) => m.type() === 'error' && problems.push(`${user}: ${m.text()}`));
     page.on('pageerror', (e) => problems.push(`${user}: ${String(e)}`));
+    page.on('response', (r) => r.status() >= 400 && problems.push(`${user}: ${r.status()} ${r.url()}`));
     await page.goto(`${example.url}/?api=${encodeURIComponent(replica.url)}`);
     await page.getByTestId('user-id').fill(user);
     await page.getByTestId('sign-in').click();
@@ -98,6 +99,10 @@ describe('example chat app (examples/chat) in Chromium, two users on two replica
     assert.equal(await message(alice, 'history 0').count(), 0, 'only the newest page at first');
 
     // Infinite scroll up reaches the first message.
+    assert.ok(
+      await alice.getByTestId('messages').evaluate((el) => el.scrollHeight > el.clientHeight),
+      'the message list scrolls',
+    );
     for (let i = 0; i < 20 && (await message(alice, 'history 0').count()) === 0; i++) {
       await alice.getByTestId('messages').evaluate((el) => (el.scrollTop = 0));
       await alice.waitForTimeout(250);
@@ -135,7 +140,7 @@ describe('example chat app (examples/chat) in Chromium, two users on two replica
     await edited.getByTestId('react').click();
     await message(alice, 'Hello Bob, from replica A (typo fixed)')
       .getByTestId('react')
-      .filter({ hasText: '👍 1' })
+      .filter({ hasText: '♥ 1' })
       .waitFor();
 
     // A message in another thread shows as unread in Alice's thread list.

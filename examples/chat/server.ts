@@ -5,7 +5,7 @@
  *
  * Settings (environment): PROGRESSDB_URL (comma-separated replicas, default http://127.0.0.1:8080),
  * PROGRESSDB_SECRET_KEY, PROGRESSDB_PUBLISHABLE_KEY, PROGRESSDB_SIGNING_SECRET (default: the dev
- * project's, from .data/dev-credentials.json written by the first `npm start`), PORT (default 3000).
+ * project's, from .data/dev-credentials.json written by the first `npm start`), PORT (default 3000), HOST (default localhost).
  */
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
@@ -48,7 +48,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ExampleConf
     publishableKey: env.PROGRESSDB_PUBLISHABLE_KEY ?? dev!.keys.publishable,
     signingSecret: env.PROGRESSDB_SIGNING_SECRET ?? dev?.signing_secret,
     port: Number(env.PORT ?? 3000),
-    host: env.HOST ?? '127.0.0.1',
+    host: env.HOST ?? 'localhost',
   };
 }
 

@@ -110,8 +110,9 @@ export class RealtimeSocket extends Emitter<{ open: undefined; close: { code: nu
     tail.sendTyping = (state) => this.frame({ type: 'typing', thread_id: tail.threadId, state });
     tail.detach = () => this.remove(tail);
     if (!this.ws && !this.connecting) this.connect();
-    // A tail that wants older events than the running subscription restarts it from its seq.
-    else if (this.isOpen && (fresh || tail.lastSeq !== undefined)) this.subscribe(tail.threadId);
+    // A tail that wants older events than the running subscription restarts it from its seq
+    // (the others drop what they already have).
+    else if (this.isOpen && (fresh || tail.lastSeq !== undefined)) this.subscribe(tail.threadId, [tail]);
   }
 
   private remove(tail: Tail): void {
@@ -128,9 +129,20 @@ export class RealtimeSocket extends Emitter<{ open: undefined; close: { code: nu
     if (!this.canSend) return Promise.reject(new SocketUnavailable('socket not open'));
     const ref = `s${++this.refs}`;
     return new Promise<Message>((resolve, reject) => {
-      this.pending.set(ref, { resolve, reject });
+      // No answer in time: the caller retries over REST with the same message id (idempotent).
+      const timer = setTimeout(() => {
+        if (this.pending.delete(ref)) reject(new SocketUnavailable('no ack in time'));
+      }, this.transport.timeoutMs);
+      const settle =
+        <T>(f: (v: T) => void) =>
+        (v: T) => {
+          clearTimeout(timer);
+          f(v);
+        };
+      this.pending.set(ref, { resolve: settle(resolve), reject: settle(reject) });
       if (!this.frame({ type: 'send', id: ref, thread_id: threadId, message })) {
         this.pending.delete(ref);
+        clearTimeout(timer);
         reject(new SocketUnavailable('socket not open'));
       }
     });
@@ -157,12 +169,13 @@ export class RealtimeSocket extends Emitter<{ open: undefined; close: { code: nu
     }
   }
 
-  private subscribe(threadId: string): void {
+  /** Subscribes (again) to a thread; `connecting` are the tails this (re)connects. */
+  private subscribe(threadId: string, connecting?: Tail[]): void {
     const tails = [...(this.tails.get(threadId) ?? [])];
     const seqs = tails.map((t) => t.lastSeq);
     // Live only when no tail has a position yet; otherwise from the furthest-behind tail.
     const afterSeq = seqs.some((s) => s === undefined) ? undefined : Math.min(...(seqs as number[]));
-    for (const t of tails) t.connected('websocket');
+    for (const t of connecting ?? tails) t.connected('websocket');
     this.frame({ type: 'subscribe', thread_id: threadId, ...(afterSeq !== undefined ? { after_seq: afterSeq } : {}) });
   }
 
@@ -272,7 +285,7 @@ export class RealtimeSocket extends Emitter<{ open: undefined; close: { code: nu
         if (f.code === 'unavailable' || f.code === 'internal' || f.code === 'rate_limited') {
           const threadId = f.thread_id!;
           setTimeout(
-            () => this.tails.has(threadId) && this.subscribe(threadId),
+            () => this.tails.has(threadId) && this.subscribe(threadId, []),
             backoffDelay(1, this.transport.backoff),
           );
           return;

@@ -105,20 +105,21 @@ const text = (m: ChatMessage) =>
 function ThreadView({ threadId, me, onRead }: { threadId: string; me: string; onRead: () => void }) {
   const m = useMessages(threadId, { pageSize: 30 });
   const list = useRef<HTMLDivElement>(null);
-  const anchor = useRef<{ height: number; top: number } | null>(null);
+  const anchor = useRef<{ height: number; top: number; firstId: string | undefined } | null>(null);
   const stick = useRef(true);
   const [draft, setDraft] = useState('');
   const newest = m.messages.at(-1);
 
+  const firstId = m.messages[0]?.id;
   // Infinite scroll up: keep the view still while older messages are prepended.
   useLayoutEffect(() => {
     const el = list.current;
     if (!el) return;
-    if (anchor.current) {
+    if (anchor.current && firstId !== anchor.current.firstId) {
       el.scrollTop = el.scrollHeight - anchor.current.height + anchor.current.top;
       anchor.current = null;
-    } else if (stick.current) el.scrollTop = el.scrollHeight;
-  }, [m.messages]);
+    } else if (stick.current && !anchor.current) el.scrollTop = el.scrollHeight;
+  }, [m.messages, firstId]);
 
   useEffect(() => {
     if (!newest || newest.status !== 'sent' || document.visibilityState !== 'visible') return;
@@ -130,7 +131,7 @@ function ThreadView({ threadId, me, onRead }: { threadId: string; me: string; on
     const el = list.current!;
     stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
     if (el.scrollTop < 60 && m.hasOlder && !m.loadingOlder) {
-      anchor.current = { height: el.scrollHeight, top: el.scrollTop };
+      anchor.current = { height: el.scrollHeight, top: el.scrollTop, firstId: m.messages[0]?.id };
       void m.loadOlder();
     }
   }
@@ -191,7 +192,7 @@ function MessageRow({
   actions: Pick<ReturnType<typeof useMessages>, 'edit' | 'react' | 'retry'>;
 }) {
   const [editing, setEditing] = useState<string | null>(null);
-  const thumbs = msg.reactions['👍'] ?? 0;
+  const hearts = msg.reactions.heart ?? 0;
   return (
     <div
       className={`message ${mine ? 'mine' : ''}`}
@@ -222,8 +223,8 @@ function MessageRow({
       )}
       {msg.status === 'sent' && !msg.deleted && (
         <div className="actions">
-          <button data-testid="react" onClick={() => void actions.react(msg.id, '👍', true)}>
-            👍 {thumbs > 0 ? thumbs : ''}
+          <button data-testid="react" title="heart" onClick={() => void actions.react(msg.id, 'heart', true)}>
+            ♥ {hearts > 0 ? hearts : ''}
           </button>
           {mine && editing === null && (
             <button data-testid="edit" onClick={() => setEditing(text(msg))}>

@@ -251,7 +251,11 @@ export class MessagesStore {
   }
 
   private set(patch: Partial<MessagesState>): void {
-    const messages = [...this.byId.values()].sort((a, b) => a.seq - b.seq);
+    const sorted = [...this.byId.values()].sort((a, b) => a.seq - b.seq);
+    const previous = this.state.messages;
+    // The same list keeps its identity, so views only react to real changes.
+    const same = sorted.length === previous.length && sorted.every((m, i) => m === previous[i]);
+    const messages = same ? previous : sorted;
     this.state = { ...this.state, ...patch, messages };
     for (const l of [...this.listeners]) l();
   }

@@ -106,6 +106,19 @@ describe('SDK (@progressdb/client) against two real replicas', () => {
     const mark = await bob.reads.mark('sdk-front', edited.seq);
     assert.equal(mark.unread, 0);
 
+    // A client with only a realtime token tails as its user, over WebSocket and over SSE.
+    const { token } = await bob.realtimeToken();
+    for (const WebSocketImpl of [WS, null]) {
+      const viaToken = frontendClient({ baseUrl: a.url, realtimeToken: token, WebSocket: WebSocketImpl });
+      const created: string[] = [];
+      for await (const e of viaToken.tail('sdk-front', { afterSeq: 0 })) {
+        if (e.type === 'message.created') created.push(e.message_id!);
+        if (e.seq >= edited.seq) break;
+      }
+      assert.deepEqual(created, [m.id]);
+      viaToken.close();
+    }
+
     const forged = frontendClient({
       baseUrl: a.url,
       publishableKey: creds.keys.publishable,

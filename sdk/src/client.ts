@@ -49,6 +49,16 @@ export interface FrontendClientOptions extends ClientOptions {
   signature: string | (() => Promise<string>);
 }
 
+/**
+ * A frontend client with only a realtime token (from your backend: `POST /v1/realtime/token`
+ * as the user). It can tail threads (WebSocket or SSE, typing, presence, read marks) as that
+ * user; REST calls need the publishable key and signature instead.
+ */
+export interface FrontendTokenClientOptions extends ClientOptions {
+  /** The token, or a function that fetches a fresh one (called on every (re)connect). */
+  realtimeToken: string | (() => Promise<string>);
+}
+
 export interface IterateMessagesOptions {
   /** `backward`: newest first (default); `forward`: oldest first. */
   direction?: 'backward' | 'forward';
@@ -98,6 +108,8 @@ export class ProgressDBClient {
   constructor(
     protected readonly transport: Transport,
     protected readonly options: ClientOptions,
+    /** Where realtime tokens come from when not minted with the key (token-only clients). */
+    private readonly tokenSource?: () => Promise<string>,
   ) {
     const t = transport;
     const req = <T>(method: string, path: string, o?: RequestOptions) =>
@@ -216,14 +228,18 @@ export class ProgressDBClient {
     this.socketInstance = new RealtimeSocket(this.transport, WS, {
       heartbeatIntervalMs: interval,
       heartbeatTimeoutMs: this.options.heartbeatTimeoutMs ?? Math.max(2 * interval + 5_000, 10_000),
-      token: this.userId !== undefined ? () => this.realtimeToken().then((r) => r.token) : undefined,
+      token:
+        this.tokenSource ?? (this.userId !== undefined ? () => this.realtimeToken().then((r) => r.token) : undefined),
     });
     this.socketInstance.onUnusable = (tails) => tails.forEach((t) => this.runSse(t));
     return this.socketInstance;
   }
 
   private runSse(tail: Tail): void {
-    runSseTail(tail, this.transport, { heartbeatTimeoutMs: this.options.heartbeatTimeoutMs ?? 60_000 });
+    runSseTail(tail, this.transport, {
+      heartbeatTimeoutMs: this.options.heartbeatTimeoutMs ?? 60_000,
+      token: this.tokenSource,
+    });
   }
 
   private async sendMessage(
@@ -278,7 +294,12 @@ export function createBackendClient(options: BackendClientOptions): BackendClien
 }
 
 /** A frontend client: a publishable key and a signed user id, acting as that user. */
-export function createFrontendClient(options: FrontendClientOptions): ProgressDBClient {
+export function createFrontendClient(options: FrontendClientOptions | FrontendTokenClientOptions): ProgressDBClient {
+  if ('realtimeToken' in options) {
+    const { realtimeToken } = options;
+    const source = typeof realtimeToken === 'string' ? () => Promise.resolve(realtimeToken) : realtimeToken;
+    return new ProgressDBClient(new Transport(options, { key: '' }), options, source);
+  }
   const { signature } = options;
   const credentials: Credentials = {
     key: options.publishableKey,

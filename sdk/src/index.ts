@@ -6,6 +6,7 @@ export {
   type BackendClientOptions,
   type ClientOptions,
   type FrontendClientOptions,
+  type FrontendTokenClientOptions,
   type IterateMessagesOptions,
   type Member,
   type Message,

@@ -54,6 +54,8 @@ interface ServerFrame {
   status?: number;
   retry_after?: number;
   heartbeat_ms?: number;
+  recovered?: boolean;
+  purged_through_seq?: number;
 }
 
 const OPEN = 1;
@@ -267,7 +269,10 @@ export class RealtimeSocket extends Emitter<{ open: undefined; close: { code: nu
         if (f.event) for (const t of tails) t.deliver(f.event);
         return;
       case 'ready':
-        for (const t of tails) t.ready(f.seq ?? 0);
+        for (const t of tails) t.ready(f.seq ?? 0, f.recovered !== false);
+        return;
+      case 'reset':
+        for (const t of tails) t.reset(f.purged_through_seq ?? 0);
         return;
       case 'typing':
       case 'presence':

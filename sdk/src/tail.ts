@@ -21,6 +21,11 @@ export interface TailEvents extends Record<string, unknown> {
   event: ThreadEvent;
   /** Replay is done (after every connect); `seq` is the last seq replayed. */
   ready: { seq: number };
+  /**
+   * Retention removed events the tail had not delivered: it goes on from the horizon, and
+   * `recovered` is false from now on.
+   */
+  reset: { purged_through_seq: number };
   /** After a reconnect's replay: whether continuity held (no event missed since the last delivered seq). */
   resumed: { recovered: boolean; lastSeq: number; reconnects: number; transport: TailTransport };
   typing: { user_id: string; state: 'start' | 'stop' };
@@ -129,10 +134,21 @@ export class Tail extends Emitter<TailEvents> implements AsyncIterable<ThreadEve
     this.chain = this.chain.then(() => this.process(event)).catch((e: unknown) => this.fail(asError(e)));
   }
 
-  /** @internal */
-  ready(seq: number): void {
+  /** @internal Events up to `horizon` are gone (retention): continue after it. */
+  reset(horizon: number): void {
     this.chain = this.chain.then(() => {
       if (this.closed) return;
+      this.recovered = false;
+      if (this.lastSeq === undefined || this.lastSeq < horizon) this.lastSeq = horizon;
+      this.emit('reset', { purged_through_seq: horizon });
+    });
+  }
+
+  /** @internal `recovered: false` when the server says the replay started above a retention horizon. */
+  ready(seq: number, recovered = true): void {
+    this.chain = this.chain.then(() => {
+      if (this.closed) return;
+      if (!recovered) this.recovered = false;
       if (this.lastSeq === undefined) this.lastSeq = seq;
       this.emit('ready', { seq });
       this.emit('status', { state: 'live', transport: this.transport });
@@ -279,7 +295,11 @@ export function runSseTail(tail: Tail, transport: Transport, o: SseDriverOptions
           failures = 0;
           if (item.kind === 'comment') continue;
           if (item.event === 'message') tail.deliver(JSON.parse(item.data) as ThreadEvent);
-          else if (item.event === 'ready') tail.ready((JSON.parse(item.data) as { seq: number }).seq);
+          else if (item.event === 'ready') {
+            const ready = JSON.parse(item.data) as { seq: number; recovered?: boolean };
+            tail.ready(ready.seq, ready.recovered !== false);
+          } else if (item.event === 'reset')
+            tail.reset((JSON.parse(item.data) as { purged_through_seq: number }).purged_through_seq);
           else if (item.event === 'reconnect') {
             // The replica is shutting down (or we fell behind): resume elsewhere, at once.
             if ((JSON.parse(item.data) as { reason?: string }).reason === 'shutdown') transport.failover();

@@ -17,6 +17,7 @@ export interface TransportOptions {
 }
 
 export interface Credentials {
+  /** The API key; empty for a client that has only a realtime token. */
   key: string;
   userId?: string;
   /** Resolves X-User-Signature (publishable keys). */
@@ -91,7 +92,7 @@ export class Transport {
   }
 
   async authHeaders(): Promise<Record<string, string>> {
-    const h: Record<string, string> = { authorization: `Bearer ${this.credentials.key}` };
+    const h: Record<string, string> = this.credentials.key ? { authorization: `Bearer ${this.credentials.key}` } : {};
     if (this.credentials.userId !== undefined) h['x-user-id'] = this.credentials.userId;
     const signature = await this.credentials.signature?.();
     if (signature) h['x-user-signature'] = signature;

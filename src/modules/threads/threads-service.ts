@@ -57,8 +57,7 @@ export function createThreadsService(deps: {
 
   /**
    * The one write-permission rule: 'allowed', or 'absent' when there is no live thread (the
-   * write then creates it or answers 404). Throws when the caller may not write. Secret keys
-   * may write anywhere; outside a transaction they need no look-up.
+   * write then creates it or answers 404). Throws when the caller may not write.
    */
   async function mayWrite(
     conn: Knex | Knex.Transaction,
@@ -66,7 +65,6 @@ export function createThreadsService(deps: {
     threadId: string,
     opts: { lock?: boolean } = {},
   ): Promise<'allowed' | 'absent'> {
-    if (isTrusted(principal) && !opts.lock) return 'allowed';
     const thread = await store.getWithRole(conn, principal.projectId, threadId, principal.userId, opts);
     if (!thread) {
       if ((await store.exists(conn, principal.projectId, threadId)) === 'deleted') throw notFound('thread');

@@ -6,7 +6,7 @@ import type { RouteFactory } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
 import type { PgListener } from '../../lib/pg-listener';
 import type { EventsStore } from '../events/events-store';
-import type { IngestPipeline } from '../ingest/ingest-pipeline';
+import type { LogIngest, ThreadLog } from '../thread-log/thread-log';
 import { createEmbeddedKms } from '../kms/embedded-kms';
 import { createKmsClient } from '../kms/kms-client';
 import type { Kms } from '../kms/kms-types';
@@ -49,7 +49,8 @@ export function createEncryptionModule(deps: {
   db: Knex;
   logger: Logger;
   listener: PgListener;
-  ingest: IngestPipeline;
+  ingest: LogIngest;
+  log: ThreadLog;
 }) {
   const kms = createKms(deps);
   const service = createEncryptionService({ ...deps, kms, options: encryptionOptions(deps.config) });

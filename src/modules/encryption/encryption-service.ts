@@ -7,8 +7,7 @@ import type { ApiPrincipal } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
 import type { PgListener } from '../../lib/pg-listener';
 import type { EventView } from '../events/events-schemas';
-import type { IngestPipeline } from '../ingest/ingest-pipeline';
-import { appendEvents } from '../ingest/thread-log';
+import type { LogIngest, ThreadLog } from '../thread-log/thread-log';
 import { KmsRefused, KmsUnavailable, type Kms } from '../kms/kms-types';
 import { createDekCache } from './dek-cache';
 import {
@@ -72,7 +71,8 @@ export function createEncryptionService(deps: {
   kms: Kms;
   logger: Logger;
   listener?: PgListener;
-  ingest?: IngestPipeline;
+  ingest?: LogIngest;
+  log?: ThreadLog;
   options: EncryptionOptions;
 }) {
   const { db, kms, logger, options } = deps;
@@ -290,6 +290,9 @@ export function createEncryptionService(deps: {
 
   return {
     kms,
+    /** Whether writes of this principal's project are sealed (synchronous: no await on the plain path). */
+    encrypts: (principal: ApiPrincipal) => encryptedPaths(principal.settings) !== null,
+
     /** The sealer for a write to this thread, or null when the project encrypts nothing. */
     async sealer(principal: ApiPrincipal, threadId: string): Promise<Sealer | null> {
       const paths = encryptedPaths(principal.settings);
@@ -369,16 +372,16 @@ export function createEncryptionService(deps: {
 
     /** Shredding: destroys the thread's DEKs, appends `keys.destroyed` (so last_seq moves), audits, tells every replica. */
     async destroyThreadKeys(principal: ApiPrincipal, threadId: string) {
-      if (!deps.ingest) throw new Error('destroyThreadKeys needs the ingest pipeline');
+      const { ingest, log } = deps;
+      if (!ingest || !log) throw new Error('destroyThreadKeys needs the ingest pipeline and the thread log');
       const { projectId } = principal;
-      const result = await deps.ingest.submit({
-        kind: 'tx',
+      const result = await ingest.submit({
         partition: `${projectId}:${threadId}`,
         run: async (tx, pointers) => {
           const exists = await tx('threads').first('id').where({ project_id: projectId, id: threadId });
           if (!exists) throw notFound('thread');
           const destroyed = await store.destroy(tx, projectId, threadId);
-          const { lastSeq, at } = await appendEvents(
+          const { lastSeq, at } = await log.append(
             tx,
             pointers,
             projectId,

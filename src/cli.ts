@@ -1,9 +1,9 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from './config';
-import { openDatabase } from './lib/database';
+import { openDatabase } from './lib/open-database';
 import { idSchema } from './lib/ids';
 import { createKeysStore } from './modules/keys/keys-store';
-import type { KeyKind } from './modules/keys/api-key';
+import { keyKindSchema, type KeyKind } from './lib/key-kind';
 import { createProjectsService } from './modules/projects/projects-service';
 import { createProjectsStore } from './modules/projects/projects-store';
 
@@ -83,7 +83,7 @@ async function main(argv: string[]): Promise<number> {
       case 'key create': {
         const projectId = projectArg(values);
         const kind = required(values, 'kind');
-        if (!['secret', 'publishable', 'admin'].includes(kind))
+        if (!keyKindSchema.options.includes(kind as KeyKind))
           throw new UsageError('--kind must be secret, publishable or admin');
         const key = await projects.createKey(projectId, kind as KeyKind, values.name ?? '');
         out({ key_id: key.id, key: key.key }, `${key.id} ${key.key}\n(shown once)`);

@@ -1,6 +1,7 @@
 import type { NextFunction, Request, Response, Router } from 'express';
 import { z } from '../zod';
 import { AppError, badRequest } from '../errors';
+import type { KeyKind } from '../key-kind';
 import type { OpenAPIRegistry } from '../openapi';
 import { inspectJson } from './json';
 import { problemSchema, zodFieldErrors } from './problem';
@@ -15,7 +16,7 @@ export type Principal =
       type: 'api';
       projectId: string;
       keyId: string;
-      kind: 'secret' | 'publishable' | 'admin';
+      kind: KeyKind;
       userId: string | null;
       settings: Record<string, unknown>;
     }

@@ -9,7 +9,7 @@ import type { EventsStore } from './events-store';
 export function createEventsRouter(deps: {
   db: Knex;
   routes: RouteFactory;
-  threads: ThreadsService;
+  threads: Pick<ThreadsService, 'authorize'>;
   eventsStore: EventsStore;
 }) {
   const router = Router();

@@ -151,6 +151,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     registry,
     guards,
     maxJsonDepth: config.MAX_JSON_DEPTH,
+    validateResponses: config.NODE_ENV !== 'production',
     authenticate: {
       none: async (): Promise<Principal> => ({ type: 'anonymous' }),
       // A verified realtime token (SSE ?token=, set by the realtime router) stands in for key headers.

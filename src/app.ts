@@ -2,6 +2,7 @@ import cookieParser from 'cookie-parser';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type { Server } from 'node:http';
+import { hostname } from 'node:os';
 import type { Knex } from 'knex';
 import type { Config } from './config';
 import { notFound } from './lib/errors';
@@ -27,6 +28,7 @@ import { createIdempotency } from './modules/idempotency/idempotency';
 import { createKeysModule } from './modules/keys/keys-module';
 import { createKeysStore } from './modules/keys/keys-store';
 import { createMessagesModule } from './modules/messages/messages-module';
+import { createMessagesStore } from './modules/messages/messages-store';
 import { createProjectsService } from './modules/projects/projects-service';
 import { createProjectsStore } from './modules/projects/projects-store';
 import { createRateLimitModule } from './modules/rate-limit/rate-limit-module';
@@ -38,6 +40,8 @@ import { createSystemRouter, type ReadinessCheck } from './modules/system/system
 import { createThreadLogModule } from './modules/thread-log/thread-log-module';
 import { createThreadsModule } from './modules/threads/threads-module';
 import { createUsageModule } from './modules/usage/usage-module';
+import { createRetentionModule } from './modules/retention/retention-module';
+import { createExportModule } from './modules/export/export-module';
 
 export interface AppDeps {
   config: Config;
@@ -115,6 +119,24 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     messages,
     usage,
   });
+  const retention = createRetentionModule({
+    db,
+    logger,
+    replicaId: `${hostname()}/${process.pid}`,
+    options: {
+      enabled: config.RETENTION_ENABLED,
+      intervalMs: config.RETENTION_INTERVAL_MS,
+      batchSize: config.RETENTION_BATCH_SIZE,
+    },
+  });
+  const exports = createExportModule({
+    db,
+    ingest,
+    log,
+    messagesStore: createMessagesStore(),
+    maxMessageBytes: config.MAX_MESSAGE_BYTES,
+    maxLineBytes: config.MAX_REQUEST_BYTES,
+  });
   const rateLimits = createRateLimitModule({ db, logger, config, clientIp });
   const access = createAccessGuards({ clientIp });
   void watchKeyChanges({
@@ -180,7 +202,9 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(events.router(routes));
   app.use(realtime.router(routes));
   app.use(createReadStateRouter({ routes, readState }));
-  app.use(createAdminRouter({ db, routes }));
+  app.use(retention.router(routes));
+  app.use(exports.router(routes));
+  app.use(createAdminRouter({ db, routes, retentionTotals: retention.service.totals }));
   app.use(developerConsole.router(routes));
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));
@@ -197,6 +221,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     listener,
     metrics,
     realtime,
+    retention,
     /** Serves WebSocket upgrades (GET /v1/ws) on the HTTP server; call once it exists. */
     attach: (server: Server) => {
       answerClientErrors(server);
@@ -208,9 +233,11 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       await listener.start();
       await developerConsole.start();
       usage.start();
+      retention.start();
     },
     /** Flushes pending writes and drops LISTEN; the caller closes the HTTP server and the pool. */
     async close() {
+      await retention.close();
       await realtime.close();
       await ingest.close();
       await rateLimits.close();

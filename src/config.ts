@@ -53,6 +53,9 @@ export const configSchema = z.object({
   RATE_LIMIT_IP: int(1, 1_000_000).default(300),
   SLOW_QUERY_MS: int(0, 3_600_000).default(250),
   SLOW_QUERY_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
+  RETENTION_ENABLED: bool.default(true),
+  RETENTION_INTERVAL_MS: int(100, 7 * 86_400_000).default(3_600_000),
+  RETENTION_BATCH_SIZE: int(10, 100_000).default(1_000),
   METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
 });
 

@@ -10,6 +10,8 @@ export interface EventRow {
   message_id: string | null;
   actor: string | null;
   data: string;
+  /** Default now(); set for imported history. */
+  created_at?: string;
 }
 
 /** A statement fragment that sends NOTIFY payloads, to ride on another statement. */

@@ -20,6 +20,8 @@ export interface EventInput {
   messageId?: string | null;
   actor: string | null;
   data: Record<string, unknown>;
+  /** When it happened, for imported history; default: now(). */
+  at?: string;
 }
 
 /**
@@ -106,6 +108,7 @@ export function createThreadLog() {
           message_id: e.messageId ?? null,
           actor: e.actor,
           data: JSON.stringify(e.data),
+          ...(e.at ? { created_at: e.at } : {}),
         })),
       );
       pointers.record(projectId, threadId, lastSeq, firstSeq);

@@ -6,46 +6,40 @@ import { hostname } from 'node:os';
 import type { Knex } from 'knex';
 import type { Config } from './config';
 import { notFound } from './lib/errors';
+import { answerClientErrors } from './lib/http/client-error';
+import { createClientIp } from './lib/http/client-ip';
 import { errorMiddleware } from './lib/http/problem';
 import { requestId } from './lib/http/request-id';
 import { requestContextGuard, requestLog } from './lib/http/request-log';
-import { createMetrics, createMetricsRouter } from './lib/metrics';
-import { attachQueryTelemetry } from './lib/query-telemetry';
-import { answerClientErrors } from './lib/http/client-error';
 import { createRouteFactory, type Guard, type Principal } from './lib/http/route';
 import type { Logger } from './lib/logger';
+import { createMetrics, createMetricsRouter } from './lib/metrics';
 import { createRegistry } from './lib/openapi';
 import { createPgListener } from './lib/pg-listener';
+import { attachQueryTelemetry } from './lib/query-telemetry';
 import { createAdminRouter } from './modules/admin/admin-router';
 import { createConsoleModule } from './modules/console/console-module';
-import { createEventsRouter } from './modules/events/events-router';
+import { createEventsModule } from './modules/events/events-module';
 import { createEventsStore } from './modules/events/events-store';
 import { createEncryptionModule } from './modules/encryption/encryption-module';
+import { createAccessGuards } from './modules/guards/access-guards';
+import { apiCors } from './modules/guards/api-cors';
+import { watchKeyChanges } from './modules/guards/key-change-listener';
 import { createIdempotency } from './modules/idempotency/idempotency';
-import { createIngestPipeline } from './modules/ingest/ingest-pipeline';
-import { knexTransactionRunner } from './modules/ingest/transaction-runner';
-import { commitScope, createThreadLog } from './modules/thread-log/thread-log';
-import { createApiKeyAuthenticators } from './modules/keys/api-key-authenticator';
-import { createKeyAuthService } from './modules/keys/key-auth-service';
-import { createSignRouter } from './modules/keys/keys-router';
+import { createKeysModule } from './modules/keys/keys-module';
 import { createKeysStore } from './modules/keys/keys-store';
-import { createMessagesRouter } from './modules/messages/messages-router';
-import { createMessagesService } from './modules/messages/messages-service';
+import { createMessagesModule } from './modules/messages/messages-module';
 import { createMessagesStore } from './modules/messages/messages-store';
 import { createProjectsService } from './modules/projects/projects-service';
 import { createProjectsStore } from './modules/projects/projects-store';
-import { createSystemRouter, type ReadinessCheck } from './modules/system/system-router';
-import { createThreadsRouter } from './modules/threads/threads-router';
-import { createThreadsService } from './modules/threads/threads-service';
-import { createThreadsStore } from './modules/threads/threads-store';
+import { createRateLimitModule } from './modules/rate-limit/rate-limit-module';
 import { createReadStateRouter } from './modules/read-state/read-state-router';
 import { createReadStateService } from './modules/read-state/read-state-service';
 import { createReadStateStore } from './modules/read-state/read-state-store';
 import { createRealtimeModule } from './modules/realtime/realtime-module';
-import { ipAllowlistGuard, originGuard } from './modules/guards/access-guards';
-import { apiCors } from './modules/guards/api-cors';
-import { watchKeyChanges } from './modules/guards/key-change-listener';
-import { createRateLimitModule } from './modules/rate-limit/rate-limit-guard';
+import { createSystemRouter, type ReadinessCheck } from './modules/system/system-router';
+import { createThreadLogModule } from './modules/thread-log/thread-log-module';
+import { createThreadsModule } from './modules/threads/threads-module';
 import { createUsageModule } from './modules/usage/usage-module';
 import { createRetentionModule } from './modules/retention/retention-module';
 import { createExportModule } from './modules/export/export-module';
@@ -58,15 +52,15 @@ export interface AppDeps {
   databaseUrl: string;
 }
 
-/** Composition root: config → db → stores → services → routers. */
+/** Composition root: plumbing → modules (in dependency order) → guards → routers. */
 export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
-  const registry = createRegistry();
-  const keysStore = createKeysStore();
-  const projectsStore = createProjectsStore();
-  const threadsStore = createThreadsStore();
-  const messagesStore = createMessagesStore();
-  const eventsStore = createEventsStore();
+  const app: Express = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', config.TRUST_PROXY);
+  const clientIp = createClientIp(app.get('trust proxy fn') as (addr: string, hop: number) => boolean);
 
+  // Plumbing.
+  const registry = createRegistry();
   const listener = createPgListener({ url: databaseUrl, logger });
   const metrics = createMetrics();
   metrics.watchPool(db);
@@ -75,9 +69,10 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     metrics,
     options: { slowMs: config.SLOW_QUERY_MS, sampleRate: config.SLOW_QUERY_SAMPLE_RATE },
   });
-  const log = createThreadLog();
-  const ingest = createIngestPipeline({
-    runner: knexTransactionRunner(db),
+
+  // Modules.
+  const { log, ingest } = createThreadLogModule({
+    db,
     logger,
     options: {
       maxBatch: config.INGEST_MAX_BATCH,
@@ -85,90 +80,80 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       lanes: config.INGEST_CONCURRENCY,
       queueLimit: config.INGEST_QUEUE_LIMIT,
     },
-    scope: commitScope,
-    finish: log.notify,
   });
   ingest.observe(metrics.observeGroup);
   const idempotency = createIdempotency({ db });
   const encryption = createEncryptionModule({ config, db, logger, listener, ingest, log });
-  const keyAuth = createKeyAuthService({ db, keysStore, cacheTtlMs: config.KEY_CACHE_TTL_MS });
   const projects = createProjectsService({
     db,
-    projectsStore,
-    keysStore,
+    projectsStore: createProjectsStore(),
+    keysStore: createKeysStore(),
     signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS,
   });
+  const keys = createKeysModule({ db, cacheTtlMs: config.KEY_CACHE_TTL_MS, signingSecretOf: projects.signingSecretOf });
   const readStateStore = createReadStateStore();
-  const threads = createThreadsService({
+  const { threads, ...threadsModule } = createThreadsModule({
     db,
-    threadsStore,
     ingest,
     log,
+    idempotency,
     unreadCounts: (p, u, ids) => readStateStore.forThreads(db, p, u, ids),
   });
   const readState = createReadStateService({ db, threads, store: readStateStore });
-  const messages = createMessagesService({
+  const usage = createUsageModule({ db, logger });
+  const { messages, ...messagesModule } = createMessagesModule({
     db,
     ingest,
     log,
+    idempotency,
     threads,
-    messagesStore,
     maxMessageBytes: config.MAX_MESSAGE_BYTES,
     crypto: encryption.service,
+    onAppended: usage.countMessages,
   });
-  const usage = createUsageModule({ db, logger });
-  const developerConsole = createConsoleModule({ config, db, logger, keyAuth, projects, threads, messages, usage });
-
-  const apiKeys = createApiKeyAuthenticators(keyAuth);
-  const guards: Guard[] = [requestContextGuard];
-  const rateLimits = createRateLimitModule({ db, logger, config });
-  guards.push(ipAllowlistGuard, originGuard, rateLimits.guard);
-  void watchKeyChanges({
-    listener,
-    invalidate: (projectId) => (keyAuth.invalidate(projectId), rateLimits.invalidate(projectId)),
+  const events = createEventsModule({ db, threads, openEvents: encryption.service.openEvents });
+  const developerConsole = createConsoleModule({
+    config,
+    db,
+    logger,
+    keyAuth: keys.keyAuth,
+    projects,
+    threads,
+    messages,
+    usage,
   });
-  guards.push(usage.guard);
-  const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }, encryption.readiness];
-  const routes = createRouteFactory({
-    registry,
-    guards,
-    maxJsonDepth: config.MAX_JSON_DEPTH,
-    authenticate: {
-      none: async (): Promise<Principal> => ({ type: 'anonymous' }),
-      // A verified realtime token (SSE ?token=, set by the realtime router) stands in for key headers.
-      api: async (req, res) => (res.locals.realtimePrincipal as Principal | undefined) ?? apiKeys.api(req),
-      secret: apiKeys.secret,
-      admin: apiKeys.admin,
-      developer: developerConsole.authenticate,
+  const retention = createRetentionModule({
+    db,
+    logger,
+    replicaId: `${hostname()}/${process.pid}`,
+    options: {
+      enabled: config.RETENTION_ENABLED,
+      intervalMs: config.RETENTION_INTERVAL_MS,
+      batchSize: config.RETENTION_BATCH_SIZE,
     },
   });
-
-  const app: Express = express();
-  app.disable('x-powered-by');
-  app.set('trust proxy', config.TRUST_PROXY);
-  app.use(requestId());
-  app.use(requestLog({ logger, metrics }));
-  app.use(helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } }));
-  app.use('/v1', apiCors());
-  app.use('/auth', rateLimits.perIp('auth'));
-  app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));
-  app.use(express.text({ limit: config.MAX_REQUEST_BYTES, type: 'text/plain' }));
-  app.use(cookieParser());
-
-  app.use(createMetricsRouter(metrics, config.METRICS_TOKEN));
-  app.use(createSystemRouter({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }));
-  app.use(createSignRouter({ db, routes, projectsStore }));
-  app.use(createThreadsRouter({ idempotency, routes, threads }));
-  app.use(createMessagesRouter({ idempotency, routes, messages, onAppended: usage.countMessages }));
-  app.use(createEventsRouter({ db, routes, threads, eventsStore, openEvents: encryption.service.openEvents }));
+  const exports = createExportModule({
+    db,
+    ingest,
+    log,
+    messagesStore: createMessagesStore(),
+    crypto: encryption.service,
+    maxMessageBytes: config.MAX_MESSAGE_BYTES,
+    maxLineBytes: config.MAX_REQUEST_BYTES,
+  });
+  const rateLimits = createRateLimitModule({ db, logger, config, clientIp });
+  const access = createAccessGuards({ clientIp });
+  void watchKeyChanges({
+    listener,
+    invalidate: (projectId) => (keys.keyAuth.invalidate(projectId), rateLimits.invalidate(projectId)),
+  });
   const realtime = createRealtimeModule({
     db,
     logger,
     listener,
-    routes,
-    eventsStore: encryption.openingEventsStore(eventsStore),
+    eventsStore: encryption.openingEventsStore(createEventsStore()),
     threads,
-    keyAuth,
+    keyAuth: keys.keyAuth,
     readState,
     options: {
       heartbeatMs: config.REALTIME_HEARTBEAT_MS,
@@ -177,41 +162,55 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS,
     },
     observeNotifyLag: (s) => metrics.notifyLag.observe(s),
-    clientIp: (req) => (Object.setPrototypeOf(req, app.request) as express.Request).ip,
+    clientIp,
+    assertCaller: access.assertCaller,
     admit: (p, ip) => rateLimits.admit(p, 'read', ip),
   });
   metrics.watchRealtime(() => {
     const s = realtime.stats();
     return { sse: s.sse_streams, ws: s.sockets };
   });
-  app.use(realtime.router);
-  app.use(createReadStateRouter({ routes, readState }));
-  const retention = createRetentionModule({
-    db,
-    logger,
-    routes,
-    replicaId: `${hostname()}/${process.pid}`,
-    options: {
-      enabled: config.RETENTION_ENABLED,
-      intervalMs: config.RETENTION_INTERVAL_MS,
-      batchSize: config.RETENTION_BATCH_SIZE,
+
+  // Guards: every routed request, after authentication and validation, in this order.
+  const guards: Guard[] = [requestContextGuard, access.ipAllowlist, access.origin, rateLimits.guard, usage.guard];
+  const routes = createRouteFactory({
+    registry,
+    guards,
+    maxJsonDepth: config.MAX_JSON_DEPTH,
+    validateResponses: config.NODE_ENV !== 'production',
+    authenticate: {
+      none: async (): Promise<Principal> => ({ type: 'anonymous' }),
+      // A verified realtime token (SSE ?token=, set by the realtime router) stands in for key headers.
+      api: async (req, res) => (res.locals.realtimePrincipal as Principal | undefined) ?? keys.authenticators.api(req),
+      secret: keys.authenticators.secret,
+      admin: keys.authenticators.admin,
+      developer: developerConsole.authenticate,
     },
   });
-  app.use(retention.router);
-  const exports = createExportModule({
-    db,
-    ingest,
-    log,
-    messagesStore,
-    maxMessageBytes: config.MAX_MESSAGE_BYTES,
-    maxLineBytes: config.MAX_REQUEST_BYTES,
-    crypto: encryption.service,
-  });
+  const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }, encryption.readiness];
+
+  // HTTP: middleware, then every router in order.
+  app.use(requestId());
+  app.use(requestLog({ logger, metrics }));
+  app.use(helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } }));
+  app.use('/v1', apiCors());
+  app.use('/auth', rateLimits.perIp('auth'));
+  app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));
+  app.use(express.text({ limit: config.MAX_REQUEST_BYTES, type: 'text/plain' }));
+  app.use(cookieParser());
+  app.use(createMetricsRouter(metrics, config.METRICS_TOKEN));
+  app.use(createSystemRouter({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }));
+  app.use(keys.router(routes));
+  app.use(threadsModule.router(routes));
+  app.use(messagesModule.router(routes));
+  app.use(events.router(routes));
+  app.use(realtime.router(routes));
+  app.use(createReadStateRouter({ routes, readState }));
+  app.use(retention.router(routes));
   app.use(exports.router(routes));
   app.use(createAdminRouter({ db, routes, retentionTotals: retention.service.totals }));
   app.use(encryption.router(routes));
   app.use(developerConsole.router(routes));
-
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));
 
@@ -219,12 +218,11 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     app,
     registry,
     ingest,
-    keyAuth,
+    keyAuth: keys.keyAuth,
     projects,
     threads,
     messages,
     encryption: encryption.service,
-    guards,
     readinessChecks,
     listener,
     metrics,

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import type { Knex } from 'knex';
 import { loadConfig, type Config } from './config';
-import { openDatabase } from './lib/database';
+import { openDatabase } from './lib/open-database';
 import { idSchema } from './lib/ids';
 import { createLogger } from './lib/logger';
 import { createKms, encryptionOptions } from './modules/encryption/encryption-module';
@@ -11,12 +11,10 @@ import { createEncryptionService } from './modules/encryption/encryption-service
 import { ndjsonLines } from './lib/ndjson';
 import { createProgressBar } from './lib/progress-bar';
 import { createExportModule } from './modules/export/export-module';
-import { createIngestPipeline } from './modules/ingest/ingest-pipeline';
-import { knexTransactionRunner } from './modules/ingest/transaction-runner';
-import { commitScope, createThreadLog } from './modules/thread-log/thread-log';
+import { createThreadLogModule } from './modules/thread-log/thread-log-module';
 import { createMessagesStore } from './modules/messages/messages-store';
 import { createKeysStore } from './modules/keys/keys-store';
-import type { KeyKind } from './modules/keys/api-key';
+import { keyKindSchema, type KeyKind } from './lib/key-kind';
 import { createProjectsService } from './modules/projects/projects-service';
 import { createProjectsStore } from './modules/projects/projects-store';
 
@@ -114,7 +112,7 @@ async function main(argv: string[]): Promise<number> {
       case 'key create': {
         const projectId = projectArg(values);
         const kind = required(values, 'kind');
-        if (!['secret', 'publishable', 'admin'].includes(kind))
+        if (!keyKindSchema.options.includes(kind as KeyKind))
           throw new UsageError('--kind must be secret, publishable or admin');
         const key = await projects.createKey(projectId, kind as KeyKind, values.name ?? '');
         out({ key_id: key.id, key: key.key }, `${key.id} ${key.key}\n(shown once)`);
@@ -185,13 +183,10 @@ async function main(argv: string[]): Promise<number> {
 
 /** Export and import run in this process, on the same pipeline and stores as the server. */
 function exportModule(db: Knex, config: Config) {
-  const log = createThreadLog();
-  const ingest = createIngestPipeline({
-    runner: knexTransactionRunner(db),
+  const { log, ingest } = createThreadLogModule({
+    db,
     logger: createLogger('warn'),
     options: { maxBatch: 64, maxWaitMs: 0, lanes: 1, queueLimit: 1_000 },
-    scope: commitScope,
-    finish: log.notify,
   });
   const logger = createLogger('warn');
   const encryption = createEncryptionService({

@@ -1,11 +1,11 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Config } from './config';
-import { openDatabase } from './lib/database';
+import { openDatabase } from './lib/open-database';
 import { createLogger } from './lib/logger';
 import { createKeysStore } from './modules/keys/keys-store';
 import { createProjectsService } from './modules/projects/projects-service';
 import { createProjectsStore } from './modules/projects/projects-store';
-import { credentialsPath, seedDevProject } from '../seeds/dev-project';
+import { credentialsPath, seedDevProject } from './modules/projects/dev-project';
 
 /** True in the process that should fork HTTP workers instead of serving (WEB_CONCURRENCY > 1). */
 export const shouldRunPrimary = (config: Config) => config.WEB_CONCURRENCY > 1 && cluster.isPrimary;

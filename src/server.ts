@@ -1,11 +1,11 @@
 import type { Server } from 'node:http';
 import { createApp } from './app';
 import { ConfigError, loadConfig } from './config';
-import { openDatabase } from './lib/database';
+import { openDatabase } from './lib/open-database';
 import { createLogger } from './lib/logger';
 import { runPrimary, shouldRunPrimary } from './cluster';
 import { createGracefulShutdown, exitOnSignals } from './lib/shutdown';
-import { credentialsPath, seedDevProject } from '../seeds/dev-project';
+import { credentialsPath, seedDevProject } from './modules/projects/dev-project';
 
 async function main() {
   let config;

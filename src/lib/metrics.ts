@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { timingSafeEqual } from 'node:crypto';
 import { unauthorized } from './errors';
+import { bearerToken } from './http/credentials';
 
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -130,10 +131,10 @@ export type Metrics = ReturnType<typeof createMetrics>;
 /** GET /metrics in the Prometheus text format; behind a bearer token when one is configured. */
 export function createMetricsRouter(metrics: Metrics, token?: string): Router {
   const router = Router();
-  const expected = token ? Buffer.from(`Bearer ${token}`) : null;
+  const expected = token ? Buffer.from(token) : null;
   const authorized: RequestHandler = (req, res, next) => {
     if (!expected) return next();
-    const given = Buffer.from(req.get('authorization') ?? '');
+    const given = Buffer.from(bearerToken(req.get('authorization')) ?? '');
     if (given.length === expected.length && timingSafeEqual(given, expected)) return next();
     res.setHeader('WWW-Authenticate', 'Bearer realm="metrics"');
     next(unauthorized('The metrics endpoint needs the bearer token configured in METRICS_TOKEN.'));

@@ -1,7 +1,6 @@
-import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
-import { PROBLEM_BASE } from './problem';
+import { endSocketWithProblem } from './problem';
 
 /**
  * Requests Node's HTTP parser rejects before express sees them (broken framing, control
@@ -13,21 +12,21 @@ export function answerClientErrors(server: Server): void {
       socket.destroy();
       return;
     }
-    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-    const status = tooLarge ? 431 : 400;
-    const id = randomUUID();
-    const body = JSON.stringify({
-      type: PROBLEM_BASE + (tooLarge ? 'headers-too-large' : 'malformed-request'),
-      title: tooLarge ? 'Request header fields too large' : 'Malformed request',
-      status,
-      detail: tooLarge
-        ? 'The request headers are larger than this server accepts.'
-        : 'The request is not valid HTTP/1.1 (framing or header syntax).',
-      request_id: id,
-    });
-    socket.end(
-      `HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n` +
-        `Content-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${id}\r\nConnection: close\r\n\r\n${body}`,
+    endSocketWithProblem(
+      socket,
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? {
+            status: 431,
+            title: 'Request header fields too large',
+            slug: 'headers-too-large',
+            detail: 'The request headers are larger than this server accepts.',
+          }
+        : {
+            status: 400,
+            title: 'Malformed request',
+            slug: 'malformed-request',
+            detail: 'The request is not valid HTTP/1.1 (framing or header syntax).',
+          },
     );
   });
 }

@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, Response } from 'express';
 import { z } from '../zod';
 import { AppError, type ErrorKind, type FieldError } from '../errors';
@@ -46,25 +48,62 @@ export function zodFieldErrors(error: z.ZodError, prefix = ''): FieldError[] {
   }));
 }
 
-export function sendProblem(res: Response, error: AppError): void {
+/** The one error → HTTP status mapping, for every transport. */
+export const statusOf = (kind: ErrorKind): number => KINDS[kind].status;
+
+/** The RFC 9457 body of a domain error. */
+export function problemBody(error: AppError, requestId: string) {
   const info = KINDS[error.kind];
-  const slug = error.extra.type ?? info.slug;
+  return {
+    type: PROBLEM_BASE + (error.extra.type ?? info.slug),
+    title: info.title,
+    status: info.status,
+    detail: error.message,
+    request_id: requestId,
+    ...(error.extra.errors ? { errors: error.extra.errors } : {}),
+    ...error.extra.fields,
+  };
+}
+
+export function sendProblem(res: Response, error: AppError): void {
   if (error.extra.retryAfterSeconds !== undefined)
     res.setHeader('Retry-After', String(Math.max(1, Math.ceil(error.extra.retryAfterSeconds))));
   res
-    .status(info.status)
+    .status(statusOf(error.kind))
     .type('application/problem+json')
-    .send(
-      JSON.stringify({
-        type: PROBLEM_BASE + slug,
-        title: info.title,
-        status: info.status,
-        detail: error.message,
-        request_id: String(res.locals.requestId ?? ''),
-        ...(error.extra.errors ? { errors: error.extra.errors } : {}),
-        ...error.extra.fields,
-      }),
-    );
+    .send(JSON.stringify(problemBody(error, String(res.locals.requestId ?? ''))));
+}
+
+/**
+ * Answers on a raw socket, for requests express never sees (malformed HTTP, WebSocket
+ * upgrades): the same problem+json as REST, then the connection is closed.
+ */
+export function endSocketWithProblem(
+  socket: Duplex,
+  error: AppError | { status: number; title: string; slug: string; detail: string },
+): void {
+  const requestId = randomUUID();
+  const body = JSON.stringify(
+    error instanceof AppError
+      ? problemBody(error, requestId)
+      : {
+          type: PROBLEM_BASE + error.slug,
+          title: error.title,
+          status: error.status,
+          detail: error.detail,
+          request_id: requestId,
+        },
+  );
+  const status = error instanceof AppError ? statusOf(error.kind) : error.status;
+  const reason = error instanceof AppError ? KINDS[error.kind].title : error.title;
+  const retry =
+    error instanceof AppError && error.extra.retryAfterSeconds !== undefined
+      ? `Retry-After: ${Math.max(1, Math.ceil(error.extra.retryAfterSeconds))}\r\n`
+      : '';
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/problem+json\r\n${retry}` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 interface BodyParserError {
@@ -112,7 +151,6 @@ export function errorMiddleware(logger: Logger): ErrorRequestHandler {
       });
     } else {
       logger.error({ err, request_id: res.locals.requestId, method: req.method, url: req.path }, 'unhandled error');
-      problem = new AppError('unavailable', 'Internal error.');
       res.status(500);
       const info = { type: PROBLEM_BASE + 'internal', title: 'Internal server error', status: 500 };
       res.type('application/problem+json').send(

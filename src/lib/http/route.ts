@@ -1,6 +1,7 @@
 import type { NextFunction, Request, Response, Router } from 'express';
 import { z } from '../zod';
 import { AppError, badRequest } from '../errors';
+import type { KeyKind } from '../key-kind';
 import type { OpenAPIRegistry } from '../openapi';
 import { inspectJson } from './json';
 import { problemSchema, zodFieldErrors } from './problem';
@@ -15,7 +16,7 @@ export type Principal =
       type: 'api';
       projectId: string;
       keyId: string;
-      kind: 'secret' | 'publishable' | 'admin';
+      kind: KeyKind;
       userId: string | null;
       settings: Record<string, unknown>;
     }
@@ -79,6 +80,11 @@ export interface RouteFactoryDeps {
   authenticate: Record<AuthMode, (req: Request, res: Response) => Promise<Principal>>;
   guards: Guard[];
   maxJsonDepth: number;
+  /**
+   * Check every JSON response against the schema its route declares for that status (in
+   * development and test), so the OpenAPI document cannot drift from what the API returns.
+   */
+  validateResponses?: boolean;
 }
 
 const toOpenApiPath = (p: string) => p.replace(/:([A-Za-z_]+)/g, '{$1}');
@@ -160,10 +166,36 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
     return { params, query, body, principal, header: (name: string) => req.get(name) };
   }
 
-  function send(res: Response, reply: Reply | void, fallbackStatus: number) {
+  /** A response that does not match its declared schema is a bug: a 500, logged, in development and test. */
+  function checkResponse(
+    spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>,
+    r: Reply,
+    status: number,
+  ) {
+    if (!deps.validateResponses || r.text !== undefined) return;
+    const declared = spec.responses[status];
+    if (!declared)
+      throw new Error(`${spec.method.toUpperCase()} ${spec.path} answered ${status}, which it does not declare`);
+    if (!declared.schema || r.body === undefined) return;
+    const result = declared.schema.safeParse(r.body);
+    if (!result.success) {
+      const errors = zodFieldErrors(result.error, 'response');
+      throw new Error(
+        `${spec.method.toUpperCase()} ${spec.path} ${status} does not match its declared schema: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`,
+      );
+    }
+  }
+
+  function send(
+    spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>,
+    res: Response,
+    reply: Reply | void,
+  ) {
     const r = reply ?? {};
+    const status = r.status ?? defaultStatus(spec);
+    checkResponse(spec, r, status);
     for (const [k, v] of Object.entries(r.headers ?? {})) res.setHeader(k, v);
-    res.status(r.status ?? fallbackStatus);
+    res.status(status);
     if (r.text !== undefined) res.type('text/plain; charset=utf-8').send(r.text);
     else if (r.body === undefined) res.end();
     else res.type('application/json').send(JSON.stringify(r.body));
@@ -183,7 +215,7 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
       router[spec.method](spec.path, async (req: Request, res: Response, next: NextFunction) => {
         try {
           const input = await prepare(s, req, res);
-          send(res, await handler(input as never), defaultStatus(s));
+          send(s, res, await handler(input as never));
         } catch (e) {
           next(e);
         }

@@ -1,5 +1,6 @@
 import type { Request, Response } from 'express';
 import { forbidden, unauthorized } from '../../lib/errors';
+import { bearerToken } from '../../lib/http/credentials';
 import type { DeveloperPrincipal } from '../../lib/http/route';
 import type { DevelopersService } from '../developers/developers-service';
 import { setSessionCookies } from './session-cookies';
@@ -9,8 +10,8 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** The session token and where it came from: Authorization: Bearer (scripts) or the cookie (console). */
 export function sessionFrom(req: Request): { token: string; viaCookie: boolean } | null {
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(req.get('authorization') ?? '');
-  if (m) return { token: m[1], viaCookie: false };
+  const token = bearerToken(req.get('authorization'));
+  if (token) return { token, viaCookie: false };
   const cookie = (req.cookies as Record<string, unknown> | undefined)?.[SESSION_COOKIE];
   return typeof cookie === 'string' && cookie ? { token: cookie, viaCookie: true } : null;
 }

@@ -11,6 +11,7 @@ import { createSessionTokens } from '../auth/session-tokens';
 import { createDevelopersService } from '../developers/developers-service';
 import { createDevelopersStore } from '../developers/developers-store';
 import type { KeyAuthService } from '../keys/key-auth-service';
+import { createKeysRouter } from '../keys/keys-router';
 import type { MessagesService } from '../messages/messages-service';
 import { createProjectsRouter } from '../projects/projects-router';
 import type { ProjectsService } from '../projects/projects-service';
@@ -30,7 +31,7 @@ export function createConsoleModule(deps: {
   config: Config;
   db: Knex;
   logger: Logger;
-  keyAuth: KeyAuthService;
+  keyAuth: Pick<KeyAuthService, 'invalidate'>;
   projects: ProjectsService;
   threads: ThreadsService;
   messages: MessagesService;
@@ -56,9 +57,14 @@ export function createConsoleModule(deps: {
     router(routes: RouteFactory) {
       const router = Router();
       router.use(createAuthRouter({ routes, config, sessions, developers, logger }));
-      router.use(
-        createProjectsRouter({ routes, projects: deps.projects, developers, keyAuth: deps.keyAuth, usage: deps.usage }),
-      );
+      const { projects } = deps;
+      // Local caches first (immediate on this replica), then the other replicas.
+      const keysChanged = async (projectId: string) => {
+        deps.keyAuth.invalidate(projectId);
+        await projects.notifyKeysChanged(projectId);
+      };
+      router.use(createProjectsRouter({ routes, projects, developers, usage: deps.usage, keysChanged }));
+      router.use(createKeysRouter({ routes, ownedProject: projects.getOwned, keys: projects, keysChanged }));
       router.use(
         createConsoleRouter({ routes, projects: deps.projects, threads: deps.threads, messages: deps.messages }),
       );

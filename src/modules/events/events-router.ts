@@ -10,7 +10,7 @@ import type { EventsStore } from './events-store';
 export function createEventsRouter(deps: {
   db: Knex;
   routes: RouteFactory;
-  threads: ThreadsService;
+  threads: Pick<ThreadsService, 'authorize'>;
   eventsStore: EventsStore;
   /** Opens encrypted bodies (field encryption). */
   openEvents: (projectId: string, threadId: string, events: EventView[]) => Promise<EventView[]>;

@@ -1,8 +1,9 @@
 import ipaddr from 'ipaddr.js';
-import type { Request } from 'express';
+import type { IncomingMessage } from 'node:http';
 import { forbidden } from '../../lib/errors';
 import type { ApiPrincipal, Guard } from '../../lib/http/route';
-import { readSettings } from '../projects/project-settings';
+import type { ClientIp } from '../../lib/http/client-ip';
+import { fromSettings } from '../projects/project-settings';
 
 type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
@@ -41,23 +42,13 @@ export function normaliseOrigin(origin: string): string | null {
   }
 }
 
-// Settings objects are shared by every request of a cached key; parse each one once.
-const cache = new WeakMap<object, AccessRules>();
-function rulesOf(raw: Record<string, unknown>): AccessRules {
-  let rules = cache.get(raw);
-  if (!rules) {
-    const s = readSettings(raw);
-    rules = {
-      ipRanges:
-        s.ip_allowlist && s.ip_allowlist.length > 0
-          ? s.ip_allowlist.map(parseRange).filter((r): r is Range => r !== null)
-          : null,
-      origins: new Set((s.allowed_origins ?? []).map(normaliseOrigin).filter((o): o is string => o !== null)),
-    };
-    cache.set(raw, rules);
-  }
-  return rules;
-}
+const rulesOf = fromSettings((s): AccessRules => ({
+  ipRanges:
+    s.ip_allowlist && s.ip_allowlist.length > 0
+      ? s.ip_allowlist.map(parseRange).filter((r): r is Range => r !== null)
+      : null,
+  origins: new Set((s.allowed_origins ?? []).map(normaliseOrigin).filter((o): o is string => o !== null)),
+}));
 
 export function ipAllowed(ip: string | undefined, ranges: Range[]): boolean {
   if (!ip) return false;
@@ -69,8 +60,6 @@ export function ipAllowed(ip: string | undefined, ranges: Range[]): boolean {
   }
   return ranges.some(([range, bits]) => range.kind() === addr.kind() && addr.match(range, bits));
 }
-
-const clientIp = (req: Request) => req.ip ?? req.socket.remoteAddress;
 
 function checkIp(ip: string | undefined, principal: ApiPrincipal) {
   const { ipRanges } = rulesOf(principal.settings);
@@ -91,29 +80,35 @@ function checkOrigin(origin: string | undefined, principal: ApiPrincipal) {
   }
 }
 
-/**
- * Both guards for callers outside the route factory (e.g. a WebSocket upgrade): `ip` is the
- * client address as express's req.ip would give it (TRUST_PROXY applied), `origin` the Origin header.
- */
-export function assertAccess(caller: { ip: string | undefined; origin: string | undefined }, principal: ApiPrincipal) {
-  checkIp(caller.ip, principal);
-  checkOrigin(caller.origin, principal);
+/** The project's IP allowlist and the publishable keys' allowed origins, for every transport. */
+export function createAccessGuards(deps: { clientIp: ClientIp }) {
+  return {
+    /**
+     * The project's IP allowlist binds every one of its keys. It runs as a guard: after
+     * authentication (the allowlist belongs to the key's project) and request validation, before
+     * rate limiting and the handler; an address outside every listed range is refused.
+     */
+    ipAllowlist: ((req, _res, _spec, principal) => {
+      if (principal.type === 'api') checkIp(deps.clientIp(req), principal);
+    }) satisfies Guard,
+
+    /**
+     * Publishable keys are bound to the project's allowed_origins. A request without an Origin
+     * header is not from a browser page (native app, server) and cannot be told apart from one
+     * that forges its Origin anyway, so the binding only concerns browsers, where it matters: a
+     * page on another site cannot use the key. No allowed_origins means no browser origin.
+     */
+    origin: ((req, _res, _spec, principal) => {
+      if (principal.type === 'api') checkOrigin(req.get('origin'), principal);
+    }) satisfies Guard,
+
+    /** Both checks for callers outside the route factory (a WebSocket upgrade, an SSE token). */
+    assertCaller(req: IncomingMessage, principal: ApiPrincipal) {
+      checkIp(deps.clientIp(req), principal);
+      const origin = req.headers.origin;
+      checkOrigin(Array.isArray(origin) ? origin[0] : origin, principal);
+    },
+  };
 }
 
-/**
- * The project's IP allowlist binds every one of its keys: a caller outside every listed range
- * is refused before anything else happens.
- */
-export const ipAllowlistGuard: Guard = (req, _res, _spec, principal) => {
-  if (principal.type === 'api') checkIp(clientIp(req), principal);
-};
-
-/**
- * Publishable keys are bound to the project's allowed_origins. A request without an Origin
- * header is not from a browser page (native app, server) and cannot be told apart from one
- * that forges its Origin anyway, so the binding only concerns browsers, where it matters: a
- * page on another site cannot use the key. No allowed_origins means no browser origin.
- */
-export const originGuard: Guard = (req, _res, _spec, principal) => {
-  if (principal.type === 'api') checkOrigin(req.get('origin'), principal);
-};
+export type AccessGuards = ReturnType<typeof createAccessGuards>;

@@ -1,21 +1,13 @@
 import type { Request } from 'express';
 import { forbidden } from '../../lib/errors';
+import { apiKeyFrom } from '../../lib/http/credentials';
 import type { ApiPrincipal } from '../../lib/http/route';
 import type { KeyAuthService } from './key-auth-service';
-
-function keyFrom(req: Request): string | undefined {
-  const auth = req.get('authorization');
-  if (auth) {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
-    return m ? m[1] : auth;
-  }
-  return req.get('x-api-key');
-}
 
 /** Authenticators for the API-key route modes: any data-plane key, secret only, admin only. */
 export function createApiKeyAuthenticators(keyAuth: KeyAuthService) {
   const principal = (req: Request) =>
-    keyAuth.authenticate(keyFrom(req), req.get('x-user-id'), req.get('x-user-signature'));
+    keyAuth.authenticate(apiKeyFrom(req.headers), req.get('x-user-id'), req.get('x-user-signature'));
   return {
     async api(req: Request): Promise<ApiPrincipal> {
       const p = await principal(req);

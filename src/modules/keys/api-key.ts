@@ -2,7 +2,9 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { randomBase62, toBase62 } from '../../lib/ids';
 
-export type KeyKind = 'secret' | 'publishable' | 'admin';
+import type { KeyKind } from '../../lib/key-kind';
+
+export type { KeyKind };
 
 export const KEY_PREFIX: Record<KeyKind, string> = { secret: 'sk_', publishable: 'pk_', admin: 'ak_' };
 

@@ -1,37 +1,93 @@
 import { Router } from 'express';
 import { z } from '../../lib/zod';
-import { userIdSchema } from '../../lib/ids';
 import type { RouteFactory } from '../../lib/http/route';
-import type { ProjectsStore } from '../projects/projects-store';
-import type { Knex } from 'knex';
-import { signUserId } from './key-auth-service';
-import { notFound } from '../../lib/errors';
+import type { KeyKind } from '../../lib/key-kind';
+import {
+  createdKeySchema,
+  createKeySchema,
+  keyParams,
+  keySchema,
+  keyView,
+  projectIdParams,
+  type KeyView,
+} from './keys-schemas';
 
-/** POST /v1/_sign: a backend signs its end user's id for use with a publishable key. */
-export function createSignRouter(deps: { db: Knex; routes: RouteFactory; projectsStore: ProjectsStore }) {
+const noStore = { 'Cache-Control': 'no-store' };
+
+/**
+ * The console's key routes: create (the secret shown once), list (prefixes only), revoke.
+ * Only the project's owner reaches them; anyone else's project is a 404.
+ */
+export function createKeysRouter(deps: {
+  routes: RouteFactory;
+  /** The project if this developer owns it; a 404 otherwise. */
+  ownedProject: (developerId: string, projectId: string) => Promise<{ id: string }>;
+  keys: {
+    createKey(projectId: string, kind: KeyKind, name: string): Promise<KeyView & { key: string }>;
+    listKeys(projectId: string): Promise<KeyView[]>;
+    revokeKey(projectId: string, keyId: string): Promise<void>;
+  };
+  /** Local caches first (immediate on this replica), then the other replicas. */
+  keysChanged: (projectId: string) => Promise<void>;
+}) {
+  const { routes, keys } = deps;
   const router = Router();
-  deps.routes.route(
+  const tags = ['Console'];
+
+  routes.route(
     router,
     {
       method: 'post',
-      path: '/v1/_sign',
-      summary: 'Sign an end-user id (secret keys only)',
-      tags: ['Auth'],
-      auth: 'secret',
-      rateClass: 'auth',
-      body: z.object({ user_id: userIdSchema }).strict().openapi('SignRequest'),
-      responses: {
-        200: {
-          description: 'The signature to send as X-User-Signature',
-          schema: z.object({ user_id: z.string(), signature: z.string() }),
-        },
-      },
+      path: '/v1/projects/:project_id/keys',
+      summary: 'Create an API key (the full key is in this response only)',
+      tags,
+      auth: 'developer',
+      params: projectIdParams,
+      body: createKeySchema,
+      responses: { 201: { description: 'Created', schema: createdKeySchema } },
     },
-    async ({ principal, body }) => {
-      const project = await deps.projectsStore.get(deps.db, principal.projectId);
-      if (!project) throw notFound('project');
-      return { body: { user_id: body.user_id, signature: signUserId(project.signing_secret, body.user_id) } };
+    async ({ principal, params, body }) => {
+      const project = await deps.ownedProject(principal.developerId, params.project_id);
+      const created = await keys.createKey(project.id, body.kind, body.name);
+      return { status: 201, body: { ...keyView(created), key: created.key }, headers: noStore };
     },
   );
+
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/projects/:project_id/keys',
+      summary: "A project's keys (prefixes only), newest first",
+      tags,
+      auth: 'developer',
+      params: projectIdParams,
+      responses: { 200: { description: 'Keys', schema: z.object({ data: z.array(keySchema) }).openapi('ApiKeyList') } },
+    },
+    async ({ principal, params }) => {
+      const project = await deps.ownedProject(principal.developerId, params.project_id);
+      return { body: { data: (await keys.listKeys(project.id)).map(keyView) } };
+    },
+  );
+
+  routes.route(
+    router,
+    {
+      method: 'delete',
+      path: '/v1/projects/:project_id/keys/:key_id',
+      summary: 'Revoke a key (immediately on this replica, within seconds on the others)',
+      tags,
+      auth: 'developer',
+      params: keyParams,
+      responses: { 204: { description: 'Revoked' } },
+    },
+    async ({ principal, params }) => {
+      const project = await deps.ownedProject(principal.developerId, params.project_id);
+      await keys.revokeKey(project.id, params.key_id);
+      await deps.keysChanged(project.id);
+      return { status: 204 };
+    },
+  );
+
   return router;
 }

@@ -56,6 +56,20 @@ export const projectSettingsSchema = z
 
 export type ProjectSettings = z.infer<typeof projectSettingsSchema>;
 
+/**
+ * A view derived from a project's settings (parsed limits, CIDR ranges …), computed once per
+ * settings object: a cached key shares one settings object across all its requests.
+ */
+export function fromSettings<T>(derive: (s: ProjectSettings) => T): (raw: Record<string, unknown>) => T {
+  const cache = new WeakMap<object, T>();
+  return (raw) => {
+    if (cache.has(raw)) return cache.get(raw)!;
+    const value = derive(readSettings(raw));
+    cache.set(raw, value);
+    return value;
+  };
+}
+
 /** Settings as stored; anything unreadable counts as absent rather than failing a request. */
 export function readSettings(raw: unknown): ProjectSettings {
   const parsed = projectSettingsSchema.safeParse(raw ?? {});

@@ -2,14 +2,11 @@ import { Router } from 'express';
 import { z } from '../../lib/zod';
 import type { RouteFactory } from '../../lib/http/route';
 import { developerSchema, type DevelopersService } from '../developers/developers-service';
-import type { KeyAuthService } from '../keys/key-auth-service';
 import type { UsageCounter } from '../usage/usage-counter';
+import { projectIdParams } from '../keys/keys-schemas';
 import { projectSettingsSchema, readSettings } from './project-settings';
 import type { ProjectsService } from './projects-service';
 import type { ProjectRow } from './projects-store';
-
-const projectIdParams = z.object({ project_id: z.string().min(1).max(64) });
-const keyParams = projectIdParams.extend({ key_id: z.string().min(1).max(64) });
 
 const projectSummarySchema = z
   .object({
@@ -47,25 +44,6 @@ const updateProjectSchema = z
   .strict()
   .openapi('ProjectUpdate');
 
-const keySchema = z
-  .object({
-    id: z.string(),
-    kind: z.enum(['secret', 'publishable', 'admin']),
-    name: z.string(),
-    prefix: z.string().openapi({ description: 'The first characters of the key, to recognise it' }),
-    created_at: z.string(),
-    last_used_at: z.string().nullable(),
-    revoked_at: z.string().nullable(),
-  })
-  .openapi('ApiKey');
-const createdKeySchema = keySchema
-  .extend({ key: z.string().openapi({ description: 'The full key: shown this once, never again' }) })
-  .openapi('ApiKeyCreated');
-const createKeySchema = z
-  .object({ name: z.string().trim().max(100).default(''), kind: z.enum(['secret', 'publishable', 'admin']) })
-  .strict()
-  .openapi('ApiKeyCreate');
-
 const usageSchema = z
   .object({ data: z.array(z.object({ hour: z.string(), requests: z.number().int(), messages: z.number().int() })) })
   .openapi('ProjectUsage');
@@ -82,24 +60,6 @@ const full = (p: ProjectRow) => ({
   signing_secret: p.signing_secret,
   previous_signing_secret_expires_at: p.previous_signing_secret_expires_at,
 });
-const keyView = (k: {
-  id: string;
-  kind: 'secret' | 'publishable' | 'admin';
-  name: string;
-  prefix: string;
-  created_at: string;
-  last_used_at: string | null;
-  revoked_at: string | null;
-}) => ({
-  id: k.id,
-  kind: k.kind,
-  name: k.name,
-  prefix: k.prefix,
-  created_at: k.created_at,
-  last_used_at: k.last_used_at,
-  revoked_at: k.revoked_at,
-});
-
 const noStore = { 'Cache-Control': 'no-store' };
 
 /**
@@ -110,18 +70,15 @@ export function createProjectsRouter(deps: {
   routes: RouteFactory;
   projects: ProjectsService;
   developers: Pick<DevelopersService, 'get'>;
-  keyAuth: Pick<KeyAuthService, 'invalidate'>;
   usage: Pick<UsageCounter, 'series'>;
+  /** After a change to keys, signing secret or settings: local caches, then the other replicas. */
+  keysChanged: (projectId: string) => Promise<void>;
 }) {
   const { routes, projects } = deps;
   const router = Router();
   const tags = ['Console'];
 
-  // Local caches first (immediate on this replica), then the other replicas.
-  async function keysChanged(projectId: string) {
-    deps.keyAuth.invalidate(projectId);
-    await projects.notifyKeysChanged(projectId);
-  }
+  const { keysChanged } = deps;
 
   routes.route(
     router,
@@ -236,61 +193,6 @@ export function createProjectsRouter(deps: {
       const current = await projects.getOwned(principal.developerId, params.project_id);
       await projects.deleteProject(current.id);
       await keysChanged(current.id);
-      return { status: 204 };
-    },
-  );
-
-  routes.route(
-    router,
-    {
-      method: 'post',
-      path: '/v1/projects/:project_id/keys',
-      summary: 'Create an API key (the full key is in this response only)',
-      tags,
-      auth: 'developer',
-      params: projectIdParams,
-      body: createKeySchema,
-      responses: { 201: { description: 'Created', schema: createdKeySchema } },
-    },
-    async ({ principal, params, body }) => {
-      const project = await projects.getOwned(principal.developerId, params.project_id);
-      const created = await projects.createKey(project.id, body.kind, body.name);
-      return { status: 201, body: { ...keyView(created), key: created.key }, headers: noStore };
-    },
-  );
-
-  routes.route(
-    router,
-    {
-      method: 'get',
-      path: '/v1/projects/:project_id/keys',
-      summary: "A project's keys (prefixes only), newest first",
-      tags,
-      auth: 'developer',
-      params: projectIdParams,
-      responses: { 200: { description: 'Keys', schema: z.object({ data: z.array(keySchema) }).openapi('ApiKeyList') } },
-    },
-    async ({ principal, params }) => {
-      const project = await projects.getOwned(principal.developerId, params.project_id);
-      return { body: { data: (await projects.listKeys(project.id)).map(keyView) } };
-    },
-  );
-
-  routes.route(
-    router,
-    {
-      method: 'delete',
-      path: '/v1/projects/:project_id/keys/:key_id',
-      summary: 'Revoke a key (immediately on this replica, within seconds on the others)',
-      tags,
-      auth: 'developer',
-      params: keyParams,
-      responses: { 204: { description: 'Revoked' } },
-    },
-    async ({ principal, params }) => {
-      const project = await projects.getOwned(principal.developerId, params.project_id);
-      await projects.revokeKey(project.id, params.key_id);
-      await keysChanged(project.id);
       return { status: 204 };
     },
   );

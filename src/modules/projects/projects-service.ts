@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import { newId, randomBase62 } from '../../lib/ids';
 import { notFound } from '../../lib/errors';
-import { displayPrefix, generateApiKey, hashApiKey, type KeyKind } from '../keys/api-key';
+import type { KeyKind } from '../../lib/key-kind';
+import { createKeysService } from '../keys/keys-service';
 import type { KeysStore } from '../keys/keys-store';
 import type { ProjectsStore } from './projects-store';
 
@@ -21,18 +22,7 @@ export function createProjectsService(deps: {
 }) {
   const { db, projectsStore, keysStore } = deps;
 
-  async function createKey(tx: Knex | Knex.Transaction, projectId: string, kind: KeyKind, name = '') {
-    const key = generateApiKey(kind);
-    const row = await keysStore.insert(tx, {
-      project_id: projectId,
-      id: newId('key'),
-      kind,
-      name,
-      prefix: displayPrefix(key),
-      key_hash: hashApiKey(key),
-    });
-    return { ...row, key };
-  }
+  const keys = createKeysService({ db, keysStore });
 
   return {
     /** A new project with one key of each kind; the only moment the keys are readable. */
@@ -49,9 +39,9 @@ export function createProjectsService(deps: {
           signing_secret: newSigningSecret(),
           settings: input.settings ?? {},
         });
-        const secret = await createKey(tx, project.id, 'secret', 'default secret');
-        const publishable = await createKey(tx, project.id, 'publishable', 'default publishable');
-        const admin = await createKey(tx, project.id, 'admin', 'default admin');
+        const secret = await keys.create(tx, project.id, 'secret', 'default secret');
+        const publishable = await keys.create(tx, project.id, 'publishable', 'default publishable');
+        const admin = await keys.create(tx, project.id, 'admin', 'default admin');
         return {
           project_id: project.id,
           signing_secret: project.signing_secret,
@@ -60,21 +50,18 @@ export function createProjectsService(deps: {
       });
     },
 
+    // The project's keys, for the operator CLI and the key routes (keys/keys-router.ts).
     async createKey(projectId: string, kind: KeyKind, name = '') {
       if (!(await projectsStore.get(db, projectId))) throw notFound('project');
-      return createKey(db, projectId, kind, name);
+      return keys.create(db, projectId, kind, name);
     },
 
     async listKeys(projectId: string) {
       if (!(await projectsStore.get(db, projectId))) throw notFound('project');
-      return keysStore.list(db, projectId);
+      return keys.list(projectId);
     },
 
-    async revokeKey(projectId: string, keyId: string) {
-      if (!(await keysStore.revoke(db, projectId, keyId))) throw notFound('key');
-      // Every replica drops its cached keys of the project now, not when the cache TTL lapses.
-      await db.raw(`select pg_notify('progressdb_keys', ?)`, [projectId]);
-    },
+    revokeKey: keys.revoke,
 
     async rotateSigningSecret(projectId: string) {
       const row = await projectsStore.rotateSigningSecret(
@@ -84,7 +71,7 @@ export function createProjectsService(deps: {
         deps.signingSecretGraceSeconds,
       );
       if (!row) throw notFound('project');
-      await db.raw(`select pg_notify('progressdb_keys', ?)`, [projectId]);
+      await keys.notifyChanged(projectId);
       return row;
     },
 
@@ -101,6 +88,11 @@ export function createProjectsService(deps: {
 
     listOwned(ownerId: string) {
       return projectsStore.listByOwner(db, ownerId);
+    },
+
+    /** The project's current signing secret (for POST /v1/_sign); undefined for no such project. */
+    async signingSecretOf(projectId: string) {
+      return (await projectsStore.get(db, projectId))?.signing_secret;
     },
 
     /** The project if this developer owns it; anyone else's (or a missing one) is a 404, never a 403. */
@@ -121,9 +113,7 @@ export function createProjectsService(deps: {
     },
 
     /** Tells every replica to drop its cached keys and settings of this project. */
-    async notifyKeysChanged(projectId: string) {
-      await db.raw(`select pg_notify('progressdb_keys', ?)`, [projectId]);
-    },
+    notifyKeysChanged: keys.notifyChanged,
   };
 }
 

@@ -1,7 +1,8 @@
 import type { IncomingMessage, Server } from 'node:http';
-import { assertAccess as assertCallerAccess } from '../guards/access-guards';
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
+import { CHANNELS } from '../../lib/channels';
+import type { ClientIp } from '../../lib/http/client-ip';
 import type { RouteFactory } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
 import type { PgListener } from '../../lib/pg-listener';
@@ -15,12 +16,8 @@ import { createRealtimeStore } from './realtime-store';
 import { createRealtimeTokens } from './realtime-token';
 import { createTailHub } from './tail-hub';
 import { createWsGateway } from './ws-gateway';
+import type { TrackConnection } from './track-connection';
 import type { ApiPrincipal } from '../../lib/http/route';
-
-const KEYS_CHANNEL = 'progressdb_keys';
-
-/** Registers a live connection under its key; `close` ends it if the key is revoked. Returns the unregister function. */
-export type TrackConnection = (principal: ApiPrincipal, close: () => void) => () => void;
 
 export interface RealtimeOptions {
   heartbeatMs: number;
@@ -34,14 +31,15 @@ export function createRealtimeModule(deps: {
   db: Knex;
   logger: Logger;
   listener: PgListener;
-  routes: RouteFactory;
   eventsStore: EventsStore;
   threads: Pick<ThreadsService, 'authorize'>;
   keyAuth: Pick<KeyAuthService, 'authenticate'>;
   readState: ReadStateService;
   options: RealtimeOptions;
   /** The client address of an upgrade request as express's req.ip gives it (TRUST_PROXY applied). */
-  clientIp?: (req: IncomingMessage) => string | undefined;
+  clientIp: ClientIp;
+  /** The project's IP allowlist and allowed origins (the REST guards), for upgrades and SSE tokens. */
+  assertCaller: (req: IncomingMessage, principal: ApiPrincipal) => void;
   /** The rate limiter's admission for callers outside the route factory. */
   admit?: (principal: ApiPrincipal, ip: string) => Promise<void>;
   /** Seconds from a NOTIFY wake-up to fan-out (the replica's metrics histogram). */
@@ -89,8 +87,8 @@ export function createRealtimeModule(deps: {
     track,
     // What REST routes get from guards: the project's IP allowlist, allowed origins, rate limit.
     async checkUpgrade(req, principal) {
-      const ip = deps.clientIp?.(req) ?? req.socket.remoteAddress ?? '';
-      assertCallerAccess({ ip, origin: req.headers.origin }, principal);
+      const ip = deps.clientIp(req) ?? '';
+      deps.assertCaller(req, principal);
       await deps.admit?.(principal, ip);
     },
     logger,
@@ -109,29 +107,29 @@ export function createRealtimeModule(deps: {
   });
   deps.readState.onMarked((m) => void ephemeral.read(m.projectId, m.threadId, m.userId, m.seq));
 
-  const router = createRealtimeRouter({
-    db,
-    routes: deps.routes,
-    threads: deps.threads,
-    hub,
-    tokens,
-    track,
-    heartbeatMs: options.heartbeatMs,
-    maxBufferedBytes: options.maxBufferedBytes,
-    openStreams,
-  });
-
   let closing: Promise<void> | null = null;
 
   return {
-    router,
+    /** GET /v1/threads/{id}/tail (SSE) and POST /v1/realtime/token. */
+    router: (routes: RouteFactory) =>
+      createRealtimeRouter({
+        db,
+        routes,
+        threads: deps.threads,
+        hub,
+        tokens,
+        track,
+        heartbeatMs: options.heartbeatMs,
+        maxBufferedBytes: options.maxBufferedBytes,
+        openStreams,
+      }),
     hub,
     attach: (server: Server) => gateway.attach(server),
     async start() {
       await hub.start();
       await ephemeral.start();
       // Key revocations and signing-secret rotations are announced here (projects-service).
-      await listener.listen(KEYS_CHANNEL, (projectId) => void dropRevoked(projectId));
+      await listener.listen(CHANNELS.keys, (projectId) => void dropRevoked(projectId));
       listener.on('reconnected', () => {
         for (const projectId of live.keys()) void dropRevoked(projectId);
       });

@@ -9,7 +9,7 @@ import { realtimeTokenSchema, tailQuerySchema } from './realtime-schemas';
 import type { RealtimeTokens } from './realtime-token';
 import { openSseStream } from './sse-stream';
 import type { TailHub } from './tail-hub';
-import type { TrackConnection } from './realtime-module';
+import type { TrackConnection } from './track-connection';
 
 export function createRealtimeRouter(deps: {
   db: Knex;

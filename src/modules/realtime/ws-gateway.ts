@@ -4,7 +4,9 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { isConnectionError } from '../../lib/db';
-import { isAppError, forbidden, unauthorized } from '../../lib/errors';
+import { AppError, isAppError, forbidden, unauthorized } from '../../lib/errors';
+import { apiKeyFrom } from '../../lib/http/credentials';
+import { endSocketWithProblem } from '../../lib/http/problem';
 import type { ApiPrincipal } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
 import type { KeyAuthService } from '../keys/key-auth-service';
@@ -15,7 +17,7 @@ import { wsEventFrame } from './event-frames';
 import type { RealtimeTokens } from './realtime-token';
 import { wsClientMessageSchema, type WsClientMessage } from './realtime-schemas';
 import type { CloseReason, TailHub } from './tail-hub';
-import type { TrackConnection } from './realtime-module';
+import type { TrackConnection } from './track-connection';
 
 export const WS_PATH = '/v1/ws';
 /** Close codes (see docs/REALTIME.md). */
@@ -47,58 +49,18 @@ interface Conn {
 
 const threadKey = (p: string, t: string) => `${p}\u0000${t}`;
 
-function keyFromHeaders(req: IncomingMessage): string | undefined {
-  const auth = req.headers.authorization;
-  if (auth) {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
-    return m ? m[1] : auth;
-  }
-  const k = req.headers['x-api-key'];
-  return Array.isArray(k) ? k[0] : k;
-}
-
 const header = (req: IncomingMessage, name: string) => {
   const v = req.headers[name];
   return Array.isArray(v) ? v[0] : v;
 };
 
-const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  429: 'Too Many Requests',
-  503: 'Service Unavailable',
-};
-
-/** Refuses an upgrade with a problem+json response, as REST would. */
-function refuse(socket: Duplex, status: number, detail: string) {
-  const body = JSON.stringify({
-    type: 'about:blank',
-    title: STATUS_TEXT[status] ?? 'Error',
-    status,
-    detail,
-    request_id: randomUUID(),
-  });
-  socket.end(
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+/** Refuses an upgrade with a problem+json response, as REST would (same status mapping). */
+function refuse(socket: Duplex, error: unknown) {
+  endSocketWithProblem(
+    socket,
+    isAppError(error) ? error : new AppError('unavailable', 'The service is unavailable; try again.'),
   );
 }
-
-const errorStatus = (e: unknown) => {
-  if (!isAppError(e)) return 503;
-  return e.kind === 'unauthorized'
-    ? 401
-    : e.kind === 'forbidden'
-      ? 403
-      : e.kind === 'not_found'
-        ? 404
-        : e.kind === 'rate_limited'
-          ? 429
-          : e.kind === 'unavailable'
-            ? 503
-            : 400;
-};
 
 /**
  * GET /v1/ws: many thread subscriptions on one socket (each with its own after_seq), the same
@@ -137,7 +99,7 @@ export function createWsGateway(deps: {
   async function principalOf(req: IncomingMessage, url: URL): Promise<ApiPrincipal> {
     const token = url.searchParams.get('token');
     if (token) return deps.tokens.verify(token);
-    const key = keyFromHeaders(req);
+    const key = apiKeyFrom(req.headers);
     if (!key)
       throw unauthorized(
         'Send an API key (Authorization or X-API-Key header), or a realtime token as ?token= (POST /v1/realtime/token).',
@@ -418,17 +380,18 @@ export function createWsGateway(deps: {
         if (url.pathname !== WS_PATH) {
           // Leave other paths to other upgrade handlers, if there are any.
           if (server.listenerCount('upgrade') === 1)
-            refuse(socket, 404, `No WebSocket endpoint at ${url.pathname}; use ${WS_PATH}.`);
+            refuse(socket, new AppError('not_found', `No WebSocket endpoint at ${url.pathname}; use ${WS_PATH}.`));
           return;
         }
         socket.on('error', () => socket.destroy());
-        if (closing) return refuse(socket, 503, 'The server is restarting; reconnect shortly.');
+        if (closing) return refuse(socket, new AppError('unavailable', 'The server is restarting; reconnect shortly.'));
         authenticate(req, url).then(
           (principal) => {
-            if (closing) return refuse(socket, 503, 'The server is restarting; reconnect shortly.');
+            if (closing)
+              return refuse(socket, new AppError('unavailable', 'The server is restarting; reconnect shortly.'));
             wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, principal));
           },
-          (e) => refuse(socket, errorStatus(e), isAppError(e) ? e.message : 'The service is unavailable; try again.'),
+          (e) => refuse(socket, e),
         );
       });
       if (!heartbeat) {

@@ -10,7 +10,6 @@ import { createRetentionStore } from './retention-store';
 export function createRetentionModule(deps: {
   db: Knex;
   logger: Logger;
-  routes: RouteFactory;
   replicaId: string;
   options: { enabled: boolean; intervalMs: number; batchSize: number };
 }) {
@@ -26,7 +25,7 @@ export function createRetentionModule(deps: {
   });
   return {
     service,
-    router: createRetentionRouter({ routes: deps.routes, service }),
+    router: (routes: RouteFactory) => createRetentionRouter({ routes, service }),
     start() {
       if (deps.options.enabled) scheduler.start();
     },

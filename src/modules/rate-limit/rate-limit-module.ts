@@ -4,7 +4,8 @@ import type { Config } from '../../config';
 import { rateLimited } from '../../lib/errors';
 import type { Guard, Principal, RateClass } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
-import { readSettings, type ProjectSettings } from '../projects/project-settings';
+import { fromSettings, type ProjectSettings } from '../projects/project-settings';
+import type { ClientIp } from '../../lib/http/client-ip';
 import { createRateLimitStore } from './rate-limit-store';
 import { createRateLimiter, type Decision, type Policy } from './rate-limiter';
 
@@ -33,23 +34,14 @@ const COUNTED = 'rateLimitCounted';
 /** Probes are never limited: a load balancer must always be able to ask. */
 const UNLIMITED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
-// Settings objects are shared by every request of a cached key, so parse each one once.
-const parsedSettings = new WeakMap<object, ProjectSettings>();
-function settingsOf(raw: Record<string, unknown>): ProjectSettings {
-  let s = parsedSettings.get(raw);
-  if (!s) {
-    s = readSettings(raw);
-    parsedSettings.set(raw, s);
-  }
-  return s;
-}
+const settingsOf = fromSettings((s) => s);
 
 /**
  * Per project + key + end user + action class for API keys (limits from the project's
  * `rate_limits`, else the service defaults); per client IP for anonymous callers; per
  * developer for console sessions.
  */
-export function createRateLimitModule(deps: { db: Knex; logger: Logger; config: RateLimitConfig }) {
+export function createRateLimitModule(deps: { db: Knex; logger: Logger; config: RateLimitConfig; clientIp: ClientIp }) {
   const { config } = deps;
   const limiter = createRateLimiter({ db: deps.db, store: createRateLimitStore(), logger: deps.logger });
   const windowMs = config.RATE_LIMIT_WINDOW_SECONDS * 1000;
@@ -79,7 +71,7 @@ export function createRateLimitModule(deps: { db: Knex; logger: Logger; config: 
   }
 
   const ipPolicy = (cls: RateClass): Policy => ({ name: cls, limit: config.RATE_LIMIT_IP, windowMs });
-  const clientIp = (req: Request) => req.ip ?? req.socket.remoteAddress ?? 'unknown';
+  const clientIp = (req: Request) => deps.clientIp(req) ?? 'unknown';
 
   async function limit(res: Response | null, principal: Principal, cls: RateClass, ip: string) {
     if (principal.type === 'api') {

@@ -42,6 +42,7 @@ import { apiCors } from './modules/guards/api-cors';
 import { watchKeyChanges } from './modules/guards/key-change-listener';
 import { createRateLimitModule } from './modules/rate-limit/rate-limit-guard';
 import { createUsageModule } from './modules/usage/usage-module';
+import { createWebhooksModule } from './modules/webhooks/webhooks-module';
 
 export interface AppDeps {
   config: Config;
@@ -172,6 +173,12 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     return { sse: s.sse_streams, ws: s.sockets };
   });
   app.use(realtime.router);
+  const webhooks = createWebhooksModule({
+    ...{ config, db, logger, ingest, listener, projects, registry: metrics.registry },
+    online: (p, t) => realtime.online(p, t),
+  });
+  groupListeners.push(webhooks.committed);
+  app.use(webhooks.router(routes));
   app.use(createReadStateRouter({ routes, readState }));
   app.use(createAdminRouter({ db, routes }));
   app.use(developerConsole.router(routes));
@@ -193,6 +200,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     listener,
     metrics,
     realtime,
+    webhooks,
     /** Serves WebSocket upgrades (GET /v1/ws) on the HTTP server; call once it exists. */
     attach: (server: Server) => {
       answerClientErrors(server);
@@ -201,6 +209,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     /** Opens the LISTEN connection; call once before serving. */
     async start() {
       await realtime.start();
+      await webhooks.start();
       await listener.start();
       await developerConsole.start();
       usage.start();
@@ -209,6 +218,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     async close() {
       await realtime.close();
       await ingest.close();
+      await webhooks.close();
       await rateLimits.close();
       await usage.close();
       await listener.close();

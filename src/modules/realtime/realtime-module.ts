@@ -119,6 +119,17 @@ export function createRealtimeModule(deps: {
     heartbeatMs: options.heartbeatMs,
     maxBufferedBytes: options.maxBufferedBytes,
     openStreams,
+    joinPresence(principal, threadId) {
+      const userId = principal.userId;
+      if (!userId) return () => undefined;
+      ephemeral.join(principal.projectId, threadId, userId);
+      let left = false;
+      return () => {
+        if (left) return;
+        left = true;
+        ephemeral.leave(principal.projectId, threadId, userId);
+      };
+    },
   });
 
   let closing: Promise<void> | null = null;
@@ -147,6 +158,8 @@ export function createRealtimeModule(deps: {
       return closing;
     },
     stats: () => ({ ...hub.stats(), ...gateway.stats(), sse_streams: openStreams.size }),
+    /** Users with a live connection to the thread on any replica (presence, with its grace period). */
+    online: (projectId: string, threadId: string) => ephemeral.online(projectId, threadId),
   };
 }
 

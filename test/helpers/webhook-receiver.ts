@@ -25,6 +25,7 @@ export async function startReceiver(port = 0) {
   const received: Received[] = [];
   let answer: (r: Received, n: number) => Answer = () => ({ status: 204 });
   const waiters: Array<() => void> = [];
+  let answered = 0;
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -41,6 +42,7 @@ export async function startReceiver(port = 0) {
       waiters.splice(0).forEach((w) => w());
       const a = answer(r, received.length);
       const send = () => {
+        answered++;
         if (res.destroyed) return;
         res.writeHead(a.status, a.headers);
         res.end(a.body ?? '');
@@ -56,6 +58,10 @@ export async function startReceiver(port = 0) {
     url: `http://127.0.0.1:${actualPort}`,
     port: actualPort,
     received,
+    /** Requests received and not answered yet (in flight at the sender). */
+    get inFlight() {
+      return received.length - answered;
+    },
     answer(fn: (r: Received, n: number) => Answer) {
       answer = fn;
     },

@@ -88,10 +88,9 @@ describe('webhooks across two replicas, one killed with SIGKILL mid-delivery', (
 
     const db = createDb(database.url, 2);
     try {
-      const rows: Array<{ thread_id: string; seq: number }> = await db('events')
+      const committed: Array<{ thread_id: string; seq: number }> = await db('events')
         .where({ project_id: projectId })
         .select('thread_id', 'seq');
-      const committed = rows;
       const key = (t: string, s: number) => `${t}#${s}`;
       const want = new Set(committed.map((e) => key(e.thread_id, Number(e.seq))));
       const got = () => new Set(receiver.received.map((r) => key(r.json.data.thread_id, r.json.data.seq)));

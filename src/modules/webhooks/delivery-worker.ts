@@ -142,6 +142,14 @@ export function createDeliveryWorker(deps: {
     let statusCode: number | null = null;
     let error: string | null = null;
     let retryAfter: number | undefined;
+    if (d.event_created_at === null) {
+      // Nothing left to send; a pending row would otherwise hold its thread back forever.
+      await settle(d, 'dead', started, {
+        statusCode: null,
+        error: 'the event was purged by retention before delivery',
+      });
+      return;
+    }
     try {
       const body = payloadOf(d);
       const timestamp = Math.floor(Date.now() / 1000);

@@ -39,8 +39,9 @@ export interface ClaimedDelivery {
   claim_token: string;
   message_id: string | null;
   actor: string | null;
-  data: Record<string, unknown>;
-  event_created_at: string;
+  /** null (with event_created_at) when retention purged the event before it was delivered. */
+  data: Record<string, unknown> | null;
+  event_created_at: string | null;
   url: string;
   secret_ciphertext: string;
   previous_secret_ciphertext: string | null;
@@ -224,7 +225,8 @@ export function createWebhooksStore() {
                      and m.user_id <> all(coalesce(c.online_user_ids, '{}'))
                      and m.user_id is distinct from e.actor) end as offline_member_ids
            from claimed c
-           join events e on e.project_id = c.project_id and e.thread_id = c.thread_id and e.seq = c.seq
+           -- left join: an event purged by retention before delivery still has to be settled
+           left join events e on e.project_id = c.project_id and e.thread_id = c.thread_id and e.seq = c.seq
            join webhook_endpoints w on w.project_id = c.project_id and w.id = c.endpoint_id`,
         [opts.limit, opts.claimSeconds, opts.token],
       );

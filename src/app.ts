@@ -2,6 +2,7 @@ import cookieParser from 'cookie-parser';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type { Server } from 'node:http';
+import { hostname } from 'node:os';
 import type { Knex } from 'knex';
 import type { Config } from './config';
 import { notFound } from './lib/errors';
@@ -43,6 +44,8 @@ import { watchKeyChanges } from './modules/guards/key-change-listener';
 import { createRateLimitModule } from './modules/rate-limit/rate-limit-guard';
 import { createUsageModule } from './modules/usage/usage-module';
 import { createWebhooksModule } from './modules/webhooks/webhooks-module';
+import { createRetentionModule } from './modules/retention/retention-module';
+import { createExportModule } from './modules/export/export-module';
 
 export interface AppDeps {
   config: Config;
@@ -180,7 +183,27 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   groupListeners.push(webhooks.committed);
   app.use(webhooks.router(routes));
   app.use(createReadStateRouter({ routes, readState }));
-  app.use(createAdminRouter({ db, routes }));
+  const retention = createRetentionModule({
+    db,
+    logger,
+    routes,
+    replicaId: `${hostname()}/${process.pid}`,
+    options: {
+      enabled: config.RETENTION_ENABLED,
+      intervalMs: config.RETENTION_INTERVAL_MS,
+      batchSize: config.RETENTION_BATCH_SIZE,
+    },
+  });
+  app.use(retention.router);
+  const exports = createExportModule({
+    db,
+    ingest,
+    messagesStore,
+    maxMessageBytes: config.MAX_MESSAGE_BYTES,
+    maxLineBytes: config.MAX_REQUEST_BYTES,
+  });
+  app.use(exports.router(routes));
+  app.use(createAdminRouter({ db, routes, retentionTotals: retention.service.totals }));
   app.use(developerConsole.router(routes));
 
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
@@ -201,6 +224,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     metrics,
     realtime,
     webhooks,
+    retention,
     /** Serves WebSocket upgrades (GET /v1/ws) on the HTTP server; call once it exists. */
     attach: (server: Server) => {
       answerClientErrors(server);
@@ -213,9 +237,11 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       await listener.start();
       await developerConsole.start();
       usage.start();
+      retention.start();
     },
     /** Flushes pending writes and drops LISTEN; the caller closes the HTTP server and the pool. */
     async close() {
+      await retention.close();
       await realtime.close();
       await ingest.close();
       await webhooks.close();

@@ -1,7 +1,16 @@
+import { createReadStream, createWriteStream, statSync } from 'node:fs';
+import { once } from 'node:events';
 import { parseArgs } from 'node:util';
-import { loadConfig } from './config';
+import type { Knex } from 'knex';
+import { loadConfig, type Config } from './config';
 import { openDatabase } from './lib/database';
 import { idSchema } from './lib/ids';
+import { createLogger } from './lib/logger';
+import { ndjsonLines } from './lib/ndjson';
+import { createProgressBar } from './lib/progress-bar';
+import { createExportModule } from './modules/export/export-module';
+import { createIngestPipeline } from './modules/ingest/ingest-pipeline';
+import { createMessagesStore } from './modules/messages/messages-store';
 import { createKeysStore } from './modules/keys/keys-store';
 import type { KeyKind } from './modules/keys/api-key';
 import { createProjectsService } from './modules/projects/projects-service';
@@ -13,6 +22,8 @@ const USAGE = `Usage: npm run cli -- <command> [options]
   key create --project ID --kind secret|publishable|admin [--name NAME] [--json]
   key list --project ID [--json]
   key revoke --project ID --key-id KID
+  export --project ID --out FILE [--after-thread TID --after-seq N]   (NDJSON; progress on stderr)
+  import --project ID --file FILE [--json]   (the export format; run again to resume)
   migrate
 
 Uses DATABASE_URL, or the embedded PostgreSQL under DATA_DIR (default ./.data).`;
@@ -40,6 +51,10 @@ async function main(argv: string[]): Promise<number> {
       project: { type: 'string' },
       kind: { type: 'string' },
       'key-id': { type: 'string' },
+      out: { type: 'string' },
+      file: { type: 'string' },
+      'after-thread': { type: 'string' },
+      'after-seq': { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -49,7 +64,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE + '\n');
     return values.help ? 0 : 2;
   }
-  const known = ['project create', 'key create', 'key list', 'key revoke', 'migrate'];
+  const known = ['project create', 'key create', 'key list', 'key revoke', 'export', 'import', 'migrate'];
   if (!known.includes(command)) throw new UsageError(`unknown command "${command}"`);
 
   const config = loadConfig();
@@ -102,6 +117,16 @@ async function main(argv: string[]): Promise<number> {
         );
         return 0;
       }
+      case 'export':
+        return await exportProject(database.db, config, projectArg(values), values);
+      case 'import': {
+        const result = await importProject(database.db, config, projectArg(values), required(values, 'file'));
+        out(
+          result,
+          `imported ${result.events_imported} events (${result.events_skipped} already there) in ${result.threads} threads${result.complete ? '' : ' — the file has no end line: it was cut short'}`,
+        );
+        return 0;
+      }
       case 'key revoke': {
         await projects.revokeKey(projectArg(values), required(values, 'key-id'));
         out({ revoked: true }, 'revoked');
@@ -111,6 +136,77 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   } finally {
     await database.close();
+  }
+}
+
+/** Export and import run in this process, on the same pipeline and stores as the server. */
+function exportModule(db: Knex, config: Config) {
+  const ingest = createIngestPipeline({
+    db,
+    logger: createLogger('warn'),
+    options: { maxBatch: 64, maxWaitMs: 0, lanes: 1, queueLimit: 1_000 },
+  });
+  const module = createExportModule({
+    db,
+    ingest,
+    messagesStore: createMessagesStore(),
+    maxMessageBytes: config.MAX_MESSAGE_BYTES,
+    maxLineBytes: config.MAX_REQUEST_BYTES,
+  });
+  return { ...module, close: () => ingest.close() };
+}
+
+async function exportProject(
+  db: Knex,
+  config: Config,
+  projectId: string,
+  values: Record<string, unknown>,
+): Promise<number> {
+  const file = required(values, 'out');
+  const afterThread = values['after-thread'] === undefined ? undefined : String(values['after-thread']);
+  const afterSeq = values['after-seq'] === undefined ? 0 : Number(values['after-seq']);
+  if (!Number.isSafeInteger(afterSeq) || afterSeq < 0) throw new UsageError('--after-seq must be a seq (≥ 0)');
+  if (afterSeq > 0 && afterThread === undefined) throw new UsageError('--after-seq needs --after-thread');
+  const m = exportModule(db, config);
+  try {
+    const total = await m.service.eventCount(projectId, afterThread);
+    const bar = createProgressBar(process.stderr, `export ${projectId}`, total, 'events');
+    let exported = 0;
+    // Resuming appends to the file; a fresh export replaces it.
+    const sink = createWriteStream(file, { flags: afterThread === undefined ? 'w' : 'a' });
+    for await (const chunk of m.service.exportLines(projectId, { afterThread, afterSeq }, (n) =>
+      bar.update((exported = n)),
+    )) {
+      if (!sink.write(chunk)) await once(sink, 'drain');
+    }
+    sink.end();
+    await once(sink, 'finish');
+    bar.done(exported);
+    return 0;
+  } finally {
+    await m.close();
+  }
+}
+
+async function importProject(db: Knex, config: Config, projectId: string, file: string) {
+  const m = exportModule(db, config);
+  try {
+    const size = statSync(file).size;
+    const bar = createProgressBar(process.stderr, `import ${projectId}`, size, 'bytes');
+    let read = 0;
+    async function* counted() {
+      for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
+        read += chunk.length;
+        yield chunk;
+      }
+    }
+    const result = await m.service.importLines(projectId, ndjsonLines(counted(), config.MAX_REQUEST_BYTES), () =>
+      bar.update(read),
+    );
+    bar.done(read);
+    return result;
+  } finally {
+    await m.close();
   }
 }
 

@@ -12,6 +12,7 @@ export type ErrorKind =
   | 'unsupported_media_type'
   | 'not_acceptable'
   | 'rate_limited'
+  | 'gone'
   | 'unavailable';
 
 export interface FieldError {
@@ -23,7 +24,13 @@ export class AppError extends Error {
   constructor(
     readonly kind: ErrorKind,
     message: string,
-    readonly extra: { errors?: FieldError[]; retryAfterSeconds?: number; type?: string } = {},
+    readonly extra: {
+      errors?: FieldError[];
+      retryAfterSeconds?: number;
+      type?: string;
+      /** Extension members of the problem document (RFC 9457 §3.2). */
+      fields?: Record<string, unknown>;
+    } = {},
   ) {
     super(message);
     this.name = 'AppError';
@@ -41,5 +48,13 @@ export const unavailable = (detail: string, retryAfterSeconds = 1) =>
   new AppError('unavailable', detail, { retryAfterSeconds });
 export const rateLimited = (detail: string, retryAfterSeconds: number) =>
   new AppError('rate_limited', detail, { retryAfterSeconds, type: 'quota-exceeded' });
+
+/** Events below a thread's retention horizon were requested: they no longer exist. */
+export const purgedBelowHorizon = (threadId: string, purgedThroughSeq: number) =>
+  new AppError(
+    'gone',
+    `Events of thread "${threadId}" up to seq ${purgedThroughSeq} were removed by retention; the retained log starts at seq ${purgedThroughSeq + 1}. Reload the thread's state (GET …/messages) and resume with after_seq=${purgedThroughSeq}.`,
+    { type: 'purged', fields: { purged_through_seq: purgedThroughSeq, first_retained_seq: purgedThroughSeq + 1 } },
+  );
 
 export const isAppError = (e: unknown): e is AppError => e instanceof AppError;

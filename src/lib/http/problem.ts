@@ -15,6 +15,7 @@ const KINDS: Record<ErrorKind, { status: number; slug: string; title: string }> 
   unsupported_media_type: { status: 415, slug: 'unsupported-media-type', title: 'Unsupported media type' },
   not_acceptable: { status: 406, slug: 'not-acceptable', title: 'Not acceptable' },
   rate_limited: { status: 429, slug: 'quota-exceeded', title: 'Too many requests' },
+  gone: { status: 410, slug: 'gone', title: 'Gone' },
   unavailable: { status: 503, slug: 'unavailable', title: 'Service unavailable' },
 };
 
@@ -28,6 +29,12 @@ export const problemSchema = z
     detail: z.string(),
     request_id: z.string(),
     errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+    purged_through_seq: z
+      .number()
+      .int()
+      .optional()
+      .openapi({ description: 'type …/purged: events up to this seq were removed by retention' }),
+    first_retained_seq: z.number().int().optional(),
   })
   .openapi('Problem');
 
@@ -54,6 +61,7 @@ export function sendProblem(res: Response, error: AppError): void {
         detail: error.message,
         request_id: String(res.locals.requestId ?? ''),
         ...(error.extra.errors ? { errors: error.extra.errors } : {}),
+        ...error.extra.fields,
       }),
     );
 }

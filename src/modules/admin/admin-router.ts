@@ -2,6 +2,7 @@ import { Router } from 'express';
 import type { Knex } from 'knex';
 import type { RouteFactory } from '../../lib/http/route';
 import { z } from '../../lib/zod';
+import { retentionTotalsSchema } from '../retention/retention-schemas';
 
 const statsSchema = z
   .object({
@@ -12,11 +13,16 @@ const statsSchema = z
     members: z.number().int(),
     keys: z.object({ live: z.number().int(), revoked: z.number().int() }),
     last_activity_at: z.string().nullable(),
+    purged: retentionTotalsSchema.openapi({ description: 'What retention removed (audit totals)' }),
   })
   .openapi('ProjectStats');
 
 /** Project admin routes (ak_ keys): counts and usage of the key's own project. */
-export function createAdminRouter(deps: { db: Knex; routes: RouteFactory }) {
+export function createAdminRouter(deps: {
+  db: Knex;
+  routes: RouteFactory;
+  retentionTotals: (projectId: string) => Promise<z.infer<typeof retentionTotalsSchema>>;
+}) {
   const router = Router();
   deps.routes.route(
     router,
@@ -37,7 +43,7 @@ export function createAdminRouter(deps: { db: Knex; routes: RouteFactory }) {
            (select count(*) from threads where project_id = :p and deleted_at is not null) as threads_deleted,
            (select count(*) from messages where project_id = :p) as messages_total,
            (select count(*) from messages where project_id = :p and deleted) as messages_deleted,
-           (select coalesce(sum(last_seq), 0) from threads where project_id = :p) as events,
+           (select coalesce(sum(last_seq - purged_through_seq), 0) from threads where project_id = :p) as events,
            (select count(*) from thread_members where project_id = :p) as members,
            (select count(*) from api_keys where project_id = :p and revoked_at is null) as keys_live,
            (select count(*) from api_keys where project_id = :p and revoked_at is not null) as keys_revoked,
@@ -54,6 +60,7 @@ export function createAdminRouter(deps: { db: Knex; routes: RouteFactory }) {
           members: Number(r.members),
           keys: { live: Number(r.keys_live), revoked: Number(r.keys_revoked) },
           last_activity_at: r.last_activity_at ?? null,
+          purged: await deps.retentionTotals(p),
         },
       };
     },

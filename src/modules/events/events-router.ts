@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import type { Knex } from 'knex';
+import { purgedBelowHorizon } from '../../lib/errors';
 import type { RouteFactory } from '../../lib/http/route';
 import type { ThreadsService } from '../threads/threads-service';
 import { threadParams } from '../threads/threads-schemas';
@@ -24,10 +25,14 @@ export function createEventsRouter(deps: {
       rateClass: 'read',
       params: threadParams,
       query: eventsQuerySchema,
+      description:
+        'A thread whose prefix was purged by retention answers 410 (problem type …/purged, with `purged_through_seq`) when after_seq is below its horizon.',
       responses: { 200: { description: 'Events in seq order', schema: eventPageSchema } },
     },
     async ({ principal, params, query }) => {
-      await deps.threads.authorize(deps.db, principal, params.thread_id, 'read');
+      const thread = await deps.threads.authorize(deps.db, principal, params.thread_id, 'read');
+      if (query.after_seq < Number(thread.purged_through_seq))
+        throw purgedBelowHorizon(params.thread_id, Number(thread.purged_through_seq));
       const rows = await deps.eventsStore.after(
         deps.db,
         principal.projectId,
@@ -35,6 +40,14 @@ export function createEventsRouter(deps: {
         query.after_seq,
         query.limit + 1,
       );
+      // A purge that committed between the two reads shows as a gap (or as nothing where events were).
+      if (
+        (rows.length > 0 && rows[0].seq !== query.after_seq + 1) ||
+        (rows.length === 0 && query.after_seq < Number(thread.last_seq))
+      ) {
+        const now = await deps.threads.authorize(deps.db, principal, params.thread_id, 'read');
+        throw purgedBelowHorizon(params.thread_id, Number(now.purged_through_seq));
+      }
       return { body: { data: rows.slice(0, query.limit), has_more: rows.length > query.limit } };
     },
   );

@@ -18,6 +18,8 @@ export interface EventInput {
   messageId?: string | null;
   actor: string | null;
   data: Record<string, unknown>;
+  /** When it happened, for imported history; default: now(). */
+  at?: string;
 }
 
 /**
@@ -74,6 +76,7 @@ export async function appendEvents(
       message_id: e.messageId ?? null,
       actor: e.actor,
       data: JSON.stringify(e.data),
+      ...(e.at ? { created_at: e.at } : {}),
     })),
   );
   pointers.record(projectId, threadId, lastSeq, firstSeq);

@@ -35,6 +35,7 @@ export const projectSettingsSchema = z
       .optional(),
     retention_days: z.number().int().min(1).max(36_500).nullable().optional(),
     deleted_thread_retention_days: z.number().int().min(1).max(36_500).nullable().optional(),
+    max_messages_per_thread: z.number().int().min(1).max(1_000_000).nullable().optional(),
     max_message_bytes: z
       .number()
       .int()

@@ -83,6 +83,7 @@ export function createRealtimeRouter(deps: {
           threadId: params.thread_id,
           afterSeq: afterSeq ?? lastSeq,
           threadLastSeq: lastSeq,
+          purgedThroughSeq: Number(thread.purged_through_seq ?? 0),
           userId: principal.userId,
           recheck: () =>
             threads.authorize(db, principal, params.thread_id, 'read').then(

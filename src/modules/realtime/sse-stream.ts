@@ -29,6 +29,8 @@ export function openSseStream(res: Response, o: SseOptions) {
   res.write(`retry: 2000\n: tail of ${o.subscription.threadId} after seq ${o.subscription.afterSeq}\n\n`);
   let ended = false;
   let handle: { close(): void } | null = null;
+  /** Set when the cursor was below the retention horizon: the replay restarted there. */
+  let purgedThrough: number | null = null;
 
   const finish = (frame: string) => {
     if (ended) return;
@@ -62,7 +64,16 @@ export function openSseStream(res: Response, o: SseOptions) {
         if (res.writableLength > o.maxBufferedBytes) finish('event: reconnect\ndata: {"reason":"slow_consumer"}\n\n');
       },
       ready(seq) {
-        if (!ended) res.write(`event: ready\ndata: {"seq":${seq}}\n\n`);
+        if (ended) return;
+        const reset = purgedThrough === null ? '' : `,"recovered":false,"purged_through_seq":${purgedThrough}`;
+        res.write(`event: ready\ndata: {"seq":${seq}${reset}}\n\n`);
+      },
+      reset(horizon) {
+        purgedThrough = horizon;
+        if (!ended)
+          res.write(
+            `event: reset\ndata: {"recovered":false,"purged_through_seq":${horizon},"after_seq":${horizon}}\n\n`,
+          );
       },
       drain() {
         if (ended || res.writableLength < o.maxBufferedBytes / 2) return Promise.resolve();

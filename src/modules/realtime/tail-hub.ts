@@ -17,6 +17,11 @@ export interface TailSink {
   send(events: EventView[]): void;
   /** The initial replay is done; live events follow. */
   ready(seq: number): void;
+  /**
+   * Events after the subscriber's cursor up to `purgedThroughSeq` were removed by retention:
+   * the replay restarts at purgedThroughSeq + 1 (the client must reload state, not resume).
+   */
+  reset(purgedThroughSeq: number): void;
   /** Resolves when the consumer has room again (replay backpressure). */
   drain(): Promise<void>;
   /** The hub ended the subscription (the sink is no longer called after this). */
@@ -30,6 +35,8 @@ export interface SubscribeOptions {
   afterSeq: number;
   /** The thread's last_seq as read when authorising (seeds the thread's read cursor). */
   threadLastSeq: number;
+  /** The thread's retention horizon as read when authorising (0: nothing purged). */
+  purgedThroughSeq?: number;
   userId: string | null;
   sink: TailSink;
   /** Re-checks read access after a membership or policy change; false ends the subscription. */
@@ -200,6 +207,19 @@ export function createTailHub(deps: {
         failures = 0;
         if (sub.closed) return;
         const fresh = rows.filter((r) => r.seq > sub.cursor);
+        // The log has no gaps, except below a retention horizon: a read that does not start at
+        // cursor + 1 (or finds nothing where events existed) means the prefix was purged.
+        const horizon =
+          fresh.length > 0
+            ? fresh[0].seq - 1
+            : initial && sub.cursor < sub.opts.threadLastSeq
+              ? sub.opts.threadLastSeq
+              : 0;
+        if (horizon > sub.cursor) {
+          sub.cursor = horizon;
+          sub.opts.sink.reset(horizon);
+          if (sub.closed) return;
+        }
         if (fresh.length > 0) {
           deliver(sub, fresh);
           if (sub.closed) return;
@@ -284,6 +304,10 @@ export function createTailHub(deps: {
         closed: false,
       };
       state.subs.add(sub);
+      if ((opts.purgedThroughSeq ?? 0) > opts.afterSeq) {
+        sub.cursor = opts.purgedThroughSeq!;
+        opts.sink.reset(sub.cursor);
+      }
       void catchUp(sub, true);
       return { close: () => remove(sub) };
     },

@@ -245,11 +245,13 @@ export function createWsGateway(deps: {
       last_seq: lastSeq,
       presence: deps.ephemeral().online(principal.projectId, m.thread_id),
     });
+    let purgedThrough: number | null = null;
     sub.handle = hub.subscribe({
       projectId: principal.projectId,
       threadId: m.thread_id,
       afterSeq,
       threadLastSeq: lastSeq,
+      purgedThroughSeq: Number(thread.purged_through_seq ?? 0),
       userId: principal.userId,
       recheck: () =>
         deps.threads.authorize(db, principal, m.thread_id, 'read').then(
@@ -264,7 +266,12 @@ export function createWsGateway(deps: {
           }
         },
         ready(seq) {
-          send(conn, { type: 'ready', thread_id: m.thread_id, seq });
+          const reset = purgedThrough === null ? {} : { recovered: false, purged_through_seq: purgedThrough };
+          send(conn, { type: 'ready', thread_id: m.thread_id, seq, ...reset });
+        },
+        reset(horizon) {
+          purgedThrough = horizon;
+          send(conn, { type: 'reset', thread_id: m.thread_id, recovered: false, purged_through_seq: horizon });
         },
         async drain() {
           while (!conn.closed && conn.ws.bufferedAmount > deps.maxBufferedBytes / 2)

@@ -54,6 +54,9 @@ export const threadSchema = z
     created_at: z.string(),
     updated_at: z.string(),
     last_seq: z.number().int(),
+    purged_through_seq: z.number().int().openapi({
+      description: 'Retention horizon: events up to this seq were purged; the log starts at purged_through_seq + 1',
+    }),
     last_activity_at: z.string(),
     deleted: z.boolean(),
     unread: z.number().int().optional().openapi({ description: 'Unread messages for the calling user (lists only)' }),

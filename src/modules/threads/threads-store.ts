@@ -14,6 +14,8 @@ export interface ThreadRow {
   created_at: string;
   updated_at: string;
   last_seq: number;
+  /** Events up to this seq were removed by retention (0: none). */
+  purged_through_seq: number;
   last_activity_at: string;
   deleted_at: string | null;
 }
@@ -28,6 +30,7 @@ export const toThreadView = (t: ThreadRow): ThreadView => ({
   created_at: t.created_at,
   updated_at: t.updated_at,
   last_seq: Number(t.last_seq),
+  purged_through_seq: Number(t.purged_through_seq ?? 0),
   last_activity_at: t.last_activity_at,
   deleted: t.deleted_at !== null,
 });
@@ -66,7 +69,10 @@ export function createThreadsStore() {
     /** Inserts a thread with last_seq 0; undefined when the id (or dm pair) is taken. */
     async insert(
       db: Db,
-      row: Omit<ThreadRow, 'created_at' | 'updated_at' | 'last_seq' | 'last_activity_at' | 'deleted_at'>,
+      row: Omit<
+        ThreadRow,
+        'created_at' | 'updated_at' | 'last_seq' | 'purged_through_seq' | 'last_activity_at' | 'deleted_at'
+      >,
     ) {
       const rows = await db('threads')
         .insert({ ...row, attributes: JSON.stringify(row.attributes) })

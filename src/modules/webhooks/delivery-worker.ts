@@ -79,7 +79,7 @@ export function payloadOf(d: ClaimedDelivery): string {
 export function createDeliveryWorker(deps: {
   db: Knex;
   store: WebhooksStore;
-  box: () => SecretBox;
+  box: () => Promise<SecretBox>;
   logger: Logger;
   options: DeliveryOptions;
   observer: DeliveryObserver;
@@ -125,8 +125,8 @@ export function createDeliveryWorker(deps: {
     }
   }
 
-  function signatures(d: ClaimedDelivery, timestamp: number, body: string): string {
-    const box = deps.box();
+  async function signatures(d: ClaimedDelivery, timestamp: number, body: string): Promise<string> {
+    const box = await deps.box();
     const secrets = [box.open(d.project_id, d.endpoint_id, d.secret_ciphertext)];
     if (
       d.previous_secret_ciphertext &&
@@ -160,7 +160,7 @@ export function createDeliveryWorker(deps: {
         headers: {
           'webhook-id': d.id,
           'webhook-timestamp': String(timestamp),
-          'webhook-signature': signatures(d, timestamp, body),
+          'webhook-signature': await signatures(d, timestamp, body),
         },
         body,
         timeoutMs: options.timeoutMs,

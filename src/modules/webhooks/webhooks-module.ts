@@ -1,7 +1,6 @@
 import type { Knex } from 'knex';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Config } from '../../config';
-import { unavailable } from '../../lib/errors';
 import type { RouteFactory } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
 import type { PgListener } from '../../lib/pg-listener';
@@ -32,11 +31,13 @@ export function createWebhooksModule(deps: {
 }) {
   const { config, db, logger } = deps;
   const store = createWebhooksStore();
-  let box: SecretBox | null = null;
-  const getBox = () => {
-    if (!box) throw unavailable('The server is still starting; retry shortly.');
-    return box;
-  };
+  // Resolved on first use (not in start: a replica must come up even while the database is not).
+  let box: Promise<SecretBox> | null = null;
+  const getBox = (): Promise<SecretBox> =>
+    (box ??= resolveWebhookKey(db, config.WEBHOOK_SECRET_KEY).then(createSecretBox, (err: unknown) => {
+      box = null;
+      throw err;
+    }));
   const policy = {
     allowHttp: config.WEBHOOK_ALLOW_HTTP ?? config.NODE_ENV !== 'production',
     allowPrivate: config.WEBHOOK_ALLOW_PRIVATE_TARGETS,
@@ -128,7 +129,6 @@ export function createWebhooksModule(deps: {
     /** A local group committed: its deliveries may be due now. */
     committed: () => worker.kick(),
     async start() {
-      box = createSecretBox(await resolveWebhookKey(db, config.WEBHOOK_SECRET_KEY));
       if (!config.WEBHOOK_WORKER_ENABLED) return;
       // Another replica's commit may have queued deliveries: its NOTIFY wakes this worker too.
       await deps.listener.listen(NOTIFY_CHANNEL, () => worker.kick());

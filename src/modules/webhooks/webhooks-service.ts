@@ -49,7 +49,7 @@ const MAX_ENDPOINTS = 20;
 export function createWebhooksService(deps: {
   db: Knex;
   store: WebhooksStore;
-  box: () => SecretBox;
+  box: () => Promise<SecretBox>;
   policy: TargetPolicy;
   secretGraceSeconds: number;
   /** Users with a live connection to the thread on any replica (realtime presence). */
@@ -68,6 +68,7 @@ export function createWebhooksService(deps: {
       await assertSafeEndpoint(input.url, deps.policy);
       const id = newId('we');
       const secret = newWebhookSecret();
+      const box = await deps.box();
       const row = await db.transaction(async (tx) => {
         // Serialises creations per project so the cap holds under concurrency.
         await tx.raw('select 1 from projects where id = ? for update', [projectId]);
@@ -81,7 +82,7 @@ export function createWebhooksService(deps: {
           description: input.description,
           event_types: input.event_types,
           thread_ids: input.thread_ids,
-          secret_ciphertext: deps.box().seal(projectId, id, secret),
+          secret_ciphertext: box.seal(projectId, id, secret),
         });
       });
       return { ...view(row, EMPTY_HEALTH), secret };
@@ -127,7 +128,7 @@ export function createWebhooksService(deps: {
       const current = await endpoint(projectId, id);
       const secret = newWebhookSecret();
       const row = await store.updateEndpoint(db, projectId, id, {
-        secret_ciphertext: deps.box().seal(projectId, id, secret),
+        secret_ciphertext: (await deps.box()).seal(projectId, id, secret),
         previous_secret_ciphertext: graceSeconds > 0 ? current.secret_ciphertext : null,
         previous_secret_expires_at: graceSeconds > 0 ? new Date(Date.now() + graceSeconds * 1000).toISOString() : null,
       });

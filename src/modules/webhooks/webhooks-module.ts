@@ -2,10 +2,10 @@ import type { Knex } from 'knex';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Config } from '../../config';
 import type { RouteFactory } from '../../lib/http/route';
+import { CHANNELS } from '../../lib/channels';
 import type { Logger } from '../../lib/logger';
 import type { PgListener } from '../../lib/pg-listener';
-import type { IngestPipeline } from '../ingest/ingest-pipeline';
-import { NOTIFY_CHANNEL } from '../ingest/thread-log';
+import type { LogIngest } from '../thread-log/thread-log';
 import type { ProjectsService } from '../projects/projects-service';
 import { createDeliveryWorker } from './delivery-worker';
 import { createSecretBox, resolveWebhookKey, type SecretBox } from './webhook-secrets';
@@ -23,7 +23,7 @@ export function createWebhooksModule(deps: {
   config: Config;
   db: Knex;
   logger: Logger;
-  ingest: Pick<IngestPipeline, 'beforeCommit'>;
+  ingest: Pick<LogIngest, 'beforeCommit' | 'observe'>;
   listener: PgListener;
   projects: Pick<ProjectsService, 'getOwned'>;
   registry: Registry;
@@ -123,15 +123,16 @@ export function createWebhooksModule(deps: {
     },
   });
 
+  // A local group committed: its deliveries may be due now.
+  deps.ingest.observe(() => worker.kick());
+
   return {
     service,
     router: (routes: RouteFactory) => createWebhooksRouter({ routes, webhooks: service, projects: deps.projects }),
-    /** A local group committed: its deliveries may be due now. */
-    committed: () => worker.kick(),
     async start() {
       if (!config.WEBHOOK_WORKER_ENABLED) return;
       // Another replica's commit may have queued deliveries: its NOTIFY wakes this worker too.
-      await deps.listener.listen(NOTIFY_CHANNEL, () => worker.kick());
+      await deps.listener.listen(CHANNELS.events, () => worker.kick());
       worker.start();
     },
     close: () => worker.close(),

@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { badRequest, notFound } from '../../lib/errors';
 import { newId } from '../../lib/ids';
-import type { CommitPointers } from '../ingest/thread-log';
+import type { CommitPointers } from '../thread-log/thread-log';
 import { assertSafeEndpoint, type TargetPolicy } from './safe-target';
 import { newWebhookSecret, type SecretBox } from './webhook-secrets';
 import type {

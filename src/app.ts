@@ -41,6 +41,7 @@ import { createSystemRouter, type ReadinessCheck } from './modules/system/system
 import { createThreadLogModule } from './modules/thread-log/thread-log-module';
 import { createThreadsModule } from './modules/threads/threads-module';
 import { createUsageModule } from './modules/usage/usage-module';
+import { createWebhooksModule } from './modules/webhooks/webhooks-module';
 import { createRetentionModule } from './modules/retention/retention-module';
 import { createExportModule } from './modules/export/export-module';
 
@@ -170,6 +171,10 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     const s = realtime.stats();
     return { sse: s.sse_streams, ws: s.sockets };
   });
+  const webhooks = createWebhooksModule({
+    ...{ config, db, logger, ingest, listener, projects, registry: metrics.registry },
+    online: (p, t) => realtime.online(p, t),
+  });
 
   // Guards: every routed request, after authentication and validation, in this order.
   const guards: Guard[] = [requestContextGuard, access.ipAllowlist, access.origin, rateLimits.guard, usage.guard];
@@ -205,6 +210,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(messagesModule.router(routes));
   app.use(events.router(routes));
   app.use(realtime.router(routes));
+  app.use(webhooks.router(routes));
   app.use(createReadStateRouter({ routes, readState }));
   app.use(retention.router(routes));
   app.use(exports.router(routes));
@@ -227,6 +233,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     listener,
     metrics,
     realtime,
+    webhooks,
     retention,
     /** Serves WebSocket upgrades (GET /v1/ws) on the HTTP server; call once it exists. */
     attach: (server: Server) => {
@@ -237,6 +244,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     async start() {
       await realtime.start();
       await encryption.start();
+      await webhooks.start();
       await listener.start();
       await developerConsole.start();
       usage.start();
@@ -248,6 +256,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       await realtime.close();
       await ingest.close();
       await encryption.close();
+      await webhooks.close();
       await rateLimits.close();
       await usage.close();
       await listener.close();

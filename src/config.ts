@@ -5,6 +5,12 @@ const bool = z
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const url = z.string().url();
+/** Comma-separated seconds, e.g. "5,300,1800". */
+const secondsList = z
+  .string()
+  .regex(/^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$/, 'must be comma-separated seconds, e.g. 5,300,1800')
+  .transform((s) => s.split(',').map((x) => Number(x.trim())))
+  .refine((a) => a.length <= 50, 'at most 50 retries');
 
 /** Every setting the service reads from the environment, validated once at start. */
 export const configSchema = z.object({
@@ -68,6 +74,19 @@ export const configSchema = z.object({
   DEK_CACHE_MAX: int(0, 10_000_000).default(10_000),
   KEY_ROTATION_BATCH: int(1, 10_000).default(100),
   KEY_ROTATION_GRACE_MS: int(0, 600_000).default(3_000),
+  WEBHOOK_WORKER_ENABLED: bool.default(true),
+  WEBHOOK_CONCURRENCY: int(1, 1_000).default(32),
+  WEBHOOK_POLL_MS: int(10, 60_000).default(1_000),
+  WEBHOOK_TIMEOUT_MS: int(100, 120_000).default(15_000),
+  WEBHOOK_CLAIM_MARGIN_SECONDS: int(1, 3_600).default(15),
+  // 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 20 h: about three days in all, then dead.
+  WEBHOOK_RETRY_SCHEDULE: secondsList.default([5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 72000]),
+  WEBHOOK_RETRY_JITTER: z.coerce.number().min(0).max(1).default(0.2),
+  WEBHOOK_ALLOW_HTTP: bool.optional(),
+  WEBHOOK_ALLOW_PRIVATE_TARGETS: bool.default(false),
+  WEBHOOK_SECRET_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
+  WEBHOOK_SECRET_GRACE_SECONDS: int(0, 7 * 86_400).default(86_400),
+  WEBHOOK_DELIVERED_RETENTION_HOURS: int(1, 24 * 365).default(72),
 });
 
 export type Config = Readonly<z.infer<typeof configSchema>>;

@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { api, startTestApp, type TestContext } from './helpers/app';
 import { startOAuthProvider } from './helpers/oauth-provider';
+import { startReceiver, type Receiver } from './helpers/webhook-receiver';
 
 const CHROMIUM_ARGS = [
   '--headless',
@@ -25,13 +26,20 @@ describe('web console in a real browser', () => {
   let context: BrowserContext;
   let page: Page;
   const problems: string[] = [];
+  let receiver: Receiver;
 
   before(async () => {
     provider = await startOAuthProvider();
+    receiver = await startReceiver();
     t = await startTestApp({
       ...provider.env,
       KEY_CACHE_TTL_MS: '60000',
       KMS_MASTER_KEY: Buffer.alloc(32, 3).toString('base64'),
+      // The Webhooks tab's receiver is on loopback; one quick retry, then dead.
+      WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true',
+      WEBHOOK_POLL_MS: '50',
+      WEBHOOK_RETRY_SCHEDULE: '0.1',
+      WEBHOOK_RETRY_JITTER: '0',
     });
     userDataDir = mkdtempSync(path.join(tmpdir(), 'pdb-chromium-'));
     context = await chromium.launchPersistentContext(userDataDir, {
@@ -49,6 +57,7 @@ describe('web console in a real browser', () => {
     await context?.close();
     rmSync(userDataDir, { recursive: true, force: true });
     await t.stop();
+    await receiver.close();
     await provider.stop();
   });
 
@@ -125,6 +134,55 @@ describe('web console in a real browser', () => {
     assert.equal(refused.status, 401, refused.text);
 
     // The signed-out first load's GET /v1/me answers 401 by design; anything else is a defect.
+    const unexpected = problems.filter((p) => !/status of 401/.test(p));
+    assert.deepEqual(unexpected, [], 'no script errors or CSP violations');
+  });
+
+  test('webhooks tab: add an endpoint (secret shown once), see it failing, replay its dead letter', async () => {
+    const projectId = (await page.getByTestId('project-id').textContent())!;
+    const { key } = await t.app.projects.createKey(projectId, 'secret', 'webhooks');
+    receiver.answer(() => ({ status: 500, body: 'down for maintenance' }));
+    await page.getByTestId('tab-webhooks').click();
+    await page.getByTestId('new-hook-url').fill(`${receiver.url}/console-hook`);
+    await page.getByTestId('new-hook-events').fill('message.created');
+    await page.getByTestId('create-hook').click();
+    await page.getByTestId('new-hook-banner').waitFor({ state: 'visible' });
+    assert.match((await page.getByTestId('new-hook-banner').textContent())!, /will not be shown again/);
+    assert.match(await page.getByTestId('new-hook-secret').inputValue(), /^whsec_/);
+    await page.locator('#new-hook-done').click();
+
+    const posted = await api(t.url, 'POST', '/v1/threads/hooks/messages', {
+      key,
+      user: 'ada',
+      body: { body: { text: 'to the webhook' } },
+    });
+    assert.equal(posted.status, 201, posted.text);
+    await receiver.until((all) => all.length >= 2); // the first attempt and the one retry
+
+    await page.getByTestId('deliveries-status').selectOption('dead');
+    const replay = page.getByTestId('replay-delivery');
+    for (let i = 0; i < 50 && (await replay.count()) === 0; i++) {
+      await page.waitForTimeout(100);
+      await page.locator('#hooks-refresh').click();
+    }
+    const deadRow = page.locator('#deliveries-body tr').filter({ has: replay });
+    assert.equal(await deadRow.getByTestId('delivery-response').textContent(), '500');
+    await page.getByTestId('hook-failing').waitFor();
+    assert.equal(await page.getByTestId('hook-dead').textContent(), '1');
+    await page.locator('#toast').waitFor({ state: 'hidden' });
+    await page.screenshot({ path: path.resolve(__dirname, '../docs/console-webhooks.png') });
+
+    receiver.answer(() => ({ status: 204 }));
+    await replay.click();
+    const got = await receiver.until((all) => all.length >= 3);
+    assert.equal(got[2].headers['webhook-id'], got[0].headers['webhook-id'], 'the replay keeps the webhook-id');
+    await page.getByTestId('deliveries-status').selectOption('delivered');
+    await page
+      .locator('#deliveries-body tr')
+      .filter({ hasText: 'message.created' })
+      .getByTestId('delivery-response')
+      .filter({ hasText: '204' })
+      .waitFor();
     const unexpected = problems.filter((p) => !/status of 401/.test(p));
     assert.deepEqual(unexpected, [], 'no script errors or CSP violations');
   });

@@ -122,6 +122,17 @@ export function createRealtimeModule(deps: {
         heartbeatMs: options.heartbeatMs,
         maxBufferedBytes: options.maxBufferedBytes,
         openStreams,
+        joinPresence(principal, threadId) {
+          const userId = principal.userId;
+          if (!userId) return () => undefined;
+          ephemeral.join(principal.projectId, threadId, userId);
+          let left = false;
+          return () => {
+            if (left) return;
+            left = true;
+            ephemeral.leave(principal.projectId, threadId, userId);
+          };
+        },
       }),
     hub,
     attach: (server: Server) => gateway.attach(server),
@@ -145,6 +156,8 @@ export function createRealtimeModule(deps: {
       return closing;
     },
     stats: () => ({ ...hub.stats(), ...gateway.stats(), sse_streams: openStreams.size }),
+    /** Users with a live connection to the thread on any replica (presence, with its grace period). */
+    online: (projectId: string, threadId: string) => ephemeral.online(projectId, threadId),
   };
 }
 

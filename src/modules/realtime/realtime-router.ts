@@ -2,7 +2,7 @@ import { Router } from 'express';
 import type { Knex } from 'knex';
 import { z } from '../../lib/zod';
 import { badRequest, isAppError } from '../../lib/errors';
-import type { RouteFactory } from '../../lib/http/route';
+import type { ApiPrincipal, RouteFactory } from '../../lib/http/route';
 import type { ThreadsService } from '../threads/threads-service';
 import { threadParams } from '../threads/threads-schemas';
 import { realtimeTokenSchema, tailQuerySchema } from './realtime-schemas';
@@ -21,6 +21,8 @@ export function createRealtimeRouter(deps: {
   heartbeatMs: number;
   maxBufferedBytes: number;
   openStreams: Set<() => void>;
+  /** Counts a live tail in the thread's presence (as a WebSocket subscription is); returns the leave function. */
+  joinPresence?: (principal: ApiPrincipal, threadId: string) => () => void;
 }) {
   const { db, routes, threads } = deps;
   const router = Router();
@@ -68,7 +70,14 @@ export function createRealtimeRouter(deps: {
         heartbeatMs: deps.heartbeatMs,
         maxBufferedBytes: deps.maxBufferedBytes,
         open: deps.openStreams,
-        track: (close) => deps.track(principal, close),
+        track: (close) => {
+          const untrack = deps.track(principal, close);
+          const leave = deps.joinPresence?.(principal, params.thread_id);
+          return () => {
+            untrack();
+            leave?.();
+          };
+        },
         subscription: {
           projectId: principal.projectId,
           threadId: params.thread_id,

@@ -257,6 +257,7 @@
     if (tab === 'keys') loadKeys();
     if (tab === 'usage') loadUsage();
     if (tab === 'threads') loadThreads(true);
+    if (tab === 'webhooks') loadWebhooks();
   }
 
   // ---------- keys ----------
@@ -346,6 +347,242 @@
   $('new-key-done').addEventListener('click', function () {
     $('new-key-value').value = '';
     $('new-key-banner').hidden = true;
+  });
+
+  // ---------- webhooks ----------
+  var deliveryCursor = null;
+  function hooksPath() {
+    return '/v1/projects/' + encodeURIComponent(state.project.id);
+  }
+  function loadWebhooks() {
+    loadEndpoints();
+    loadDeliveries(true);
+  }
+  function hookStatus(e) {
+    if (!e.enabled) return h('span', { class: 'badge muted', title: e.disabled_reason || '', text: 'Disabled' });
+    var hl = e.health;
+    // Slow or failing endpoints stand out: failures in the last hour, dead letters, slow answers.
+    if (hl && (hl.failing_last_hour > 0 || hl.dead > 0))
+      return h('span', { class: 'badge danger', 'data-testid': 'hook-failing', text: 'Failing' });
+    if (hl && hl.max_duration_ms_last_hour !== null && hl.max_duration_ms_last_hour > 5000)
+      return h('span', { class: 'badge warn', text: 'Slow' });
+    return h('span', { class: 'badge ok', text: 'Healthy' });
+  }
+  function loadEndpoints() {
+    return api('GET', hooksPath() + '/webhooks')
+      .then(function (r) {
+        var body = $('hooks-body');
+        clear(body);
+        r.data.forEach(function (e) {
+          var hl = e.health || {};
+          var lastHour =
+            (hl.delivered_last_hour || 0) +
+            ' ok' +
+            (hl.avg_duration_ms_last_hour !== null && hl.avg_duration_ms_last_hour !== undefined
+              ? ' · avg ' + Math.round(hl.avg_duration_ms_last_hour) + ' ms'
+              : '');
+          body.appendChild(
+            h(
+              'tr',
+              { 'data-endpoint-id': e.id },
+              h(
+                'td',
+                null,
+                h('span', { class: 'mono', text: e.url }),
+                e.description ? h('div', { class: 'muted small', text: e.description }) : null,
+              ),
+              h('td', { class: 'small', text: e.event_types ? e.event_types.join(', ') : 'all' }),
+              h('td', null, hookStatus(e)),
+              h('td', { text: fmtNumber(hl.pending || 0) }),
+              h('td', { 'data-testid': 'hook-dead', text: fmtNumber(hl.dead || 0) }),
+              h('td', { class: 'small', text: lastHour }),
+              h(
+                'td',
+                { class: 'row end' },
+                h(
+                  'button',
+                  {
+                    type: 'button',
+                    class: 'btn btn-small',
+                    onclick: function () {
+                      updateEndpoint(e, { enabled: !e.enabled }, e.enabled ? 'Endpoint disabled' : 'Endpoint enabled');
+                    },
+                  },
+                  e.enabled ? 'Disable' : 'Enable',
+                ),
+                h(
+                  'button',
+                  {
+                    type: 'button',
+                    class: 'btn btn-small',
+                    onclick: function () {
+                      rotateHookSecret(e);
+                    },
+                  },
+                  'Rotate secret',
+                ),
+                h(
+                  'button',
+                  {
+                    type: 'button',
+                    class: 'btn btn-small btn-danger-outline',
+                    onclick: function () {
+                      deleteEndpoint(e);
+                    },
+                  },
+                  'Delete',
+                ),
+              ),
+            ),
+          );
+        });
+        $('hooks-empty').hidden = r.data.length > 0;
+      })
+      .catch(fail);
+  }
+  function showHookSecret(secret) {
+    $('new-hook-secret').value = secret;
+    $('new-hook-banner').hidden = false;
+    $('new-hook-secret').focus();
+    $('new-hook-secret').select();
+  }
+  function updateEndpoint(e, patch, message) {
+    api('PATCH', hooksPath() + '/webhooks/' + encodeURIComponent(e.id), patch)
+      .then(function () {
+        toast(message);
+        loadEndpoints();
+      })
+      .catch(fail);
+  }
+  function rotateHookSecret(e) {
+    confirmAction(
+      'Rotate this endpoint’s secret?',
+      'For the next 24 hours deliveries carry signatures with both the old and the new secret, so your receiver can switch over.',
+      'Rotate',
+    ).then(function (ok) {
+      if (!ok) return;
+      api('POST', hooksPath() + '/webhooks/' + encodeURIComponent(e.id) + '/secret/rotate', {})
+        .then(function (r) {
+          showHookSecret(r.secret);
+          loadEndpoints();
+        })
+        .catch(fail);
+    });
+  }
+  function deleteEndpoint(e) {
+    confirmAction(
+      'Delete this endpoint?',
+      e.url + ' will receive nothing more; its deliveries are removed.',
+      'Delete',
+    ).then(function (ok) {
+      if (!ok) return;
+      api('DELETE', hooksPath() + '/webhooks/' + encodeURIComponent(e.id))
+        .then(function () {
+          toast('Endpoint deleted');
+          loadWebhooks();
+        })
+        .catch(fail);
+    });
+  }
+  function loadDeliveries(reset) {
+    if (reset) {
+      deliveryCursor = null;
+      clear($('deliveries-body'));
+    }
+    var q = '?limit=25';
+    var status = $('deliveries-status').value;
+    if (status) q += '&status=' + encodeURIComponent(status);
+    if (deliveryCursor) q += '&cursor=' + encodeURIComponent(deliveryCursor);
+    return api('GET', hooksPath() + '/webhook-deliveries' + q)
+      .then(function (r) {
+        var body = $('deliveries-body');
+        r.data.forEach(function (d) {
+          var replay =
+            d.status === 'dead'
+              ? h(
+                  'button',
+                  {
+                    type: 'button',
+                    class: 'btn btn-small',
+                    'data-testid': 'replay-delivery',
+                    onclick: function () {
+                      api('POST', hooksPath() + '/webhook-deliveries/' + encodeURIComponent(d.id) + '/replay')
+                        .then(function () {
+                          toast('Replay queued');
+                          loadWebhooks();
+                        })
+                        .catch(fail);
+                    },
+                  },
+                  'Replay',
+                )
+              : null;
+          var badge = { delivered: 'ok', pending: 'warn', dead: 'danger' }[d.status] || '';
+          body.appendChild(
+            h(
+              'tr',
+              { 'data-delivery-id': d.id },
+              h('td', { class: 'mono small', text: d.event_type }),
+              h('td', { class: 'small', text: d.thread_id + ' · ' + d.seq }),
+              h('td', null, h('span', { class: 'badge ' + badge, text: d.status })),
+              h('td', {
+                class: 'small',
+                'data-testid': 'delivery-response',
+                title: d.last_error || '',
+                text: d.last_status_code !== null ? String(d.last_status_code) : d.last_error ? 'error' : '–',
+              }),
+              h('td', { text: String(d.attempts) }),
+              h('td', { class: 'small', text: d.last_duration_ms !== null ? d.last_duration_ms + ' ms' : '–' }),
+              h('td', null, timeEl(d.created_at)),
+              h('td', null, replay),
+            ),
+          );
+        });
+        deliveryCursor = r.next_cursor;
+        $('deliveries-more').hidden = !r.next_cursor;
+        $('deliveries-empty').hidden = body.children.length > 0;
+      })
+      .catch(fail);
+  }
+  $('new-hook-form').addEventListener('submit', function (e) {
+    e.preventDefault();
+    $('hook-error').hidden = true;
+    var events = $('new-hook-events')
+      .value.split(',')
+      .map(function (s) {
+        return s.trim();
+      })
+      .filter(Boolean);
+    api('POST', hooksPath() + '/webhooks', {
+      url: $('new-hook-url').value.trim(),
+      description: $('new-hook-description').value.trim(),
+      event_types: events.length ? events : null,
+    })
+      .then(function (r) {
+        $('new-hook-url').value = '';
+        $('new-hook-events').value = '';
+        $('new-hook-description').value = '';
+        showHookSecret(r.secret);
+        loadEndpoints();
+      })
+      .catch(function (err) {
+        $('hook-error').textContent = err && err.message ? err.message : 'Could not add the endpoint.';
+        $('hook-error').hidden = false;
+      });
+  });
+  $('new-hook-copy').addEventListener('click', function () {
+    copy($('new-hook-secret').value, 'Secret copied');
+  });
+  $('new-hook-done').addEventListener('click', function () {
+    $('new-hook-secret').value = '';
+    $('new-hook-banner').hidden = true;
+  });
+  $('hooks-refresh').addEventListener('click', loadWebhooks);
+  $('deliveries-status').addEventListener('change', function () {
+    loadDeliveries(true);
+  });
+  $('deliveries-more').addEventListener('click', function () {
+    loadDeliveries(false);
   });
 
   // ---------- signing secret ----------

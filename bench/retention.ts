@@ -79,7 +79,7 @@ async function load(base: string, key: string, seconds: number, until?: Promise<
     ...req,
     method: 'GET',
     path: `/v1/threads/${live(rnd(LIVE_THREADS))}/messages?limit=50`,
-    headers,
+    headers: { authorization: headers.authorization, 'x-user-id': 'bench' },
     body: undefined,
   }));
   if (until) {
@@ -88,6 +88,8 @@ async function load(base: string, key: string, seconds: number, until?: Promise<
     read.stop();
   }
   const [a, r] = await Promise.all([append.done, read.done]);
+  if (env.BENCH_DEBUG)
+    process.stdout.write(JSON.stringify({ append: a.statusCodeStats, read: r.statusCodeStats, rr: r.requests }) + '\n');
   const elapsed = (Date.now() - t0) / 1000;
   const summary = (x: autocannon.Result) => ({
     rps: (x.requests.total - x.non2xx - x.errors) / elapsed,

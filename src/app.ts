@@ -20,7 +20,10 @@ import { createAdminRouter } from './modules/admin/admin-router';
 import { createConsoleModule } from './modules/console/console-module';
 import { createEventsRouter } from './modules/events/events-router';
 import { createEventsStore } from './modules/events/events-store';
-import { createIngestPipeline, type GroupStats } from './modules/ingest/ingest-pipeline';
+import { createIdempotency } from './modules/idempotency/idempotency';
+import { createIngestPipeline } from './modules/ingest/ingest-pipeline';
+import { knexTransactionRunner } from './modules/ingest/transaction-runner';
+import { commitScope, createThreadLog } from './modules/thread-log/thread-log';
 import { createApiKeyAuthenticators } from './modules/keys/api-key-authenticator';
 import { createKeyAuthService } from './modules/keys/key-auth-service';
 import { createSignRouter } from './modules/keys/keys-router';
@@ -71,9 +74,9 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     metrics,
     options: { slowMs: config.SLOW_QUERY_MS, sampleRate: config.SLOW_QUERY_SAMPLE_RATE },
   });
-  const groupListeners: Array<(s: GroupStats) => void> = [metrics.observeGroup];
+  const log = createThreadLog();
   const ingest = createIngestPipeline({
-    db,
+    runner: knexTransactionRunner(db),
     logger,
     options: {
       maxBatch: config.INGEST_MAX_BATCH,
@@ -81,8 +84,11 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       lanes: config.INGEST_CONCURRENCY,
       queueLimit: config.INGEST_QUEUE_LIMIT,
     },
-    onGroup: (s) => groupListeners.forEach((l) => l(s)),
+    scope: commitScope,
+    finish: log.notify,
   });
+  ingest.observe(metrics.observeGroup);
+  const idempotency = createIdempotency({ db });
   const keyAuth = createKeyAuthService({ db, keysStore, cacheTtlMs: config.KEY_CACHE_TTL_MS });
   const projects = createProjectsService({
     db,
@@ -95,14 +101,15 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     db,
     threadsStore,
     ingest,
+    log,
     unreadCounts: (p, u, ids) => readStateStore.forThreads(db, p, u, ids),
   });
   const readState = createReadStateService({ db, threads, store: readStateStore });
   const messages = createMessagesService({
     db,
     ingest,
+    log,
     threads,
-    threadsStore,
     messagesStore,
     maxMessageBytes: config.MAX_MESSAGE_BYTES,
   });
@@ -148,8 +155,8 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(createMetricsRouter(metrics, config.METRICS_TOKEN));
   app.use(createSystemRouter({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }));
   app.use(createSignRouter({ db, routes, projectsStore }));
-  app.use(createThreadsRouter({ db, routes, threads }));
-  app.use(createMessagesRouter({ db, routes, messages, onAppended: usage.countMessages }));
+  app.use(createThreadsRouter({ idempotency, routes, threads }));
+  app.use(createMessagesRouter({ idempotency, routes, messages, onAppended: usage.countMessages }));
   app.use(createEventsRouter({ db, routes, threads, eventsStore }));
   const realtime = createRealtimeModule({
     db,
@@ -191,6 +198,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   const exports = createExportModule({
     db,
     ingest,
+    log,
     messagesStore,
     maxMessageBytes: config.MAX_MESSAGE_BYTES,
     maxLineBytes: config.MAX_REQUEST_BYTES,
@@ -212,7 +220,6 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     messages,
     guards,
     readinessChecks,
-    groupListeners,
     listener,
     metrics,
     realtime,

@@ -10,6 +10,8 @@ import { ndjsonLines } from './lib/ndjson';
 import { createProgressBar } from './lib/progress-bar';
 import { createExportModule } from './modules/export/export-module';
 import { createIngestPipeline } from './modules/ingest/ingest-pipeline';
+import { knexTransactionRunner } from './modules/ingest/transaction-runner';
+import { commitScope, createThreadLog } from './modules/thread-log/thread-log';
 import { createMessagesStore } from './modules/messages/messages-store';
 import { createKeysStore } from './modules/keys/keys-store';
 import type { KeyKind } from './modules/keys/api-key';
@@ -141,14 +143,18 @@ async function main(argv: string[]): Promise<number> {
 
 /** Export and import run in this process, on the same pipeline and stores as the server. */
 function exportModule(db: Knex, config: Config) {
+  const log = createThreadLog();
   const ingest = createIngestPipeline({
-    db,
+    runner: knexTransactionRunner(db),
     logger: createLogger('warn'),
     options: { maxBatch: 64, maxWaitMs: 0, lanes: 1, queueLimit: 1_000 },
+    scope: commitScope,
+    finish: log.notify,
   });
   const module = createExportModule({
     db,
     ingest,
+    log,
     messagesStore: createMessagesStore(),
     maxMessageBytes: config.MAX_MESSAGE_BYTES,
     maxLineBytes: config.MAX_REQUEST_BYTES,

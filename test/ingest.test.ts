@@ -4,6 +4,8 @@ import pg from 'pg';
 import { type AppError } from '../src/lib/errors';
 import type { ApiPrincipal } from '../src/lib/http/route';
 import type { GroupStats } from '../src/modules/ingest/ingest-pipeline';
+import { knexTransactionRunner } from '../src/modules/ingest/transaction-runner';
+import { commitScope } from '../src/modules/thread-log/thread-log';
 import { api, startInstance, startTestApp, type TestContext } from './helpers/app';
 
 /** A secret-key principal: its appends are submitted synchronously, so calls in one tick share a group. */
@@ -11,9 +13,9 @@ function secretPrincipal(projectId: string, keyId = 'test-key'): ApiPrincipal {
   return { type: 'api', projectId, keyId, kind: 'secret', userId: 'alice', settings: {} };
 }
 
-function watchGroups(t: { app: { groupListeners: Array<(s: GroupStats) => void> } }) {
+function watchGroups(t: { app: { ingest: { observe(o: (s: GroupStats) => void): unknown } } }) {
   const sizes: number[] = [];
-  t.app.groupListeners.push((s) => sizes.push(s.size));
+  t.app.ingest.observe((s) => sizes.push(s.size));
   return sizes;
 }
 
@@ -404,20 +406,19 @@ describe('ingest pipeline', () => {
       const { createIngestPipeline } = await import('../src/modules/ingest/ingest-pipeline');
       const { createLogger } = await import('../src/lib/logger');
       const pipeline = createIngestPipeline({
-        db: t.db,
+        runner: knexTransactionRunner(t.db),
+        scope: commitScope,
         logger: createLogger('silent'),
         options: { maxBatch: 100, maxWaitMs: 3_600_000, lanes: 1, queueLimit: 100 },
       });
       try {
         const one = await pipeline.submit({
-          kind: 'tx',
           partition: 'x',
           run: async (tx) => (await tx.raw('select 41 + 1 as n')).rows[0].n,
         });
         assert.equal(one, 42);
         // Idle again: the next lone write also goes at once.
         const two = await pipeline.submit({
-          kind: 'tx',
           partition: 'x',
           run: async (tx) => (await tx.raw('select 2 as n')).rows[0].n,
         });
@@ -443,26 +444,24 @@ describe('ingest pipeline', () => {
     const { createIngestPipeline } = await import('../src/modules/ingest/ingest-pipeline');
     const { createLogger } = await import('../src/lib/logger');
     const pipeline = createIngestPipeline({
-      db: t.db,
+      runner: knexTransactionRunner(t.db),
+      scope: commitScope,
       logger: createLogger('silent'),
       options: { maxBatch: 100, maxWaitMs: 3_600_000, lanes: 1, queueLimit: 100 },
     });
     const writes = Array.from({ length: 5 }, (_, i) =>
       pipeline.submit({
-        kind: 'tx',
         partition: 'x',
         run: async (tx) => (await tx.raw('select ?::int as n', [i])).rows[0].n,
       }),
     );
     await new Promise((r) => setImmediate(r));
     // A second wave while the first group commits: it will be gathering when close() comes.
-    writes.push(
-      ...Array.from({ length: 3 }, (_, i) => pipeline.submit({ kind: 'tx', partition: 'x', run: async () => 10 + i })),
-    );
+    writes.push(...Array.from({ length: 3 }, (_, i) => pipeline.submit({ partition: 'x', run: async () => 10 + i })));
     await pipeline.close();
     assert.deepEqual(await Promise.all(writes), [0, 1, 2, 3, 4, 10, 11, 12]);
     await assert.rejects(
-      pipeline.submit({ kind: 'tx', partition: 'x', run: async () => 1 }),
+      pipeline.submit({ partition: 'x', run: async () => 1 }),
       (e: AppError) => e.kind === 'unavailable',
     );
   });

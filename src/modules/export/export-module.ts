@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { RouteFactory } from '../../lib/http/route';
-import type { IngestPipeline } from '../ingest/ingest-pipeline';
+import type { LogIngest, ThreadLog } from '../thread-log/thread-log';
 import type { MessagesStore } from '../messages/messages-store';
 import { createExportRouter } from './export-router';
 import { createExportService } from './export-service';
@@ -9,7 +9,8 @@ import { createExportStore } from './export-store';
 /** Export (NDJSON backup of a project) and import of that format. */
 export function createExportModule(deps: {
   db: Knex;
-  ingest: IngestPipeline;
+  ingest: LogIngest;
+  log: Pick<ThreadLog, 'append'>;
   messagesStore: Pick<MessagesStore, 'get' | 'setReaction' | 'adjustReactionCount'>;
   maxMessageBytes: number;
   maxLineBytes: number;
@@ -18,6 +19,7 @@ export function createExportModule(deps: {
     db: deps.db,
     store: createExportStore(),
     ingest: deps.ingest,
+    log: deps.log,
     messagesStore: deps.messagesStore,
     batchSize: 500,
     maxMessageBytes: deps.maxMessageBytes,

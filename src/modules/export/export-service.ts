@@ -2,8 +2,7 @@ import type { Knex } from 'knex';
 import { AppError, badRequest, conflict, unprocessable } from '../../lib/errors';
 import { jsonBytes } from '../../lib/http/json';
 import { zodFieldErrors } from '../../lib/http/problem';
-import type { IngestPipeline } from '../ingest/ingest-pipeline';
-import { appendEvents, type CommitPointers } from '../ingest/thread-log';
+import type { CommitPointers, LogIngest, ThreadLog } from '../thread-log/thread-log';
 import type { MessagesStore } from '../messages/messages-store';
 import { EXPORT_FORMAT, exportLineSchema, type EventLine, type ImportResult, type ThreadLine } from './export-schemas';
 import { messageIdOf, type ExportStore } from './export-store';
@@ -26,7 +25,8 @@ export interface ExportCursor {
 export function createExportService(deps: {
   db: Knex;
   store: ExportStore;
-  ingest: IngestPipeline;
+  ingest: LogIngest;
+  log: Pick<ThreadLog, 'append'>;
   messagesStore: Pick<MessagesStore, 'get' | 'setReaction' | 'adjustReactionCount'>;
   batchSize: number;
   maxMessageBytes: number;
@@ -138,7 +138,7 @@ export function createExportService(deps: {
           `Thread "${t.id}": its log continues at seq ${last + 1 + i}, but the next event is seq ${e.seq}; events must be complete and in order.`,
         );
     });
-    await appendEvents(
+    await deps.log.append(
       tx,
       pointers,
       projectId,
@@ -191,7 +191,6 @@ export function createExportService(deps: {
       const batch = pending;
       pending = [];
       const r = await ingest.submit({
-        kind: 'tx',
         partition: `${projectId}:${t.id}`,
         run: (tx, pointers) => importBatch(tx, pointers, projectId, t, batch),
       });

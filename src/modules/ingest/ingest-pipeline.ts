@@ -1,44 +1,54 @@
-import type { Knex } from 'knex';
-import { AppError, isAppError, unavailable } from '../../lib/errors';
-import { isConnectionError, pgCode } from '../../lib/db';
+import { isAppError, unavailable } from '../../lib/errors';
 import type { Logger } from '../../lib/logger';
-import { appendMany, THREAD_MISSING, type AppendOutcome, type AppendRequest } from '../messages/message-append';
-import { CommitPointers, notifyPointers } from './thread-log';
-import { findIdempotentReplay, IdempotencyRace, recordIdempotentResponse, type IdempotencyRecord } from './idempotency';
-
-/** Work that writes to the log. `run` executes inside the group's transaction, in a savepoint. */
-export interface TxOp<T> {
-  kind: 'tx';
-  /** Ops with the same partition (a thread) go through the same lane, in submission order. */
-  partition: string;
-  run(tx: Knex.Transaction, pointers: CommitPointers): Promise<T>;
-  idempotency?: IdempotencyRecord<T>;
-}
+import type { TransactionRunner } from './transaction-runner';
 
 /**
- * A message append. It takes the merged fast path (shared statements with every other
- * append in the group) when its thread exists; otherwise, or if the fast path fails, `slow`
- * runs alone in a savepoint (creating the thread, re-checking policies).
+ * Group commit, knowing no feature. Work items queue per lane (partitions hash to lanes, so
+ * two groups of this process never contend for one partition); a lane commits its queue in
+ * groups: one transaction per group, each item in its own savepoint (or merged with others of
+ * the same `Batcher` into shared statements), the hooks, then COMMIT — and only then is every
+ * caller answered, with its own result or its own error.
+ *
+ * `S` is the group's scope: what the items record as they write (the thread log's commit
+ * pointers). Each savepoint writes into a fresh scope that is merged into the group's only
+ * if the savepoint is released, so a rolled-back item leaves nothing behind.
  */
-export interface AppendOp {
-  kind: 'append';
+export interface WorkItem<T, S, Tx = unknown> {
+  /** Items with the same partition go through the same lane, in submission order. */
   partition: string;
-  request: AppendRequest;
-  /** False when the caller's permission could not be checked up front (e.g. no thread yet). */
-  fast: boolean;
-  slow(tx: Knex.Transaction, pointers: CommitPointers): Promise<AppendOutcome>;
-  idempotency?: IdempotencyRecord<AppendOutcome>;
+  /** Runs alone, in a savepoint of the group's transaction. */
+  run(tx: Tx, scope: S): Promise<T>;
+  /** Optional: run together with the group's other items of this batcher instead. */
+  merge?: { batcher: Batcher<unknown, T, S, Tx>; input: unknown };
 }
 
-type Op = TxOp<unknown> | AppendOp;
-type Outcome = { ok: unknown } | { err: unknown } | undefined;
+/** A batch result that sends its item back to run alone (`WorkItem.run`). */
+export const RUN_ALONE = Symbol('run-alone');
+export type BatchResult<T> = { ok: T } | { err: unknown } | typeof RUN_ALONE;
 
-/** Runs in every group's transaction after its writes, before NOTIFY and COMMIT. */
-export type BeforeCommitHook = (tx: Knex.Transaction, committed: CommitPointers) => Promise<void>;
-interface Pending {
-  op: Op;
-  resolve(v: unknown): void;
-  reject(e: unknown): void;
+/** Runs many items' inputs in shared statements; one result per input, in order. */
+export interface Batcher<I, T, S, Tx = unknown> {
+  name: string;
+  /**
+   * `finish`, when given, says this is the group's last statement: the batcher may fold the
+   * group's finishing step into it (the NOTIFY), covering `finish.group` and its own scope,
+   * and then return `finished: true`.
+   */
+  run(
+    tx: Tx,
+    scope: S,
+    inputs: I[],
+    finish?: { group: S },
+  ): Promise<{ results: Array<BatchResult<T>>; finished?: boolean }>;
+}
+
+/** Runs in every group's transaction after its writes, before the finishing step and COMMIT. */
+export type BeforeCommitHook<S, Tx = unknown> = (tx: Tx, committed: S) => Promise<void>;
+
+/** How a group's scope is created and combined. */
+export interface GroupScope<S> {
+  create(): S;
+  merge(into: S, from: S): void;
 }
 
 export interface IngestOptions {
@@ -54,35 +64,39 @@ export interface GroupStats {
   attempts: number;
 }
 
+export interface IngestDeps<S, Tx> {
+  runner: TransactionRunner<Tx>;
+  logger: Logger;
+  options: IngestOptions;
+  scope: GroupScope<S>;
+  /** The group's last step, after the hooks (the thread log's NOTIFY); a batcher may fold it in. */
+  finish?: (tx: Tx, scope: S) => Promise<void>;
+}
+
+interface Pending<S, Tx> {
+  item: WorkItem<unknown, S, Tx>;
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+}
+
+type Outcome = { ok: unknown } | { err: unknown };
+
 /** The savepoint-less first batch of a group failed: run the group again, with savepoints. */
-class FastRetry extends Error {
+class BareBatchFailed extends Error {
   constructor(readonly reason: unknown) {
-    super('fast path failed');
+    super('merged batch failed');
   }
 }
 
-const RETRYABLE = new Set(['40P01', '40001']); // deadlock, serialization failure
-
-function hash(s: string): number {
+export function partitionHash(s: string): number {
   let h = 2166136261;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
   return h >>> 0;
 }
 
-/**
- * Group commit. Writes queue per lane (threads hash to lanes, so two groups of this process
- * never contend for a thread row); each lane commits its queue in groups: one transaction,
- * merged statements for appends, one NOTIFY, then every caller is answered — after COMMIT,
- * with its own result or its own error.
- */
-export function createIngestPipeline(deps: {
-  db: Knex;
-  logger: Logger;
-  options: IngestOptions;
-  onGroup?: (s: GroupStats) => void;
-}) {
-  const { db, logger, options } = deps;
-  type Lane = { queue: Pending[]; busy: boolean; scheduled: boolean; full: (() => void) | null };
+export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
+  const { runner, logger, options, scope } = deps;
+  type Lane = { queue: Array<Pending<S, Tx>>; busy: boolean; scheduled: boolean; full: (() => void) | null };
   const lanes: Lane[] = Array.from({ length: options.lanes }, () => ({
     queue: [],
     busy: false,
@@ -92,7 +106,8 @@ export function createIngestPipeline(deps: {
   let queued = 0;
   let closed = false;
   let idleWaiters: Array<() => void> = [];
-  const beforeCommit: BeforeCommitHook[] = [];
+  const hooks: Array<BeforeCommitHook<S, Tx>> = [];
+  const observers = new Set<(s: GroupStats) => void>();
 
   /**
    * An idle lane starts at once (setImmediate only lets requests parsed in the same tick
@@ -150,155 +165,138 @@ export function createIngestPipeline(deps: {
     }
   }
 
-  async function runSlow(
-    tx: Knex.Transaction,
-    pointers: CommitPointers,
-    op: Op,
-    i: number,
-  ): Promise<{ ok: unknown } | { err: unknown }> {
-    const sp = `op_${i}`;
-    const local = new CommitPointers();
-    await tx.raw(`savepoint ${sp}`);
+  /** One item alone in a savepoint: its error rolls back only its own writes. */
+  async function runAlone(tx: Tx, group: S, item: WorkItem<unknown, S, Tx>, name: string): Promise<Outcome> {
+    const local = scope.create();
+    await runner.savepoint(tx, name, 'begin');
     try {
-      const value = op.kind === 'tx' ? await op.run(tx, local) : await op.slow(tx, local);
-      if (op.idempotency) await recordIdempotentResponse(tx, op.idempotency as IdempotencyRecord<unknown>, value);
-      await tx.raw(`release savepoint ${sp}`);
-      pointers.mergeFrom(local);
+      const value = await item.run(tx, local);
+      await runner.savepoint(tx, name, 'release');
+      scope.merge(group, local);
       return { ok: value };
     } catch (e) {
-      if (isConnectionError(e)) throw e;
-      await tx.raw(`rollback to savepoint ${sp}`);
-      if (e instanceof IdempotencyRace && op.idempotency) {
-        try {
-          return { ok: await findIdempotentReplay(tx, op.idempotency.scope, op.idempotency.requestHash) };
-        } catch (replayError) {
-          return { err: replayError };
-        }
-      }
-      if (RETRYABLE.has(pgCode(e) ?? '')) throw e;
+      const kind = runner.classify(e);
+      if (kind === 'connection') throw e;
+      await runner.savepoint(tx, name, 'rollback');
+      if (kind === 'retry') throw e;
       return { err: e };
     }
   }
 
   /**
-   * Appends on the merged path; what cannot go that way is left undefined in `out`. When the
-   * batch is the transaction's first statement it runs without a savepoint (two round trips
-   * fewer per group): if it fails, the whole group is retried with savepoints (`FastRetry`).
+   * Items of one batcher in shared statements; what the batcher sends back stays undefined in
+   * `out`. When the batch is the transaction's first statement it runs without a savepoint
+   * (two round trips fewer per group): if it fails, the group is retried with savepoints.
    */
-  async function runFast(
-    tx: Knex.Transaction,
-    pointers: CommitPointers,
-    batch: Array<{ op: AppendOp; i: number }>,
-    out: Outcome[],
-    n: number,
+  async function runBatch(
+    tx: Tx,
+    group: S,
+    batch: Array<{ item: WorkItem<unknown, S, Tx>; i: number }>,
+    out: Array<Outcome | undefined>,
+    name: string,
     bare: boolean,
     last: boolean,
-  ): Promise<{ notified: boolean }> {
-    const local = new CommitPointers();
-    if (!bare) await tx.raw(`savepoint fast_${n}`);
+  ): Promise<{ finished: boolean }> {
+    const batcher = batch[0].item.merge!.batcher;
+    const local = scope.create();
+    if (!bare) await runner.savepoint(tx, name, 'begin');
     try {
-      const results = await appendMany(
+      const { results, finished } = await batcher.run(
         tx,
         local,
-        batch.map(({ op }) => op.request),
-        last ? { notifyWith: pointers } : {},
+        batch.map(({ item }) => item.merge!.input),
+        last ? { group } : undefined,
       );
-      if (!bare) await tx.raw(`release savepoint fast_${n}`);
-      pointers.mergeFrom(local);
+      if (!bare) await runner.savepoint(tx, name, 'release');
+      scope.merge(group, local);
       results.forEach((r, k) => {
-        if (r !== THREAD_MISSING) out[batch[k].i] = r instanceof AppError ? { err: r } : { ok: r };
+        if (r !== RUN_ALONE) out[batch[k].i] = r;
       });
-      return { notified: Boolean(results.notified) };
+      return { finished: Boolean(finished) };
     } catch (e) {
-      if (isConnectionError(e) || RETRYABLE.has(pgCode(e) ?? '')) throw e;
-      if (bare) throw new FastRetry(e);
-      // e.g. a client id inserted by another replica since our look-up: every append of this
+      if (runner.classify(e) !== 'other') throw e;
+      if (bare) throw new BareBatchFailed(e);
+      // e.g. a client id inserted by another replica since our look-up: every item of this
       // batch now runs alone, so only the offending one fails.
-      logger.debug({ err: e }, 'fast path failed; falling back to one savepoint per append');
-      await tx.raw(`rollback to savepoint fast_${n}`);
-      return { notified: false };
+      logger.debug({ err: e, batcher: batcher.name }, 'merged batch failed; running its items alone');
+      await runner.savepoint(tx, name, 'rollback');
+      return { finished: false };
     }
   }
 
   /**
-   * Runs a group inside one transaction. Fast appends are merged into as few batches as
-   * per-thread order allows: a batch is flushed before any other op on one of its threads, so
-   * within a thread, seq order is submission order.
-   *
-   * Plug-in points for later features, all inside this transaction so they commit (or not)
-   * with the writes they describe:
-   * - field encryption (SPEC §7): encrypt bodies before `submit` (in the service, where the
-   *   project's data key is at hand), so the group only ever sees ciphertext;
-   * - webhook outbox (SPEC §6): a `beforeCommit` hook gets the group's seq ranges per thread
-   *   (`pointers.latest[…].first..seq`) and inserts the outbox rows with one INSERT … SELECT
-   *   from `events`.
+   * Runs a group inside one transaction. Mergeable items are merged into as few batches as
+   * per-partition order allows: a batch is flushed before any other item on one of its
+   * partitions, so within a partition, items take effect in submission order.
    */
-  async function runGroup(tx: Knex.Transaction, group: Pending[], savepoints: boolean) {
-    let pointers = new CommitPointers();
-    const out: Outcome[] = new Array(group.length);
-    let batch: Array<{ op: AppendOp; i: number }> = [];
+  async function runGroup(tx: Tx, group: Array<Pending<S, Tx>>, savepoints: boolean): Promise<Outcome[]> {
+    let committed = scope.create();
+    const out: Array<Outcome | undefined> = new Array(group.length);
+    let batch: Array<{ item: WorkItem<unknown, S, Tx>; i: number }> = [];
     let inBatch = new Set<string>();
     let batches = 0;
-    let slowRan = 0;
+    let aloneRan = 0;
     const flush = async (last: boolean) => {
       if (batch.length === 0) return;
       const flushed = batch;
       batch = [];
       inBatch = new Set();
-      const first = batches === 0 && slowRan === 0;
-      // The group's last statement may carry its NOTIFY, unless hooks still have to run.
-      const { notified } = await runFast(
+      const first = batches === 0 && aloneRan === 0;
+      // The group's last statement may carry the finishing step, unless hooks still have to run.
+      const { finished } = await runBatch(
         tx,
-        pointers,
+        committed,
         flushed,
         out,
-        batches++,
+        `batch_${batches++}`,
         first && !savepoints,
-        last && beforeCommit.length === 0,
+        last && hooks.length === 0 && deps.finish !== undefined,
       );
-      if (notified) pointers = new CommitPointers();
-      // Missing threads and failed batches: each append alone, still in submission order.
-      for (const { i } of flushed) if (!out[i]) out[i] = await runSlow(tx, pointers, group[i].op, i);
+      if (finished) committed = scope.create();
+      // Items sent back, and items of a failed batch: each alone, still in submission order.
+      for (const { i } of flushed) out[i] ??= await runAlone(tx, committed, group[i].item, `item_${i}`);
     };
     for (let i = 0; i < group.length; i++) {
-      const op = group[i].op;
-      if (op.kind === 'append' && op.fast && !op.idempotency) {
-        batch.push({ op, i });
-        inBatch.add(op.partition);
+      const item = group[i].item;
+      if (item.merge) {
+        if (batch.length > 0 && batch[0].item.merge!.batcher !== item.merge.batcher) await flush(false);
+        batch.push({ item, i });
+        inBatch.add(item.partition);
         continue;
       }
-      if (inBatch.has(op.partition)) await flush(false);
-      slowRan++;
-      out[i] = await runSlow(tx, pointers, op, i);
+      if (inBatch.has(item.partition)) await flush(false);
+      aloneRan++;
+      out[i] = await runAlone(tx, committed, item, `item_${i}`);
     }
     await flush(true);
-    for (const hook of beforeCommit) await hook(tx, pointers);
-    await notifyPointers(tx, pointers);
-    return out as Array<{ ok: unknown } | { err: unknown }>;
+    for (const hook of hooks) await hook(tx, committed);
+    if (deps.finish) await deps.finish(tx, committed);
+    return out as Outcome[];
   }
 
   /**
    * Commits a group and answers each caller after COMMIT. A group that fails as a whole
-   * (typically at COMMIT: a deferred constraint, or an error outside any one op's savepoint)
+   * (typically at COMMIT: a deferred constraint, or an error outside any one item's savepoint)
    * answers nobody with success; it is split in halves and retried, so the one write that
    * cannot commit fails alone and its neighbours still commit.
    */
-  async function commitGroup(group: Pending[]): Promise<void> {
+  async function commitGroup(group: Array<Pending<S, Tx>>): Promise<void> {
     const started = performance.now();
     let savepoints = false;
     for (let attempt = 1; ; attempt++) {
-      let out: Array<{ ok: unknown } | { err: unknown }>;
+      let out: Outcome[];
       try {
-        out = await db.transaction((tx) => runGroup(tx, group, savepoints));
+        out = await runner.transaction((tx) => runGroup(tx, group, savepoints));
       } catch (e) {
-        if (e instanceof FastRetry && !savepoints) {
-          logger.debug({ err: e.reason }, 'fast path failed; retrying the group with savepoints');
+        if (e instanceof BareBatchFailed && !savepoints) {
+          logger.debug({ err: e.reason }, 'merged batch failed; retrying the group with savepoints');
           savepoints = true;
           attempt--;
           continue;
         }
-        if (RETRYABLE.has(pgCode(e) ?? '') && attempt < 5) continue;
-        if (isConnectionError(e)) {
+        const kind = runner.classify(e);
+        if (kind === 'retry' && attempt < 5) continue;
+        if (kind === 'connection') {
           const err = unavailable('The database is not reachable right now; nothing was written. Retry shortly.', 1);
           group.forEach((p) => p.reject(err));
           return;
@@ -314,29 +312,41 @@ export function createIngestPipeline(deps: {
         group[0].reject(e);
         return;
       }
-      deps.onGroup?.({ size: group.length, commitMs: performance.now() - started, attempts: attempt });
+      const stats = { size: group.length, commitMs: performance.now() - started, attempts: attempt };
+      observers.forEach((o) => o(stats));
       out.forEach((r, i) => ('ok' in r ? group[i].resolve(r.ok) : group[i].reject(r.err)));
       return;
     }
   }
 
   return {
-    submit<T>(op: TxOp<T> | AppendOp): Promise<T> {
+    /** Queues a work item; resolves with its result after its group committed. */
+    submit<T>(item: WorkItem<T, S, Tx>): Promise<T> {
       if (closed) return Promise.reject(unavailable('The server is shutting down; retry on another replica.', 1));
       if (queued >= options.queueLimit)
         return Promise.reject(unavailable('The write queue is full; retry shortly.', 1));
-      const lane = lanes[hash(op.partition) % lanes.length];
+      const lane = lanes[partitionHash(item.partition) % lanes.length];
       queued++;
       return new Promise<T>((resolve, reject) => {
-        lane.queue.push({ op: op, resolve: resolve, reject });
+        lane.queue.push({ item: item, resolve: resolve, reject });
         if (lane.full && lane.queue.length >= options.maxBatch) lane.full();
         schedule(lane);
       });
     },
 
-    /** Adds work to every group's transaction (e.g. the webhook outbox); a failure fails the group. */
-    beforeCommit(hook: BeforeCommitHook) {
-      beforeCommit.push(hook);
+    /**
+     * Adds work to every group's transaction, after its writes and before the finishing step
+     * and COMMIT, with what the group committed (e.g. the webhook outbox); a failure fails the
+     * group (which is then split and retried like any other).
+     */
+    beforeCommit(hook: BeforeCommitHook<S, Tx>) {
+      hooks.push(hook);
+    },
+
+    /** Calls `observer` after every committed group; returns a function that stops it. */
+    observe(observer: (s: GroupStats) => void): () => void {
+      observers.add(observer);
+      return () => observers.delete(observer);
     },
 
     get depth() {
@@ -353,4 +363,4 @@ export function createIngestPipeline(deps: {
   };
 }
 
-export type IngestPipeline = ReturnType<typeof createIngestPipeline>;
+export type IngestEngine<S, Tx> = ReturnType<typeof createIngestPipeline<S, Tx>>;

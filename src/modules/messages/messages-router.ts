@@ -1,8 +1,7 @@
 import { Router } from 'express';
-import type { Knex } from 'knex';
 import { z } from '../../lib/zod';
 import type { RouteFactory } from '../../lib/http/route';
-import { runIdempotent } from '../ingest/idempotency';
+import type { Idempotency } from '../idempotency/idempotency';
 import type { AppendOutcome } from './message-append';
 import {
   batchSchema,
@@ -42,7 +41,7 @@ const prefersText = (accept: string | undefined) =>
   !!accept && /text\/plain/.test(accept) && !/application\/json/.test(accept);
 
 export function createMessagesRouter(deps: {
-  db: Knex;
+  idempotency: Idempotency;
   routes: RouteFactory;
   messages: MessagesService;
   onAppended?: (projectId: string, newMessages: number) => void;
@@ -76,11 +75,10 @@ export function createMessagesRouter(deps: {
       responses: { 201: { description: 'Appended (acknowledged after commit)', schema: messageSchema } },
     },
     ({ principal, params, body, header }) =>
-      runIdempotent<AppendOutcome>(
-        deps.db,
+      deps.idempotency.reply<AppendOutcome>(
         { ...principal, header: header('idempotency-key'), route: `/v1/threads/${params.thread_id}/messages`, body },
         (r) => ({ status: 201, body: r.messages[0], headers: replayedHeader(r) }),
-        (record) => messages.append(principal, params.thread_id, [body], record).then(counted(principal.projectId)),
+        (wrap) => messages.append(principal, params.thread_id, [body], { wrap }).then(counted(principal.projectId)),
       ),
   );
 
@@ -98,8 +96,7 @@ export function createMessagesRouter(deps: {
       responses: { 201: { description: 'Appended', schema: z.object({ data: z.array(messageSchema) }) } },
     },
     ({ principal, params, body, header }) =>
-      runIdempotent<AppendOutcome>(
-        deps.db,
+      deps.idempotency.reply<AppendOutcome>(
         {
           ...principal,
           header: header('idempotency-key'),
@@ -107,8 +104,8 @@ export function createMessagesRouter(deps: {
           body,
         },
         (r) => ({ status: 201, body: { data: r.messages }, headers: replayedHeader(r) }),
-        (record) =>
-          messages.append(principal, params.thread_id, body.messages, record).then(counted(principal.projectId)),
+        (wrap) =>
+          messages.append(principal, params.thread_id, body.messages, { wrap }).then(counted(principal.projectId)),
       ),
   );
 

@@ -22,6 +22,7 @@ export const newMessageSchema = z
   })
   .strict()
   .openapi('NewMessage');
+export type MessageInput = z.infer<typeof newMessageSchema>;
 
 export const batchSchema = z
   .object({ messages: z.array(newMessageSchema).min(1).max(1000) })
@@ -70,6 +71,7 @@ export const pageQuerySchema = z
   })
   .strict()
   .refine((q) => q.before_seq === undefined || q.after_seq === undefined, 'use before_seq or after_seq, not both');
+export type PageQuery = z.infer<typeof pageQuerySchema>;
 
 export const messagePageSchema = z
   .object({ data: z.array(messageSchema), has_more_before: z.boolean(), has_more_after: z.boolean() })

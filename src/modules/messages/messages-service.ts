@@ -3,31 +3,31 @@ import { badRequest, forbidden, notFound, AppError } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import { jsonBytes } from '../../lib/http/json';
 import type { ApiPrincipal } from '../../lib/http/route';
-import type { IngestPipeline } from '../ingest/ingest-pipeline';
-import type { IdempotencyRecord, IdempotentReplay } from '../ingest/idempotency';
-import { appendEvents, type CommitPointers } from '../ingest/thread-log';
-import { assertAccess, isTrusted } from '../threads/thread-access';
+import type { WorkItemWrapper } from '../idempotency/idempotency';
+import type { CommitPointers, LogIngest, LogWorkItem, ThreadLog } from '../thread-log/thread-log';
+import { isTrusted } from '../threads/thread-access';
 import type { ThreadsService } from '../threads/threads-service';
-import type { ThreadsStore } from '../threads/threads-store';
-import { appendMany, THREAD_MISSING, type AppendOutcome, type NewMessage } from './message-append';
+import {
+  appendMany,
+  createAppendBatcher,
+  THREAD_MISSING,
+  type AppendOutcome,
+  type AppendRequest,
+  type NewMessage,
+} from './message-append';
 import type { MessagesStore } from './messages-store';
-import type { MessageView } from './messages-schemas';
-
-export interface MessageInput {
-  id?: string;
-  body: unknown;
-  author?: string;
-}
+import type { MessageInput, MessageView, PageQuery } from './messages-schemas';
 
 export function createMessagesService(deps: {
   db: Knex;
-  ingest: IngestPipeline;
-  threads: ThreadsService;
-  threadsStore: ThreadsStore;
+  ingest: LogIngest;
+  log: ThreadLog;
+  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx'>;
   messagesStore: MessagesStore;
   maxMessageBytes: number;
 }) {
-  const { db, ingest, threads, threadsStore, messagesStore } = deps;
+  const { db, ingest, log, threads, messagesStore } = deps;
+  const appendBatcher = createAppendBatcher({ log, messagesStore });
 
   function toNewMessage(principal: ApiPrincipal, m: MessageInput, index: number | null): NewMessage {
     const where = index === null ? '' : ` (messages[${index}])`;
@@ -46,46 +46,51 @@ export function createMessagesService(deps: {
   }
 
   /**
-   * Appends through the group-commit pipeline. The fast path needs a live thread the caller
-   * may write to; otherwise the slow path creates the thread (posting to an unknown id creates
-   * it) or refuses, inside the group transaction.
+   * An append on its own, in its savepoint: when its thread is missing (posting to an unknown
+   * id creates it) or the merged batch could not take it. Write permission is decided here
+   * again, under the thread's lock.
+   */
+  async function appendAlone(
+    tx: Knex.Transaction,
+    pointers: CommitPointers,
+    principal: ApiPrincipal,
+    request: AppendRequest,
+  ): Promise<AppendOutcome> {
+    if ((await threads.mayWrite(tx, principal, request.threadId, { lock: true })) === 'absent')
+      await threads.createInTx(tx, pointers, principal, { id: request.threadId, type: 'group' });
+    const {
+      results: [result],
+    } = await appendMany({ log, messagesStore }, tx, pointers, [request]);
+    if (result === THREAD_MISSING) throw notFound('thread');
+    if (result instanceof AppError) throw result;
+    return result;
+  }
+
+  /**
+   * Appends through the group-commit pipeline: merged with the group's other appends when the
+   * thread exists and the caller may write to it; otherwise alone (`appendAlone`).
+   * `opts.wrap` (idempotency) adds to the work item what the route opted into.
    */
   async function append(
     principal: ApiPrincipal,
     threadId: string,
     messages: MessageInput[],
-    idempotency?: IdempotencyRecord<AppendOutcome>,
-  ) {
-    const batch = messages.map((m, i) => toNewMessage(principal, m, messages.length > 1 ? i : null));
-    // Secret keys may write anywhere, so they go straight to the fast path. A user's append
-    // takes it only when the thread exists and its policy lets them write.
-    let fast = isTrusted(principal);
-    if (!fast) {
-      const thread = await threadsStore.getWithRole(db, principal.projectId, threadId, principal.userId);
-      if (thread) assertAccess(principal, thread, thread.role, 'write');
-      fast = Boolean(thread);
-    }
-    const request = { projectId: principal.projectId, threadId, messages: batch };
-    return ingest.submit<AppendOutcome | IdempotentReplay>({
-      kind: 'append',
+    opts: { wrap?: WorkItemWrapper<AppendOutcome> } = {},
+  ): Promise<AppendOutcome> {
+    const request: AppendRequest = {
+      projectId: principal.projectId,
+      threadId,
+      messages: messages.map((m, i) => toNewMessage(principal, m, messages.length > 1 ? i : null)),
+    };
+    // Secret keys may write anywhere: no look-up, so their appends are submitted in the same
+    // tick as they were made (calls made together share a group, in call order).
+    const mergeable = isTrusted(principal) || (await threads.mayWrite(db, principal, threadId)) === 'allowed';
+    const item: LogWorkItem<AppendOutcome> = {
       partition: `${principal.projectId}:${threadId}`,
-      request,
-      fast,
-      idempotency,
-      slow: async (tx: Knex.Transaction, pointers: CommitPointers) => {
-        const state = await threadsStore.exists(tx, principal.projectId, threadId);
-        if (state === 'deleted') throw notFound('thread');
-        if (state === 'none') {
-          await threads.createInTx(tx, pointers, principal, { id: threadId, type: 'group' });
-        } else {
-          await threads.authorize(tx, principal, threadId, 'write', true);
-        }
-        const [result] = await appendMany(tx, pointers, [request]);
-        if (result === THREAD_MISSING) throw notFound('thread');
-        if (result instanceof AppError) throw result;
-        return result;
-      },
-    });
+      run: (tx, pointers) => appendAlone(tx, pointers, principal, request),
+      merge: mergeable ? { batcher: appendBatcher, input: request } : undefined,
+    };
+    return ingest.submit(opts.wrap ? opts.wrap(item) : item);
   }
 
   /** Edits or soft-deletes: a new version appended to the log, then the current row updated. */
@@ -99,7 +104,6 @@ export function createMessagesService(deps: {
       throw new AppError('payload_too_large', `A message body may be at most ${deps.maxMessageBytes} bytes of JSON.`);
     }
     return ingest.submit({
-      kind: 'tx',
       partition: `${principal.projectId}:${threadId}`,
       run: async (tx, pointers) => {
         // The thread lock first: every change to a message takes it, so the row below is stable.
@@ -114,7 +118,7 @@ export function createMessagesService(deps: {
           throw new AppError('conflict', 'The message is deleted; its history stays readable through /versions.');
         const version = message.version + 1;
         const body = change.deleted ? null : change.body;
-        const { lastSeq } = await appendEvents(tx, pointers, principal.projectId, threadId, [
+        const { lastSeq } = await log.append(tx, pointers, principal.projectId, threadId, [
           change.deleted
             ? {
                 type: 'message.deleted',
@@ -148,7 +152,6 @@ export function createMessagesService(deps: {
     const userId = principal.userId;
     if (!userId) throw badRequest('Reactions belong to a user: send X-User-ID.');
     return ingest.submit({
-      kind: 'tx',
       partition: `${principal.projectId}:${threadId}`,
       run: async (tx, pointers) => {
         await threads.authorize(tx, principal, threadId, 'read', true);
@@ -156,7 +159,7 @@ export function createMessagesService(deps: {
         if (!message || message.deleted) throw notFound('message');
         const key = { projectId: principal.projectId, threadId, messageId, reaction, userId };
         if (!(await messagesStore.setReaction(tx, key, on))) return message;
-        await appendEvents(tx, pointers, principal.projectId, threadId, [
+        await log.append(tx, pointers, principal.projectId, threadId, [
           {
             type: on ? 'reaction.added' : 'reaction.removed',
             messageId,
@@ -175,11 +178,7 @@ export function createMessagesService(deps: {
     remove: (p: ApiPrincipal, t: string, m: string) => revise(p, t, m, { deleted: true }),
     react,
 
-    async page(
-      principal: ApiPrincipal,
-      threadId: string,
-      q: { limit: number; before_seq?: number; after_seq?: number; include_deleted: boolean },
-    ) {
+    async page(principal: ApiPrincipal, threadId: string, q: PageQuery) {
       await threads.authorize(db, principal, threadId, 'read');
       return messagesStore.page(db, principal.projectId, threadId, {
         limit: q.limit,

@@ -1,4 +1,6 @@
+import type { Knex } from 'knex';
 import type { Db } from '../../lib/db';
+import type { EventProjection } from '../thread-log/thread-log-store';
 import type { MessageVersionView, MessageView } from './messages-schemas';
 
 export const MESSAGE_COLUMNS = [
@@ -29,8 +31,55 @@ export function toMessageView(row: Record<string, unknown>): MessageView {
   };
 }
 
+/**
+ * New messages (records of project_id, thread_id, seq, id, author, body) as their
+ * message.created events and their current-state rows, in the thread log's one statement.
+ */
+const createdProjection: EventProjection = {
+  recordColumns: 'project_id text, thread_id text, seq bigint, id text, author text, body jsonb',
+  eventsSelect: `select project_id, thread_id, seq, 'message.created', id, author,
+                        jsonb_build_object('id', id, 'author', author, 'body', body, 'version', 1)
+                   from r`,
+  projection: `insert into messages (project_id, thread_id, seq, id, author, body, version, version_seqs, created_at)
+               select project_id, thread_id, seq, id, author, body, 1, array[seq], now() from r`,
+};
+
 export function createMessagesStore() {
   return {
+    createdProjection,
+
+    /**
+     * Messages with these client-chosen ids, as first created (their message.created event),
+     * so a retry after an edit is still judged against, and answered with, the original.
+     */
+    async findAsCreated(tx: Knex.Transaction, keys: Array<{ projectId: string; threadId: string; id: string }>) {
+      if (keys.length === 0) return [];
+      const { rows } = await tx.raw(
+        `select m.project_id, m.thread_id, m.id, m.author, m.seq, e.data->'body' as body, e.created_at
+           from messages m
+           join unnest(?::text[], ?::text[], ?::text[]) as k(project_id, thread_id, id)
+             on m.project_id = k.project_id and m.thread_id = k.thread_id and m.id = k.id
+           join events e on e.project_id = m.project_id and e.thread_id = m.thread_id and e.seq = m.seq`,
+        [keys.map((k) => k.projectId), keys.map((k) => k.threadId), keys.map((k) => k.id)],
+      );
+      return (rows as Array<Record<string, unknown>>).map((row) => ({
+        project_id: row.project_id as string,
+        thread_id: row.thread_id as string,
+        view: {
+          id: row.id as string,
+          thread_id: row.thread_id as string,
+          author: row.author as string,
+          seq: Number(row.seq),
+          body: row.body ?? null,
+          version: 1,
+          created_at: row.created_at as string,
+          edited_at: null,
+          deleted: false,
+          reactions: {},
+        } satisfies MessageView,
+      }));
+    },
+
     async get(
       db: Db,
       projectId: string,

@@ -3,7 +3,7 @@ import type { Logger } from '../../lib/logger';
 import type { PgListener } from '../../lib/pg-listener';
 import type { EventView } from '../events/events-schemas';
 import type { EventsStore } from '../events/events-store';
-import { NOTIFY_CHANNEL } from '../ingest/thread-log';
+import { CHANNELS } from '../../lib/channels';
 
 const PAGE = 500;
 const RETRY_MIN_MS = 100;
@@ -271,7 +271,7 @@ export function createTailHub(deps: {
 
   return {
     async start() {
-      await deps.listener.listen(NOTIFY_CHANNEL, onNotify);
+      await deps.listener.listen(CHANNELS.events, onNotify);
       deps.listener.on('reconnected', refreshAll);
     },
 

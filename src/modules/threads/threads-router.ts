@@ -1,7 +1,6 @@
 import { Router } from 'express';
-import type { Knex } from 'knex';
 import type { RouteFactory } from '../../lib/http/route';
-import { runIdempotent } from '../ingest/idempotency';
+import type { Idempotency } from '../idempotency/idempotency';
 import {
   createThreadSchema,
   memberListSchema,
@@ -16,7 +15,7 @@ import {
 } from './threads-schemas';
 import type { CreatedThread, ThreadsService } from './threads-service';
 
-export function createThreadsRouter(deps: { db: Knex; routes: RouteFactory; threads: ThreadsService }) {
+export function createThreadsRouter(deps: { idempotency: Idempotency; routes: RouteFactory; threads: ThreadsService }) {
   const { routes, threads } = deps;
   const router = Router();
   const tags = ['Threads'];
@@ -37,11 +36,10 @@ export function createThreadsRouter(deps: { db: Knex; routes: RouteFactory; thre
       },
     },
     ({ principal, body, header }) =>
-      runIdempotent<CreatedThread>(
-        deps.db,
+      deps.idempotency.reply<CreatedThread>(
         { ...principal, header: header('idempotency-key'), route: '/v1/threads', body },
         (r) => ({ status: r.created ? 201 : 200, body: r.thread }),
-        (record) => threads.create(principal, body, record),
+        (wrap) => threads.create(principal, body, { wrap }),
       ),
   );
 

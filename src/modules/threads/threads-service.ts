@@ -2,9 +2,8 @@ import type { Knex } from 'knex';
 import { badRequest, conflict, forbidden, notFound } from '../../lib/errors';
 import { idSchema, newId } from '../../lib/ids';
 import type { ApiPrincipal } from '../../lib/http/route';
-import type { IngestPipeline } from '../ingest/ingest-pipeline';
-import type { IdempotencyRecord, IdempotentReplay } from '../ingest/idempotency';
-import { appendEvents, type CommitPointers, type EventInput } from '../ingest/thread-log';
+import type { WorkItemWrapper } from '../idempotency/idempotency';
+import type { CommitPointers, EventInput, LogIngest, LogWorkItem, ThreadLog } from '../thread-log/thread-log';
 import { assertAccess, isTrusted, type Access } from './thread-access';
 import type { CreateThreadInput, Role, ThreadView, UpdateThreadInput } from './threads-schemas';
 import { toThreadView, type ThreadRow, type ThreadsStore } from './threads-store';
@@ -35,11 +34,12 @@ function decodeCursor(cursor: string): { at: string; id: string } {
 export function createThreadsService(deps: {
   db: Knex;
   threadsStore: ThreadsStore;
-  ingest: IngestPipeline;
+  ingest: LogIngest;
+  log: ThreadLog;
   /** Unread per thread for a user (read-state module); lists carry `unread` when given. */
   unreadCounts?: (projectId: string, userId: string, threadIds: string[]) => Promise<Map<string, number>>;
 }) {
-  const { db, threadsStore: store, ingest } = deps;
+  const { db, threadsStore: store, ingest, log } = deps;
 
   /** The thread if the caller may access it; 404 when it does not exist in the caller's project. */
   async function authorize(
@@ -53,6 +53,25 @@ export function createThreadsService(deps: {
     if (!thread) throw notFound('thread');
     assertAccess(principal, thread, thread.role, access);
     return thread;
+  }
+
+  /**
+   * The one write-permission rule: 'allowed', or 'absent' when there is no live thread (the
+   * write then creates it or answers 404). Throws when the caller may not write.
+   */
+  async function mayWrite(
+    conn: Knex | Knex.Transaction,
+    principal: ApiPrincipal,
+    threadId: string,
+    opts: { lock?: boolean } = {},
+  ): Promise<'allowed' | 'absent'> {
+    const thread = await store.getWithRole(conn, principal.projectId, threadId, principal.userId, opts);
+    if (!thread) {
+      if ((await store.exists(conn, principal.projectId, threadId)) === 'deleted') throw notFound('thread');
+      return 'absent';
+    }
+    assertAccess(principal, thread, thread.role, 'write');
+    return 'allowed';
   }
 
   /**
@@ -117,26 +136,26 @@ export function createThreadsService(deps: {
       await store.upsertMember(tx, principal.projectId, row.id, userId, role);
       events.push({ type: 'member.added', actor, data: { user_id: userId, role } });
     }
-    const { lastSeq, at } = await appendEvents(tx, pointers, principal.projectId, row.id, events);
+    const { lastSeq, at } = await log.append(tx, pointers, principal.projectId, row.id, events);
     return { thread: toThreadView({ ...row, last_seq: lastSeq, last_activity_at: at }), created: true };
   }
 
   return {
     authorize,
+    mayWrite,
     createInTx,
 
     create(
       principal: ApiPrincipal,
       input: CreateThreadInput,
-      idempotency?: IdempotencyRecord<CreatedThread>,
-    ): Promise<CreatedThread | IdempotentReplay> {
+      opts: { wrap?: WorkItemWrapper<CreatedThread> } = {},
+    ): Promise<CreatedThread> {
       const id = input.id ?? newId('thr');
-      return ingest.submit({
-        kind: 'tx',
+      const item: LogWorkItem<CreatedThread> = {
         partition: `${principal.projectId}:${id}`,
         run: (tx, pointers) => createInTx(tx, pointers, principal, { ...input, id }),
-        idempotency,
-      });
+      };
+      return ingest.submit(opts.wrap ? opts.wrap(item) : item);
     },
 
     async get(principal: ApiPrincipal, threadId: string): Promise<ThreadView> {
@@ -166,7 +185,6 @@ export function createThreadsService(deps: {
 
     update(principal: ApiPrincipal, threadId: string, patch: UpdateThreadInput): Promise<ThreadView> {
       return ingest.submit({
-        kind: 'tx',
         partition: `${principal.projectId}:${threadId}`,
         run: async (tx, pointers) => {
           const thread = await authorize(tx, principal, threadId, 'manage', true);
@@ -186,7 +204,7 @@ export function createThreadsService(deps: {
             changes.write_policy = policies.write;
             data.policies = policies;
           }
-          await appendEvents(tx, pointers, principal.projectId, threadId, [
+          await log.append(tx, pointers, principal.projectId, threadId, [
             { type: 'thread.updated', actor: principal.userId, data },
           ]);
           return toThreadView(await store.update(tx, principal.projectId, threadId, changes));
@@ -196,11 +214,10 @@ export function createThreadsService(deps: {
 
     remove(principal: ApiPrincipal, threadId: string): Promise<void> {
       return ingest.submit({
-        kind: 'tx',
         partition: `${principal.projectId}:${threadId}`,
         run: async (tx, pointers) => {
           await authorize(tx, principal, threadId, 'manage', true);
-          await appendEvents(tx, pointers, principal.projectId, threadId, [
+          await log.append(tx, pointers, principal.projectId, threadId, [
             { type: 'thread.deleted', actor: principal.userId, data: {} },
           ]);
           // Releasing the dm pair lets the same two users start a new dm (the unique index
@@ -217,7 +234,6 @@ export function createThreadsService(deps: {
 
     putMember(principal: ApiPrincipal, threadId: string, userId: string, role: Role) {
       return ingest.submit({
-        kind: 'tx',
         partition: `${principal.projectId}:${threadId}`,
         run: async (tx, pointers) => {
           const thread = await authorize(tx, principal, threadId, 'manage', true);
@@ -234,7 +250,7 @@ export function createThreadsService(deps: {
           }
           if (current?.role === role) return { member: current, created: false };
           const member = await store.upsertMember(tx, principal.projectId, threadId, userId, role);
-          await appendEvents(tx, pointers, principal.projectId, threadId, [
+          await log.append(tx, pointers, principal.projectId, threadId, [
             { type: 'member.added', actor: principal.userId, data: { user_id: userId, role } },
           ]);
           return { member, created: !current };
@@ -244,7 +260,6 @@ export function createThreadsService(deps: {
 
     removeMember(principal: ApiPrincipal, threadId: string, userId: string): Promise<void> {
       return ingest.submit({
-        kind: 'tx',
         partition: `${principal.projectId}:${threadId}`,
         run: async (tx, pointers) => {
           // Leaving a thread needs no role; removing someone else needs owner or admin.
@@ -257,7 +272,7 @@ export function createThreadsService(deps: {
               throw forbidden('Only an owner (or a secret key) can remove an owner.');
           }
           if (!(await store.removeMember(tx, principal.projectId, threadId, userId))) throw notFound('member');
-          await appendEvents(tx, pointers, principal.projectId, threadId, [
+          await log.append(tx, pointers, principal.projectId, threadId, [
             { type: 'member.removed', actor: principal.userId, data: { user_id: userId } },
           ]);
         },

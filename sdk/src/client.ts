@@ -1,0 +1,383 @@
+import type { Paths, Schemas } from './generated/openapi';
+import { signUserId } from './signing';
+import { RealtimeSocket, SocketUnavailable, type WebSocketConstructor } from './socket';
+import { Tail, runSseTail, type TailOptions, type ThreadEvent } from './tail';
+import { Transport, type Credentials, type Query, type RequestOptions, type TransportOptions } from './transport';
+import { randomId } from './util';
+
+export type Thread = Schemas['Thread'];
+export type Message = Schemas['Message'];
+export type MessageVersion = Schemas['MessageVersion'];
+export type Member = Schemas['Member'];
+export type ReadMark = Schemas['ReadMark'];
+export type UnreadList = Schemas['UnreadList'];
+export type MessagePage = Schemas['MessagePage'];
+export type ThreadCreate = Schemas['ThreadCreate'];
+export type ThreadUpdate = Schemas['ThreadUpdate'];
+export type NewMessage = Schemas['NewMessage'];
+export type Role = Member['role'];
+
+type MessageQuery = Paths['/v1/threads/{thread_id}/messages']['get']['query'];
+type ThreadListQuery = Paths['/v1/threads']['get']['query'];
+
+export interface ClientOptions extends TransportOptions {
+  /**
+   * WebSocket constructor for live tails and sends. Browsers: the global one (default). Node 20
+   * has none: pass `WebSocket` from the `ws` package, or leave it out to tail over SSE.
+   * `null` forces SSE.
+   */
+  WebSocket?: WebSocketConstructor | null;
+  /** Realtime heartbeat: ping interval over WebSocket (default 15 s). */
+  heartbeatIntervalMs?: number;
+  /** Silence after which a live connection counts as dead (default 60 s; SSE pings every 25 s). */
+  heartbeatTimeoutMs?: number;
+}
+
+export interface BackendClientOptions extends ClientOptions {
+  /** The project's secret key (sk_…). Keep it on your backend. */
+  secretKey: string;
+  /** The project's signing secret: lets signUser() work locally, without a round trip. */
+  signingSecret?: string;
+}
+
+export interface FrontendClientOptions extends ClientOptions {
+  /** The project's publishable key (pk_…). */
+  publishableKey: string;
+  /** The end user this client acts as. */
+  userId: string;
+  /** HMAC-SHA256 of userId under the signing secret, from your backend (signUser). */
+  signature: string | (() => Promise<string>);
+}
+
+/**
+ * A frontend client with only a realtime token (from your backend: `POST /v1/realtime/token`
+ * as the user). It can tail threads (WebSocket or SSE, typing, presence, read marks) as that
+ * user; REST calls need the publishable key and signature instead.
+ */
+export interface FrontendTokenClientOptions extends ClientOptions {
+  /** The token, or a function that fetches a fresh one (called on every (re)connect). */
+  realtimeToken: string | (() => Promise<string>);
+}
+
+export interface IterateMessagesOptions {
+  /** `backward`: newest first (default); `forward`: oldest first. */
+  direction?: 'backward' | 'forward';
+  /** Start after this seq (forward) or before it (backward). */
+  afterSeq?: number;
+  beforeSeq?: number;
+  /** Messages per request (1–200, default 200). */
+  pageSize?: number;
+  includeDeleted?: boolean;
+  /** Further filters the service supports (e.g. author, reply_to), passed through. */
+  filter?: Record<string, string | number | boolean>;
+  signal?: AbortSignal;
+}
+
+export interface SendOptions {
+  signal?: AbortSignal;
+  /** `auto` (default): over the open WebSocket if there is one, else REST. */
+  via?: 'auto' | 'rest' | 'websocket';
+}
+
+const enc = encodeURIComponent;
+const threadPath = (id: string) => `/v1/threads/${enc(id)}`;
+const messagePath = (thread: string, message: string) => `${threadPath(thread)}/messages/${enc(message)}`;
+
+function pageQuery(q: MessageQuery | undefined, extra?: Record<string, string | number | boolean>): Query {
+  return { ...(q as Query | undefined), ...extra };
+}
+
+/**
+ * The data plane of one project, acting as one principal: a secret key (optionally as a user,
+ * see asUser) or a publishable key with a signed user id.
+ */
+export class ProgressDBClient {
+  /** Threads: create, list (with unread counts), read, update, delete. */
+  readonly threads;
+  /** Thread members and roles. */
+  readonly members;
+  /** Messages: send, batch, list, iterate, edit, delete, versions, reactions. */
+  readonly messages;
+  /** The raw thread log. */
+  readonly events;
+  /** Read marks and unread counts. */
+  readonly reads;
+  private socketInstance: RealtimeSocket | null = null;
+  private readonly openTails = new Set<Tail>();
+
+  constructor(
+    protected readonly transport: Transport,
+    protected readonly options: ClientOptions,
+    /** Where realtime tokens come from when not minted with the key (token-only clients). */
+    private readonly tokenSource?: () => Promise<string>,
+  ) {
+    const t = transport;
+    const req = <T>(method: string, path: string, o?: RequestOptions) =>
+      t.request<T>(method, path, o).then((r) => r.body);
+
+    this.threads = {
+      create: (input: ThreadCreate, o?: RequestOptions) => req<Thread>('POST', '/v1/threads', { ...o, body: input }),
+      get: (id: string, o?: RequestOptions) => req<Thread>('GET', threadPath(id), o),
+      update: (id: string, input: ThreadUpdate, o?: RequestOptions) =>
+        req<Thread>('PATCH', threadPath(id), { ...o, body: input }),
+      delete: (id: string, o?: RequestOptions) => req<Thread>('DELETE', threadPath(id), o),
+      /** One page; `cursor` from the previous page's next_cursor. */
+      list: (query?: ThreadListQuery & Record<string, string | number | undefined>, o?: RequestOptions) =>
+        req<Schemas['ThreadList']>('GET', '/v1/threads', { ...o, query: query as Query }),
+      /** Every thread of the caller, most recent activity first; pages fetched as you go. */
+      iterate: (query: Record<string, string | number> = {}, o?: { signal?: AbortSignal }) =>
+        iterateThreads(t, query, o?.signal),
+    };
+
+    this.members = {
+      list: (threadId: string, o?: RequestOptions) =>
+        req<Schemas['MemberList']>('GET', `${threadPath(threadId)}/members`, o).then((r) => r.data),
+      set: (threadId: string, userId: string, role: Role = 'member', o?: RequestOptions) =>
+        req<Member>('PUT', `${threadPath(threadId)}/members/${enc(userId)}`, { ...o, body: { role } }),
+      remove: (threadId: string, userId: string, o?: RequestOptions) =>
+        req<unknown>('DELETE', `${threadPath(threadId)}/members/${enc(userId)}`, o),
+    };
+
+    this.messages = {
+      /**
+       * Appends a message (acknowledged after commit). Over the open WebSocket when there is
+       * one, else REST; either way retries are idempotent (a client message id / Idempotency-Key).
+       */
+      send: (threadId: string, message: NewMessage & Record<string, unknown>, o: SendOptions = {}) =>
+        this.sendMessage(threadId, message, o),
+      /** Up to 1,000 messages in one transaction, contiguous seqs. */
+      sendBatch: (threadId: string, messages: Array<NewMessage & Record<string, unknown>>, o?: RequestOptions) =>
+        req<{ data: Message[] }>('POST', `${threadPath(threadId)}/messages/batch`, { ...o, body: { messages } }).then(
+          (r) => r.data,
+        ),
+      get: (threadId: string, messageId: string, o?: RequestOptions) =>
+        req<Message>('GET', messagePath(threadId, messageId), o),
+      /** One page (ascending by seq); the newest page without before/after. */
+      list: (threadId: string, query?: MessageQuery & Record<string, string | number | boolean | null | undefined>) =>
+        req<MessagePage>('GET', `${threadPath(threadId)}/messages`, { query: pageQuery(query) }),
+      /** Every message, page by page as you iterate: `backward` is newest first. */
+      iterate: (threadId: string, o: IterateMessagesOptions = {}) => iterateMessages(t, threadId, o),
+      edit: (threadId: string, messageId: string, body: unknown, o?: RequestOptions) =>
+        req<Message>('PATCH', messagePath(threadId, messageId), { ...o, body: { body } }),
+      delete: (threadId: string, messageId: string, o?: RequestOptions) =>
+        req<Message>('DELETE', messagePath(threadId, messageId), o),
+      versions: (threadId: string, messageId: string, o?: RequestOptions) =>
+        req<{ data: MessageVersion[] }>('GET', `${messagePath(threadId, messageId)}/versions`, o).then((r) => r.data),
+      react: (threadId: string, messageId: string, reaction: string, o?: RequestOptions) =>
+        req<Message>('PUT', `${messagePath(threadId, messageId)}/reactions/${enc(reaction)}`, o),
+      unreact: (threadId: string, messageId: string, reaction: string, o?: RequestOptions) =>
+        req<Message>('DELETE', `${messagePath(threadId, messageId)}/reactions/${enc(reaction)}`, o),
+    };
+
+    this.events = {
+      list: (threadId: string, query: { after_seq?: number; limit?: number } = {}, o?: RequestOptions) =>
+        req<Schemas['EventPage']>('GET', `${threadPath(threadId)}/events`, { ...o, query }),
+      /** Every event after `afterSeq` (default 0), oldest first. */
+      iterate: (threadId: string, o: { afterSeq?: number; pageSize?: number; signal?: AbortSignal } = {}) =>
+        iterateEvents(t, threadId, o),
+    };
+
+    this.reads = {
+      /** Moves the user's read mark (it only moves forward). */
+      mark: (threadId: string, seq: number, o?: RequestOptions) =>
+        req<ReadMark>('POST', `${threadPath(threadId)}/read`, { ...o, body: { seq } }),
+      unread: (o?: RequestOptions) => req<UnreadList>('GET', '/v1/me/unread', o),
+    };
+  }
+
+  /** The user this client acts as, if any. */
+  get userId(): string | undefined {
+    return this.transport.credentials.userId;
+  }
+
+  /**
+   * A live tail of a thread: `for await (const event of client.tail(id, { afterSeq }))`, and
+   * `.on('typing' | 'presence' | 'read' | 'resumed' | …)`. Resumes after any disconnect.
+   */
+  tail(threadId: string, options: TailOptions = {}): Tail {
+    const tail = new Tail(threadId, options, (afterSeq, limit) =>
+      this.events.list(threadId, { after_seq: afterSeq, limit }),
+    );
+    this.openTails.add(tail);
+    tail.on('closed', () => this.openTails.delete(tail));
+    const socket = options.transport === 'sse' ? null : this.socket();
+    if (socket) socket.add(tail);
+    else if (options.transport === 'websocket') throw new TypeError('No WebSocket constructor: pass options.WebSocket');
+    else this.runSse(tail);
+    return tail;
+  }
+
+  /** A short-lived token for `GET /v1/ws?token=` and SSE `?token=` (needs a user). */
+  realtimeToken(o?: RequestOptions): Promise<Schemas['RealtimeToken']> {
+    return this.transport.request<Schemas['RealtimeToken']>('POST', '/v1/realtime/token', o).then((r) => r.body);
+  }
+
+  /** Closes every tail of this client and its WebSocket. */
+  close(): void {
+    for (const t of [...this.openTails]) t.close();
+    this.socketInstance?.close();
+    this.socketInstance = null;
+  }
+
+  /** The WebSocket shared by this client's tails, or null when there is no constructor. */
+  protected socket(): RealtimeSocket | null {
+    if (this.socketInstance) return this.socketInstance;
+    const WS = this.options.WebSocket === undefined ? defaultWebSocket() : this.options.WebSocket;
+    if (!WS) return null;
+    const interval = this.options.heartbeatIntervalMs ?? 15_000;
+    this.socketInstance = new RealtimeSocket(this.transport, WS, {
+      heartbeatIntervalMs: interval,
+      heartbeatTimeoutMs: this.options.heartbeatTimeoutMs ?? Math.max(2 * interval + 5_000, 10_000),
+      token:
+        this.tokenSource ?? (this.userId !== undefined ? () => this.realtimeToken().then((r) => r.token) : undefined),
+    });
+    this.socketInstance.onUnusable = (tails) => tails.forEach((t) => this.runSse(t));
+    return this.socketInstance;
+  }
+
+  private runSse(tail: Tail): void {
+    runSseTail(tail, this.transport, {
+      heartbeatTimeoutMs: this.options.heartbeatTimeoutMs ?? 60_000,
+      token: this.tokenSource,
+    });
+  }
+
+  private async sendMessage(
+    threadId: string,
+    message: NewMessage & Record<string, unknown>,
+    o: SendOptions,
+  ): Promise<Message> {
+    const socket = o.via === 'rest' ? null : this.socketInstance;
+    if (socket && (socket.canSend || o.via === 'websocket')) {
+      // A client message id makes the REST fallback idempotent if the socket dies before the ack.
+      const withId = { ...message, id: message.id ?? randomId('msg') };
+      try {
+        return await socket.send(threadId, withId);
+      } catch (e) {
+        if (!(e instanceof SocketUnavailable) || o.via === 'websocket') throw e;
+        message = withId;
+      }
+    }
+    return this.transport
+      .request<Message>('POST', `${threadPath(threadId)}/messages`, { body: message, signal: o.signal })
+      .then((r) => r.body);
+  }
+}
+
+/** A backend client (secret key): everything in the project, as any user. */
+export class BackendClient extends ProgressDBClient {
+  constructor(private readonly backendOptions: BackendClientOptions) {
+    super(new Transport(backendOptions, { key: backendOptions.secretKey }), backendOptions);
+  }
+
+  /**
+   * The user's X-User-Signature: computed locally (HMAC-SHA256 hex, Web Crypto) when the
+   * client has the signing secret, else by `POST /v1/_sign`. `remote: true` always asks the service.
+   */
+  async signUser(userId: string, o: { remote?: boolean } = {}): Promise<string> {
+    if (this.backendOptions.signingSecret && !o.remote) return signUserId(this.backendOptions.signingSecret, userId);
+    const r = await this.transport.request<{ user_id: string; signature: string }>('POST', '/v1/_sign', {
+      body: { user_id: userId },
+    });
+    return r.body.signature;
+  }
+
+  /** The same secret key acting as one end user (X-User-ID): policies, authorship, unread counts. */
+  asUser(userId: string): ProgressDBClient {
+    const credentials: Credentials = { key: this.backendOptions.secretKey, userId };
+    return new ProgressDBClient(this.transport.withCredentials(credentials), this.backendOptions);
+  }
+}
+
+export function createBackendClient(options: BackendClientOptions): BackendClient {
+  return new BackendClient(options);
+}
+
+/** A frontend client: a publishable key and a signed user id, acting as that user. */
+export function createFrontendClient(options: FrontendClientOptions | FrontendTokenClientOptions): ProgressDBClient {
+  if ('realtimeToken' in options) {
+    const { realtimeToken } = options;
+    const source = typeof realtimeToken === 'string' ? () => Promise.resolve(realtimeToken) : realtimeToken;
+    return new ProgressDBClient(new Transport(options, { key: '' }), options, source);
+  }
+  const { signature } = options;
+  const credentials: Credentials = {
+    key: options.publishableKey,
+    userId: options.userId,
+    signature: typeof signature === 'string' ? () => Promise.resolve(signature) : cached(signature),
+  };
+  return new ProgressDBClient(new Transport(options, credentials), options);
+}
+
+function cached(f: () => Promise<string>): () => Promise<string> {
+  let p: Promise<string> | undefined;
+  return () => (p ??= f().catch((e: unknown) => ((p = undefined), Promise.reject(e as Error))));
+}
+
+function defaultWebSocket(): WebSocketConstructor | null {
+  const WS = (globalThis as { WebSocket?: unknown }).WebSocket;
+  return typeof WS === 'function' ? (WS as WebSocketConstructor) : null;
+}
+
+async function* iterateMessages(t: Transport, threadId: string, o: IterateMessagesOptions): AsyncGenerator<Message> {
+  const backward = (o.direction ?? 'backward') === 'backward';
+  const limit = o.pageSize ?? 200;
+  let before = o.beforeSeq;
+  let after = o.afterSeq ?? (backward ? undefined : 0);
+  for (;;) {
+    const query: Query = { limit, include_deleted: o.includeDeleted ? 'true' : undefined, ...o.filter };
+    if (backward) {
+      if (before !== undefined) query.before_seq = before;
+    } else query.after_seq = after;
+    const { body: page } = await t.request<MessagePage>('GET', `${threadPath(threadId)}/messages`, {
+      query,
+      signal: o.signal,
+    });
+    const data = page.data;
+    if (backward) {
+      for (let i = data.length - 1; i >= 0; i--) {
+        if (o.afterSeq !== undefined && data[i].seq <= o.afterSeq) return;
+        yield data[i];
+      }
+      if (!page.has_more_before || data.length === 0) return;
+      before = data[0].seq;
+    } else {
+      for (const m of data) {
+        if (o.beforeSeq !== undefined && m.seq >= o.beforeSeq) return;
+        yield m;
+      }
+      if (!page.has_more_after || data.length === 0) return;
+      after = data[data.length - 1].seq;
+    }
+  }
+}
+
+async function* iterateThreads(t: Transport, query: Record<string, string | number>, signal?: AbortSignal) {
+  let cursor: string | undefined;
+  for (;;) {
+    const { body } = await t.request<Schemas['ThreadList']>('GET', '/v1/threads', {
+      query: { limit: 200, ...query, cursor },
+      signal,
+    });
+    yield* body.data;
+    if (!body.next_cursor || body.data.length === 0) return;
+    cursor = body.next_cursor;
+  }
+}
+
+async function* iterateEvents(
+  t: Transport,
+  threadId: string,
+  o: { afterSeq?: number; pageSize?: number; signal?: AbortSignal },
+): AsyncGenerator<ThreadEvent> {
+  let after = o.afterSeq ?? 0;
+  for (;;) {
+    const { body } = await t.request<Schemas['EventPage']>('GET', `${threadPath(threadId)}/events`, {
+      query: { after_seq: after, limit: o.pageSize ?? 1000 },
+      signal: o.signal,
+    });
+    yield* body.data;
+    if (!body.has_more || body.data.length === 0) return;
+    after = body.data[body.data.length - 1].seq;
+  }
+}

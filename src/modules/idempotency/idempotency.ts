@@ -1,0 +1,97 @@
+import { createHash } from 'node:crypto';
+import type { Knex } from 'knex';
+import { badRequest, unprocessable } from '../../lib/errors';
+import type { Reply } from '../../lib/http/route';
+import type { WorkItem } from '../ingest/ingest-pipeline';
+import { createIdempotencyStore, type IdempotencyScope } from './idempotency-store';
+
+/**
+ * Turns a write's work item into one that also stores the response under the request's
+ * Idempotency-Key, in the same transaction. Services take it as `opts.wrap` and apply it to
+ * the item they submit; they know nothing else about idempotency.
+ */
+export type WorkItemWrapper<T> = <S>(item: WorkItem<T, S, Knex.Transaction>) => WorkItem<T, S, Knex.Transaction>;
+
+/** Another request with the same key committed first (possibly in the same group). */
+class IdempotencyRace extends Error {}
+
+const KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
+
+export function parseIdempotencyKey(header: string | undefined): string | null {
+  if (header === undefined) return null;
+  if (!KEY_PATTERN.test(header)) throw badRequest('Idempotency-Key must be 1–255 printable ASCII characters.');
+  return header;
+}
+
+export function requestHash(method: string, route: string, body: unknown): string {
+  return createHash('sha256')
+    .update(`${method} ${route}\n${JSON.stringify(body ?? null)}`)
+    .digest('hex');
+}
+
+type Shaped = { status: number; body: unknown; headers?: Record<string, string> };
+
+/**
+ * Idempotency-Key, in one place: a route opts in by answering through `reply`. The first
+ * response to a key is stored beside the write (same transaction); a retry gets it back with
+ * `Idempotent-Replayed: true`; the same key with a different request is a 422.
+ */
+export function createIdempotency(deps: { db: Knex }) {
+  const store = createIdempotencyStore();
+
+  async function replayOf(scope: IdempotencyScope, hash: string): Promise<Reply | null> {
+    const row = await store.find(deps.db, scope);
+    if (!row) return null;
+    if (row.request_hash !== hash) {
+      throw unprocessable(
+        'This Idempotency-Key was already used with a different request; use a new key for a new request.',
+      );
+    }
+    return { status: row.status, body: row.response, headers: { 'Idempotent-Replayed': 'true' } };
+  }
+
+  return {
+    /**
+     * Replays a stored response, or runs `write` with a wrapper for its work item and shapes
+     * the reply with `respond`. Without an Idempotency-Key header the wrapper is not given.
+     */
+    async reply<T>(
+      ctx: {
+        projectId: string;
+        keyId: string;
+        userId: string | null;
+        header: string | undefined;
+        route: string;
+        body: unknown;
+      },
+      respond: (value: T) => Shaped,
+      write: (wrap?: WorkItemWrapper<T>) => Promise<T>,
+    ): Promise<Reply> {
+      const key = parseIdempotencyKey(ctx.header);
+      if (!key) return respond(await write());
+      const scope = { projectId: ctx.projectId, keyId: ctx.keyId, userId: ctx.userId ?? '', key };
+      const hash = requestHash('POST', ctx.route, ctx.body);
+      const stored = await replayOf(scope, hash);
+      if (stored) return stored;
+      const wrap: WorkItemWrapper<T> = (item) => ({
+        partition: item.partition,
+        // Never merged with other items: its response is stored in its own savepoint.
+        async run(tx, pointers) {
+          const value = await item.run(tx, pointers);
+          const { status, body } = respond(value);
+          if (!(await store.record(tx, scope, hash, status, body))) throw new IdempotencyRace();
+          return value;
+        },
+      });
+      try {
+        return respond(await write(wrap));
+      } catch (e) {
+        // The first request with this key has committed by now: answer with its response.
+        if (e instanceof IdempotencyRace) return (await replayOf(scope, hash)) ?? Promise.reject(e);
+        throw e;
+      }
+    },
+  };
+}
+
+export type Idempotency = ReturnType<typeof createIdempotency>;

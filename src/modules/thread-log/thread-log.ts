@@ -1,0 +1,178 @@
+import type { Knex } from 'knex';
+import { notFound } from '../../lib/errors';
+import type { GroupScope, IngestEngine, WorkItem } from '../ingest/ingest-pipeline';
+import { createThreadLogStore, type EventProjection } from './thread-log-store';
+
+export type EventType =
+  | 'thread.created'
+  | 'thread.updated'
+  | 'thread.deleted'
+  | 'member.added'
+  | 'member.removed'
+  | 'message.created'
+  | 'message.edited'
+  | 'message.deleted'
+  | 'reaction.added'
+  | 'reaction.removed';
+
+export interface EventInput {
+  type: EventType;
+  messageId?: string | null;
+  actor: string | null;
+  data: Record<string, unknown>;
+  /** When it happened, for imported history; default: now(). */
+  at?: string;
+}
+
+/**
+ * Pointers to what a group committed: per thread, the highest seq (NOTIFY carries only
+ * these) and the lowest (so in-transaction hooks can select the group's events).
+ */
+export class CommitPointers {
+  readonly latest = new Map<string, { projectId: string; threadId: string; seq: number; first: number }>();
+
+  record(projectId: string, threadId: string, seq: number, first = seq) {
+    const key = `${projectId}\u0000${threadId}`;
+    const prev = this.latest.get(key);
+    this.latest.set(key, {
+      projectId,
+      threadId,
+      seq: Math.max(seq, prev?.seq ?? seq),
+      first: Math.min(first, prev?.first ?? first),
+    });
+  }
+
+  mergeFrom(other: CommitPointers) {
+    for (const p of other.latest.values()) this.record(p.projectId, p.threadId, p.seq, p.first);
+  }
+}
+
+/** The group-commit scope of the thread log: each group (and savepoint) collects commit pointers. */
+export const commitScope: GroupScope<CommitPointers> = {
+  create: () => new CommitPointers(),
+  merge: (into, from) => into.mergeFrom(from),
+};
+
+const NOTIFY_MAX_BYTES = 7_900;
+
+/** The NOTIFY payloads for these pointers: {"p":[[project_id, thread_id, seq], …]}, each under 8,000 bytes. */
+export function notifyPayloads(pointers: CommitPointers): string[] {
+  const payloads: string[] = [];
+  let batch: Array<[string, string, number]> = [];
+  let size = 8;
+  for (const p of pointers.latest.values()) {
+    const item: [string, string, number] = [p.projectId, p.threadId, p.seq];
+    const itemSize = Buffer.byteLength(JSON.stringify(item)) + 1;
+    if (size + itemSize > NOTIFY_MAX_BYTES && batch.length > 0) {
+      payloads.push(JSON.stringify({ p: batch }));
+      batch = [];
+      size = 8;
+    }
+    batch.push(item);
+    size += itemSize;
+  }
+  if (batch.length > 0) payloads.push(JSON.stringify({ p: batch }));
+  return payloads;
+}
+
+const threadKey = (projectId: string, threadId: string) => `${projectId}\u0000${threadId}`;
+
+/**
+ * The thread log: the one owner of seq allocation, event inserts and the NOTIFY that tells
+ * every replica what committed. Everything here runs inside the caller's (group) transaction.
+ */
+export function createThreadLog() {
+  const store = createThreadLogStore();
+
+  return {
+    /** Appends events to one thread; 404 when it is missing (or deleted, unless allowed). */
+    async append(
+      tx: Knex.Transaction,
+      pointers: CommitPointers,
+      projectId: string,
+      threadId: string,
+      events: EventInput[],
+      opts: { allowDeleted?: boolean } = {},
+    ): Promise<{ firstSeq: number; lastSeq: number; at: string }> {
+      const row = await store.allocate(tx, projectId, threadId, events.length, opts.allowDeleted ?? false);
+      if (!row) throw notFound('thread');
+      const lastSeq = Number(row.last_seq);
+      const firstSeq = lastSeq - events.length + 1;
+      await store.insert(
+        tx,
+        events.map((e, i) => ({
+          project_id: projectId,
+          thread_id: threadId,
+          seq: firstSeq + i,
+          type: e.type,
+          message_id: e.messageId ?? null,
+          actor: e.actor,
+          data: JSON.stringify(e.data),
+          ...(e.at ? { created_at: e.at } : {}),
+        })),
+      );
+      pointers.record(projectId, threadId, lastSeq, firstSeq);
+      return { firstSeq, lastSeq, at: row.at };
+    },
+
+    /**
+     * Seq ranges for many threads at once: per thread with n > 0, its first seq and the
+     * commit timestamp, keyed by `threadKey`. Missing or deleted threads are absent.
+     */
+    async allocateMany(
+      tx: Knex.Transaction,
+      pointers: CommitPointers,
+      counts: Iterable<{ projectId: string; threadId: string; n: number }>,
+    ): Promise<Map<string, { seq: number; at: string }>> {
+      const allocs = [...counts]
+        .filter((c) => c.n > 0)
+        .sort((a, b) => (threadKey(a.projectId, a.threadId) < threadKey(b.projectId, b.threadId) ? -1 : 1));
+      const next = new Map<string, { seq: number; at: string }>();
+      if (allocs.length === 0) return next;
+      for (const row of await store.allocateMany(tx, allocs)) {
+        const first = Number(row.last_seq) - Number(row.n) + 1;
+        next.set(threadKey(row.project_id, row.id), { seq: first, at: row.at });
+        pointers.record(row.project_id, row.id, Number(row.last_seq), first);
+      }
+      return next;
+    },
+
+    /**
+     * Inserts events built from records together with their projection (one statement). With
+     * `notifyAlso`, the statement also sends the NOTIFY for those pointers and `pointers`.
+     */
+    async insertWithProjection(
+      tx: Knex.Transaction,
+      pointers: CommitPointers,
+      records: object[],
+      how: EventProjection,
+      notifyAlso?: CommitPointers,
+    ) {
+      let notify = null;
+      if (notifyAlso) {
+        const all = new CommitPointers();
+        all.mergeFrom(notifyAlso);
+        all.mergeFrom(pointers);
+        notify = store.notifyFragment(notifyPayloads(all));
+      }
+      await store.insertWithProjection(tx, records, how, notify);
+    },
+
+    /**
+     * One NOTIFY per committed group (more only if the pointers exceed PostgreSQL's 8,000-byte
+     * payload): the group-commit engine's finishing step.
+     */
+    async notify(tx: Knex.Transaction, pointers: CommitPointers) {
+      const payloads = notifyPayloads(pointers);
+      if (payloads.length > 0) await store.notify(tx, payloads);
+    },
+
+    threadKey,
+  };
+}
+
+export type ThreadLog = ReturnType<typeof createThreadLog>;
+
+/** The service's group-commit engine: groups collect commit pointers, items run on knex transactions. */
+export type LogIngest = IngestEngine<CommitPointers, Knex.Transaction>;
+export type LogWorkItem<T> = WorkItem<T, CommitPointers, Knex.Transaction>;

@@ -1,0 +1,247 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { AppError } from '../../src/lib/errors';
+import { createLogger } from '../../src/lib/logger';
+import {
+  createIngestPipeline,
+  RUN_ALONE,
+  type Batcher,
+  type GroupStats,
+  type WorkItem,
+} from '../../src/modules/ingest/ingest-pipeline';
+import { ConnectionLost, createFakeRunner, RetryableError, type FakeTx } from '../fakes/fake-transaction-runner';
+
+/** The group scope of these tests: the names of what committed items recorded. */
+type Scope = string[];
+const scope = { create: (): Scope => [], merge: (into: Scope, from: Scope) => void into.push(...from) };
+const options = { maxBatch: 100, maxWaitMs: 0, lanes: 1, queueLimit: 1000 };
+
+function setup(opts: Parameters<typeof createFakeRunner>[0] & { lanes?: number; queueLimit?: number } = {}) {
+  const fake = createFakeRunner(opts);
+  const finished: Scope[] = [];
+  const engine = createIngestPipeline<Scope, FakeTx>({
+    runner: fake.runner,
+    logger: createLogger('silent'),
+    options: { ...options, lanes: opts.lanes ?? 1, queueLimit: opts.queueLimit ?? 1000 },
+    scope,
+    finish: async (tx, s) => {
+      tx.log.push('finish');
+      finished.push([...s]);
+    },
+  });
+  const groups: GroupStats[] = [];
+  engine.observe((s) => groups.push(s));
+  return { ...fake, engine, groups, finished };
+}
+
+/** An item that writes `name` (and records it in the group scope), or fails after writing. */
+function item(name: string, partition = 'p', fail?: unknown): WorkItem<string, Scope, FakeTx> {
+  return {
+    partition,
+    async run(tx, s) {
+      tx.write(name);
+      s.push(name);
+      if (fail) throw fail;
+      return name;
+    },
+  };
+}
+
+/** A batcher that writes every input in one "statement"; inputs starting with "missing" go alone. */
+function recordingBatcher(calls: string[][], opts: { fail?: (inputs: string[]) => boolean; fold?: boolean } = {}) {
+  const batcher: Batcher<string, string, Scope, FakeTx> = {
+    name: 'test',
+    async run(tx, s, inputs, finish) {
+      calls.push([...inputs]);
+      for (const i of inputs) if (!i.startsWith('missing')) tx.write(i);
+      if (opts.fail?.(inputs)) throw new Error('statement failed');
+      s.push(...inputs.filter((i) => !i.startsWith('missing')));
+      const folded = Boolean(finish && opts.fold);
+      if (folded) tx.log.push(`folded finish of ${[...finish!.group, ...s].join(',')}`);
+      return {
+        finished: folded,
+        results: inputs.map((i) => (i.startsWith('missing') ? RUN_ALONE : { ok: `batched ${i}` })),
+      };
+    },
+  };
+  return batcher;
+}
+
+function mergeable(
+  name: string,
+  batcher: Batcher<string, string, Scope, FakeTx>,
+  partition = 'p',
+): WorkItem<string, Scope, FakeTx> {
+  return { ...item(`alone ${name}`, partition), merge: { batcher: batcher, input: name } };
+}
+
+const settle = <T>(ps: Array<Promise<T>>) =>
+  Promise.allSettled(ps).then((rs) => rs.map((r) => (r.status === 'fulfilled' ? r.value : r.reason)));
+
+describe('group-commit engine (fake transaction runner)', () => {
+  test('items submitted together commit in one transaction and are answered with their own results', async () => {
+    const { engine, committed, transactions, groups } = setup();
+    const results = await Promise.all(['a', 'b', 'c'].map((n, i) => engine.submit(item(n, `p${i}`))));
+    assert.deepEqual(results, ['a', 'b', 'c']);
+    assert.equal(transactions.length, 1);
+    assert.deepEqual(committed, ['a', 'b', 'c']);
+    assert.deepEqual(
+      groups.map((g) => g.size),
+      [3],
+    );
+  });
+
+  test('a failing item rolls back only its own writes; its neighbours commit and it gets its error', async () => {
+    const { engine, committed, finished } = setup();
+    const boom = new AppError('conflict', 'no');
+    const results = await settle([
+      engine.submit(item('a')),
+      engine.submit(item('b', 'p', boom)),
+      engine.submit(item('c')),
+    ]);
+    assert.deepEqual(results, ['a', boom, 'c']);
+    assert.deepEqual(committed, ['a', 'c']);
+    assert.deepEqual(finished, [['a', 'c']], 'the rolled-back item left nothing in the group scope');
+  });
+
+  test('mergeable items run as one batch; items the batcher sends back run alone, after it', async () => {
+    const { engine, committed, transactions } = setup();
+    const calls: string[][] = [];
+    const b = recordingBatcher(calls);
+    const results = await Promise.all([
+      engine.submit(mergeable('x', b, 'p1')),
+      engine.submit(mergeable('missing-y', b, 'p2')),
+      engine.submit(mergeable('z', b, 'p3')),
+    ]);
+    assert.deepEqual(calls, [['x', 'missing-y', 'z']]);
+    assert.deepEqual(results, ['batched x', 'alone missing-y', 'batched z']);
+    assert.deepEqual(committed, ['x', 'z', 'alone missing-y']);
+    // The first statement of a transaction runs without a savepoint; the sent-back item has its own.
+    assert.deepEqual(transactions[0].log, ['begin item_1', 'release item_1', 'finish']);
+  });
+
+  test('within a partition, submission order holds: an item alone flushes a batch holding its partition', async () => {
+    const { engine, committed } = setup();
+    const calls: string[][] = [];
+    const b = recordingBatcher(calls);
+    await Promise.all([
+      engine.submit(mergeable('1', b, 'p')),
+      engine.submit(mergeable('2', b, 'q')),
+      engine.submit(item('edit', 'p')),
+      engine.submit(item('other', 'r')),
+      engine.submit(mergeable('3', b, 'p')),
+    ]);
+    assert.deepEqual(calls, [['1', '2'], ['3']]);
+    assert.deepEqual(committed, ['1', '2', 'edit', 'other', '3']);
+  });
+
+  test('a failing first batch retries the group with savepoints, then runs its items alone', async () => {
+    const { engine, committed, transactions } = setup();
+    const calls: string[][] = [];
+    const b = recordingBatcher(calls, { fail: (inputs) => inputs.includes('bad') });
+    const bad: WorkItem<string, Scope, FakeTx> = {
+      ...item('alone bad', 'p2', new AppError('conflict', 'bad alone')),
+      merge: { batcher: b, input: 'bad' },
+    };
+    const results = await settle([engine.submit(mergeable('ok', b, 'p1')), engine.submit(bad)]);
+    assert.equal(results[0], 'alone ok');
+    assert.equal((results[1] as AppError).message, 'bad alone');
+    assert.equal(transactions.length, 2, 'the bare attempt, then the group again with savepoints');
+    assert.deepEqual(transactions[1].log.slice(0, 2), ['begin batch_0', 'rollback batch_0']);
+    assert.deepEqual(committed, ['alone ok']);
+  });
+
+  test('a group that fails at COMMIT is split until the one bad write fails alone', async () => {
+    const { engine, committed, groups } = setup({
+      failCommit: (writes) => (writes.includes('poison') ? new Error('deferred constraint') : null),
+    });
+    const names = ['a', 'b', 'poison', 'c', 'd'];
+    const results = await settle(names.map((n) => engine.submit(item(n, n))));
+    assert.deepEqual(results.slice(0, 2), ['a', 'b']);
+    assert.equal((results[2] as Error).message, 'deferred constraint');
+    assert.deepEqual(results.slice(3), ['c', 'd']);
+    assert.deepEqual([...committed].sort(), ['a', 'b', 'c', 'd']);
+    assert.deepEqual(
+      groups.map((g) => g.size),
+      [2, 2],
+      'only the halves that committed are reported',
+    );
+  });
+
+  test('retryable failures (deadlocks) run the whole group again; nothing is answered before it commits', async () => {
+    let failures = 2;
+    const { engine, committed, groups } = setup();
+    const flaky: WorkItem<string, Scope, FakeTx> = {
+      partition: 'p',
+      async run(tx) {
+        tx.write('flaky');
+        if (failures-- > 0) throw new RetryableError('deadlock');
+        return 'flaky';
+      },
+    };
+    assert.deepEqual(await Promise.all([engine.submit(item('a')), engine.submit(flaky)]), ['a', 'flaky']);
+    assert.deepEqual(committed, ['a', 'flaky']);
+    assert.equal(groups[0].attempts, 3);
+  });
+
+  test('a lost connection answers the whole group "unavailable" and commits nothing', async () => {
+    const { engine, committed } = setup();
+    const lost: WorkItem<string, Scope, FakeTx> = {
+      partition: 'p',
+      run: () => Promise.reject(new ConnectionLost('gone')),
+    };
+    const results = await settle([engine.submit(item('a')), engine.submit(lost)]);
+    assert.deepEqual(
+      results.map((r) => (r as AppError).kind),
+      ['unavailable', 'unavailable'],
+    );
+    assert.deepEqual(committed, []);
+  });
+
+  test('beforeCommit hooks see what the group committed, then the finishing step runs', async () => {
+    const { engine, transactions, finished } = setup();
+    const seen: Scope[] = [];
+    engine.beforeCommit(async (tx, s) => {
+      tx.log.push('hook');
+      seen.push([...s]);
+    });
+    const calls: string[][] = [];
+    const b = recordingBatcher(calls, { fold: true });
+    await settle([
+      engine.submit(item('a')),
+      engine.submit(item('x', 'q', new Error('x'))),
+      engine.submit(mergeable('m', b, 'r')),
+    ]);
+    assert.deepEqual(seen, [['a', 'm']]);
+    assert.deepEqual(finished, [['a', 'm']]);
+    assert.deepEqual(transactions[0].log.slice(-2), ['hook', 'finish'], 'no folding while hooks must run first');
+  });
+
+  test('without hooks, the last batch may fold the finishing step into its statement', async () => {
+    const { engine, transactions, finished } = setup();
+    const calls: string[][] = [];
+    const b = recordingBatcher(calls, { fold: true });
+    await Promise.all([engine.submit(item('a', 'p')), engine.submit(mergeable('m', b, 'q'))]);
+    assert.ok(transactions[0].log.includes('folded finish of a,m'));
+    assert.deepEqual(finished, [[]], 'the finishing step has nothing left to send');
+  });
+
+  test('partitions hash to lanes: two lanes commit separate groups', async () => {
+    const { engine, transactions } = setup({ lanes: 2 });
+    // Find two partitions on different lanes by trying: each lane's group is its own transaction.
+    await Promise.all(['p0', 'p1', 'p2', 'p3', 'p4', 'p5'].map((p) => engine.submit(item(p, p))));
+    assert.equal(transactions.length, 2);
+    const all = transactions.flatMap((t) => t.writes).sort();
+    assert.deepEqual(all, ['p0', 'p1', 'p2', 'p3', 'p4', 'p5']);
+  });
+
+  test('a full queue and a closed engine refuse writes with "unavailable"; close() waits for queued writes', async () => {
+    const { engine, committed } = setup({ queueLimit: 2 });
+    const queued = [engine.submit(item('a')), engine.submit(item('b'))];
+    await assert.rejects(engine.submit(item('c')), (e: AppError) => e.kind === 'unavailable');
+    await engine.close();
+    assert.deepEqual(await Promise.all(queued), ['a', 'b']);
+    assert.deepEqual(committed, ['a', 'b']);
+    await assert.rejects(engine.submit(item('d')), (e: AppError) => e.kind === 'unavailable');
+  });
+});

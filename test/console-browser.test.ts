@@ -133,6 +133,17 @@ describe('web console in a real browser', () => {
     });
     assert.equal(refused.status, 401, refused.text);
 
+    // Retention policy from the Settings tab (validated and stored like every setting).
+    await page.getByTestId('tab-settings').click();
+    await page.locator('#set-retention').fill('365');
+    await page.locator('#set-max-messages').fill('5000');
+    await page.getByTestId('save-settings').click();
+    await page.locator('#toast').filter({ hasText: 'Settings saved' }).waitFor();
+    const saved = await t.db('projects').first('settings').where({ name: 'Acme Chat' });
+    assert.equal(saved.settings.retention_days, 365);
+    assert.equal(saved.settings.max_messages_per_thread, 5000);
+    assert.equal(saved.settings.deleted_thread_retention_days, null);
+
     // The signed-out first load's GET /v1/me answers 401 by design; anything else is a defect.
     const unexpected = problems.filter((p) => !/status of 401/.test(p));
     assert.deepEqual(unexpected, [], 'no script errors or CSP violations');

@@ -870,6 +870,7 @@
     });
     $('set-retention').value = s.retention_days || '';
     $('set-deleted-retention').value = s.deleted_thread_retention_days || '';
+    $('set-max-messages').value = s.max_messages_per_thread || '';
     $('settings-error').hidden = true;
   }
 
@@ -889,6 +890,7 @@
       rate_limits: rate,
       retention_days: num('set-retention'),
       deleted_thread_retention_days: num('set-deleted-retention'),
+      max_messages_per_thread: num('set-max-messages'),
     };
     api('PATCH', projectPath(), { name: $('set-name').value.trim(), settings: settings })
       .then(function (p) {

@@ -132,8 +132,10 @@ export function createMessagesService(deps: {
     }
     if (!change.deleted && crypto.reservedIn(change.body))
       throw badRequest(`Strings starting with "${crypto.reservedPrefix}" are reserved for encrypted values.`);
-    // An edit is sealed like the original (its version is part of the associated data).
-    const sealer = change.deleted ? null : await crypto.sealer(principal, threadId);
+    // An edit is sealed like the original (its version is part of the associated data). Projects
+    // that encrypt nothing take no await here: an edit is submitted in the tick it was made, so
+    // seq order stays submission order beside appends.
+    const sealer = change.deleted || !crypto.encrypts(principal) ? null : await crypto.sealer(principal, threadId);
     const revised = await ingest.submit<MessageView>({
       partition: `${principal.projectId}:${threadId}`,
       run: async (tx, pointers) => {

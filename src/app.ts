@@ -17,7 +17,7 @@ import { createMetrics, createMetricsRouter } from './lib/metrics';
 import { createRegistry } from './lib/openapi';
 import { createPgListener } from './lib/pg-listener';
 import { attachQueryTelemetry } from './lib/query-telemetry';
-import { createAdminRouter } from './modules/admin/admin-router';
+import { createAdminModule } from './modules/admin/admin-module';
 import { createConsoleModule } from './modules/console/console-module';
 import { createEventsModule } from './modules/events/events-module';
 import { createEventsStore } from './modules/events/events-store';
@@ -27,17 +27,15 @@ import { apiCors } from './modules/guards/api-cors';
 import { watchKeyChanges } from './modules/guards/key-change-listener';
 import { createIdempotency } from './modules/idempotency/idempotency';
 import { createKeysModule } from './modules/keys/keys-module';
-import { createKeysStore } from './modules/keys/keys-store';
 import { createMessagesModule } from './modules/messages/messages-module';
 import { createMessagesStore } from './modules/messages/messages-store';
-import { createProjectsService } from './modules/projects/projects-service';
-import { createProjectsStore } from './modules/projects/projects-store';
+import { createProjectsModule } from './modules/projects/projects-module';
 import { createRateLimitModule } from './modules/rate-limit/rate-limit-module';
-import { createReadStateRouter } from './modules/read-state/read-state-router';
-import { createReadStateService } from './modules/read-state/read-state-service';
+import { createReadStateModule } from './modules/read-state/read-state-module';
 import { createReadStateStore } from './modules/read-state/read-state-store';
 import { createRealtimeModule } from './modules/realtime/realtime-module';
-import { createSystemRouter, type ReadinessCheck } from './modules/system/system-router';
+import { createSystemModule } from './modules/system/system-module';
+import type { ReadinessCheck } from './modules/system/system-router';
 import { createThreadLogModule } from './modules/thread-log/thread-log-module';
 import { createThreadsModule } from './modules/threads/threads-module';
 import { createUsageModule } from './modules/usage/usage-module';
@@ -85,12 +83,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   ingest.observe(metrics.observeGroup);
   const idempotency = createIdempotency({ db });
   const encryption = createEncryptionModule({ config, db, logger, listener, ingest, log });
-  const projects = createProjectsService({
-    db,
-    projectsStore: createProjectsStore(),
-    keysStore: createKeysStore(),
-    signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS,
-  });
+  const { projects } = createProjectsModule({ db, signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS });
   const keys = createKeysModule({ db, cacheTtlMs: config.KEY_CACHE_TTL_MS, signingSecretOf: projects.signingSecretOf });
   const readStateStore = createReadStateStore();
   const { threads, ...threadsModule } = createThreadsModule({
@@ -100,7 +93,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     idempotency,
     unreadCounts: (p, u, ids) => readStateStore.forThreads(db, p, u, ids),
   });
-  const readState = createReadStateService({ db, threads, store: readStateStore });
+  const { readState, ...readStateModule } = createReadStateModule({ db, threads, store: readStateStore });
   const usage = createUsageModule({ db, logger });
   const { messages, ...messagesModule } = createMessagesModule({
     db,
@@ -204,17 +197,17 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(express.text({ limit: config.MAX_REQUEST_BYTES, type: 'text/plain' }));
   app.use(cookieParser());
   app.use(createMetricsRouter(metrics, config.METRICS_TOKEN));
-  app.use(createSystemRouter({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }));
+  app.use(createSystemModule({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }).router());
   app.use(keys.router(routes));
   app.use(threadsModule.router(routes));
   app.use(messagesModule.router(routes));
   app.use(events.router(routes));
   app.use(realtime.router(routes));
   app.use(webhooks.router(routes));
-  app.use(createReadStateRouter({ routes, readState }));
+  app.use(readStateModule.router(routes));
   app.use(retention.router(routes));
   app.use(exports.router(routes));
-  app.use(createAdminRouter({ db, routes, retentionTotals: retention.service.totals }));
+  app.use(createAdminModule({ db, retentionTotals: retention.service.totals }).router(routes));
   app.use(encryption.router(routes));
   app.use(developerConsole.router(routes));
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));

@@ -161,11 +161,14 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS,
       maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES,
       tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS,
+      maxJsonDepth: config.MAX_JSON_DEPTH,
     },
     observeNotifyLag: (s) => metrics.notifyLag.observe(s),
     clientIp,
     assertCaller: access.assertCaller,
-    admit: (p, ip) => rateLimits.admit(p, 'read', ip),
+    admit: (p, cls, ip) => rateLimits.admit(p, cls, ip),
+    messages,
+    onAppended: usage.countMessages,
   });
   metrics.watchRealtime(() => {
     const s = realtime.stats();

@@ -200,7 +200,18 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   // HTTP: middleware, then every router in order.
   app.use(requestId());
   app.use(requestLog({ logger, metrics }));
-  app.use(helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } }));
+  const securityHeaders = helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } });
+  // The API reference is read over plain HTTP too (a dev box, a LAN address): the default
+  // upgrade-insecure-requests would turn its same-origin assets into https requests that fail,
+  // leaving the page blank off localhost. HSTS means nothing there either.
+  const docsHeaders = helmet({
+    crossOriginResourcePolicy: { policy: 'cross-origin' },
+    contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } },
+    strictTransportSecurity: false,
+  });
+  app.use((req, res, next) =>
+    (req.path === '/docs' || req.path.startsWith('/docs/') ? docsHeaders : securityHeaders)(req, res, next),
+  );
   app.use('/v1', apiCors());
   app.use('/auth', rateLimits.perIp('auth'));
   app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));

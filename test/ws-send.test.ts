@@ -200,6 +200,27 @@ describe('WebSocket send frames', () => {
     );
   });
 
+  test('a socket may keep at most 64 sends awaiting their ack; more are refused with a 429 problem, not queued', async () => {
+    const ws = await open(as(project.keys.secret, 'flo'));
+    const burst = 200;
+    // Sent in one go: they arrive long before the first group commits.
+    for (let i = 0; i < burst; i++)
+      ws.send({ type: 'send', id: `burst-${i}`, thread_id: 'ws-burst', message: { body: i } });
+    const answers = await Promise.all(
+      Array.from({ length: burst }, (_, i) => ws.waitFor((m) => m.id === `burst-${i}`, `answer ${i}`)),
+    );
+    const acked = answers.filter((a) => a.type === 'ack');
+    const refused = answers.filter((a) => a.type === 'error');
+    assert.ok(refused.length >= burst - 2 * 64, `refused ${refused.length} of ${burst}`);
+    for (const r of refused) assertProblem(r, 429, 'quota-exceeded');
+    const page = await api(ctx.url, 'GET', '/v1/threads/ws-burst/messages?limit=500', { key: project.keys.secret });
+    assert.deepEqual(
+      page.body.data.map((m: any) => m.id).sort(),
+      acked.map((a) => a.message.id).sort(),
+      'exactly the acked sends are stored',
+    );
+  });
+
   test('the SDK sends over its open tail socket (the REST append route is not hit) and maps error frames to typed errors', async () => {
     const sk = project.keys.secret;
     await api(ctx.url, 'POST', '/v1/threads', { key: sk, body: { id: 'ws-sdk', type: 'group', members: ['eli'] } });

@@ -14,6 +14,8 @@ export async function seed(knex: Knex): Promise<void> {
     keysStore: createKeysStore(),
     signingSecretGraceSeconds: 86400,
   });
-  const creds = await seedDevProject(projects, process.env.DATA_DIR ?? './.data');
+  const creds = await seedDevProject(projects, process.env.DATA_DIR ?? './.data', {
+    production: process.env.NODE_ENV === 'production',
+  });
   if (creds) process.stdout.write(JSON.stringify(creds, null, 2) + '\n');
 }

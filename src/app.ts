@@ -154,11 +154,14 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS,
       maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES,
       tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS,
+      maxJsonDepth: config.MAX_JSON_DEPTH,
     },
     observeNotifyLag: (s) => metrics.notifyLag.observe(s),
     clientIp,
     assertCaller: access.assertCaller,
-    admit: (p, ip) => rateLimits.admit(p, 'read', ip),
+    admit: (p, cls, ip) => rateLimits.admit(p, cls, ip),
+    messages,
+    onAppended: usage.countMessages,
   });
   metrics.watchRealtime(() => {
     const s = realtime.stats();
@@ -190,7 +193,18 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   // HTTP: middleware, then every router in order.
   app.use(requestId());
   app.use(requestLog({ logger, metrics }));
-  app.use(helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } }));
+  const securityHeaders = helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } });
+  // The API reference is read over plain HTTP too (a dev box, a LAN address): the default
+  // upgrade-insecure-requests would turn its same-origin assets into https requests that fail,
+  // leaving the page blank off localhost. HSTS means nothing there either.
+  const docsHeaders = helmet({
+    crossOriginResourcePolicy: { policy: 'cross-origin' },
+    contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } },
+    strictTransportSecurity: false,
+  });
+  app.use((req, res, next) =>
+    (req.path === '/docs' || req.path.startsWith('/docs/') ? docsHeaders : securityHeaders)(req, res, next),
+  );
   app.use('/v1', apiCors());
   app.use('/auth', rateLimits.perIp('auth'));
   app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));

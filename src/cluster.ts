@@ -28,7 +28,7 @@ export async function runPrimary(config: Config): Promise<void> {
       keysStore: createKeysStore(),
       signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS,
     });
-    const creds = await seedDevProject(projects, config.DATA_DIR);
+    const creds = await seedDevProject(projects, config.DATA_DIR, { production: config.NODE_ENV === 'production' });
     if (creds) {
       process.stdout.write(
         `\nCreated a dev project; its keys are saved (owner-readable only) in ${credentialsPath(config.DATA_DIR)}:\n\n` +

@@ -26,7 +26,9 @@ async function main() {
   await app.start();
 
   if (database.embedded && config.SEED_DEV_PROJECT) {
-    const creds = await seedDevProject(app.projects, config.DATA_DIR);
+    const creds = await seedDevProject(app.projects, config.DATA_DIR, {
+      production: config.NODE_ENV === 'production',
+    });
     if (creds) {
       process.stdout.write(
         [

@@ -32,6 +32,7 @@ export interface SocketOptions {
 
 export type SendMessage = Omit<Schemas['NewMessage'], 'id'> & { id: string; [field: string]: unknown };
 type Message = Schemas['Message'];
+type Problem = Schemas['Problem'];
 
 interface PendingSend {
   resolve(m: Message): void;
@@ -53,6 +54,8 @@ interface ServerFrame {
   message?: unknown;
   status?: number;
   retry_after?: number;
+  /** On an error answering a `send`: the problem REST would have answered. */
+  problem?: Problem;
   heartbeat_ms?: number;
   recovered?: boolean;
   purged_through_seq?: number;
@@ -61,6 +64,9 @@ interface ServerFrame {
 const OPEN = 1;
 /** Codes after which reconnecting is pointless (revoked key, frame too big). */
 const FATAL_CLOSE = new Set([1008, 1009]);
+
+/** Error frames after which a send is retried over REST (which backs off), not thrown. */
+const SEND_RETRIED = new Set(['rate_limited', 'unavailable', 'internal']);
 
 /** Sends that could not go over the socket; the caller falls back to REST with the same message id. */
 export class SocketUnavailable extends Error {}
@@ -246,11 +252,29 @@ export class RealtimeSocket extends Emitter<{ open: undefined; close: { code: nu
       if (f.type === 'ack') {
         this.sendSupported = true;
         p.resolve(f.message as Message);
+      } else if (f.problem && !SEND_RETRIED.has(f.code ?? '')) {
+        // Refused by the service (validation, access, conflict): the same typed error the REST
+        // call would have thrown; retrying over REST would be refused alike.
+        this.sendSupported = true;
+        const pr = f.problem;
+        p.reject(
+          new ProgressDBError({
+            status: pr.status,
+            type: pr.type,
+            title: pr.title,
+            detail: pr.detail,
+            requestId: pr.request_id,
+            errors: pr.errors,
+            retryAfter: f.retry_after,
+          }),
+        );
       } else if (this.sendSupported === undefined && f.code === 'bad_request') {
         // A server without the send protocol refuses the frame itself: use REST from now on.
         this.sendSupported = false;
         p.reject(new SocketUnavailable('send not supported by this server'));
-      } else if (f.code === 'rate_limited' || f.code === 'unavailable' || f.code === 'internal') {
+      } else if (SEND_RETRIED.has(f.code ?? '')) {
+        // Not committed (database away, a rate limit): REST, with the same message id, retries
+        // with backoff (honouring Retry-After) and cannot store it twice.
         p.reject(new SocketUnavailable(`send failed: ${String(f.message)}`));
       } else {
         p.reject(

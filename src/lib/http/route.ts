@@ -89,7 +89,8 @@ export interface RouteFactoryDeps {
 
 const toOpenApiPath = (p: string) => p.replace(/:([A-Za-z_]+)/g, '{$1}');
 
-function parse<S extends Schema>(schema: S, value: unknown, where: string): z.infer<S> {
+/** Validates one input with its zod schema; a failure is a bad_request with field errors. */
+export function parse<S extends Schema>(schema: S, value: unknown, where: string): z.infer<S> {
   const result = schema.safeParse(value);
   if (!result.success) {
     const errors = zodFieldErrors(result.error, where);

@@ -12,6 +12,8 @@ interface AccessRules {
   ipRanges: Range[] | null;
   /** Normalised origins; '*' allows any. */
   origins: Set<string>;
+  /** `scheme://host` of entries written `scheme://host:*`: that host on any port. */
+  anyPort: Set<string>;
 }
 
 function parseRange(entry: string): Range | null {
@@ -42,12 +44,27 @@ export function normaliseOrigin(origin: string): string | null {
   }
 }
 
+/** `http://localhost:*` → `http://localhost` (the host on any port); null for any other entry. */
+export function portWildcardBase(entry: string): string | null {
+  const m = /^(https?:\/\/[^/\s]+):\*$/i.exec(entry);
+  if (!m) return null;
+  const base = normaliseOrigin(m[1]);
+  return base !== null && base !== '*' && new URL(base).port === '' ? base : null;
+}
+
+/** `scheme://host` of an origin, without its port. */
+const withoutPort = (origin: string) => {
+  const u = new URL(origin);
+  return `${u.protocol}//${u.hostname}`;
+};
+
 const rulesOf = fromSettings((s): AccessRules => ({
   ipRanges:
     s.ip_allowlist && s.ip_allowlist.length > 0
       ? s.ip_allowlist.map(parseRange).filter((r): r is Range => r !== null)
       : null,
   origins: new Set((s.allowed_origins ?? []).map(normaliseOrigin).filter((o): o is string => o !== null)),
+  anyPort: new Set((s.allowed_origins ?? []).map(portWildcardBase).filter((o): o is string => o !== null)),
 }));
 
 export function ipAllowed(ip: string | undefined, ranges: Range[]): boolean {
@@ -70,10 +87,10 @@ function checkIp(ip: string | undefined, principal: ApiPrincipal) {
 
 function checkOrigin(origin: string | undefined, principal: ApiPrincipal) {
   if (principal.kind !== 'publishable' || origin === undefined) return;
-  const { origins } = rulesOf(principal.settings);
+  const { origins, anyPort } = rulesOf(principal.settings);
   if (origins.has('*')) return;
   const normal = normaliseOrigin(origin);
-  if (normal === null || !origins.has(normal)) {
+  if (normal === null || !(origins.has(normal) || (normal !== '*' && anyPort.has(withoutPort(normal))))) {
     throw forbidden(
       `Origin ${origin} is not in this project's allowed_origins; add it in the project settings to use a publishable key from that page.`,
     );

@@ -18,7 +18,7 @@ const originSchema = z
   .max(256)
   .regex(
     /^(https?:\/\/[^/\s]+|\*)$/,
-    'must be an origin like https://app.example.com (scheme and host, no path), or *',
+    'must be an origin like https://app.example.com (scheme and host, no path), http://localhost:* (any port), or *',
   );
 
 /**

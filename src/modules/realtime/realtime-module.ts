@@ -17,13 +17,16 @@ import { createRealtimeTokens } from './realtime-token';
 import { createTailHub } from './tail-hub';
 import { createWsGateway } from './ws-gateway';
 import type { TrackConnection } from './track-connection';
-import type { ApiPrincipal } from '../../lib/http/route';
+import type { ApiPrincipal, RateClass } from '../../lib/http/route';
+import type { MessagesService } from '../messages/messages-service';
 
 export interface RealtimeOptions {
   heartbeatMs: number;
   presenceGraceMs: number;
   maxBufferedBytes: number;
   tokenTtlSeconds: number;
+  /** JSON nesting allowed in a `send` frame's message (MAX_JSON_DEPTH, as REST bodies). */
+  maxJsonDepth: number;
 }
 
 /** Live tail (SSE, WebSocket), typing, presence and read-mark fan-out for one replica. */
@@ -40,8 +43,11 @@ export function createRealtimeModule(deps: {
   clientIp: ClientIp;
   /** The project's IP allowlist and allowed origins (the REST guards), for upgrades and SSE tokens. */
   assertCaller: (req: IncomingMessage, principal: ApiPrincipal) => void;
-  /** The rate limiter's admission for callers outside the route factory. */
-  admit?: (principal: ApiPrincipal, ip: string) => Promise<void>;
+  /** The rate limiter's admission for callers outside the route factory (upgrades: read; sends: write). */
+  admit?: (principal: ApiPrincipal, cls: RateClass, ip: string) => Promise<void>;
+  /** The REST append, for WebSocket `send` frames (usage counted as REST counts it). */
+  messages: Pick<MessagesService, 'append'>;
+  onAppended?: (projectId: string, newMessages: number) => void;
   /** Seconds from a NOTIFY wake-up to fan-out (the replica's metrics histogram). */
   observeNotifyLag?: (seconds: number) => void;
 }) {
@@ -89,8 +95,16 @@ export function createRealtimeModule(deps: {
     async checkUpgrade(req, principal) {
       const ip = deps.clientIp(req) ?? '';
       deps.assertCaller(req, principal);
-      await deps.admit?.(principal, ip);
+      await deps.admit?.(principal, 'read', ip);
     },
+    clientIp: (req) => deps.clientIp(req) ?? '',
+    admit: deps.admit,
+    async append(principal, threadId, message) {
+      const outcome = await deps.messages.append(principal, threadId, [message]);
+      deps.onAppended?.(principal.projectId, outcome.existed.filter((e) => !e).length);
+      return outcome;
+    },
+    maxJsonDepth: options.maxJsonDepth,
     logger,
     heartbeatMs: options.heartbeatMs,
     maxBufferedBytes: options.maxBufferedBytes,

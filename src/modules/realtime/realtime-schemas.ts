@@ -18,6 +18,12 @@ export const wsClientMessageSchema = z.discriminatedUnion('type', [
     .strict(),
   z.object({ type: z.literal('read'), thread_id: idSchema, seq, id: ref }).strict(),
   z.object({ type: z.literal('ping'), id: ref }).strict(),
+  // thread_id and message are validated by the send handler, so their errors come back as a
+  // problem (the same field errors as REST), not as a malformed frame.
+  z
+    .object({ type: z.literal('send'), id: ref, thread_id: z.unknown(), message: z.unknown() })
+    .strict()
+    .openapi({ description: 'Append a message, as POST /v1/threads/{thread_id}/messages with `message` as its body' }),
 ]);
 export type WsClientMessage = z.infer<typeof wsClientMessageSchema>;
 

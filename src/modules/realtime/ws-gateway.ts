@@ -3,13 +3,17 @@ import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
-import { isConnectionError } from '../../lib/db';
-import { AppError, isAppError, forbidden, unauthorized } from '../../lib/errors';
+import { isConnectionError, pgCode } from '../../lib/db';
+import { AppError, isAppError, forbidden, unauthorized, badRequest, rateLimited } from '../../lib/errors';
+import { idSchema } from '../../lib/ids';
 import { apiKeyFrom } from '../../lib/http/credentials';
-import { endSocketWithProblem } from '../../lib/http/problem';
-import type { ApiPrincipal } from '../../lib/http/route';
+import { inspectJson } from '../../lib/http/json';
+import { endSocketWithProblem, PROBLEM_BASE, problemBody } from '../../lib/http/problem';
+import { parse, type ApiPrincipal, type RateClass } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
 import type { KeyAuthService } from '../keys/key-auth-service';
+import type { AppendOutcome } from '../messages/message-append';
+import { newMessageSchema, type MessageInput } from '../messages/messages-schemas';
 import type { ReadStateService } from '../read-state/read-state-service';
 import type { ThreadsService } from '../threads/threads-service';
 import type { Ephemeral, EphemeralMessage } from './ephemeral';
@@ -29,6 +33,8 @@ const TYPING_MIN_INTERVAL_MS = 1_000;
 /** Client messages per socket: a burst of RATE_BURST, then RATE_PER_SECOND (subscribe costs queries). */
 const RATE_BURST = 200;
 const RATE_PER_SECOND = 50;
+/** `send` frames a socket may have unanswered at once; more are refused (rate_limited) until acks come back. */
+export const MAX_SENDS_IN_FLIGHT = 64;
 
 interface Subscription {
   handle: { close(): void } | null;
@@ -45,6 +51,9 @@ interface Conn {
   untrack: () => void;
   tokens: number;
   refilledAt: number;
+  /** The client address at the upgrade (rate limits of anonymous buckets, logs). */
+  ip: string;
+  sendsInFlight: number;
 }
 
 const threadKey = (p: string, t: string) => `${p}\u0000${t}`;
@@ -78,6 +87,13 @@ export function createWsGateway(deps: {
   track: TrackConnection;
   /** The project's IP allowlist, allowed origins and rate limit, as REST routes get them from guards. */
   checkUpgrade: (req: IncomingMessage, principal: ApiPrincipal) => Promise<void>;
+  /** The address of an upgrade request (as REST sees it), for the rate limiter. */
+  clientIp: (req: IncomingMessage) => string;
+  /** The REST rate limiter's admission: `send` spends from the same `write` bucket as POST …/messages. */
+  admit?: (principal: ApiPrincipal, cls: RateClass, ip: string) => Promise<void>;
+  /** The REST append (messages.append: same validation, authorization, idempotency, ingest). */
+  append: (principal: ApiPrincipal, threadId: string, message: MessageInput) => Promise<AppendOutcome>;
+  maxJsonDepth: number;
   logger: Logger;
   heartbeatMs: number;
   maxBufferedBytes: number;
@@ -252,6 +268,75 @@ export function createWsGateway(deps: {
     if (principal.userId) deps.ephemeral().join(principal.projectId, m.thread_id, principal.userId);
   }
 
+  /**
+   * A `send` frame: the REST append over the socket. Validated like the route's body, admitted
+   * by the same `write` rate limit, appended by messages.append (authorization, client-id
+   * idempotency, group commit), and answered only once the group has committed.
+   */
+  async function sendMessage(conn: Conn, m: Extract<WsClientMessage, { type: 'send' }>) {
+    const requestId = randomUUID();
+    const ref = m.id !== undefined ? { id: m.id } : {};
+    if (conn.sendsInFlight >= MAX_SENDS_IN_FLIGHT) {
+      const e = rateLimited(`At most ${MAX_SENDS_IN_FLIGHT} sends may await their ack on one socket.`, 1);
+      return send(conn, errorFrame(e, requestId, ref));
+    }
+    conn.sendsInFlight++;
+    try {
+      const threadId = parse(idSchema, m.thread_id, 'thread_id');
+      const flaw = inspectJson(m.message, deps.maxJsonDepth);
+      if (flaw === 'too_deep') throw badRequest(`The message nests deeper than ${deps.maxJsonDepth} levels.`);
+      if (flaw === 'nul') throw badRequest('Strings in the message must not contain the NUL character (\\u0000).');
+      const message = parse(newMessageSchema, m.message, 'message');
+      await deps.admit?.(conn.principal, 'write', conn.ip);
+      const outcome = await deps.append(conn.principal, threadId, message);
+      const [stored] = outcome.messages;
+      send(conn, {
+        type: 'ack',
+        ...ref,
+        thread_id: threadId,
+        seq: stored.seq,
+        replayed: outcome.existed[0],
+        message: stored,
+      });
+    } catch (e) {
+      send(conn, errorFrame(e, requestId, ref, { request_id: requestId, thread: m.thread_id }));
+    } finally {
+      conn.sendsInFlight--;
+    }
+  }
+
+  /** An error frame carrying the problem REST would have answered (same type, title, status). */
+  function errorFrame(e: unknown, requestId: string, ref: { id?: string }, log?: Record<string, unknown>) {
+    let error: AppError | null = null;
+    if (isAppError(e)) error = e;
+    else if (/^22/.test(pgCode(e) ?? ''))
+      error = badRequest('A value in the message cannot be stored; check strings and numbers for unusual content.');
+    else if (isConnectionError(e))
+      error = new AppError('unavailable', 'The database is not reachable right now; retry shortly.', {
+        retryAfterSeconds: 1,
+      });
+    else logger.error({ err: e, ...log }, 'WebSocket send failed');
+    const problem = error
+      ? problemBody(error, requestId)
+      : {
+          type: PROBLEM_BASE + 'internal',
+          title: 'Internal server error',
+          status: 500,
+          detail: 'An unexpected error occurred; it has been logged.',
+          request_id: requestId,
+        };
+    const retry = error?.extra.retryAfterSeconds;
+    return {
+      type: 'error',
+      ...ref,
+      code: error ? error.kind : 'internal',
+      message: problem.detail,
+      status: problem.status,
+      ...(retry !== undefined ? { retry_after: Math.max(1, Math.ceil(retry)) } : {}),
+      problem,
+    };
+  }
+
   async function handle(conn: Conn, m: WsClientMessage) {
     const ref = m.id !== undefined ? { id: m.id } : {};
     switch (m.type) {
@@ -286,6 +371,8 @@ export function createWsGateway(deps: {
         await deps.ephemeral().typing(conn.principal.projectId, m.thread_id, userId, m.state);
         return;
       }
+      case 'send':
+        return sendMessage(conn, m);
       case 'read': {
         const r = await deps.readState.markRead(conn.principal, m.thread_id, m.seq);
         return send(conn, {
@@ -299,7 +386,7 @@ export function createWsGateway(deps: {
     }
   }
 
-  function onConnection(ws: WebSocket, principal: ApiPrincipal) {
+  function onConnection(ws: WebSocket, principal: ApiPrincipal, ip: string) {
     const conn: Conn = {
       id: randomUUID(),
       ws,
@@ -311,6 +398,8 @@ export function createWsGateway(deps: {
       untrack: () => undefined,
       tokens: RATE_BURST,
       refilledAt: Date.now(),
+      ip,
+      sendsInFlight: 0,
     };
     conns.add(conn);
     conn.untrack = deps.track(principal, () => closeConn(conn, WS_CLOSE.policy, 'API key revoked'));
@@ -319,27 +408,33 @@ export function createWsGateway(deps: {
     ws.on('error', () => cleanup(conn));
     ws.on('message', (data: RawData, isBinary: boolean) => {
       conn.alive = true;
-      const now = Date.now();
-      conn.tokens = Math.min(RATE_BURST, conn.tokens + ((now - conn.refilledAt) / 1000) * RATE_PER_SECOND);
-      conn.refilledAt = now;
-      if (conn.tokens < 1)
-        return send(conn, {
-          type: 'error',
-          code: 'rate_limited',
-          message: `Too many messages: at most ${RATE_PER_SECOND} per second per socket (bursts of ${RATE_BURST}); this one was dropped.`,
-        });
-      conn.tokens -= 1;
       let parsed: unknown;
       try {
         if (isBinary) throw new Error('binary');
         parsed = JSON.parse(data.toString());
       } catch {
+        parsed = undefined;
+      }
+      // A `send` is not counted here: it spends from the REST write limit instead, and at most
+      // MAX_SENDS_IN_FLIGHT await their ack. Every other frame (a bad one too) costs a token.
+      if ((parsed as { type?: unknown } | undefined)?.type !== 'send') {
+        const now = Date.now();
+        conn.tokens = Math.min(RATE_BURST, conn.tokens + ((now - conn.refilledAt) / 1000) * RATE_PER_SECOND);
+        conn.refilledAt = now;
+        if (conn.tokens < 1)
+          return send(conn, {
+            type: 'error',
+            code: 'rate_limited',
+            message: `Too many messages: at most ${RATE_PER_SECOND} per second per socket (bursts of ${RATE_BURST}); this one was dropped.`,
+          });
+        conn.tokens -= 1;
+      }
+      if (parsed === undefined)
         return send(conn, {
           type: 'error',
           code: 'bad_request',
           message: 'Send one JSON object per text message (see docs/REALTIME.md).',
         });
-      }
       const r = wsClientMessageSchema.safeParse(parsed);
       if (!r.success) {
         const ref =
@@ -350,7 +445,9 @@ export function createWsGateway(deps: {
         return send(conn, { type: 'error', ...ref, code: 'bad_request', message: `Invalid message: ${detail}` });
       }
       const m = r.data;
-      handle(conn, m).catch((e) => fail(conn, e, m.id, 'thread_id' in m ? m.thread_id : undefined));
+      handle(conn, m).catch((e) =>
+        fail(conn, e, m.id, 'thread_id' in m && typeof m.thread_id === 'string' ? m.thread_id : undefined),
+      );
     });
     send(conn, { type: 'welcome', connection_id: conn.id, user_id: principal.userId, heartbeat_ms: deps.heartbeatMs });
   }
@@ -389,7 +486,7 @@ export function createWsGateway(deps: {
           (principal) => {
             if (closing)
               return refuse(socket, new AppError('unavailable', 'The server is restarting; reconnect shortly.'));
-            wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, principal));
+            wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, principal, deps.clientIp(req)));
           },
           (e) => refuse(socket, e),
         );

@@ -30,6 +30,7 @@ import { createKeysModule } from './modules/keys/keys-module';
 import { createKeysStore } from './modules/keys/keys-store';
 import { createMessagesModule } from './modules/messages/messages-module';
 import { createMessagesStore } from './modules/messages/messages-store';
+import { createPageCache } from './modules/messages/page-cache';
 import { createProjectsService } from './modules/projects/projects-service';
 import { createProjectsStore } from './modules/projects/projects-store';
 import { createRateLimitModule } from './modules/rate-limit/rate-limit-module';
@@ -110,6 +111,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     threads,
     maxMessageBytes: config.MAX_MESSAGE_BYTES,
     crypto: encryption.service,
+    pageCache: createPageCache({ maxBytes: config.PAGE_CACHE_BYTES, registry: metrics.registry }),
     onAppended: usage.countMessages,
   });
   const events = createEventsModule({ db, threads, openEvents: encryption.service.openEvents });

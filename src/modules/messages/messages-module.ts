@@ -6,6 +6,7 @@ import type { ThreadsService } from '../threads/threads-service';
 import { createMessagesRouter } from './messages-router';
 import { createMessagesService, type MessageCrypto } from './messages-service';
 import { createMessagesStore } from './messages-store';
+import type { PageCache } from './page-cache';
 
 /** Messages: append (REST, batch, WebSocket send), edit, delete, reactions, pages and versions. */
 export function createMessagesModule(deps: {
@@ -16,6 +17,7 @@ export function createMessagesModule(deps: {
   threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx'>;
   maxMessageBytes: number;
   crypto: MessageCrypto;
+  pageCache?: PageCache;
   /** Messages a request actually wrote (usage counting). */
   onAppended?: (projectId: string, newMessages: number) => void;
 }) {

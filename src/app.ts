@@ -1,6 +1,5 @@
 import cookieParser from 'cookie-parser';
 import express, { type Express } from 'express';
-import helmet from 'helmet';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import type { Knex } from 'knex';
@@ -10,6 +9,7 @@ import { answerClientErrors } from './lib/http/client-error';
 import { createClientIp } from './lib/http/client-ip';
 import { errorMiddleware } from './lib/http/problem';
 import { requestId } from './lib/http/request-id';
+import { securityHeaders } from './lib/http/security-headers';
 import { requestContextGuard, requestLog } from './lib/http/request-log';
 import { createRouteFactory, type Guard, type Principal } from './lib/http/route';
 import type { Logger } from './lib/logger';
@@ -162,6 +162,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       heartbeatMs: config.REALTIME_HEARTBEAT_MS,
       presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS,
       maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES,
+      slowConsumerMs: config.REALTIME_SLOW_CONSUMER_MS,
       tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS,
     },
     observeNotifyLag: (s) => metrics.notifyLag.observe(s),
@@ -199,12 +200,13 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   // HTTP: middleware, then every router in order.
   app.use(requestId());
   app.use(requestLog({ logger, metrics }));
-  app.use(helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } }));
+  app.use(securityHeaders({ crossOriginResourcePolicy: { policy: 'cross-origin' } }));
   app.use('/v1', apiCors());
   app.use('/auth', rateLimits.perIp('auth'));
   app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));
   app.use(express.text({ limit: config.MAX_REQUEST_BYTES, type: 'text/plain' }));
-  app.use(cookieParser());
+  // Cookies (sessions, CSRF, OAuth state) matter only to sign-in, the console and its routes.
+  app.use(['/auth', '/console', '/v1/me', '/v1/projects'], cookieParser());
   app.use(createMetricsRouter(metrics, config.METRICS_TOKEN));
   app.use(createSystemRouter({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }));
   app.use(keys.router(routes));

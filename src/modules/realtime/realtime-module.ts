@@ -23,6 +23,8 @@ export interface RealtimeOptions {
   heartbeatMs: number;
   presenceGraceMs: number;
   maxBufferedBytes: number;
+  /** A subscriber whose backlog stays above maxBufferedBytes this long is cut off (default 5 s). */
+  slowConsumerMs?: number;
   tokenTtlSeconds: number;
 }
 
@@ -94,6 +96,7 @@ export function createRealtimeModule(deps: {
     logger,
     heartbeatMs: options.heartbeatMs,
     maxBufferedBytes: options.maxBufferedBytes,
+    slowConsumerMs: options.slowConsumerMs ?? 5_000,
   });
   const ephemeral = createEphemeral({
     db,
@@ -121,6 +124,7 @@ export function createRealtimeModule(deps: {
         track,
         heartbeatMs: options.heartbeatMs,
         maxBufferedBytes: options.maxBufferedBytes,
+        slowConsumerMs: options.slowConsumerMs ?? 5_000,
         openStreams,
         joinPresence(principal, threadId) {
           const userId = principal.userId;

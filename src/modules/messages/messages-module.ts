@@ -14,7 +14,7 @@ export function createMessagesModule(deps: {
   ingest: LogIngest;
   log: ThreadLog;
   idempotency: Idempotency;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx'>;
+  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx' | 'writable'>;
   maxMessageBytes: number;
   crypto: MessageCrypto;
   pageCache?: PageCache;

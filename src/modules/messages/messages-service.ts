@@ -32,7 +32,7 @@ export function createMessagesService(deps: {
   db: Knex;
   ingest: LogIngest;
   log: ThreadLog;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx'>;
+  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx' | 'writable'>;
   messagesStore: MessagesStore;
   maxMessageBytes: number;
   crypto: MessageCrypto;
@@ -42,7 +42,7 @@ export function createMessagesService(deps: {
   const { db, ingest, log, threads, messagesStore, crypto, pageCache } = deps;
   const open = (p: ApiPrincipal, threadId: string, m: MessageView) =>
     crypto.openMessages(p.projectId, threadId, [m]).then((r) => r[0]);
-  const appendBatcher = createAppendBatcher({ log, messagesStore });
+  const appendBatcher = createAppendBatcher({ log, messagesStore, writable: threads.writable });
 
   function toNewMessage(principal: ApiPrincipal, m: MessageInput, index: number | null): NewMessage {
     const where = index === null ? '' : ` (messages[${index}])`;
@@ -99,13 +99,14 @@ export function createMessagesService(deps: {
       threadId,
       messages: messages.map((m, i) => toNewMessage(principal, m, messages.length > 1 ? i : null)),
     };
-    // Secret keys may write anywhere: no look-up, so their appends are submitted in the same
-    // tick as they were made (calls made together share a group, in call order).
-    const mergeable = isTrusted(principal) || (await threads.mayWrite(db, principal, threadId)) === 'allowed';
+    // No look-up before submit: every append is submitted in the tick it was made (calls made
+    // together share a group, in call order). Other callers than secret keys are checked in the
+    // group, all at once (`writer`); one the check does not admit runs alone, under the rule.
+    const merged: AppendRequest = isTrusted(principal) ? request : { ...request, writer: { userId: principal.userId } };
     const item: LogWorkItem<AppendOutcome> = {
       partition: `${principal.projectId}:${threadId}`,
       run: (tx, pointers) => appendAlone(tx, pointers, principal, request),
-      merge: mergeable ? { batcher: appendBatcher, input: request } : undefined,
+      merge: { batcher: appendBatcher, input: merged },
     };
     // Projects that encrypt nothing stay synchronous up to submit (see above).
     if (!crypto.encrypts(principal)) return ingest.submit(opts.wrap ? opts.wrap(item) : item);

@@ -1,6 +1,5 @@
 import cookieParser from 'cookie-parser';
 import express, { type Express } from 'express';
-import helmet from 'helmet';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import type { Knex } from 'knex';
@@ -10,6 +9,7 @@ import { answerClientErrors } from './lib/http/client-error';
 import { createClientIp } from './lib/http/client-ip';
 import { errorMiddleware } from './lib/http/problem';
 import { requestId } from './lib/http/request-id';
+import { securityHeaders } from './lib/http/security-headers';
 import { requestContextGuard, requestLog } from './lib/http/request-log';
 import { createRouteFactory, type Guard, type Principal } from './lib/http/route';
 import type { Logger } from './lib/logger';
@@ -29,6 +29,7 @@ import { createIdempotency } from './modules/idempotency/idempotency';
 import { createKeysModule } from './modules/keys/keys-module';
 import { createMessagesModule } from './modules/messages/messages-module';
 import { createMessagesStore } from './modules/messages/messages-store';
+import { createPageCache } from './modules/messages/page-cache';
 import { createProjectsModule } from './modules/projects/projects-module';
 import { createRateLimitModule } from './modules/rate-limit/rate-limit-module';
 import { createReadStateModule } from './modules/read-state/read-state-module';
@@ -103,6 +104,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     threads,
     maxMessageBytes: config.MAX_MESSAGE_BYTES,
     crypto: encryption.service,
+    pageCache: createPageCache({ maxBytes: config.PAGE_CACHE_BYTES, registry: metrics.registry }),
     onAppended: usage.countMessages,
   });
   const events = createEventsModule({ db, threads, openEvents: encryption.service.openEvents });
@@ -153,6 +155,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       heartbeatMs: config.REALTIME_HEARTBEAT_MS,
       presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS,
       maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES,
+      slowConsumerMs: config.REALTIME_SLOW_CONSUMER_MS,
       tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS,
       maxJsonDepth: config.MAX_JSON_DEPTH,
     },
@@ -193,23 +196,24 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   // HTTP: middleware, then every router in order.
   app.use(requestId());
   app.use(requestLog({ logger, metrics }));
-  const securityHeaders = helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } });
+  const apiHeaders = securityHeaders({ crossOriginResourcePolicy: { policy: 'cross-origin' } });
   // The API reference is read over plain HTTP too (a dev box, a LAN address): the default
   // upgrade-insecure-requests would turn its same-origin assets into https requests that fail,
   // leaving the page blank off localhost. HSTS means nothing there either.
-  const docsHeaders = helmet({
+  const docsHeaders = securityHeaders({
     crossOriginResourcePolicy: { policy: 'cross-origin' },
     contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } },
     strictTransportSecurity: false,
   });
   app.use((req, res, next) =>
-    (req.path === '/docs' || req.path.startsWith('/docs/') ? docsHeaders : securityHeaders)(req, res, next),
+    (req.path === '/docs' || req.path.startsWith('/docs/') ? docsHeaders : apiHeaders)(req, res, next),
   );
   app.use('/v1', apiCors());
   app.use('/auth', rateLimits.perIp('auth'));
   app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));
   app.use(express.text({ limit: config.MAX_REQUEST_BYTES, type: 'text/plain' }));
-  app.use(cookieParser());
+  // Cookies (sessions, CSRF, OAuth state) matter only to sign-in, the console and its routes.
+  app.use(['/auth', '/console', '/v1/me', '/v1/projects'], cookieParser());
   app.use(createMetricsRouter(metrics, config.METRICS_TOKEN));
   app.use(createSystemModule({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }).router());
   app.use(keys.router(routes));

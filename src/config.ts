@@ -51,6 +51,10 @@ export const configSchema = z.object({
   REALTIME_PRESENCE_GRACE_MS: int(0, 600_000).default(5_000),
   REALTIME_MAX_BUFFERED_BYTES: int(16 * 1024, 256 * 1024 * 1024).default(1024 * 1024),
   REALTIME_TOKEN_TTL_SECONDS: int(10, 86_400).default(300),
+  /** How long a live subscriber's unsent backlog may stay above REALTIME_MAX_BUFFERED_BYTES before it is cut off. */
+  REALTIME_SLOW_CONSUMER_MS: int(100, 600_000).default(5_000),
+  /** Per-replica budget for serialised message pages (0 turns the page cache off). */
+  PAGE_CACHE_BYTES: int(0, 4 * 1024 * 1024 * 1024).default(32 * 1024 * 1024),
   RATE_LIMIT_ENABLED: bool.default(true),
   RATE_LIMIT_WINDOW_SECONDS: int(1, 86_400).default(60),
   RATE_LIMIT_READ: int(1, 1_000_000).default(6_000),

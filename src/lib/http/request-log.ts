@@ -25,42 +25,50 @@ export const requestContextGuard: Guard = (req, res, spec, principal) => {
   res.locals.rateClass = spec.rateClass ?? (req.method === 'GET' || req.method === 'HEAD' ? 'read' : 'write');
 };
 
+const STARTED = Symbol('request started');
+const LOGGED = Symbol('request logged');
+type Timed = Response & { [STARTED]?: bigint; [LOGGED]?: boolean };
+
 /**
  * One JSON line per request, when it ends: request id, project, route pattern, method,
  * status, duration. Never headers, query strings or bodies (they carry keys and user data).
- * Also feeds the request-duration histogram and the rate-limit refusal counter.
+ * Also feeds the request-duration histogram and the rate-limit refusal counter. One listener
+ * function for every request (the response is `this`), so a request allocates no closure.
  */
 export function requestLog(deps: { logger: Logger; metrics: Metrics }): RequestHandler {
-  return (req, res, next) => {
-    const started = process.hrtime.bigint();
-    let logged = false;
-    // 'finish' (the last byte handed to the OS) comes before the client can see the
-    // response, so a scrape right after it counts it; 'close' alone catches aborted ones.
-    const done = () => {
-      if (logged) return;
-      logged = true;
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const route = routeLabel(req, res);
-      const status = res.statusCode;
-      const stream = String(res.getHeader('content-type') ?? '').startsWith('text/event-stream');
-      if (!stream) deps.metrics.httpDuration.observe({ method: req.method, route, status: String(status) }, seconds);
-      if (status === 429)
-        deps.metrics.rateLimitRefusals.inc({
-          class: String(res.locals.rateClass ?? (req.originalUrl.startsWith('/auth') ? 'auth' : 'unknown')),
-        });
-      const line = {
-        request_id: res.locals.requestId as string | undefined,
-        project_id: res.locals.projectId as string | undefined,
-        method: req.method,
-        route,
-        status,
-        duration_ms: Math.round(seconds * 1e6) / 1e3,
-        ...(res.writableFinished ? {} : { aborted: true }),
-      };
-      if (status >= 500) deps.logger.warn(line, 'request');
-      else if (QUIET_ROUTES.has(route)) deps.logger.debug(line, 'request');
-      else deps.logger.info(line, 'request');
+  // 'finish' (the last byte handed to the OS) comes before the client can see the
+  // response, so a scrape right after it counts it; 'close' alone catches aborted ones.
+  function done(this: Timed) {
+    logEnd(this);
+  }
+  function logEnd(res: Timed) {
+    if (res[LOGGED]) return;
+    res[LOGGED] = true;
+    const req = res.req;
+    const seconds = Number(process.hrtime.bigint() - res[STARTED]!) / 1e9;
+    const route = routeLabel(req, res);
+    const status = res.statusCode;
+    const stream = String(res.getHeader('content-type') ?? '').startsWith('text/event-stream');
+    if (!stream) deps.metrics.httpDuration.observe({ method: req.method, route, status: String(status) }, seconds);
+    if (status === 429)
+      deps.metrics.rateLimitRefusals.inc({
+        class: String(res.locals.rateClass ?? (req.originalUrl.startsWith('/auth') ? 'auth' : 'unknown')),
+      });
+    const line = {
+      request_id: res.locals.requestId as string | undefined,
+      project_id: res.locals.projectId as string | undefined,
+      method: req.method,
+      route,
+      status,
+      duration_ms: Math.round(seconds * 1e6) / 1e3,
+      ...(res.writableFinished ? {} : { aborted: true }),
     };
+    if (status >= 500) deps.logger.warn(line, 'request');
+    else if (QUIET_ROUTES.has(route)) deps.logger.debug(line, 'request');
+    else deps.logger.info(line, 'request');
+  }
+  return (_req, res, next) => {
+    (res as Timed)[STARTED] = process.hrtime.bigint();
     res.once('finish', done);
     res.once('close', done);
     next();

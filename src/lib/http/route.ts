@@ -58,6 +58,11 @@ export interface Reply {
   body?: unknown;
   /** Sent as text/plain instead of JSON. */
   text?: string;
+  /**
+   * The JSON body already serialised (a cached page): sent as these bytes, never encoded again.
+   * `body`, when also given, is what they encode (checked against the schema like any body).
+   */
+  json?: Buffer;
   headers?: Record<string, string>;
 }
 
@@ -86,6 +91,8 @@ export interface RouteFactoryDeps {
    */
   validateResponses?: boolean;
 }
+
+const JSON_TYPE = 'application/json; charset=utf-8';
 
 const toOpenApiPath = (p: string) => p.replace(/:([A-Za-z_]+)/g, '{$1}');
 
@@ -198,6 +205,8 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
     for (const [k, v] of Object.entries(r.headers ?? {})) res.setHeader(k, v);
     res.status(status);
     if (r.text !== undefined) res.type('text/plain; charset=utf-8').send(r.text);
+    // The same Content-Type (and so the same ETag) as a string body sent below.
+    else if (r.json !== undefined) res.setHeader('content-type', JSON_TYPE).send(r.json);
     else if (r.body === undefined) res.end();
     else res.type('application/json').send(JSON.stringify(r.body));
   }

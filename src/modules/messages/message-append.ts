@@ -23,7 +23,19 @@ export interface AppendRequest {
   projectId: string;
   threadId: string;
   messages: NewMessage[];
+  /**
+   * A caller that is not a secret key: may write only where the thread's write policy admits
+   * this user. Checked for the whole group in one statement (`writable`); a request it does not
+   * admit runs alone, where the full rule answers (create the thread, 403 or 404).
+   */
+  writer?: { userId: string | null };
 }
+
+/** The access check of a merged group: indexes of the writers allowed. */
+export type WritableCheck = (
+  tx: Knex.Transaction,
+  writers: Array<{ projectId: string; threadId: string; userId: string | null }>,
+) => Promise<Set<number>>;
 
 export interface AppendOutcome {
   messages: MessageView[];
@@ -194,14 +206,29 @@ export async function appendMany(
 export function createAppendBatcher(deps: {
   log: ThreadLog;
   messagesStore: MessagesStore;
+  writable: WritableCheck;
 }): Batcher<AppendRequest, AppendOutcome, CommitPointers, Knex.Transaction> {
   return {
     name: 'append',
     async run(tx, pointers, requests, finish) {
-      const { results, notified } = await appendMany(deps, tx, pointers, requests, finish?.group);
+      // Writers that are not secret keys: one statement for the whole group decides who may merge.
+      const checked = requests.flatMap((r, i) => (r.writer ? [i] : []));
+      const allowed =
+        checked.length === 0
+          ? null
+          : await deps.writable(
+              tx,
+              checked.map((i) => ({ ...requests[i], userId: requests[i].writer!.userId })),
+            );
+      const denied = new Set(checked.filter((_, k) => !allowed!.has(k)));
+      const merged = denied.size === 0 ? requests : requests.filter((_, i) => !denied.has(i));
+      const { results, notified } = await appendMany(deps, tx, pointers, merged, finish?.group);
+      let next = 0;
       return {
         finished: notified,
-        results: results.map((r): BatchResult<AppendOutcome> => {
+        results: requests.map((_, i): BatchResult<AppendOutcome> => {
+          if (denied.has(i)) return RUN_ALONE;
+          const r = results[next++];
           if (r === THREAD_MISSING) return RUN_ALONE;
           return r instanceof AppError ? { err: r } : { ok: r };
         }),

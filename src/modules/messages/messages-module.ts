@@ -6,6 +6,7 @@ import type { ThreadsService } from '../threads/threads-service';
 import { createMessagesRouter } from './messages-router';
 import { createMessagesService, type MessageCrypto } from './messages-service';
 import { createMessagesStore } from './messages-store';
+import type { PageCache } from './page-cache';
 
 /** Messages: append (REST, batch, WebSocket send), edit, delete, reactions, pages and versions. */
 export function createMessagesModule(deps: {
@@ -13,9 +14,10 @@ export function createMessagesModule(deps: {
   ingest: LogIngest;
   log: ThreadLog;
   idempotency: Idempotency;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx'>;
+  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx' | 'writable'>;
   maxMessageBytes: number;
   crypto: MessageCrypto;
+  pageCache?: PageCache;
   /** Messages a request actually wrote (usage counting). */
   onAppended?: (projectId: string, newMessages: number) => void;
 }) {

@@ -128,8 +128,10 @@ export function createMessagesRouter(deps: {
       responses: { 200: { description: 'A page', schema: messagePageSchema } },
     },
     async ({ principal, params, query, header }) => {
-      const page = await messages.page(principal, params.thread_id, query);
-      return prefersText(header('accept')) ? { text: asText(page.data) } : { body: page };
+      if (prefersText(header('accept')))
+        return { text: asText((await messages.page(principal, params.thread_id, query)).data) };
+      const { json, page } = await messages.pageJson(principal, params.thread_id, query);
+      return { json, body: page };
     },
   );
 

@@ -18,6 +18,9 @@ import {
 import type { MessagesStore } from './messages-store';
 import type { MessageInput, MessageView, PageQuery } from './messages-schemas';
 import type { EncryptionService } from '../encryption/encryption-service';
+import { isEnvelope } from '../encryption/envelope';
+import { someString } from '../encryption/field-paths';
+import { versionOf, type PageCache } from './page-cache';
 
 /** Field encryption as the messages service uses it (seal before ingest, open on every read). */
 export type MessageCrypto = Pick<
@@ -29,15 +32,17 @@ export function createMessagesService(deps: {
   db: Knex;
   ingest: LogIngest;
   log: ThreadLog;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx'>;
+  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx' | 'writable'>;
   messagesStore: MessagesStore;
   maxMessageBytes: number;
   crypto: MessageCrypto;
+  /** Serialised pages per replica; absent or disabled: every page is read from PostgreSQL. */
+  pageCache?: PageCache;
 }) {
-  const { db, ingest, log, threads, messagesStore, crypto } = deps;
+  const { db, ingest, log, threads, messagesStore, crypto, pageCache } = deps;
   const open = (p: ApiPrincipal, threadId: string, m: MessageView) =>
     crypto.openMessages(p.projectId, threadId, [m]).then((r) => r[0]);
-  const appendBatcher = createAppendBatcher({ log, messagesStore });
+  const appendBatcher = createAppendBatcher({ log, messagesStore, writable: threads.writable });
 
   function toNewMessage(principal: ApiPrincipal, m: MessageInput, index: number | null): NewMessage {
     const where = index === null ? '' : ` (messages[${index}])`;
@@ -94,13 +99,14 @@ export function createMessagesService(deps: {
       threadId,
       messages: messages.map((m, i) => toNewMessage(principal, m, messages.length > 1 ? i : null)),
     };
-    // Secret keys may write anywhere: no look-up, so their appends are submitted in the same
-    // tick as they were made (calls made together share a group, in call order).
-    const mergeable = isTrusted(principal) || (await threads.mayWrite(db, principal, threadId)) === 'allowed';
+    // No look-up before submit: every append is submitted in the tick it was made (calls made
+    // together share a group, in call order). Other callers than secret keys are checked in the
+    // group, all at once (`writer`); one the check does not admit runs alone, under the rule.
+    const merged: AppendRequest = isTrusted(principal) ? request : { ...request, writer: { userId: principal.userId } };
     const item: LogWorkItem<AppendOutcome> = {
       partition: `${principal.projectId}:${threadId}`,
       run: (tx, pointers) => appendAlone(tx, pointers, principal, request),
-      merge: mergeable ? { batcher: appendBatcher, input: request } : undefined,
+      merge: { batcher: appendBatcher, input: merged },
     };
     // Projects that encrypt nothing stay synchronous up to submit (see above).
     if (!crypto.encrypts(principal)) return ingest.submit(opts.wrap ? opts.wrap(item) : item);
@@ -207,6 +213,18 @@ export function createMessagesService(deps: {
     return open(principal, threadId, reacted);
   }
 
+  async function readPage(principal: ApiPrincipal, threadId: string, q: PageQuery) {
+    const page = await messagesStore.page(db, principal.projectId, threadId, {
+      limit: q.limit,
+      beforeSeq: q.before_seq,
+      afterSeq: q.after_seq,
+      includeDeleted: q.include_deleted,
+    });
+    const sealed = page.data.some((m: MessageView) => m.body !== null && someString(m.body, isEnvelope));
+    const data = sealed ? await crypto.openMessages<MessageView>(principal.projectId, threadId, page.data) : page.data;
+    return { page: { ...page, data }, sealed };
+  }
+
   return {
     append,
     /** A stored Idempotency-Key response holds what was stored (sealed); open it for the client. */
@@ -229,13 +247,31 @@ export function createMessagesService(deps: {
 
     async page(principal: ApiPrincipal, threadId: string, q: PageQuery) {
       await threads.authorize(db, principal, threadId, 'read');
-      const page = await messagesStore.page(db, principal.projectId, threadId, {
-        limit: q.limit,
-        beforeSeq: q.before_seq,
-        afterSeq: q.after_seq,
-        includeDeleted: q.include_deleted,
-      });
-      return { ...page, data: await crypto.openMessages<MessageView>(principal.projectId, threadId, page.data) };
+      return readPage(principal, threadId, q).then((r) => r.page);
+    },
+
+    /**
+     * A page as the JSON bytes to send. The newest page and `after_seq` pages come from the
+     * page cache when it holds them for the thread's current version, which the row that
+     * authorized this read carries (one round trip for a hit). `page` is set when it was read.
+     */
+    async pageJson(
+      principal: ApiPrincipal,
+      threadId: string,
+      q: PageQuery,
+    ): Promise<{ json: Buffer; page?: Awaited<ReturnType<typeof readPage>>['page'] }> {
+      const thread = await threads.authorize(db, principal, threadId, 'read');
+      const cacheable = pageCache?.enabled === true && q.before_seq === undefined;
+      const key = cacheable ? pageKey(principal.projectId, threadId, q) : '';
+      const version = versionOf(thread);
+      const hit = cacheable ? pageCache.get(key, version) : undefined;
+      if (hit) return { json: hit };
+      const { page, sealed } = await readPage(principal, threadId, q);
+      const json = Buffer.from(JSON.stringify(page));
+      // Opened (decrypted) pages are not kept: a key the KMS stops honouring must stop reads
+      // as soon as the replica's key cache lets go of it, which a cached plaintext would outlive.
+      if (cacheable && !sealed) pageCache.set(key, version, json);
+      return { json, page };
     },
 
     async get(principal: ApiPrincipal, threadId: string, messageId: string): Promise<MessageView> {
@@ -257,3 +293,14 @@ export function createMessagesService(deps: {
 }
 
 export type MessagesService = ReturnType<typeof createMessagesService>;
+
+/** (project, thread, every query parameter): a new page parameter is part of the key by itself. */
+function pageKey(projectId: string, threadId: string, q: PageQuery): string {
+  const params = q as Record<string, unknown>;
+  const shape = Object.keys(params)
+    .filter((k) => params[k] !== undefined)
+    .sort()
+    .map((k) => `${k}=${JSON.stringify(params[k])}`)
+    .join('&');
+  return `${projectId}\u0000${threadId}\u0000${shape}`;
+}

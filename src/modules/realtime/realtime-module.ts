@@ -24,6 +24,8 @@ export interface RealtimeOptions {
   heartbeatMs: number;
   presenceGraceMs: number;
   maxBufferedBytes: number;
+  /** A subscriber whose backlog stays above maxBufferedBytes this long is cut off (default 5 s). */
+  slowConsumerMs?: number;
   tokenTtlSeconds: number;
   /** JSON nesting allowed in a `send` frame's message (MAX_JSON_DEPTH, as REST bodies). */
   maxJsonDepth: number;
@@ -108,6 +110,7 @@ export function createRealtimeModule(deps: {
     logger,
     heartbeatMs: options.heartbeatMs,
     maxBufferedBytes: options.maxBufferedBytes,
+    slowConsumerMs: options.slowConsumerMs ?? 5_000,
   });
   const ephemeral = createEphemeral({
     db,
@@ -135,6 +138,7 @@ export function createRealtimeModule(deps: {
         track,
         heartbeatMs: options.heartbeatMs,
         maxBufferedBytes: options.maxBufferedBytes,
+        slowConsumerMs: options.slowConsumerMs ?? 5_000,
         openStreams,
         joinPresence(principal, threadId) {
           const userId = principal.userId;

@@ -20,6 +20,7 @@ export function createRealtimeRouter(deps: {
   track: TrackConnection;
   heartbeatMs: number;
   maxBufferedBytes: number;
+  slowConsumerMs: number;
   openStreams: Set<() => void>;
   /** Counts a live tail in the thread's presence (as a WebSocket subscription is); returns the leave function. */
   joinPresence?: (principal: ApiPrincipal, threadId: string) => () => void;
@@ -69,6 +70,7 @@ export function createRealtimeRouter(deps: {
         hub: deps.hub,
         heartbeatMs: deps.heartbeatMs,
         maxBufferedBytes: deps.maxBufferedBytes,
+        slowConsumerMs: deps.slowConsumerMs,
         open: deps.openStreams,
         track: (close) => {
           const untrack = deps.track(principal, close);

@@ -1,12 +1,15 @@
 import type { Response } from 'express';
 import type { CloseReason, TailHub, SubscribeOptions } from './tail-hub';
 import { sseEventFrame } from './event-frames';
+import { createBacklogJudge } from './slow-consumer';
 
 export interface SseOptions {
   hub: TailHub;
   subscription: Omit<SubscribeOptions, 'sink'>;
   heartbeatMs: number;
   maxBufferedBytes: number;
+  /** How long the backlog may stay above maxBufferedBytes before the stream is ended. */
+  slowConsumerMs: number;
   /** Open streams, so shutdown can end them with a reconnect hint. */
   open: Set<() => void>;
   /** Registers the stream under its API key (ended if the key is revoked); returns unregister. */
@@ -15,7 +18,8 @@ export interface SseOptions {
 
 /**
  * Serves a live tail as Server-Sent Events: replay after the cursor, `event: ready`, then
- * live events; `: ping` comments as heartbeats. A client that cannot keep up is sent
+ * live events; `: ping` comments as heartbeats. A client that cannot keep up (its backlog stays
+ * over the limit for slowConsumerMs; one large batch is not enough) is sent
  * `event: reconnect` and the stream ends, so it resumes with Last-Event-ID instead of this
  * replica buffering without bound.
  */
@@ -32,9 +36,15 @@ export function openSseStream(res: Response, o: SseOptions) {
   /** Set when the cursor was below the retention horizon: the replay restarted there. */
   let purgedThrough: number | null = null;
 
+  const backlog = createBacklogJudge(
+    { maxBytes: o.maxBufferedBytes, graceMs: o.slowConsumerMs },
+    () => res.writableLength,
+    () => finish('event: reconnect\ndata: {"reason":"slow_consumer"}\n\n'),
+  );
   const finish = (frame: string) => {
     if (ended) return;
     ended = true;
+    backlog.stop();
     handle?.close();
     clearInterval(heartbeat);
     o.open.delete(shutdown);
@@ -49,6 +59,7 @@ export function openSseStream(res: Response, o: SseOptions) {
   heartbeat.unref();
   res.on('close', () => {
     ended = true;
+    backlog.stop();
     handle?.close();
     clearInterval(heartbeat);
     o.open.delete(shutdown);
@@ -61,7 +72,7 @@ export function openSseStream(res: Response, o: SseOptions) {
       send(events) {
         if (ended) return;
         res.write(events.map(sseEventFrame).join(''));
-        if (res.writableLength > o.maxBufferedBytes) finish('event: reconnect\ndata: {"reason":"slow_consumer"}\n\n');
+        backlog.check();
       },
       ready(seq) {
         if (ended) return;

@@ -22,6 +22,7 @@ import type { RealtimeTokens } from './realtime-token';
 import { wsClientMessageSchema, type WsClientMessage } from './realtime-schemas';
 import type { CloseReason, TailHub } from './tail-hub';
 import type { TrackConnection } from './track-connection';
+import { createBacklogJudge, type BacklogJudge } from './slow-consumer';
 
 export const WS_PATH = '/v1/ws';
 /** Close codes (see docs/REALTIME.md). */
@@ -54,6 +55,8 @@ interface Conn {
   /** The client address at the upgrade (rate limits of anonymous buckets, logs). */
   ip: string;
   sendsInFlight: number;
+  /** Made when the socket's backlog first goes over the limit. */
+  backlog?: BacklogJudge;
 }
 
 const threadKey = (p: string, t: string) => `${p}\u0000${t}`;
@@ -97,6 +100,7 @@ export function createWsGateway(deps: {
   logger: Logger;
   heartbeatMs: number;
   maxBufferedBytes: number;
+  slowConsumerMs: number;
 }) {
   const { db, hub, logger } = deps;
   const conns = new Set<Conn>();
@@ -131,14 +135,20 @@ export function createWsGateway(deps: {
     if (Buffer.isBuffer(msg)) conn.ws.send(msg, { binary: false });
     else conn.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
     if (conn.ws.bufferedAmount > deps.maxBufferedBytes) {
-      logger.info({ conn: conn.id, buffered: conn.ws.bufferedAmount }, 'closing slow WebSocket consumer');
-      slowConsumerCloses++;
-      closeConn(
-        conn,
-        WS_CLOSE.slowConsumer,
-        'slow consumer: too much unsent data; reconnect and resume with after_seq',
+      conn.backlog ??= createBacklogJudge(
+        { maxBytes: deps.maxBufferedBytes, graceMs: deps.slowConsumerMs },
+        () => conn.ws.bufferedAmount,
+        () => cutSlowConsumer(conn),
       );
+      conn.backlog.check();
     }
+  }
+
+  function cutSlowConsumer(conn: Conn) {
+    if (conn.closed) return;
+    logger.info({ conn: conn.id, buffered: conn.ws.bufferedAmount }, 'closing slow WebSocket consumer');
+    slowConsumerCloses++;
+    closeConn(conn, WS_CLOSE.slowConsumer, 'slow consumer: too much unsent data; reconnect and resume with after_seq');
   }
 
   function closeConn(conn: Conn, code: number, reason: string) {
@@ -152,6 +162,7 @@ export function createWsGateway(deps: {
   function cleanup(conn: Conn) {
     if (conn.closed) return;
     conn.closed = true;
+    conn.backlog?.stop();
     conns.delete(conn);
     conn.untrack();
     for (const threadId of [...conn.subs.keys()]) dropSub(conn, threadId);

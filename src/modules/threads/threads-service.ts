@@ -143,6 +143,9 @@ export function createThreadsService(deps: {
   return {
     authorize,
     mayWrite,
+    /** Indexes of the writers allowed to write to their (live) thread; the rest need `mayWrite`'s verdict. */
+    writable: (tx: Knex.Transaction, writers: Array<{ projectId: string; threadId: string; userId: string | null }>) =>
+      store.writable(tx, writers),
     createInTx,
 
     create(

@@ -57,6 +57,24 @@ export function createThreadsStore() {
       return (await q) as (ThreadRow & { role: Role | null }) | undefined;
     },
 
+    /**
+     * Which of these writers may write to their thread (live, and its write policy admits their
+     * role), in one statement: the indexes of those allowed. The rule is `assertAccess`'s.
+     */
+    async writable(db: Db, writers: Array<{ projectId: string; threadId: string; userId: string | null }>) {
+      if (writers.length === 0) return new Set<number>();
+      const { rows } = await db.raw(
+        `select v.i from unnest(?::text[], ?::text[], ?::text[]) with ordinality as v(project_id, thread_id, user_id, i)
+           join threads t on t.project_id = v.project_id and t.id = v.thread_id and t.deleted_at is null
+           left join thread_members m on m.project_id = t.project_id and m.thread_id = t.id and m.user_id = v.user_id
+          where t.write_policy = 'public'
+             or (t.write_policy = 'members' and m.role is not null)
+             or (t.write_policy = 'owners' and m.role in ('owner', 'admin'))`,
+        [writers.map((w) => w.projectId), writers.map((w) => w.threadId), writers.map((w) => w.userId) as string[]],
+      );
+      return new Set((rows as Array<{ i: string | number }>).map((r) => Number(r.i) - 1));
+    },
+
     async exists(db: Db, projectId: string, threadId: string): Promise<'live' | 'deleted' | 'none'> {
       const row = await db('threads').first('deleted_at').where({ project_id: projectId, id: threadId });
       return !row ? 'none' : row.deleted_at ? 'deleted' : 'live';

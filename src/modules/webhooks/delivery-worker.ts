@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Logger } from '../../lib/logger';
+import type { EventView } from '../events/events-schemas';
 import type { TargetPolicy } from './safe-target';
 import { checkEndpointUrl, postTo, resolveTarget, TargetRefused } from './safe-target';
 import { signPayload, type SecretBox } from './webhook-secrets';
@@ -51,8 +52,32 @@ export function retryDelay(
   return base * (1 + jitter * (2 * random() - 1));
 }
 
-/** The Standard Webhooks body: {type, timestamp, data}, data being the event as /events shows it. */
-export function payloadOf(d: ClaimedDelivery): string {
+/** Opens an event's sealed body values as /events shows them (the encryption module's openEvents). */
+export type OpenEvents = (
+  projectId: string,
+  threadId: string,
+  events: EventView[],
+  mode: 'lenient',
+) => Promise<EventView[]>;
+
+/** The claimed delivery's event as stored (body values of encrypting projects still sealed). */
+export function storedEventOf(d: ClaimedDelivery): EventView {
+  return {
+    seq: Number(d.seq),
+    type: d.event_type,
+    thread_id: d.thread_id,
+    message_id: d.message_id,
+    actor: d.actor,
+    data: d.data ?? {},
+    created_at: d.event_created_at ?? '',
+  };
+}
+
+/**
+ * The Standard Webhooks body: {type, timestamp, data}, data being the event as /events shows it —
+ * `event` is the delivery's event already opened (decrypted) when its project encrypts.
+ */
+export function payloadOf(d: ClaimedDelivery, event: EventView = storedEventOf(d)): string {
   return JSON.stringify({
     type: d.event_type,
     timestamp: d.event_created_at,
@@ -61,9 +86,9 @@ export function payloadOf(d: ClaimedDelivery): string {
       thread_id: d.thread_id,
       seq: d.seq,
       type: d.event_type,
-      message_id: d.message_id,
-      actor: d.actor,
-      data: d.data,
+      message_id: event.message_id,
+      actor: event.actor,
+      data: event.data,
       created_at: d.event_created_at,
       ...(d.offline_member_ids ? { offline_member_ids: d.offline_member_ids } : {}),
     },
@@ -84,6 +109,8 @@ export function createDeliveryWorker(deps: {
   options: DeliveryOptions;
   observer: DeliveryObserver;
   disableEndpoint: (projectId: string, endpointId: string, reason: string) => Promise<void>;
+  /** Absent: bodies are sent as stored (no project encrypts). */
+  openEvents?: OpenEvents;
 }) {
   const { db, store, logger, options } = deps;
   const token = randomUUID();
@@ -151,7 +178,14 @@ export function createDeliveryWorker(deps: {
       return;
     }
     try {
-      const body = payloadOf(d);
+      // Opened like /events opens it, lenient like the live tails: a shredded thread's values show
+      // the erased marker, a tampered one the unreadable marker (a retry could not fix either). A KMS
+      // that is down throws: the attempt fails and is retried on schedule, nothing is sent sealed.
+      const stored = storedEventOf(d);
+      const [event] = deps.openEvents
+        ? await deps.openEvents(d.project_id, d.thread_id, [stored], 'lenient')
+        : [stored];
+      const body = payloadOf(d, event);
       const timestamp = Math.floor(Date.now() / 1000);
       const url = checkEndpointUrl(d.url, options.policy);
       // Resolved and checked now, and the connection goes to exactly this address.

@@ -5,11 +5,17 @@ import type { EventView } from '../events/events-schemas';
 import type { TargetPolicy } from './safe-target';
 import { checkEndpointUrl, postTo, resolveTarget, TargetRefused } from './safe-target';
 import { signPayload, type SecretBox } from './webhook-secrets';
-import type { ClaimedDelivery, WebhooksStore } from './webhooks-store';
+import type { ClaimedDelivery, SettleOutcome, WebhooksStore } from './webhooks-store';
 
 export interface DeliveryOptions {
   concurrency: number;
   pollMs: number;
+  /**
+   * At least this long between two claim queries of this replica: under load every wake-up
+   * (local commit, NOTIFY, finished attempt) coalesces into one claim of many deliveries instead
+   * of one query per event, leaving the CPU to ingest; idle, it is the added latency at most.
+   */
+  claimIntervalMs: number;
   timeoutMs: number;
   claimSeconds: number;
   /** Seconds to wait before retry n (n = 1 …); after the last, the delivery is dead. */
@@ -116,39 +122,78 @@ export function createDeliveryWorker(deps: {
   const token = randomUUID();
   const inflight = new Map<string, AbortController>();
   let running = false;
-  let again = false;
   let closed = false;
   let started = false;
   let poller: NodeJS.Timeout | null = null;
   let sweeper: NodeJS.Timeout | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  let lastClaimAt = -Infinity;
+
+  /** Claims at the next allowed moment (one pending wake-up at a time: wake-ups coalesce). */
+  function schedule() {
+    if (closed || !started || timer) return;
+    const wait = Math.max(0, lastClaimAt + options.claimIntervalMs - performance.now());
+    timer = setTimeout(() => {
+      timer = null;
+      void tick();
+    }, wait);
+  }
 
   async function tick() {
     if (closed) return;
     if (running) {
-      again = true;
+      schedule();
       return;
     }
+    const room = options.concurrency - inflight.size;
+    if (room <= 0) return; // a finished attempt wakes the worker again
     running = true;
+    lastClaimAt = performance.now();
     try {
-      do {
-        again = false;
-        const room = options.concurrency - inflight.size;
-        if (room <= 0) break;
-        const claimed = await store.claim(db, { limit: room, claimSeconds: options.claimSeconds, token });
-        for (const d of claimed) {
-          const abort = new AbortController();
-          inflight.set(d.id, abort);
-          void deliver(d, abort.signal).finally(() => {
-            inflight.delete(d.id);
-            void tick();
-          });
-        }
-        if (claimed.length === room) again = true;
-      } while (again && !closed);
+      const claimed = await store.claim(db, { limit: room, claimSeconds: options.claimSeconds, token });
+      for (const d of claimed) {
+        const abort = new AbortController();
+        inflight.set(d.id, abort);
+        void deliver(d, abort.signal).finally(() => {
+          inflight.delete(d.id);
+          schedule();
+        });
+      }
+      // A full claim: more is probably due right away (after the interval).
+      if (claimed.length === room) schedule();
     } catch (err) {
       if (!closed) logger.warn({ err: (err as Error).message }, 'webhook claim failed; retrying at the next poll');
     } finally {
       running = false;
+    }
+  }
+
+  // Outcomes are written in batches: whatever finished while the previous UPDATE ran goes in the
+  // next one (one statement for many deliveries under load, no added wait when idle).
+  const settling: Array<{ outcome: SettleOutcome; done: () => void }> = [];
+  let flushing = false;
+  async function flushSettles() {
+    if (flushing) return;
+    flushing = true;
+    try {
+      while (settling.length > 0) {
+        const batch = settling.splice(0, 500);
+        try {
+          await store.settleMany(
+            db,
+            batch.map((b) => b.outcome),
+          );
+        } catch (err) {
+          // The claims expire and those deliveries are retried: at least once, never lost.
+          logger.warn(
+            { err: (err as Error).message, deliveries: batch.map((b) => b.outcome.id) },
+            'could not record webhook attempts',
+          );
+        }
+        for (const b of batch) b.done();
+      }
+    } finally {
+      flushing = false;
     }
   }
 
@@ -232,18 +277,22 @@ export function createDeliveryWorker(deps: {
     const durationMs = performance.now() - started;
     deps.observer.attempt(outcome, durationMs / 1000);
     const status = outcome === 'delivered' ? 'delivered' : outcome === 'dead' ? 'dead' : 'pending';
-    try {
-      await store.settle(db, d, {
-        status,
-        retryInSeconds: r.retryIn,
-        statusCode: r.statusCode,
-        error: r.error,
-        durationMs,
+    await new Promise<void>((done) => {
+      settling.push({
+        outcome: {
+          project_id: d.project_id,
+          id: d.id,
+          claim_token: d.claim_token,
+          status,
+          retryInSeconds: r.retryIn,
+          statusCode: r.statusCode,
+          error: r.error,
+          durationMs,
+        },
+        done,
       });
-    } catch (err) {
-      // The claim expires and the delivery is retried: at least once, never lost.
-      logger.warn({ err: (err as Error).message, delivery: d.id }, 'could not record a webhook attempt');
-    }
+      void flushSettles();
+    });
   }
 
   async function sweep() {
@@ -256,24 +305,23 @@ export function createDeliveryWorker(deps: {
 
   return {
     /** New work may be due (a local commit, another replica's NOTIFY). */
-    kick: () => {
-      if (started) void tick();
-    },
+    kick: () => schedule(),
     start() {
       started = true;
-      poller = setInterval(() => void tick(), options.pollMs);
+      poller = setInterval(() => schedule(), options.pollMs);
       poller.unref();
       sweeper = setInterval(() => void sweep(), 10 * 60_000);
       sweeper.unref();
-      void tick();
+      schedule();
     },
     /** Stops claiming, aborts what is in flight and gives those claims back. */
     async close() {
       closed = true;
       if (poller) clearInterval(poller);
       if (sweeper) clearInterval(sweeper);
+      if (timer) clearTimeout(timer);
       for (const a of inflight.values()) a.abort();
-      while (running) await new Promise((r) => setTimeout(r, 10));
+      while (running || flushing) await new Promise((r) => setTimeout(r, 10));
       try {
         await store.release(db, token);
       } catch (err) {

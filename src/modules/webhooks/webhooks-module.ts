@@ -116,6 +116,7 @@ export function createWebhooksModule(deps: {
     options: {
       concurrency: config.WEBHOOK_CONCURRENCY,
       pollMs: config.WEBHOOK_POLL_MS,
+      claimIntervalMs: config.WEBHOOK_CLAIM_INTERVAL_MS,
       timeoutMs: config.WEBHOOK_TIMEOUT_MS,
       claimSeconds: Math.ceil(config.WEBHOOK_TIMEOUT_MS / 1000) + config.WEBHOOK_CLAIM_MARGIN_SECONDS,
       retrySchedule: config.WEBHOOK_RETRY_SCHEDULE,

@@ -122,6 +122,7 @@ export function createDeliveryWorker(deps: {
   const token = randomUUID();
   const inflight = new Map<string, AbortController>();
   let running = false;
+  let again = false;
   let closed = false;
   let started = false;
   let poller: NodeJS.Timeout | null = null;
@@ -142,7 +143,7 @@ export function createDeliveryWorker(deps: {
   async function tick() {
     if (closed) return;
     if (running) {
-      schedule();
+      again = true; // claimed once the running claim is done
       return;
     }
     const room = options.concurrency - inflight.size;
@@ -165,6 +166,10 @@ export function createDeliveryWorker(deps: {
       if (!closed) logger.warn({ err: (err as Error).message }, 'webhook claim failed; retrying at the next poll');
     } finally {
       running = false;
+      if (again) {
+        again = false;
+        schedule();
+      }
     }
   }
 

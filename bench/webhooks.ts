@@ -77,7 +77,10 @@ async function startServer(env: Record<string, string>, port: number): Promise<C
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) throw new Error('server did not become ready in 30 s');
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL'); // not left running against a database about to be dropped
+      throw new Error('server did not become ready in 30 s');
+    }
     await sleep(200);
   }
 }

@@ -9,6 +9,12 @@
  * as `npm run bench`'s append-spread) alternate between two modes:
  *  - without: the project's endpoint is disabled (the outbox statement runs, finds no endpoint);
  *  - with: one endpoint subscribed to every event, delivered by the same server while it ingests.
+ * Where deliveries are sent (--worker): `same` (default: the ingesting server also delivers),
+ * `separate` (the ingesting server runs with WEBHOOK_WORKER_ENABLED=false and a second server
+ * process on the same database only delivers: the dedicated-delivery-replica layout), `none` (no
+ * worker at all: what the outbox INSERT … SELECT alone costs; deliveries are not sent and are
+ * cleared between rounds). WEBHOOK_* variables of the environment (e.g. WEBHOOK_CONCURRENCY,
+ * WEBHOOK_CLAIM_INTERVAL_MS) reach the servers.
  * Reports append req/s per mode and the difference; for the "with" rounds, delivered events/s
  * (from the first append until the receiver has everything) and commit → receiver latency (from
  * the client seeing the 201 to the receiver getting the POST; both clocks are this process's).
@@ -40,8 +46,11 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '3' },
     rounds: { type: 'string', default: '2' },
     connections: { type: 'string', default: '64' },
+    worker: { type: 'string', default: 'same' },
   },
 });
+const worker = args.worker as 'same' | 'separate' | 'none';
+if (!['same', 'separate', 'none'].includes(worker)) throw new Error('--worker is same, separate or none');
 const duration = Number(args.duration);
 const warmup = Number(args.warmup);
 const rounds = Number(args.rounds);
@@ -68,7 +77,10 @@ async function startServer(env: Record<string, string>, port: number): Promise<C
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) throw new Error('server did not become ready in 30 s');
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL'); // not left running against a database about to be dropped
+      throw new Error('server did not become ready in 30 s');
+    }
     await sleep(200);
   }
 }
@@ -84,6 +96,7 @@ async function main() {
   const databaseUrl = withDatabase(adminUrl, dbName);
   const db = createDb(databaseUrl, 4);
   let server: ChildProcess | null = null;
+  let deliverer: ChildProcess | null = null;
 
   // The receiver: records when each (thread, seq) arrived.
   const arrived = new Map<string, number>();
@@ -126,19 +139,19 @@ async function main() {
       secret_ciphertext: box.seal(creds.project_id, 'we_bench', newWebhookSecret()),
     });
     const port = 18000 + Math.floor(Math.random() * 2000);
-    server = await startServer(
-      {
-        NODE_ENV: 'production',
-        DATABASE_URL: databaseUrl,
-        LOG_LEVEL: 'warn',
-        SEED_DEV_PROJECT: 'false',
-        RATE_LIMIT_ENABLED: 'false',
-        WEBHOOK_SECRET_KEY: webhookKey,
-        WEBHOOK_ALLOW_HTTP: 'true',
-        WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true',
-      },
-      port,
-    );
+    const serverEnv = {
+      NODE_ENV: 'production',
+      DATABASE_URL: databaseUrl,
+      LOG_LEVEL: 'warn',
+      SEED_DEV_PROJECT: 'false',
+      RATE_LIMIT_ENABLED: 'false',
+      WEBHOOK_SECRET_KEY: webhookKey,
+      WEBHOOK_ALLOW_HTTP: 'true',
+      WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true',
+    };
+    server = await startServer({ ...serverEnv, WEBHOOK_WORKER_ENABLED: String(worker === 'same') }, port);
+    if (worker === 'separate')
+      deliverer = await startServer({ ...serverEnv, WEBHOOK_WORKER_ENABLED: 'true' }, port + 1);
     const base = `http://127.0.0.1:${port}`;
     // Threads exist first (as in npm run bench), so every append takes the merged fast path.
     for (let i = 0; i < THREADS; i += 100)
@@ -204,7 +217,7 @@ async function main() {
       `webhooks bench: nproc=${availableParallelism()}, load average ${loadavg()
         .map((l) => l.toFixed(2))
         .join(' ')}, node ${process.version}, ${embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}, ` +
-        `closed loop, ${connections} connections, ${THREADS} threads, ${rounds} rounds × ${duration} s per mode (+${warmup} s warm-up)`,
+        `closed loop, ${connections} connections, ${THREADS} threads, ${rounds} rounds × ${duration} s per mode (+${warmup} s warm-up), worker: ${worker}`,
     );
     await load(warmup, false);
     const rps = { without: [] as number[], with: [] as number[] };
@@ -221,7 +234,11 @@ async function main() {
         const r = await load(duration, mode === 'with');
         rps[mode].push(r.rps);
         let extra = '';
-        if (mode === 'with') {
+        if (mode === 'with' && worker === 'none') {
+          const queued = await pending();
+          await db('webhook_deliveries').where({ project_id: creds.project_id }).delete();
+          extra = `  ${queued} deliveries queued (not sent: --worker none), cleared`;
+        } else if (mode === 'with') {
           // Until the receiver has every acknowledged event (and the queue is empty).
           const deadline = Date.now() + 300_000;
           while ([...acked.keys()].some((k) => !arrived.has(k)) || (await pending()) > 0) {
@@ -249,20 +266,22 @@ async function main() {
     say(`| one subscribed (delivering meanwhile) | ${mean(rps.with).toFixed(0)} |`);
     say('');
     say(`append throughput with one endpoint: ${diff.toFixed(1)}% lower (target ≤ 15%)`);
-    say(
-      `delivered: ${mean(deliveredRates).toFixed(0)} events/s (mean of rounds); commit → receiver p50 ${pct(latencies, 50).toFixed(0)} ms, p99 ${pct(latencies, 99).toFixed(0)} ms over ${latencies.length} events`,
-    );
+    if (worker !== 'none')
+      say(
+        `delivered: ${mean(deliveredRates).toFixed(0)} events/s (mean of rounds); commit → receiver p50 ${pct(latencies, 50).toFixed(0)} ms, p99 ${pct(latencies, 99).toFixed(0)} ms over ${latencies.length} events`,
+      );
     say(
       `load average at the end ${loadavg()
         .map((l) => l.toFixed(2))
         .join(' ')}`,
     );
   } finally {
-    if (server && server.exitCode === null) {
-      const exited = new Promise((r) => server!.once('exit', r));
-      server.kill('SIGTERM');
+    for (const child of [server, deliverer]) {
+      if (!child || child.exitCode !== null) continue;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
       await Promise.race([exited, sleep(15_000)]);
-      if (server.exitCode === null) server.kill('SIGKILL');
+      if (child.exitCode === null) child.kill('SIGKILL');
     }
     receiver.closeAllConnections();
     receiver.close();

@@ -173,6 +173,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   const webhooks = createWebhooksModule({
     ...{ config, db, logger, ingest, listener, projects, registry: metrics.registry },
     online: (p, t) => realtime.online(p, t),
+    openEvents: encryption.service.openEvents,
   });
 
   // Guards: every routed request, after authentication and validation, in this order.

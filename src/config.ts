@@ -81,6 +81,7 @@ export const configSchema = z.object({
   WEBHOOK_WORKER_ENABLED: bool.default(true),
   WEBHOOK_CONCURRENCY: int(1, 1_000).default(32),
   WEBHOOK_POLL_MS: int(10, 60_000).default(1_000),
+  WEBHOOK_CLAIM_INTERVAL_MS: int(0, 10_000).default(25),
   WEBHOOK_TIMEOUT_MS: int(100, 120_000).default(15_000),
   WEBHOOK_CLAIM_MARGIN_SECONDS: int(1, 3_600).default(15),
   // 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 20 h: about three days in all, then dead.

@@ -7,7 +7,7 @@ import type { Logger } from '../../lib/logger';
 import type { PgListener } from '../../lib/pg-listener';
 import type { LogIngest } from '../thread-log/thread-log';
 import type { ProjectsService } from '../projects/projects-service';
-import { createDeliveryWorker } from './delivery-worker';
+import { createDeliveryWorker, type OpenEvents } from './delivery-worker';
 import { createSecretBox, resolveWebhookKey, type SecretBox } from './webhook-secrets';
 import { createWebhooksRouter } from './webhooks-router';
 import { createWebhooksService } from './webhooks-service';
@@ -28,6 +28,8 @@ export function createWebhooksModule(deps: {
   projects: Pick<ProjectsService, 'getOwned'>;
   registry: Registry;
   online: (projectId: string, threadId: string) => string[];
+  /** Opens sealed body values (encrypting projects): payloads carry the event as /events shows it. */
+  openEvents?: OpenEvents;
 }) {
   const { config, db, logger } = deps;
   const store = createWebhooksStore();
@@ -110,9 +112,11 @@ export function createWebhooksModule(deps: {
       },
     },
     disableEndpoint: (p, e, reason) => service.disable(p, e, reason),
+    openEvents: deps.openEvents,
     options: {
       concurrency: config.WEBHOOK_CONCURRENCY,
       pollMs: config.WEBHOOK_POLL_MS,
+      claimIntervalMs: config.WEBHOOK_CLAIM_INTERVAL_MS,
       timeoutMs: config.WEBHOOK_TIMEOUT_MS,
       claimSeconds: Math.ceil(config.WEBHOOK_TIMEOUT_MS / 1000) + config.WEBHOOK_CLAIM_MARGIN_SECONDS,
       retrySchedule: config.WEBHOOK_RETRY_SCHEDULE,

@@ -49,6 +49,15 @@ export interface ClaimedDelivery {
   offline_member_ids: string[] | null;
 }
 
+/** One attempt's outcome, recorded under the claim that made it. */
+export interface SettleOutcome extends Pick<ClaimedDelivery, 'project_id' | 'id' | 'claim_token'> {
+  status: 'pending' | 'delivered' | 'dead';
+  retryInSeconds?: number;
+  statusCode: number | null;
+  error: string | null;
+  durationMs: number;
+}
+
 /** One thread's committed seq range in a group, with who was live in it at commit. */
 export interface CommittedRange {
   p: string;
@@ -233,35 +242,40 @@ export function createWebhooksStore() {
       return rows as ClaimedDelivery[];
     },
 
-    /** Records an attempt's outcome, only while this worker still holds the claim. */
-    async settle(
-      db: Db,
-      d: Pick<ClaimedDelivery, 'project_id' | 'id' | 'claim_token'>,
-      outcome: {
-        status: 'pending' | 'delivered' | 'dead';
-        retryInSeconds?: number;
-        statusCode: number | null;
-        error: string | null;
-        durationMs: number;
-      },
-    ): Promise<boolean> {
-      const n = await db('webhook_deliveries')
-        .where({ project_id: d.project_id, id: d.id, claim_token: d.claim_token, status: 'pending' })
-        .update({
-          status: outcome.status,
-          claimed_until: null,
-          claim_token: null,
-          last_status_code: outcome.statusCode,
-          last_error: outcome.error,
-          last_duration_ms: Math.round(outcome.durationMs),
-          next_attempt_at:
-            outcome.status === 'pending'
-              ? db.raw(`now() + make_interval(secs => ?)`, [outcome.retryInSeconds ?? 0])
-              : db.raw('next_attempt_at'),
-          delivered_at: outcome.status === 'delivered' ? db.fn.now() : null,
-          dead_at: outcome.status === 'dead' ? db.fn.now() : null,
-        });
-      return n > 0;
+    /**
+     * Records many attempts' outcomes in one statement (the worker batches what finished while the
+     * previous batch was being written), each only while its claim token still holds.
+     */
+    async settleMany(db: Db, outcomes: SettleOutcome[]): Promise<number> {
+      if (outcomes.length === 0) return 0;
+      const { rowCount } = await db.raw<{ rowCount: number }>(
+        `update webhook_deliveries d
+            set status = s.status, claimed_until = null, claim_token = null,
+                last_status_code = s.code, last_error = s.error, last_duration_ms = s.ms,
+                next_attempt_at = case when s.status = 'pending'
+                                       then now() + make_interval(secs => coalesce(s.retry, 0))
+                                       else d.next_attempt_at end,
+                delivered_at = case when s.status = 'delivered' then now() end,
+                dead_at = case when s.status = 'dead' then now() end
+           from jsonb_to_recordset(?::jsonb)
+                  as s(p text, id text, tok text, status text, retry float8, code int, error text, ms int)
+          where d.project_id = s.p and d.id = s.id and d.claim_token = s.tok and d.status = 'pending'`,
+        [
+          JSON.stringify(
+            outcomes.map((o) => ({
+              p: o.project_id,
+              id: o.id,
+              tok: o.claim_token,
+              status: o.status,
+              retry: o.retryInSeconds ?? 0,
+              code: o.statusCode,
+              error: o.error,
+              ms: Math.round(o.durationMs),
+            })),
+          ),
+        ],
+      );
+      return rowCount;
     },
 
     /** Gives claims back untried (shutdown): the attempt does not count. */

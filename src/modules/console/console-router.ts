@@ -77,7 +77,7 @@ export function createConsoleRouter(deps: {
     },
     async ({ principal, params, query }) => {
       const reader = await readerFor(principal.developerId, params.project_id);
-      return { body: await deps.threads.list(reader, query.limit, query.cursor) };
+      return { body: await deps.threads.list(reader, query.limit, query.cursor, query.sort) };
     },
   );
 

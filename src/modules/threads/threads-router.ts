@@ -48,14 +48,14 @@ export function createThreadsRouter(deps: { idempotency: Idempotency; routes: Ro
     {
       method: 'get',
       path: '/v1/threads',
-      summary: "The caller's threads, most recent activity first",
+      summary: "The caller's threads, most recent activity (or ?sort=created: creation) first",
       tags,
       auth: 'api',
       rateClass: 'read',
       query: threadListQuerySchema,
       responses: { 200: { description: 'A page of threads', schema: threadListSchema } },
     },
-    async ({ principal, query }) => ({ body: await threads.list(principal, query.limit, query.cursor) }),
+    async ({ principal, query }) => ({ body: await threads.list(principal, query.limit, query.cursor, query.sort) }),
   );
 
   routes.route(

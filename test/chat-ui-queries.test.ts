@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ProjectCredentials } from '../src/modules/projects/projects-service';
+import { createBackendClient } from '../sdk/src/index';
 import { api, startTestApp, type TestContext } from './helpers/app';
 
 /** What chat UIs need beyond seq order: replies, a page around a message, author filter, thread sort. */
@@ -381,5 +382,57 @@ describe('chat UI queries', () => {
       (await list('sort=created')).data.map((x: any) => x.id),
       ['s3', 's1'],
     );
+  });
+
+  test('the SDK speaks them: reply / replyTo, around, author, replies, threads sort', async () => {
+    const client = createBackendClient({ baseUrl: t.url, secretKey: sk, WebSocket: null });
+    try {
+      const alice = client.asUser('alice');
+      const bob = client.asUser('bob');
+      await alice.threads.create({ id: 'sdk-q', type: 'group', members: ['alice', 'bob'] });
+      const root = await alice.messages.send('sdk-q', { id: 'root', body: { text: 'root' } });
+      const r1 = await bob.messages.reply('sdk-q', 'root', { body: { text: 'r1' } });
+      assert.equal(r1.reply_to, 'root');
+      const r2 = await alice.messages.send('sdk-q', { body: { text: 'r2' }, replyTo: 'root' });
+      assert.equal(r2.reply_to, 'root');
+      const [batched] = await bob.messages.sendBatch('sdk-q', [{ body: { text: 'r3' }, replyTo: 'root' }]);
+      assert.equal(batched.reply_to, 'root');
+      await alice.messages.send('sdk-q', { body: { text: 'plain' } });
+      await assert.rejects(
+        alice.messages.reply('sdk-q', 'nope', { body: { text: 'x' } }),
+        (e: any) => e.status === 422 && /reply_to/.test(e.detail),
+      );
+      const replies: string[] = [];
+      for await (const m of client.messages.replies('sdk-q', 'root')) replies.push((m.body as any).text);
+      assert.deepEqual(replies, ['r1', 'r2', 'r3']);
+      const byBob = await client.messages.list('sdk-q', { author: 'bob' });
+      assert.deepEqual(
+        byBob.data.map((m) => (m.body as any).text),
+        ['r1', 'r3'],
+      );
+      const bobReplies: string[] = [];
+      for await (const m of client.messages.iterate('sdk-q', { author: 'bob', replyTo: 'root', pageSize: 1 }))
+        bobReplies.push((m.body as any).text);
+      assert.deepEqual(bobReplies, ['r3', 'r1'], 'backward by default');
+      const around = await client.messages.around('sdk-q', r2.seq, { limit: 3 });
+      assert.deepEqual(
+        around.data.map((m) => m.seq),
+        [r1.seq, r2.seq, batched.seq],
+      );
+      assert.deepEqual([around.has_more_before, around.has_more_after], [true, true]);
+      const older = await client.messages.list('sdk-q', { beforeSeq: around.data[0].seq, limit: 5 });
+      assert.deepEqual(
+        older.data.map((m) => m.id),
+        [root.id],
+      );
+      await client.threads.create({ id: 'sdk-q2', type: 'group' });
+      await client.messages.send('sdk-q', { author: 'alice', body: { text: 'bump' } });
+      const created: string[] = [];
+      for await (const th of client.threads.iterate({ sort: 'created', limit: 1 })) created.push(th.id);
+      assert.deepEqual(created.slice(0, 2), ['sdk-q2', 'sdk-q']);
+      assert.equal((await client.threads.list({ sort: 'last_activity', limit: 1 })).data[0].id, 'sdk-q');
+    } finally {
+      client.close();
+    }
   });
 });

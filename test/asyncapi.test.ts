@@ -119,10 +119,8 @@ describe('AsyncAPI document of the realtime protocols', () => {
       // SSE: named events carry the documented data.
       const ready = sse.messages.find((m) => m.event === 'ready');
       assert.ok(ready);
-      assert.deepEqual(
-        Object.keys(JSON.parse(ready.data)),
-        Object.keys(doc.components.messages['sse.ready'].payload.properties).filter((k) => k in JSON.parse(ready.data)),
-      );
+      const readyProps = doc.components.messages['sse.ready'].payload.properties;
+      for (const k of Object.keys(JSON.parse(ready.data))) assert.ok(k in readyProps, `sse ready: ${k}`);
       for (const e of sse.events())
         for (const k of Object.keys(e)) assert.ok(k in doc.components.messages['sse.event'].payload.properties, k);
     } finally {

@@ -131,14 +131,10 @@ const headerRef = (name: string) => ({ $ref: `#/components/headers/${name}` });
 /** Request headers every route of this kind reads. */
 function requestHeaders(spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>) {
   const shape: Record<string, z.ZodType> = {
-    'X-Request-Id': z
-      .string()
-      .max(128)
-      .optional()
-      .openapi({
-        description:
-          'Your id for this request (1–128 of A–Z a–z 0–9 . _ : -); echoed in the response, else one is generated',
-      }),
+    'X-Request-Id': z.string().max(128).optional().openapi({
+      description:
+        'Your id for this request (1–128 of A–Z a–z 0–9 . _ : -); echoed in the response, else one is generated',
+    }),
   };
   if (spec.auth === 'api' || spec.auth === 'secret') {
     shape['X-User-ID'] = z.string().optional().openapi({

@@ -68,10 +68,37 @@ export interface IterateMessagesOptions {
   /** Messages per request (1–200, default 200). */
   pageSize?: number;
   includeDeleted?: boolean;
-  /** Further filters the service supports (e.g. author, reply_to), passed through. */
+  /** Only the replies to this message. */
+  replyTo?: string;
+  /** Only messages by this user. */
+  author?: string;
+  /** Further filters the service supports, passed through as query parameters. */
   filter?: Record<string, string | number | boolean>;
   signal?: AbortSignal;
 }
+
+/** One page of messages: the newest without a cursor, or before/after/around a seq. */
+export interface ListMessagesOptions {
+  limit?: number;
+  beforeSeq?: number;
+  afterSeq?: number;
+  /** A page centred on this seq (a search hit, a reply's parent); not with beforeSeq/afterSeq. */
+  aroundSeq?: number;
+  includeDeleted?: boolean;
+  replyTo?: string;
+  author?: string;
+}
+
+/** A page of the caller's threads. */
+export interface ListThreadsOptions {
+  limit?: number;
+  cursor?: string;
+  /** `last_activity` (default): most recent activity first; `created`: newest thread first. */
+  sort?: 'last_activity' | 'created';
+}
+
+/** A new message; `replyTo` is the same as `reply_to`. */
+export type SendMessage = NewMessage & { replyTo?: string } & Record<string, unknown>;
 
 export interface SendOptions {
   signal?: AbortSignal;
@@ -83,8 +110,26 @@ const enc = encodeURIComponent;
 const threadPath = (id: string) => `/v1/threads/${enc(id)}`;
 const messagePath = (thread: string, message: string) => `${threadPath(thread)}/messages/${enc(message)}`;
 
-function pageQuery(q: MessageQuery | undefined, extra?: Record<string, string | number | boolean>): Query {
-  return { ...(q as Query | undefined), ...extra };
+const CAMEL_TO_QUERY: Record<string, string> = {
+  beforeSeq: 'before_seq',
+  afterSeq: 'after_seq',
+  aroundSeq: 'around_seq',
+  includeDeleted: 'include_deleted',
+  replyTo: 'reply_to',
+};
+
+/** Query parameters from either the service's names (before_seq) or the SDK's (beforeSeq). */
+function pageQuery(q: Record<string, unknown> | undefined): Query {
+  const out: Query = {};
+  for (const [k, v] of Object.entries(q ?? {}))
+    if (v !== undefined) out[CAMEL_TO_QUERY[k] ?? k] = typeof v === 'boolean' ? String(v) : (v as Query[string]);
+  return out;
+}
+
+/** The body to send: `replyTo` becomes `reply_to`. */
+function toNewMessage(message: SendMessage): NewMessage & Record<string, unknown> {
+  const { replyTo, ...rest } = message;
+  return replyTo === undefined ? rest : { ...rest, reply_to: replyTo };
 }
 
 /**
@@ -121,12 +166,16 @@ export class ProgressDBClient {
       update: (id: string, input: ThreadUpdate, o?: RequestOptions) =>
         req<Thread>('PATCH', threadPath(id), { ...o, body: input }),
       delete: (id: string, o?: RequestOptions) => req<Thread>('DELETE', threadPath(id), o),
-      /** One page; `cursor` from the previous page's next_cursor. */
-      list: (query?: ThreadListQuery & Record<string, string | number | undefined>, o?: RequestOptions) =>
-        req<Schemas['ThreadList']>('GET', '/v1/threads', { ...o, query: query as Query }),
-      /** Every thread of the caller, most recent activity first; pages fetched as you go. */
-      iterate: (query: Record<string, string | number> = {}, o?: { signal?: AbortSignal }) =>
-        iterateThreads(t, query, o?.signal),
+      /** One page; `cursor` from the previous page's next_cursor (with the same `sort`). */
+      list: (
+        query?: (ThreadListQuery | ListThreadsOptions) & Record<string, string | number | undefined>,
+        o?: RequestOptions,
+      ) => req<Schemas['ThreadList']>('GET', '/v1/threads', { ...o, query: query as Query }),
+      /** Every thread of the caller, most recent activity (or `sort: 'created'`: creation) first; pages fetched as you go. */
+      iterate: (
+        query: ListThreadsOptions & Record<string, string | number | undefined> = {},
+        o?: { signal?: AbortSignal },
+      ) => iterateThreads(t, query as Record<string, string | number>, o?.signal),
     };
 
     this.members = {
@@ -143,18 +192,34 @@ export class ProgressDBClient {
        * Appends a message (acknowledged after commit). Over the open WebSocket when there is
        * one, else REST; either way retries are idempotent (a client message id / Idempotency-Key).
        */
-      send: (threadId: string, message: NewMessage & Record<string, unknown>, o: SendOptions = {}) =>
-        this.sendMessage(threadId, message, o),
+      send: (threadId: string, message: SendMessage, o: SendOptions = {}) =>
+        this.sendMessage(threadId, toNewMessage(message), o),
+      /** A reply to `parentId` (a message of the same thread). */
+      reply: (threadId: string, parentId: string, message: SendMessage, o: SendOptions = {}) =>
+        this.sendMessage(threadId, toNewMessage({ ...message, replyTo: parentId }), o),
       /** Up to 1,000 messages in one transaction, contiguous seqs. */
-      sendBatch: (threadId: string, messages: Array<NewMessage & Record<string, unknown>>, o?: RequestOptions) =>
-        req<{ data: Message[] }>('POST', `${threadPath(threadId)}/messages/batch`, { ...o, body: { messages } }).then(
-          (r) => r.data,
-        ),
+      sendBatch: (threadId: string, messages: SendMessage[], o?: RequestOptions) =>
+        req<{ data: Message[] }>('POST', `${threadPath(threadId)}/messages/batch`, {
+          ...o,
+          body: { messages: messages.map(toNewMessage) },
+        }).then((r) => r.data),
       get: (threadId: string, messageId: string, o?: RequestOptions) =>
         req<Message>('GET', messagePath(threadId, messageId), o),
-      /** One page (ascending by seq); the newest page without before/after. */
-      list: (threadId: string, query?: MessageQuery & Record<string, string | number | boolean | null | undefined>) =>
-        req<MessagePage>('GET', `${threadPath(threadId)}/messages`, { query: pageQuery(query) }),
+      /** One page (ascending by seq); the newest page without before/after/around. */
+      list: (
+        threadId: string,
+        query?: (MessageQuery | ListMessagesOptions) & Record<string, string | number | boolean | null | undefined>,
+      ) => req<MessagePage>('GET', `${threadPath(threadId)}/messages`, { query: pageQuery(query) }),
+      /** The page centred on `seq` (jump to a search hit or a reply's parent); page on with list({ beforeSeq / afterSeq }). */
+      around: (
+        threadId: string,
+        seq: number,
+        query: Omit<ListMessagesOptions, 'aroundSeq' | 'beforeSeq' | 'afterSeq'> = {},
+      ) =>
+        req<MessagePage>('GET', `${threadPath(threadId)}/messages`, { query: pageQuery({ ...query, aroundSeq: seq }) }),
+      /** Every reply to a message, oldest first. */
+      replies: (threadId: string, messageId: string, o: Omit<IterateMessagesOptions, 'replyTo' | 'direction'> = {}) =>
+        iterateMessages(t, threadId, { ...o, replyTo: messageId, direction: 'forward' }),
       /** Every message, page by page as you iterate: `backward` is newest first. */
       iterate: (threadId: string, o: IterateMessagesOptions = {}) => iterateMessages(t, threadId, o),
       edit: (threadId: string, messageId: string, body: unknown, o?: RequestOptions) =>
@@ -325,7 +390,13 @@ async function* iterateMessages(t: Transport, threadId: string, o: IterateMessag
   let before = o.beforeSeq;
   let after = o.afterSeq ?? (backward ? undefined : 0);
   for (;;) {
-    const query: Query = { limit, include_deleted: o.includeDeleted ? 'true' : undefined, ...o.filter };
+    const query: Query = {
+      limit,
+      include_deleted: o.includeDeleted ? 'true' : undefined,
+      reply_to: o.replyTo,
+      author: o.author,
+      ...o.filter,
+    };
     if (backward) {
       if (before !== undefined) query.before_seq = before;
     } else query.after_seq = after;

@@ -93,6 +93,8 @@ export interface Schemas {
     edited_at: string | null;
     deleted: boolean;
     reactions: Record<string, number>;
+    /** The message this one replies to (same thread), or null */
+    reply_to: string | null;
   };
   NewMessage: {
     /** Client-chosen id; a retry with the same id returns the first result */
@@ -101,6 +103,8 @@ export interface Schemas {
     body: unknown;
     /** Secret keys only; defaults to X-User-ID */
     author?: string;
+    /** Id of the message this one replies to: a message of the same thread (else 422). Set once, here. */
+    reply_to?: string;
   };
   MessageBatch: {
     messages: Array<Schemas['NewMessage']>;
@@ -189,12 +193,13 @@ export interface Paths {
       response: Schemas['Thread'];
       status: 200;
     };
-    /** The caller's threads, most recent activity first */
+    /** The caller's threads, most recent activity (or ?sort=created: creation) first */
     get: {
       path: never;
       query: {
         limit?: number;
         cursor?: string;
+        sort?: 'last_activity' | 'created';
       };
       body: never;
       response: Schemas['ThreadList'];
@@ -289,7 +294,10 @@ export interface Paths {
         limit?: number;
         before_seq?: number | null;
         after_seq?: number | null;
+        around_seq?: number | null;
         include_deleted?: '0' | '1' | 'true' | 'false';
+        reply_to?: string;
+        author?: string;
       };
       body: never;
       response: Schemas['MessagePage'];
@@ -452,27 +460,35 @@ export interface Paths {
 
 /** Every data-plane operation of the document, in document order. */
 export const OPERATIONS = [
-  { method: 'POST', path: '/v1/_sign', operationId: null },
-  { method: 'POST', path: '/v1/threads', operationId: null },
-  { method: 'GET', path: '/v1/threads', operationId: null },
-  { method: 'GET', path: '/v1/threads/{thread_id}', operationId: null },
-  { method: 'PATCH', path: '/v1/threads/{thread_id}', operationId: null },
-  { method: 'DELETE', path: '/v1/threads/{thread_id}', operationId: null },
-  { method: 'GET', path: '/v1/threads/{thread_id}/members', operationId: null },
-  { method: 'PUT', path: '/v1/threads/{thread_id}/members/{user_id}', operationId: null },
-  { method: 'DELETE', path: '/v1/threads/{thread_id}/members/{user_id}', operationId: null },
-  { method: 'POST', path: '/v1/threads/{thread_id}/messages', operationId: null },
-  { method: 'GET', path: '/v1/threads/{thread_id}/messages', operationId: null },
-  { method: 'POST', path: '/v1/threads/{thread_id}/messages/batch', operationId: null },
-  { method: 'GET', path: '/v1/threads/{thread_id}/messages/{message_id}', operationId: null },
-  { method: 'PATCH', path: '/v1/threads/{thread_id}/messages/{message_id}', operationId: null },
-  { method: 'DELETE', path: '/v1/threads/{thread_id}/messages/{message_id}', operationId: null },
-  { method: 'GET', path: '/v1/threads/{thread_id}/messages/{message_id}/versions', operationId: null },
-  { method: 'PUT', path: '/v1/threads/{thread_id}/messages/{message_id}/reactions/{reaction}', operationId: null },
-  { method: 'DELETE', path: '/v1/threads/{thread_id}/messages/{message_id}/reactions/{reaction}', operationId: null },
-  { method: 'GET', path: '/v1/threads/{thread_id}/events', operationId: null },
-  { method: 'GET', path: '/v1/threads/{thread_id}/tail', operationId: null },
-  { method: 'POST', path: '/v1/realtime/token', operationId: null },
-  { method: 'POST', path: '/v1/threads/{thread_id}/read', operationId: null },
-  { method: 'GET', path: '/v1/me/unread', operationId: null },
+  { method: 'POST', path: '/v1/_sign', operationId: 'signUser' },
+  { method: 'POST', path: '/v1/threads', operationId: 'createThread' },
+  { method: 'GET', path: '/v1/threads', operationId: 'listThreads' },
+  { method: 'GET', path: '/v1/threads/{thread_id}', operationId: 'getThread' },
+  { method: 'PATCH', path: '/v1/threads/{thread_id}', operationId: 'updateThread' },
+  { method: 'DELETE', path: '/v1/threads/{thread_id}', operationId: 'deleteThread' },
+  { method: 'GET', path: '/v1/threads/{thread_id}/members', operationId: 'listMembers' },
+  { method: 'PUT', path: '/v1/threads/{thread_id}/members/{user_id}', operationId: 'putMember' },
+  { method: 'DELETE', path: '/v1/threads/{thread_id}/members/{user_id}', operationId: 'removeMember' },
+  { method: 'POST', path: '/v1/threads/{thread_id}/messages', operationId: 'appendMessage' },
+  { method: 'GET', path: '/v1/threads/{thread_id}/messages', operationId: 'listMessages' },
+  { method: 'POST', path: '/v1/threads/{thread_id}/messages/batch', operationId: 'appendMessages' },
+  { method: 'GET', path: '/v1/threads/{thread_id}/messages/{message_id}', operationId: 'getMessage' },
+  { method: 'PATCH', path: '/v1/threads/{thread_id}/messages/{message_id}', operationId: 'editMessage' },
+  { method: 'DELETE', path: '/v1/threads/{thread_id}/messages/{message_id}', operationId: 'deleteMessage' },
+  { method: 'GET', path: '/v1/threads/{thread_id}/messages/{message_id}/versions', operationId: 'listMessageVersions' },
+  {
+    method: 'PUT',
+    path: '/v1/threads/{thread_id}/messages/{message_id}/reactions/{reaction}',
+    operationId: 'addReaction',
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/threads/{thread_id}/messages/{message_id}/reactions/{reaction}',
+    operationId: 'removeReaction',
+  },
+  { method: 'GET', path: '/v1/threads/{thread_id}/events', operationId: 'listEvents' },
+  { method: 'GET', path: '/v1/threads/{thread_id}/tail', operationId: 'tailThread' },
+  { method: 'POST', path: '/v1/realtime/token', operationId: 'createRealtimeToken' },
+  { method: 'POST', path: '/v1/threads/{thread_id}/read', operationId: 'markRead' },
+  { method: 'GET', path: '/v1/me/unread', operationId: 'getUnreadCounts' },
 ] as const;

@@ -121,6 +121,7 @@ export class MessagesStore {
       edited_at: null,
       deleted: false,
       reactions: {},
+      reply_to: typeof extra.reply_to === 'string' ? extra.reply_to : null,
       status: 'sending',
     });
     this.set({});
@@ -189,7 +190,7 @@ export class MessagesStore {
     const id = e.message_id;
     if (!id) return;
     const current = this.byId.get(id);
-    const data = e.data as { body?: unknown; version?: number };
+    const data = e.data as { body?: unknown; version?: number; reply_to?: string };
     switch (e.type) {
       case 'message.created':
         if (e.actor) this.setTyping(e.actor, false);
@@ -205,6 +206,7 @@ export class MessagesStore {
           edited_at: null,
           deleted: false,
           reactions: current?.reactions ?? {},
+          reply_to: data.reply_to ?? null,
         });
         return;
       case 'message.edited':

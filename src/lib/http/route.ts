@@ -32,6 +32,8 @@ export interface RouteSpec<P extends Schema | undefined, Q extends Schema | unde
   method: 'get' | 'post' | 'put' | 'patch' | 'delete';
   /** Express syntax: /v1/threads/:thread_id */
   path: string;
+  /** The operation's stable name in the OpenAPI document (and the SDK built from it). */
+  operationId: string;
   summary: string;
   description?: string;
   tags: string[];
@@ -42,6 +44,12 @@ export interface RouteSpec<P extends Schema | undefined, Q extends Schema | unde
   body?: B;
   /** Turns a text/plain body into this value before validation. */
   textBody?: (text: string) => unknown;
+  /** Answers through `idempotency.reply`: documents Idempotency-Key, Idempotent-Replayed and their 409/422. */
+  idempotent?: boolean;
+  /** Request headers the handler reads beyond the common ones (documented as header parameters). */
+  headers?: z.ZodObject;
+  /** Error statuses beyond those the route's shape implies (see `errorStatuses`). */
+  errors?: number[];
   responses: Record<number, { description: string; schema?: Schema; contentType?: string }>;
 }
 
@@ -96,6 +104,61 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 
 const toOpenApiPath = (p: string) => p.replace(/:([A-Za-z_]+)/g, '{$1}');
 
+const ERROR_DESCRIPTIONS: Record<number, string> = {
+  400: 'Bad request: invalid path, query, header or body (problem+json with errors[] per field)',
+  401: 'No valid credentials',
+  403: 'The credentials may not do this (key kind, membership, policy, IP allowlist or origin)',
+  404: 'The thread, message or other resource named in the path does not exist (or is not visible)',
+  409: 'Conflicts with the current state (an id already used with other content, a deleted message, an Idempotency-Key in flight)',
+  410: 'Gone: the requested events were removed by retention',
+  413: 'The body is larger than this server accepts',
+  415: 'The body is not in a supported media type',
+  422: 'Well-formed but refused (a reference that does not resolve, a setting the service does not enforce, an Idempotency-Key reused with another request)',
+  429: 'A rate limit or quota is used up; retry after Retry-After seconds',
+  503: 'The database is not reachable right now; retry after Retry-After seconds',
+};
+
+/** The error statuses a route can answer, from its shape; `spec.errors` adds what only it knows. */
+export function errorStatuses(
+  spec: Pick<
+    RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>,
+    'auth' | 'params' | 'body' | 'idempotent' | 'errors'
+  >,
+) {
+  const statuses = new Set([400, 429, 503, ...(spec.errors ?? [])]);
+  if (spec.auth !== 'none') [401, 403].forEach((x) => statuses.add(x));
+  if (spec.params) statuses.add(404);
+  if (spec.body) [413, 415].forEach((x) => statuses.add(x));
+  if (spec.idempotent) [409, 422].forEach((x) => statuses.add(x));
+  return [...statuses].sort((a, b) => a - b);
+}
+
+const headerRef = (name: string) => ({ $ref: `#/components/headers/${name}` });
+
+/** Request headers every route of this kind reads. */
+function requestHeaders(spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>) {
+  const shape: Record<string, z.ZodType> = {
+    'X-Request-Id': z.string().max(128).optional().openapi({
+      description:
+        'Your id for this request (1–128 of A–Z a–z 0–9 . _ : -); echoed in the response, else one is generated',
+    }),
+  };
+  if (spec.auth === 'api' || spec.auth === 'secret') {
+    shape['X-User-ID'] = z.string().optional().openapi({
+      description:
+        'The end user the call acts for (1–128 printable ASCII, no spaces): required with publishable keys, optional with secret keys',
+    });
+    shape['X-User-Signature'] = z.string().optional().openapi({
+      description: 'Hex HMAC-SHA256 of X-User-ID under the project signing secret: required with publishable keys',
+    });
+  }
+  if (spec.idempotent)
+    shape['Idempotency-Key'] = z.string().min(1).max(255).optional().openapi({
+      description: 'Makes retries of this request return the first result (1–255 printable ASCII characters)',
+    });
+  return z.object({ ...shape, ...(spec.headers?.shape ?? {}) });
+}
+
 /** Validates one input with its zod schema; a failure is a bad_request with field errors. */
 export function parse<S extends Schema>(schema: S, value: unknown, where: string): z.infer<S> {
   const result = schema.safeParse(value);
@@ -114,12 +177,38 @@ export function parse<S extends Schema>(schema: S, value: unknown, where: string
 export function createRouteFactory(deps: RouteFactoryDeps) {
   function register(spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>) {
     const responses: Record<string, unknown> = {};
+    const common = {
+      'X-Request-Id': headerRef('X-Request-Id'),
+      RateLimit: headerRef('RateLimit'),
+      'RateLimit-Policy': headerRef('RateLimit-Policy'),
+    };
     for (const [status, r] of Object.entries(spec.responses)) {
+      const headers =
+        spec.idempotent && Number(status) < 300
+          ? { ...common, 'Idempotent-Replayed': headerRef('Idempotent-Replayed') }
+          : common;
       responses[status] = r.schema
-        ? { description: r.description, content: { [r.contentType ?? 'application/json']: { schema: r.schema } } }
-        : { description: r.description };
+        ? {
+            description: r.description,
+            headers,
+            content: { [r.contentType ?? 'application/json']: { schema: r.schema } },
+          }
+        : { description: r.description, headers };
     }
-    responses.default = { description: 'Error', content: { 'application/problem+json': { schema: problemSchema } } };
+    const problem = { 'application/problem+json': { schema: problemSchema } };
+    for (const status of errorStatuses(spec)) {
+      const retry = status === 429 || status === 503 ? { 'Retry-After': headerRef('Retry-After') } : {};
+      responses[status] = {
+        description: ERROR_DESCRIPTIONS[status] ?? 'Error',
+        headers: { ...common, ...retry },
+        content: problem,
+      };
+    }
+    responses.default = {
+      description: 'Error',
+      headers: { 'X-Request-Id': headerRef('X-Request-Id') },
+      content: problem,
+    };
     const body = spec.body
       ? {
           content: {
@@ -131,13 +220,20 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
     deps.registry.registerPath({
       method: spec.method,
       path: toOpenApiPath(spec.path),
+      operationId: spec.operationId,
       summary: spec.summary,
       description: spec.description,
       tags: spec.tags,
-      security: spec.auth === 'none' ? [] : spec.auth === 'developer' ? [{ session: [] }] : [{ apiKey: [] }],
+      security:
+        spec.auth === 'none'
+          ? []
+          : spec.auth === 'developer'
+            ? [{ session: [] }]
+            : [{ apiKey: [] }, { apiKeyHeader: [] }],
       request: {
         params: spec.params as z.ZodObject | undefined,
         query: spec.query as z.ZodObject | undefined,
+        headers: requestHeaders(spec),
         body,
       },
       responses: responses as never,

@@ -29,6 +29,7 @@ export function createAdminRouter(deps: {
     {
       method: 'get',
       path: '/v1/admin/stats',
+      operationId: 'getProjectStats',
       summary: 'Counts and usage of the project',
       tags: ['Admin'],
       auth: 'admin',

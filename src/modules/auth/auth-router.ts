@@ -133,6 +133,7 @@ export function createAuthRouter(deps: {
     {
       method: 'get',
       path: '/auth/providers',
+      operationId: 'listAuthProviders',
       summary: 'Which sign-in providers this server has configured',
       tags: ['Console'],
       auth: 'none',
@@ -151,6 +152,7 @@ export function createAuthRouter(deps: {
     {
       method: 'post',
       path: '/auth/token',
+      operationId: 'createSessionToken',
       summary: 'A fresh session token for scripts (send as Authorization: Bearer)',
       description: 'Also how a script refreshes its token before it expires.',
       tags: ['Console'],

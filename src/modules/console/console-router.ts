@@ -68,6 +68,7 @@ export function createConsoleRouter(deps: {
     {
       method: 'get',
       path: '/v1/projects/:project_id/threads',
+      operationId: 'consoleListThreads',
       summary: "Browse a project's threads (console, read-only)",
       tags,
       auth: 'developer',
@@ -77,7 +78,7 @@ export function createConsoleRouter(deps: {
     },
     async ({ principal, params, query }) => {
       const reader = await readerFor(principal.developerId, params.project_id);
-      return { body: await deps.threads.list(reader, query.limit, query.cursor) };
+      return { body: await deps.threads.list(reader, query.limit, query.cursor, query.sort) };
     },
   );
 
@@ -86,6 +87,7 @@ export function createConsoleRouter(deps: {
     {
       method: 'get',
       path: '/v1/projects/:project_id/threads/:thread_id/messages',
+      operationId: 'consoleListMessages',
       summary: "Browse a thread's messages (console, read-only)",
       tags,
       auth: 'developer',
@@ -104,6 +106,7 @@ export function createConsoleRouter(deps: {
     {
       method: 'get',
       path: '/v1/projects/:project_id/threads/:thread_id/messages/:message_id/versions',
+      operationId: 'consoleListMessageVersions',
       summary: "A message's versions (console, read-only)",
       tags,
       auth: 'developer',

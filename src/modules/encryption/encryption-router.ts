@@ -54,6 +54,7 @@ export function createEncryptionRouter(deps: { routes: RouteFactory; encryption:
     {
       method: 'post',
       path: '/v1/admin/encryption/rotate',
+      operationId: 'rotateKek',
       summary: "Rotate the project's KEK: a new version, then every data key rewrapped in the background",
       description:
         'Reads and writes continue meanwhile. Poll GET /v1/admin/encryption/rotations/{rotation_id} for progress.',
@@ -73,6 +74,7 @@ export function createEncryptionRouter(deps: { routes: RouteFactory; encryption:
     {
       method: 'get',
       path: '/v1/admin/encryption/rotations/:rotation_id',
+      operationId: 'getKekRotation',
       summary: 'Progress of a KEK rotation',
       tags,
       auth: 'admin',
@@ -88,6 +90,7 @@ export function createEncryptionRouter(deps: { routes: RouteFactory; encryption:
     {
       method: 'get',
       path: '/v1/admin/encryption',
+      operationId: 'getEncryptionState',
       summary: "The project's encryption state: KMS, KEK versions, data keys per KEK version, recent rotations",
       tags,
       auth: 'admin',
@@ -102,6 +105,7 @@ export function createEncryptionRouter(deps: { routes: RouteFactory; encryption:
     {
       method: 'delete',
       path: '/v1/admin/threads/:thread_id/keys',
+      operationId: 'destroyThreadKeys',
       summary: "Erase a thread's encrypted content by destroying its data keys (audited)",
       description:
         'Encrypted values of the thread become unreadable everywhere (backups included); reads show {"$erased":"key_destroyed"} in their place. Seqs, authors and timestamps stay; a keys.destroyed event is appended.',

@@ -21,6 +21,8 @@ export function createEventsRouter(deps: {
     {
       method: 'get',
       path: '/v1/threads/:thread_id/events',
+      operationId: 'listEvents',
+      errors: [410],
       summary: 'The raw thread log after a seq, for sync, export and replay',
       tags: ['Events'],
       auth: 'api',

@@ -30,6 +30,7 @@ export function createExportRouter(deps: { routes: RouteFactory; service: Export
     {
       method: 'get',
       path: '/v1/admin/export',
+      operationId: 'exportProject',
       summary: "The project's threads and events as NDJSON (streamed, resumable)",
       description:
         'Lines: one `export` header, then per thread (by id) a `thread` line followed by its retained `event` lines in seq order, then an `end` line with counts. ' +
@@ -64,6 +65,8 @@ export function createExportRouter(deps: { routes: RouteFactory; service: Export
     {
       method: 'post',
       path: '/v1/admin/import',
+      operationId: 'importProject',
+      errors: [409, 422],
       summary: 'Import threads and events in the export format (NDJSON), idempotent by thread and seq',
       description:
         'Send the body as application/x-ndjson. Events are appended through the write pipeline in bounded batches with their original actors and timestamps. ' +

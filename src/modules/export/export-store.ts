@@ -202,6 +202,7 @@ export function createExportStore() {
           version: 1,
           version_seqs: [e.seq],
           created_at: e.created_at,
+          reply_to: typeof e.data.reply_to === 'string' ? e.data.reply_to : null,
         })),
       );
     },

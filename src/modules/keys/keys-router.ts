@@ -39,6 +39,7 @@ export function createKeysRouter(deps: {
     {
       method: 'post',
       path: '/v1/projects/:project_id/keys',
+      operationId: 'createKey',
       summary: 'Create an API key (the full key is in this response only)',
       tags,
       auth: 'developer',
@@ -58,6 +59,7 @@ export function createKeysRouter(deps: {
     {
       method: 'get',
       path: '/v1/projects/:project_id/keys',
+      operationId: 'listKeys',
       summary: "A project's keys (prefixes only), newest first",
       tags,
       auth: 'developer',
@@ -75,6 +77,7 @@ export function createKeysRouter(deps: {
     {
       method: 'delete',
       path: '/v1/projects/:project_id/keys/:key_id',
+      operationId: 'revokeKey',
       summary: 'Revoke a key (immediately on this replica, within seconds on the others)',
       tags,
       auth: 'developer',

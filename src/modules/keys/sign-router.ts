@@ -17,6 +17,7 @@ export function createSignRouter(deps: {
     {
       method: 'post',
       path: '/v1/_sign',
+      operationId: 'signUser',
       summary: 'Sign an end-user id (secret keys only)',
       tags: ['Auth'],
       auth: 'secret',

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { AppError, conflict } from '../../lib/errors';
+import { AppError, conflict, unprocessable } from '../../lib/errors';
 import { jsonEqual } from '../../lib/json-equal';
 import { RUN_ALONE, type Batcher, type BatchResult } from '../ingest/ingest-pipeline';
 import type { CommitPointers, ThreadLog } from '../thread-log/thread-log';
@@ -17,6 +17,8 @@ export interface NewMessage {
   plain?: unknown;
   /** Whether a stored (sealed) body holds this message's plaintext. */
   sameBody?: (stored: unknown) => boolean;
+  /** The message it replies to: one already in the thread, or an earlier one of the same request. */
+  replyTo: string | null;
 }
 
 export interface AppendRequest {
@@ -57,12 +59,15 @@ export const messageKey = (projectId: string, threadId: string, id = '') => `${p
 
 /**
  * Decides, per request, which messages are new. A client-chosen id that exists already makes
- * its message a replay (same author and body) or the request a conflict; ids repeated inside
- * the group resolve to their first occurrence. A conflict fails only its own request.
+ * its message a replay (same author, body and reply_to) or the request a conflict; ids repeated
+ * inside the group resolve to their first occurrence. A reply_to must name a message in
+ * `parents` (existing, keyed by `messageKey`) or an earlier one of the same request. A conflict
+ * or an unknown parent fails only its own request.
  */
 export function planAppends(
   requests: AppendRequest[],
   existing: Map<string, MessageView>,
+  parents: Set<string> = new Set(),
 ): Array<AppendPlan | AppError> {
   const claimed = new Map<string, NewMessage>();
   return requests.map((r) => {
@@ -71,11 +76,12 @@ export function planAppends(
     const local = new Map<string, NewMessage>();
     for (const m of r.messages) {
       const k = messageKey(r.projectId, r.threadId, m.id);
-      const sameContent = (o: NewMessage) => o.author === m.author && jsonEqual(o.plain ?? o.body, m.plain ?? m.body);
+      const sameContent = (o: NewMessage) =>
+        o.author === m.author && o.replyTo === m.replyTo && jsonEqual(o.plain ?? o.body, m.plain ?? m.body);
       const prior = existing.get(k);
       if (prior) {
         const same = m.sameBody ? m.sameBody(prior.body) : jsonEqual(prior.body, m.body);
-        if (prior.author !== m.author || !same)
+        if (prior.author !== m.author || prior.reply_to !== m.replyTo || !same)
           return conflict(`Message id "${m.id}" already exists in this thread with different content.`);
         refs.push({ existing: prior });
         continue;
@@ -85,6 +91,10 @@ export function planAppends(
         if (!sameContent(twin)) return conflict(`Message id "${m.id}" is used twice with different content.`);
         refs.push({ fresh: twin });
         continue;
+      }
+      if (m.replyTo !== null && !parents.has(messageKey(r.projectId, r.threadId, m.replyTo))) {
+        if (!local.has(messageKey(r.projectId, r.threadId, m.replyTo)))
+          return unprocessable(`reply_to "${m.replyTo}" is not a message of this thread.`);
       }
       local.set(k, m);
       fresh.push(m);
@@ -117,6 +127,7 @@ export interface CreatedRecord {
   id: string;
   author: string;
   body: unknown;
+  reply_to: string | null;
 }
 
 /**
@@ -143,7 +154,15 @@ export function assignSeqs(
     for (const m of plan.fresh) {
       const seq = slot.seq++;
       const body = m.body ?? null;
-      records.push({ project_id: r.projectId, thread_id: r.threadId, seq, id: m.id, author: m.author, body });
+      records.push({
+        project_id: r.projectId,
+        thread_id: r.threadId,
+        seq,
+        id: m.id,
+        author: m.author,
+        body,
+        reply_to: m.replyTo,
+      });
       views.set(m, {
         id: m.id,
         thread_id: r.threadId,
@@ -155,6 +174,7 @@ export function assignSeqs(
         edited_at: null,
         deleted: false,
         reactions: {},
+        reply_to: m.replyTo,
       });
     }
   });
@@ -180,9 +200,18 @@ export async function appendMany(
       r.messages.filter((m) => m.clientChosen).map((m) => ({ projectId: r.projectId, threadId: r.threadId, id: m.id })),
     ),
   );
+  const parents = await deps.messagesStore.existing(
+    tx,
+    requests.flatMap((r) =>
+      r.messages.flatMap((m) =>
+        m.replyTo === null ? [] : [{ projectId: r.projectId, threadId: r.threadId, id: m.replyTo }],
+      ),
+    ),
+  );
   const plans = planAppends(
     requests,
     new Map(existing.map((m) => [messageKey(m.project_id, m.thread_id, m.view.id), m.view])),
+    new Set(parents.map((p) => messageKey(p.project_id, p.thread_id, p.id))),
   );
   const slots = await deps.log.allocateMany(tx, pointers, seqCounts(requests, plans));
   const { records, views, missing } = assignSeqs(requests, plans, slots, deps.log.threadKey);

@@ -63,6 +63,8 @@ export function createMessagesRouter(deps: {
     {
       method: 'post',
       path: '/v1/threads/:thread_id/messages',
+      operationId: 'appendMessage',
+      idempotent: true,
       summary: 'Append a message (creates the thread if the id is new)',
       description:
         'A text/plain body becomes {"text": …}. A client-chosen id or an Idempotency-Key makes retries return the first result.',
@@ -89,6 +91,8 @@ export function createMessagesRouter(deps: {
     {
       method: 'post',
       path: '/v1/threads/:thread_id/messages/batch',
+      operationId: 'appendMessages',
+      idempotent: true,
       summary: 'Append up to 1,000 messages in one transaction with contiguous seqs',
       tags,
       auth: 'api',
@@ -118,6 +122,7 @@ export function createMessagesRouter(deps: {
     {
       method: 'get',
       path: '/v1/threads/:thread_id/messages',
+      operationId: 'listMessages',
       summary: 'A page of messages in ascending seq order (the newest page without a cursor)',
       description: '`Accept: text/plain` returns one line per message.',
       tags,
@@ -140,6 +145,7 @@ export function createMessagesRouter(deps: {
     {
       method: 'get',
       path: '/v1/threads/:thread_id/messages/:message_id',
+      operationId: 'getMessage',
       summary: 'Read one message (current version)',
       tags,
       auth: 'api',
@@ -155,6 +161,8 @@ export function createMessagesRouter(deps: {
     {
       method: 'patch',
       path: '/v1/threads/:thread_id/messages/:message_id',
+      operationId: 'editMessage',
+      errors: [409],
       summary: 'Edit a message (appends a new version)',
       tags,
       auth: 'api',
@@ -174,6 +182,8 @@ export function createMessagesRouter(deps: {
     {
       method: 'delete',
       path: '/v1/threads/:thread_id/messages/:message_id',
+      operationId: 'deleteMessage',
+      errors: [409],
       summary: 'Soft-delete a message (appends a tombstone version; history is kept)',
       tags,
       auth: 'api',
@@ -189,6 +199,7 @@ export function createMessagesRouter(deps: {
     {
       method: 'get',
       path: '/v1/threads/:thread_id/messages/:message_id/versions',
+      operationId: 'listMessageVersions',
       summary: 'Every version of a message, oldest first',
       tags,
       auth: 'api',
@@ -207,6 +218,7 @@ export function createMessagesRouter(deps: {
       {
         method: on ? 'put' : 'delete',
         path: '/v1/threads/:thread_id/messages/:message_id/reactions/:reaction',
+        operationId: on ? 'addReaction' : 'removeReaction',
         summary: on ? "Add the user's reaction (idempotent)" : "Remove the user's reaction (idempotent)",
         tags,
         auth: 'api',

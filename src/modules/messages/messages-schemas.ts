@@ -19,6 +19,9 @@ export const newMessageSchema = z
       .openapi({ description: 'Client-chosen id; a retry with the same id returns the first result' }),
     body: jsonValue,
     author: userIdSchema.optional().openapi({ description: 'Secret keys only; defaults to X-User-ID' }),
+    reply_to: idSchema.optional().openapi({
+      description: 'Id of the message this one replies to: a message of the same thread (else 422). Set once, here.',
+    }),
   })
   .strict()
   .openapi('NewMessage');
@@ -43,6 +46,7 @@ export const messageSchema = z
     edited_at: z.string().nullable(),
     deleted: z.boolean(),
     reactions: z.record(z.string(), z.number().int()),
+    reply_to: z.string().nullable().openapi({ description: 'The message this one replies to (same thread), or null' }),
   })
   .openapi('Message');
 export type MessageView = z.infer<typeof messageSchema>;
@@ -67,10 +71,21 @@ export const pageQuerySchema = z
     limit: z.coerce.number().int().min(1).max(200).default(50),
     before_seq: seqParam.optional(),
     after_seq: seqParam.optional(),
+    around_seq: seqParam.optional().openapi({
+      description:
+        'A page centred on this seq (it and newer take half the limit, older the rest; a short side gives its room to the other). ' +
+        'Page on with before_seq = data[0].seq and after_seq = the last seq. Not with before_seq or after_seq.',
+    }),
     include_deleted: boolParam.default(false),
+    reply_to: idSchema.optional().openapi({ description: 'Only the replies to this message' }),
+    author: userIdSchema.optional().openapi({ description: 'Only messages by this user' }),
   })
   .strict()
-  .refine((q) => q.before_seq === undefined || q.after_seq === undefined, 'use before_seq or after_seq, not both');
+  .refine((q) => q.before_seq === undefined || q.after_seq === undefined, 'use before_seq or after_seq, not both')
+  .refine(
+    (q) => q.around_seq === undefined || (q.before_seq === undefined && q.after_seq === undefined),
+    'around_seq is a page of its own: send it without before_seq and after_seq',
+  );
 export type PageQuery = z.infer<typeof pageQuerySchema>;
 
 export const messagePageSchema = z

@@ -59,7 +59,13 @@ export function createMessagesService(deps: {
     }
     if (crypto.reservedIn(m.body))
       throw badRequest(`Strings starting with "${crypto.reservedPrefix}" are reserved for encrypted values${where}.`);
-    return { id: m.id ?? newId('msg'), clientChosen: m.id !== undefined, author, body: m.body };
+    return {
+      id: m.id ?? newId('msg'),
+      clientChosen: m.id !== undefined,
+      author,
+      body: m.body,
+      replyTo: m.reply_to ?? null,
+    };
   }
 
   /**
@@ -214,12 +220,15 @@ export function createMessagesService(deps: {
   }
 
   async function readPage(principal: ApiPrincipal, threadId: string, q: PageQuery) {
-    const page = await messagesStore.page(db, principal.projectId, threadId, {
-      limit: q.limit,
-      beforeSeq: q.before_seq,
-      afterSeq: q.after_seq,
-      includeDeleted: q.include_deleted,
-    });
+    const filter = { limit: q.limit, includeDeleted: q.include_deleted, replyTo: q.reply_to, author: q.author };
+    const page =
+      q.around_seq !== undefined
+        ? await messagesStore.pageAround(db, principal.projectId, threadId, { ...filter, aroundSeq: q.around_seq })
+        : await messagesStore.page(db, principal.projectId, threadId, {
+            ...filter,
+            beforeSeq: q.before_seq,
+            afterSeq: q.after_seq,
+          });
     const sealed = page.data.some((m: MessageView) => m.body !== null && someString(m.body, isEnvelope));
     const data = sealed ? await crypto.openMessages<MessageView>(principal.projectId, threadId, page.data) : page.data;
     return { page: { ...page, data }, sealed };

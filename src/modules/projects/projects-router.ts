@@ -85,6 +85,7 @@ export function createProjectsRouter(deps: {
     {
       method: 'get',
       path: '/v1/me',
+      operationId: 'getDeveloper',
       summary: 'The signed-in developer',
       tags,
       auth: 'developer',
@@ -101,6 +102,7 @@ export function createProjectsRouter(deps: {
     {
       method: 'post',
       path: '/v1/projects',
+      operationId: 'createProject',
       summary: 'Create a project',
       description: 'The project starts without keys; create them with POST /v1/projects/{project_id}/keys.',
       tags,
@@ -123,6 +125,7 @@ export function createProjectsRouter(deps: {
     {
       method: 'get',
       path: '/v1/projects',
+      operationId: 'listProjects',
       summary: "The developer's projects, newest first",
       tags,
       auth: 'developer',
@@ -141,6 +144,7 @@ export function createProjectsRouter(deps: {
     {
       method: 'get',
       path: '/v1/projects/:project_id',
+      operationId: 'getProject',
       summary: 'A project with its settings and signing secret',
       tags,
       auth: 'developer',
@@ -158,6 +162,7 @@ export function createProjectsRouter(deps: {
     {
       method: 'patch',
       path: '/v1/projects/:project_id',
+      operationId: 'updateProject',
       summary: 'Rename a project or change its settings',
       tags,
       auth: 'developer',
@@ -183,6 +188,7 @@ export function createProjectsRouter(deps: {
     {
       method: 'delete',
       path: '/v1/projects/:project_id',
+      operationId: 'deleteProject',
       summary: 'Delete a project (its keys stop working at once)',
       tags,
       auth: 'developer',
@@ -202,6 +208,7 @@ export function createProjectsRouter(deps: {
     {
       method: 'post',
       path: '/v1/projects/:project_id/signing-secret/rotate',
+      operationId: 'rotateSigningSecret',
       summary: 'Rotate the signing secret; the previous one keeps verifying for a grace period',
       tags,
       auth: 'developer',
@@ -221,6 +228,7 @@ export function createProjectsRouter(deps: {
     {
       method: 'get',
       path: '/v1/projects/:project_id/usage',
+      operationId: 'getProjectUsage',
       summary: 'Requests and new messages per hour',
       tags,
       auth: 'developer',

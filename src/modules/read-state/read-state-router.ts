@@ -14,6 +14,8 @@ export function createReadStateRouter(deps: { routes: RouteFactory; readState: R
     {
       method: 'post',
       path: '/v1/threads/:thread_id/read',
+      operationId: 'markRead',
+      errors: [422],
       summary: "Move the user's read marker forward (never back)",
       description: 'Needs a user (X-User-ID). A seq lower than the stored mark leaves it unchanged.',
       tags,
@@ -31,6 +33,7 @@ export function createReadStateRouter(deps: { routes: RouteFactory; readState: R
     {
       method: 'get',
       path: '/v1/me/unread',
+      operationId: 'getUnreadCounts',
       summary: "Unread counts for all the user's threads in one call",
       description:
         'Unread = messages not deleted, by other authors, with seq past the read mark (capped at 10,000 per thread).',

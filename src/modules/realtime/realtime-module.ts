@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server } from 'node:http';
+import type { Router } from 'express';
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { CHANNELS } from '../../lib/channels';
@@ -10,6 +11,7 @@ import type { EventsStore } from '../events/events-store';
 import type { KeyAuthService } from '../keys/key-auth-service';
 import type { ReadStateService } from '../read-state/read-state-service';
 import type { ThreadsService } from '../threads/threads-service';
+import { buildAsyncApiDocument } from './asyncapi';
 import { createEphemeral } from './ephemeral';
 import { createRealtimeRouter } from './realtime-router';
 import { createRealtimeStore } from './realtime-store';
@@ -127,31 +129,33 @@ export function createRealtimeModule(deps: {
   let closing: Promise<void> | null = null;
 
   return {
-    /** GET /v1/threads/{id}/tail (SSE) and POST /v1/realtime/token. */
+    /** GET /v1/threads/{id}/tail (SSE), POST /v1/realtime/token and the protocol's GET /asyncapi.json. */
     router: (routes: RouteFactory) =>
-      createRealtimeRouter({
-        db,
-        routes,
-        threads: deps.threads,
-        hub,
-        tokens,
-        track,
-        heartbeatMs: options.heartbeatMs,
-        maxBufferedBytes: options.maxBufferedBytes,
-        slowConsumerMs: options.slowConsumerMs ?? 5_000,
-        openStreams,
-        joinPresence(principal, threadId) {
-          const userId = principal.userId;
-          if (!userId) return () => undefined;
-          ephemeral.join(principal.projectId, threadId, userId);
-          let left = false;
-          return () => {
-            if (left) return;
-            left = true;
-            ephemeral.leave(principal.projectId, threadId, userId);
-          };
-        },
-      }),
+      withAsyncApi(
+        createRealtimeRouter({
+          db,
+          routes,
+          threads: deps.threads,
+          hub,
+          tokens,
+          track,
+          heartbeatMs: options.heartbeatMs,
+          maxBufferedBytes: options.maxBufferedBytes,
+          slowConsumerMs: options.slowConsumerMs ?? 5_000,
+          openStreams,
+          joinPresence(principal, threadId) {
+            const userId = principal.userId;
+            if (!userId) return () => undefined;
+            ephemeral.join(principal.projectId, threadId, userId);
+            let left = false;
+            return () => {
+              if (left) return;
+              left = true;
+              ephemeral.leave(principal.projectId, threadId, userId);
+            };
+          },
+        }),
+      ),
     hub,
     attach: (server: Server) => gateway.attach(server),
     async start() {
@@ -180,3 +184,14 @@ export function createRealtimeModule(deps: {
 }
 
 export type RealtimeModule = ReturnType<typeof createRealtimeModule>;
+
+/** Serves the AsyncAPI document of /v1/ws and the SSE tail beside /openapi.json (built once per host). */
+function withAsyncApi(router: Router): Router {
+  const documents = new Map<string, ReturnType<typeof buildAsyncApiDocument>>();
+  router.get('/asyncapi.json', (req, res) => {
+    const base = `${req.protocol}://${req.get('host') ?? 'localhost'}`;
+    if (!documents.has(base) && documents.size < 16) documents.set(base, buildAsyncApiDocument(base));
+    res.json(documents.get(base) ?? buildAsyncApiDocument(base));
+  });
+  return router;
+}

@@ -45,6 +45,13 @@ export function createRealtimeRouter(deps: {
     {
       method: 'get',
       path: '/v1/threads/:thread_id/tail',
+      operationId: 'tailThread',
+      headers: z.object({
+        'Last-Event-ID': z
+          .string()
+          .optional()
+          .openapi({ description: 'Resume after this seq (EventSource sends it on reconnect); wins over ?after_seq=' }),
+      }),
       summary: 'Live tail as Server-Sent Events',
       description:
         'Replays stored events after Last-Event-ID (or ?after_seq=), sends `event: ready`, then live events; `id:` is the seq and `data:` the event. ' +
@@ -102,6 +109,7 @@ export function createRealtimeRouter(deps: {
     {
       method: 'post',
       path: '/v1/realtime/token',
+      operationId: 'createRealtimeToken',
       summary: 'A short-lived token for GET /v1/ws?token= (for browsers, which cannot set headers on a WebSocket)',
       description:
         'Needs a user (X-User-ID, signed with publishable keys). The token acts as that user with read/write policies applied, even when minted with a secret key.',

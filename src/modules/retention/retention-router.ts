@@ -17,6 +17,7 @@ export function createRetentionRouter(deps: { routes: RouteFactory; service: Ret
     {
       method: 'post',
       path: '/v1/admin/retention/run',
+      operationId: 'runRetention',
       summary: "Apply the project's retention policy now",
       description:
         'Removes, in bounded audited batches, the prefix of each thread that the policy no longer keeps, and returns what was removed. ' +
@@ -40,6 +41,7 @@ export function createRetentionRouter(deps: { routes: RouteFactory; service: Ret
     {
       method: 'get',
       path: '/v1/admin/retention/audit',
+      operationId: 'listRetentionAudit',
       summary: 'Purge audit rows, newest first',
       tags,
       auth: 'admin',

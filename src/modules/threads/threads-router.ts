@@ -25,6 +25,8 @@ export function createThreadsRouter(deps: { idempotency: Idempotency; routes: Ro
     {
       method: 'post',
       path: '/v1/threads',
+      operationId: 'createThread',
+      idempotent: true,
       summary: 'Create a thread (a repeated dm returns the existing one)',
       tags,
       auth: 'api',
@@ -48,14 +50,15 @@ export function createThreadsRouter(deps: { idempotency: Idempotency; routes: Ro
     {
       method: 'get',
       path: '/v1/threads',
-      summary: "The caller's threads, most recent activity first",
+      operationId: 'listThreads',
+      summary: "The caller's threads, most recent activity (or ?sort=created: creation) first",
       tags,
       auth: 'api',
       rateClass: 'read',
       query: threadListQuerySchema,
       responses: { 200: { description: 'A page of threads', schema: threadListSchema } },
     },
-    async ({ principal, query }) => ({ body: await threads.list(principal, query.limit, query.cursor) }),
+    async ({ principal, query }) => ({ body: await threads.list(principal, query.limit, query.cursor, query.sort) }),
   );
 
   routes.route(
@@ -63,6 +66,7 @@ export function createThreadsRouter(deps: { idempotency: Idempotency; routes: Ro
     {
       method: 'get',
       path: '/v1/threads/:thread_id',
+      operationId: 'getThread',
       summary: 'Read a thread',
       tags,
       auth: 'api',
@@ -78,6 +82,7 @@ export function createThreadsRouter(deps: { idempotency: Idempotency; routes: Ro
     {
       method: 'patch',
       path: '/v1/threads/:thread_id',
+      operationId: 'updateThread',
       summary: 'Update title, attributes or policies (appends thread.updated)',
       tags,
       auth: 'api',
@@ -94,6 +99,7 @@ export function createThreadsRouter(deps: { idempotency: Idempotency; routes: Ro
     {
       method: 'delete',
       path: '/v1/threads/:thread_id',
+      operationId: 'deleteThread',
       summary: 'Soft-delete a thread (appends thread.deleted)',
       tags,
       auth: 'api',
@@ -112,6 +118,7 @@ export function createThreadsRouter(deps: { idempotency: Idempotency; routes: Ro
     {
       method: 'get',
       path: '/v1/threads/:thread_id/members',
+      operationId: 'listMembers',
       summary: 'Members and their roles',
       tags,
       auth: 'api',
@@ -127,6 +134,7 @@ export function createThreadsRouter(deps: { idempotency: Idempotency; routes: Ro
     {
       method: 'put',
       path: '/v1/threads/:thread_id/members/:user_id',
+      operationId: 'putMember',
       summary: 'Add a member or change their role (appends member.added)',
       tags,
       auth: 'api',
@@ -149,6 +157,7 @@ export function createThreadsRouter(deps: { idempotency: Idempotency; routes: Ro
     {
       method: 'delete',
       path: '/v1/threads/:thread_id/members/:user_id',
+      operationId: 'removeMember',
       summary: 'Remove a member (appends member.removed)',
       tags,
       auth: 'api',

@@ -72,6 +72,9 @@ export const threadListQuerySchema = z
   .object({
     limit: z.coerce.number().int().min(1).max(200).default(50),
     cursor: z.string().max(512).optional(),
+    sort: z.enum(['last_activity', 'created']).default('last_activity').openapi({
+      description: 'Newest first by latest activity (default) or by creation; a cursor keeps the sort it was made with',
+    }),
   })
   .strict();
 

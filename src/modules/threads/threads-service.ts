@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { badRequest, conflict, forbidden, notFound } from '../../lib/errors';
+import { AppError, badRequest, conflict, forbidden, notFound } from '../../lib/errors';
 import { idSchema, newId } from '../../lib/ids';
 import type { ApiPrincipal } from '../../lib/http/route';
 import type { WorkItemWrapper } from '../idempotency/idempotency';
@@ -13,20 +13,31 @@ export interface CreatedThread {
   created: boolean;
 }
 
-const encodeCursor = (t: ThreadRow) => Buffer.from(JSON.stringify([t.last_activity_at, t.id])).toString('base64url');
-function decodeCursor(cursor: string): { at: string; id: string } {
+/** The keyset of a thread list: (last_activity_at, id) or (created_at, id), newest first. */
+export type ThreadSort = 'last_activity' | 'created';
+
+// A last_activity cursor is [at, id] (as before sort existed); a created cursor names its sort.
+const encodeCursor = (t: ThreadRow, sort: ThreadSort) =>
+  Buffer.from(
+    JSON.stringify(sort === 'created' ? [t.created_at, t.id, 'created'] : [t.last_activity_at, t.id]),
+  ).toString('base64url');
+function decodeCursor(cursor: string, sort: ThreadSort): { at: string; id: string } {
   try {
-    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
+    const [at, id, cursorSort = 'last_activity'] = JSON.parse(
+      Buffer.from(cursor, 'base64url').toString('utf8'),
+    ) as unknown[];
     if (
       typeof at === 'string' &&
       /^\d{4}-\d\d-\d\dT[\d:.]+Z$/.test(at) &&
       !Number.isNaN(Date.parse(at)) &&
-      idSchema.safeParse(id).success
+      idSchema.safeParse(id).success &&
+      (cursorSort === 'last_activity' || cursorSort === 'created')
     ) {
+      if (cursorSort !== sort) throw badRequest(`cursor belongs to sort=${cursorSort}: send the same sort with it.`);
       return { at, id: id as string };
     }
-  } catch {
-    /* fall through */
+  } catch (e) {
+    if (e instanceof AppError) throw e;
   }
   throw badRequest('cursor is not valid: pass the next_cursor of a previous page unchanged.');
 }
@@ -165,13 +176,14 @@ export function createThreadsService(deps: {
       return toThreadView(await authorize(db, principal, threadId, 'read'));
     },
 
-    async list(principal: ApiPrincipal, limit: number, cursor?: string) {
+    async list(principal: ApiPrincipal, limit: number, cursor?: string, sort: ThreadSort = 'last_activity') {
       const rows = await store.list(
         db,
         principal.projectId,
         principal.userId,
         limit,
-        cursor ? decodeCursor(cursor) : undefined,
+        cursor ? decodeCursor(cursor, sort) : undefined,
+        sort,
       );
       const page = rows.slice(0, limit);
       const unread =
@@ -183,7 +195,7 @@ export function createThreadsService(deps: {
             )
           : null;
       const data = page.map((t) => (unread ? { ...toThreadView(t), unread: unread.get(t.id) ?? 0 } : toThreadView(t)));
-      return { data, next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]) : null };
+      return { data, next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1], sort) : null };
     },
 
     update(principal: ApiPrincipal, threadId: string, patch: UpdateThreadInput): Promise<ThreadView> {

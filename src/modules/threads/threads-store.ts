@@ -109,10 +109,18 @@ export function createThreadsStore() {
     },
 
     /**
-     * Threads by latest activity, keyset-paginated on (last_activity_at, id). For a user: the
-     * threads they are a member of.
+     * Threads newest first by latest activity (or by creation), keyset-paginated on
+     * (last_activity_at, id) or (created_at, id). For a user: the threads they are a member of.
      */
-    async list(db: Db, projectId: string, userId: string | null, limit: number, after?: { at: string; id: string }) {
+    async list(
+      db: Db,
+      projectId: string,
+      userId: string | null,
+      limit: number,
+      after?: { at: string; id: string },
+      sort: 'last_activity' | 'created' = 'last_activity',
+    ) {
+      const at = sort === 'created' ? 't.created_at' : 't.last_activity_at';
       const q = db('threads as t').select('t.*').where('t.project_id', projectId).whereNull('t.deleted_at');
       if (userId) {
         q.join('thread_members as m', (j) => j.on('m.project_id', 't.project_id').andOn('m.thread_id', 't.id')).where(
@@ -120,10 +128,10 @@ export function createThreadsStore() {
           userId,
         );
       }
-      if (after) q.whereRaw('(t.last_activity_at, t.id) < (?::timestamptz, ?)', [after.at, after.id]);
+      if (after) q.whereRaw(`(${at}, t.id) < (?::timestamptz, ?)`, [after.at, after.id]);
       return (await q
         .orderBy([
-          { column: 't.last_activity_at', order: 'desc' },
+          { column: at, order: 'desc' },
           { column: 't.id', order: 'desc' },
         ])
         .limit(limit + 1)) as ThreadRow[];

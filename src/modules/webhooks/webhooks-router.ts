@@ -41,6 +41,8 @@ export function createWebhooksRouter(deps: {
     {
       method: 'post',
       path: '/v1/projects/:project_id/webhooks',
+      operationId: 'createWebhook',
+      errors: [422],
       summary: 'Register a webhook endpoint (its whsec_ secret is in this response only)',
       tags,
       auth: 'developer',
@@ -59,6 +61,7 @@ export function createWebhooksRouter(deps: {
     {
       method: 'get',
       path: '/v1/projects/:project_id/webhooks',
+      operationId: 'listWebhooks',
       summary: "A project's webhook endpoints with their delivery health",
       tags,
       auth: 'developer',
@@ -80,6 +83,7 @@ export function createWebhooksRouter(deps: {
     {
       method: 'get',
       path: '/v1/projects/:project_id/webhooks/:endpoint_id',
+      operationId: 'getWebhook',
       summary: 'A webhook endpoint',
       tags,
       auth: 'developer',
@@ -96,6 +100,8 @@ export function createWebhooksRouter(deps: {
     {
       method: 'patch',
       path: '/v1/projects/:project_id/webhooks/:endpoint_id',
+      operationId: 'updateWebhook',
+      errors: [422],
       summary: 'Change, disable or re-enable a webhook endpoint',
       tags,
       auth: 'developer',
@@ -113,6 +119,7 @@ export function createWebhooksRouter(deps: {
     {
       method: 'delete',
       path: '/v1/projects/:project_id/webhooks/:endpoint_id',
+      operationId: 'deleteWebhook',
       summary: 'Delete a webhook endpoint and its deliveries',
       tags,
       auth: 'developer',
@@ -130,6 +137,7 @@ export function createWebhooksRouter(deps: {
     {
       method: 'post',
       path: '/v1/projects/:project_id/webhooks/:endpoint_id/secret/rotate',
+      operationId: 'rotateWebhookSecret',
       summary: 'Rotate the signing secret; both secrets sign during the grace period',
       tags,
       auth: 'developer',
@@ -154,6 +162,7 @@ export function createWebhooksRouter(deps: {
     {
       method: 'get',
       path: '/v1/projects/:project_id/webhook-deliveries',
+      operationId: 'listWebhookDeliveries',
       summary: 'Recent deliveries, newest first (console)',
       tags,
       auth: 'developer',
@@ -171,6 +180,7 @@ export function createWebhooksRouter(deps: {
     {
       method: 'post',
       path: '/v1/projects/:project_id/webhook-deliveries/:delivery_id/replay',
+      operationId: 'replayWebhookDelivery',
       summary: 'Replay a dead letter (console)',
       tags,
       auth: 'developer',
@@ -187,6 +197,7 @@ export function createWebhooksRouter(deps: {
     {
       method: 'get',
       path: '/v1/admin/webhooks/deliveries',
+      operationId: 'adminListWebhookDeliveries',
       summary: "The project's webhook deliveries, newest first (?status=dead: dead letters)",
       tags: ['Admin'],
       auth: 'admin',
@@ -202,6 +213,7 @@ export function createWebhooksRouter(deps: {
     {
       method: 'post',
       path: '/v1/admin/webhooks/deliveries/replay',
+      operationId: 'adminReplayDeadLetters',
       summary: 'Replay every dead letter (optionally of one endpoint)',
       tags: ['Admin'],
       auth: 'admin',
@@ -219,6 +231,7 @@ export function createWebhooksRouter(deps: {
     {
       method: 'post',
       path: '/v1/admin/webhooks/deliveries/:delivery_id/replay',
+      operationId: 'adminReplayWebhookDelivery',
       summary: 'Replay one dead letter (same webhook-id, fresh attempt budget)',
       tags: ['Admin'],
       auth: 'admin',

@@ -91,6 +91,8 @@ export interface Report {
   scenarios: ScenarioResult[];
   /** Append (spread) and read req/s with each WEB_CONCURRENCY tried. */
   workersComparison: Array<{ workers: number; appendRps: number; readRps: number }>;
+  /** BENCH_COMPARE_SERVER=1 (npm run bench:compiled): req/s per scenario under tsx and compiled. */
+  serverComparison?: Array<{ scenario: string; tsx: number; compiled: number }>;
 }
 
 const n0 = (x: number) => Math.round(x).toLocaleString('en-US');
@@ -150,7 +152,7 @@ export function checkTargets(r: Report): TargetCheck[] {
   const big = s('read-big-thread');
   const small = s('read-small-thread');
   out.push({
-    scenario: `latest-50 on a ${big ? '' : '1M-'}message thread${big ? ` of ${n0(r.settings.seed.bigThread)}` : ''}`,
+    scenario: `latest-50 on a ${n0(r.settings.seed.bigThread)}-message thread`,
     target: `within 10 % of the ${n0(r.settings.seed.smallThread)}-message thread`,
     figure:
       big && small
@@ -273,6 +275,15 @@ export function renderMarkdown(r: Report): string {
     L.push('| workers | append-spread req/s | read-latest-50 req/s |');
     L.push('| ---: | ---: | ---: |');
     for (const w of r.workersComparison) L.push(`| ${w.workers} | ${n0(w.appendRps)} | ${n0(w.readRps)} |`);
+    L.push('');
+  }
+  if (r.serverComparison && r.serverComparison.length > 0) {
+    L.push('Compiled JavaScript (`node dist/src/server.js`, esbuild per file) vs the tsx loader (`tsx src/server.ts`), same run, same loads:');
+    L.push('');
+    L.push('| scenario | tsx req/s | compiled req/s | compiled / tsx |');
+    L.push('| --- | ---: | ---: | ---: |');
+    for (const c of r.serverComparison)
+      L.push(`| ${c.scenario} | ${n0(c.tsx)} | ${n0(c.compiled)} | ${times(c.tsx ? c.compiled / c.tsx : null)} |`);
     L.push('');
   }
   L.push('![Throughput as a share of the framework ceiling](bench/results/throughput.svg)');

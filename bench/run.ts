@@ -545,6 +545,7 @@ async function main() {
       log(`warm-up: ${WARMUP} s of reads, ${WARMUP} s of appends`);
       await runWrk({ ...shape, seconds: WARMUP, load: byName.get('read-latest-50')!.load });
       await runWrk({ ...shape, seconds: WARMUP, load: byName.get('append-spread')!.load });
+      await settle(db, creds.project_id);
     };
     await warmUp();
 

@@ -244,7 +244,7 @@ export function renderMarkdown(r: Report): string {
   }
   L.push('');
   L.push(
-    'CPU columns: each party\'s CPU seconds over the scenario\'s wall time × `nproc` (100 % = every core). The load generator is the wrk process (`/proc/<pid>/stat` utime+stime), or the harness process for the paced scenario; ' +
+    "CPU columns: each party's CPU seconds over the scenario's wall time × `nproc` (100 % = every core). The load generator is the wrk process (`/proc/<pid>/stat` utime+stime), or the harness process for the paced scenario; " +
       'the service is its process tree; PostgreSQL is every `postgres` process on the machine.',
   );
   L.push('');
@@ -278,7 +278,9 @@ export function renderMarkdown(r: Report): string {
     L.push('');
   }
   if (r.serverComparison && r.serverComparison.length > 0) {
-    L.push('Compiled JavaScript (`node dist/src/server.js`, esbuild per file) vs the tsx loader (`tsx src/server.ts`), same run, same loads:');
+    L.push(
+      'Compiled JavaScript (`node dist/src/server.js`, esbuild per file) vs the tsx loader (`tsx src/server.ts`), same run, same loads:',
+    );
     L.push('');
     L.push('| scenario | tsx req/s | compiled req/s | compiled / tsx |');
     L.push('| --- | ---: | ---: | ---: |');
@@ -290,7 +292,9 @@ export function renderMarkdown(r: Report): string {
   L.push('');
   L.push('![Latency percentiles per scenario](bench/results/latency.svg)');
   L.push('');
-  L.push('Raw figures: `bench/results/latest.json`; `npm run bench:docs` regenerates this section and both charts from it.');
+  L.push(
+    'Raw figures: `bench/results/latest.json`; `npm run bench:docs` regenerates this section and both charts from it.',
+  );
   return L.join('\n') + '\n';
 }
 

@@ -277,7 +277,8 @@ function scenarios(secret: string, publishable: string, signingSecret: string): 
     },
     {
       name: 'append-pk',
-      title: 'append 1 message as a publishable-key user (signature, members-only thread, distinct Idempotency-Key as the SDK sends)',
+      title:
+        'append 1 message as a publishable-key user (signature, members-only thread, distinct Idempotency-Key as the SDK sends)',
       load: {
         method: 'POST',
         targets: range(THREADS).map((i) => append(threadId(i), pk(userId(i)))),
@@ -387,7 +388,9 @@ async function main() {
   mkdirSync(resultsDir, { recursive: true });
   const embeddedWanted = env.BENCH_EMBEDDED === '1';
   const dataDir = path.join(root, '.test-data', `bench-main-${process.pid}`);
-  const embedded = embeddedWanted ? await startEmbeddedPostgres(dataDir, 30000 + Math.floor(Math.random() * 20000)) : null;
+  const embedded = embeddedWanted
+    ? await startEmbeddedPostgres(dataDir, 30000 + Math.floor(Math.random() * 20000))
+    : null;
   const adminUrl = embedded?.url ?? env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const dbName = `pdb_bench_${randomBytes(4).toString('hex')}`;
   const databaseUrl = withDatabase(adminUrl, dbName);
@@ -442,8 +445,11 @@ async function main() {
     let ceiling: CeilingRow[] = [];
     if (script) {
       log(`PostgreSQL ceiling: ${script} ${CEILING_SECONDS} (6 pgbench runs, ~${CEILING_SECONDS * 6 + 5} s)`);
-      ceiling = await runCeiling(script, env.BENCH_PGURL ?? withDatabase(adminUrl, 'postgres'), CEILING_SECONDS, (line) =>
-        log(`  ceiling ${line}`),
+      ceiling = await runCeiling(
+        script,
+        env.BENCH_PGURL ?? withDatabase(adminUrl, 'postgres'),
+        CEILING_SECONDS,
+        (line) => log(`  ceiling ${line}`),
       );
     }
     const framework: FrameworkRow[] = [];
@@ -537,7 +543,9 @@ async function main() {
     const all = scenarios(creds.keys.secret, creds.keys.publishable, creds.signing_secret);
     const byName = new Map(all.map((s) => [s.name, s]));
     const selected = all.filter((s) => !ONLY || ONLY.has(s.name));
-    if (ONLY) for (const n of ONLY) if (!byName.has(n)) throw new Error(`unknown scenario ${n}; known: ${[...byName.keys()].join(', ')}`);
+    if (ONLY)
+      for (const n of ONLY)
+        if (!byName.has(n)) throw new Error(`unknown scenario ${n}; known: ${[...byName.keys()].join(', ')}`);
 
     const shape = { url: base, connections: CONNECTIONS, threads: WRK_THREADS };
     const warmUp = async () => {

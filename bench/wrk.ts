@@ -103,7 +103,10 @@ export async function runWrk(opts: {
   try {
     const config = path.join(dir, 'config.lua');
     const statFile = path.join(dir, 'stat');
-    writeFileSync(config, luaConfig(opts.load ?? { method: 'GET', targets: [{ path: '/', headers: {} }] }, randomBytes(6).toString('hex')));
+    writeFileSync(
+      config,
+      luaConfig(opts.load ?? { method: 'GET', targets: [{ path: '/', headers: {} }] }, randomBytes(6).toString('hex')),
+    );
     const u = new URL(opts.url);
     const args = [
       '-t',
@@ -126,7 +129,14 @@ export async function runWrk(opts: {
       // sh waits for wrk, then its own stat (read by a child, cat) carries wrk's CPU as cutime/cstime.
       const child = spawn(
         'sh',
-        ['-c', 'stat_file=$1; shift; "$@"; rc=$?; cat /proc/$$/stat > "$stat_file"; exit $rc', 'sh', statFile, wrk, ...args],
+        [
+          '-c',
+          'stat_file=$1; shift; "$@"; rc=$?; cat /proc/$$/stat > "$stat_file"; exit $rc',
+          'sh',
+          statFile,
+          wrk,
+          ...args,
+        ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
       let stdout = '';
@@ -135,7 +145,9 @@ export async function runWrk(opts: {
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       child.on('error', reject);
       child.on('exit', (code) =>
-        code === 0 ? resolve(stdout) : reject(new Error(`wrk exited with ${code}: ${(stderr || stdout).trim().slice(-800)}`)),
+        code === 0
+          ? resolve(stdout)
+          : reject(new Error(`wrk exited with ${code}: ${(stderr || stdout).trim().slice(-800)}`)),
       );
     });
     const wall = Number(process.hrtime.bigint() - started) / 1e9;
@@ -164,7 +176,15 @@ export async function runWrk(opts: {
       ok: j.requests - j.status,
       non2xx: j.status,
       errors: { connect: j.connect, read: j.read, write: j.write, timeout: j.timeout },
-      latency: { p50: L['50'], p75: L['75'], p90: L['90'], p97_5: L['97.5'], p99: L['99'], p99_9: L['99.9'], max: L.max },
+      latency: {
+        p50: L['50'],
+        p75: L['75'],
+        p90: L['90'],
+        p97_5: L['97.5'],
+        p99: L['99'],
+        p99_9: L['99.9'],
+        max: L.max,
+      },
       cpuSeconds,
       cpuShare: cpuSeconds / (wall * availableParallelism()),
     };

@@ -17,8 +17,8 @@ local pool_size = 0
 local next_in_pool = 0
 local counter = 0
 local unique = false
-local thread_no = 0
 local thread_count = 0
+-- thread_no is a global: setup() (in wrk's main Lua state) sets it in each thread's state.
 
 function setup(thread)
   thread_count = thread_count + 1

@@ -331,7 +331,7 @@ function scenarios(secret: string, publishable: string, signingSecret: string): 
 
 /** After a write scenario: every touched thread's log is gapless, and what was acknowledged is stored. */
 async function verify(
-  db: pg.Client,
+  db: pg.Pool,
   projectId: string,
   storedBefore: number,
   acknowledged: number | null,
@@ -362,7 +362,7 @@ async function verify(
 }
 
 /** Waits until the stored message count stops moving (at most 15 s). */
-async function settle(db: pg.Client, projectId: string) {
+async function settle(db: pg.Pool, projectId: string) {
   let last = -1;
   for (let i = 0; i < 60; i++) {
     await sleep(250);
@@ -372,7 +372,7 @@ async function settle(db: pg.Client, projectId: string) {
   }
 }
 
-async function storedMessages(db: pg.Client, projectId: string): Promise<number> {
+async function storedMessages(db: pg.Pool, projectId: string): Promise<number> {
   const { rows } = await db.query(
     `select count(*)::int as n from messages where project_id = $1 and thread_id not in ('big', 'small')`,
     [projectId],
@@ -527,15 +527,22 @@ async function main() {
         }),
       );
     }
-    const db = new pg.Client({ connectionString: databaseUrl });
-    await db.connect();
+    // A pool, not one client: a connection terminated under us (another engineer's cleanup, a
+    // restart) is replaced instead of crashing the run before it drops its database.
+    const db = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+    db.on('error', (e) => log(`  (bench database connection lost: ${e.message}; reconnecting)`));
     const seedStart = Date.now();
     log(
       `seeding with SQL: ${PER_THREAD} messages in each of ${THREADS} threads, ${SMALL.toLocaleString('en-US')} in "small", ${BIG.toLocaleString('en-US')} in "big"`,
     );
-    await seedMessages(db, creds.project_id, range(THREADS).map(threadId), PER_THREAD);
-    await seedMessages(db, creds.project_id, ['small'], SMALL);
-    await seedMessages(db, creds.project_id, ['big'], BIG);
+    const seeder = await db.connect();
+    try {
+      await seedMessages(seeder, creds.project_id, range(THREADS).map(threadId), PER_THREAD);
+      await seedMessages(seeder, creds.project_id, ['small'], SMALL);
+      await seedMessages(seeder, creds.project_id, ['big'], BIG);
+    } finally {
+      seeder.release();
+    }
     await db.query('analyze threads, thread_members, events, messages');
     const seedSeconds = (Date.now() - seedStart) / 1000;
     log(`  seeded in ${seedSeconds.toFixed(1)} s`);

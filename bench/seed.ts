@@ -15,7 +15,7 @@ const CHUNK = 250_000;
 
 /** Appends `count` messages to each of `threadIds` (existing threads of the project). */
 export async function seedMessages(
-  db: pg.Client,
+  db: pg.ClientBase,
   projectId: string,
   threadIds: string[],
   count: number,

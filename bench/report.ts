@@ -43,8 +43,8 @@ export interface Verification {
   threadsChecked: number;
   /** Threads whose log is not exactly seqs 1…last_seq (or purged horizon+1…last_seq). */
   gapViolations: number;
-  /** Messages in 2xx responses the load generator counted. */
-  acknowledgedMessages: number;
+  /** Messages in 2xx responses the load generator counted (a mixed load's are not told apart: gaps only). */
+  acknowledgedMessages: number | null;
   /** Messages the scenario added to the database. */
   storedMessages: number;
   /** At most this many may be stored unacknowledged: requests still in flight when the load stopped. */
@@ -232,7 +232,7 @@ export function renderMarkdown(r: Report): string {
     const v = s.verification;
     const check = v
       ? v.ok
-        ? `OK: ${n0(v.acknowledgedMessages)} acked, ${n0(v.storedMessages)} stored; ${n0(v.threadsChecked)} threads gapless`
+        ? `OK: ${v.acknowledgedMessages === null ? 'acks not counted' : `${n0(v.acknowledgedMessages)} acked`}, ${n0(v.storedMessages)} stored; ${n0(v.threadsChecked)} threads gapless`
         : `**FAILED** ${JSON.stringify(v)}`
       : '—';
     const pr = pgRatio(r, s);

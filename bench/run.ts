@@ -351,7 +351,7 @@ async function verify(
     ok: false,
     threadsChecked: gaps.rows[0].threads,
     gapViolations: gaps.rows[0].bad,
-    acknowledgedMessages: acknowledged ?? stored,
+    acknowledgedMessages: acknowledged,
     storedMessages: stored,
     maxUnacknowledged,
   };

@@ -13,6 +13,7 @@ export default tseslint.config(
       'bench/results/',
       'src/modules/console/public/',
       'sdk/dist/',
+      'dist/',
       'examples/**/dist/',
     ],
   },

@@ -1,80 +1,84 @@
 /**
  * `npm run bench:framework`: what the HTTP layer alone sustains on this machine, with no
- * database: a bare node:http server, a bare express app, express + helmet, and our own
- * /healthz (the full middleware chain, no query). Same load shape as `npm run bench`
- * (autocannon, 64 connections, closed loop, load generator on the same machine).
+ * database: bare node:http, bare express 5, express 5 + helmet, and our own /healthz (the full
+ * middleware chain, no query). Same load shape as `npm run bench` (wrk, BENCH_CONNECTIONS=64,
+ * BENCH_DURATION=10s, closed loop, load generator on the same machine); `npm run bench` measures
+ * node:http and express 5 itself, in the same run as its scenarios.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import os from 'node:os';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import autocannon from 'autocannon';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BARE_SERVERS, startBare, stopChild } from './framework-servers';
+import { findWrk, runWrk, WRK_INSTALL_HINT } from './wrk';
 
-const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+const seconds = Math.max(1, Number.parseFloat(process.env.BENCH_DURATION ?? process.env.BENCH_SECONDS ?? '10'));
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
+const threads = Number(process.env.BENCH_WRK_THREADS ?? Math.max(1, Math.floor(availableParallelism() / 2)));
 const root = path.resolve(__dirname, '..');
 
-const servers: Record<string, string> = {
-  'node:http': `require('node:http').createServer((q, s) => { s.setHeader('content-type', 'application/json'); s.end('{"status":"ok"}'); }).listen(Number(process.env.PORT), '127.0.0.1', () => console.log('up'));`,
-  'express 5': `const e = require('express'); const a = e(); a.get('/healthz', (q, s) => s.json({ status: 'ok' })); a.listen(Number(process.env.PORT), '127.0.0.1', () => console.log('up'));`,
-  'express 5 + helmet': `const e = require('express'); const a = e(); a.use(require('helmet')()); a.get('/healthz', (q, s) => s.json({ status: 'ok' })); a.listen(Number(process.env.PORT), '127.0.0.1', () => console.log('up'));`,
-};
-
-async function start(name: string, port: number): Promise<ChildProcess> {
-  const env = { ...process.env, PORT: String(port) };
-  const child =
-    name === 'ProgressDB /healthz'
-      ? spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-          cwd: root,
-          env: { ...env, LOG_LEVEL: 'warn', NODE_ENV: 'production', RATE_LIMIT_ENABLED: 'false' },
-          stdio: ['ignore', 'pipe', 'inherit'],
-        })
-      : spawn(process.execPath, ['-e', servers[name]], { cwd: root, env, stdio: ['ignore', 'pipe', 'inherit'] });
-  for (let i = 0; i < 100; i++) {
+async function startOurs(port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    cwd: root,
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+      NODE_ENV: 'production',
+      RATE_LIMIT_ENABLED: 'false',
+      SEED_DEV_PROJECT: 'false',
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  for (let i = 0; i < 150; i++) {
     try {
       if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return child;
     } catch {
       /* not up yet */
     }
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
   }
   child.kill('SIGKILL');
-  throw new Error(`${name} did not start`);
-}
-
-async function measure(name: string, port: number) {
-  const child = await start(name, port);
-  try {
-    await autocannon({ url: `http://127.0.0.1:${port}/healthz`, connections: 64, duration: 2 }); // warm-up
-    const r = await autocannon({ url: `http://127.0.0.1:${port}/healthz`, connections: 64, duration: seconds });
-    return {
-      name,
-      rps: Math.round(r.requests.average),
-      p50: r.latency.p50,
-      p99: r.latency.p99,
-      errors: r.errors + r.non2xx,
-    };
-  } finally {
-    child.kill('SIGTERM');
-    await once(child, 'exit');
-  }
+  throw new Error('ProgressDB did not start');
 }
 
 async function main() {
+  if (!findWrk()) throw new Error(WRK_INSTALL_HINT);
   if (!process.env.DATABASE_URL) process.env.DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/postgres';
   const rows = [];
-  for (const [i, name] of [...Object.keys(servers), 'ProgressDB /healthz'].entries()) {
+  for (const [i, name] of [...Object.keys(BARE_SERVERS), 'ProgressDB /healthz'].entries()) {
+    const port = 18400 + i;
     process.stderr.write(`measuring ${name} (${seconds} s)…\n`);
-    rows.push(await measure(name, 18400 + i));
+    const child = name === 'ProgressDB /healthz' ? await startOurs(port) : await startBare(name, port);
+    try {
+      const shape = { url: `http://127.0.0.1:${port}`, connections, threads };
+      const load = { method: 'GET' as const, targets: [{ path: '/healthz', headers: {} }] };
+      await runWrk({ ...shape, seconds: 2, load }); // warm-up
+      const r = await runWrk({ ...shape, seconds, load });
+      rows.push({
+        name,
+        rps: Math.round(r.ok / r.seconds),
+        p50: r.latency.p50,
+        p99: r.latency.p99,
+        errors: r.requests - r.ok,
+        lg: r.cpuShare,
+      });
+    } finally {
+      await stopChild(child);
+    }
   }
   console.log(
-    `nproc = ${os.cpus().length}, Node ${process.version}, autocannon 64 connections, ${seconds} s, GET /healthz\n`,
+    `nproc = ${availableParallelism()}, Node ${process.version}, wrk ${threads} thread(s), ${connections} connections, ${seconds} s, GET /healthz\n`,
   );
-  console.log('| server | req/s | p50 ms | p99 ms | errors |\n| --- | ---: | ---: | ---: | ---: |');
+  console.log('| server | req/s | p50 ms | p99 ms | errors | wrk CPU |\n| --- | ---: | ---: | ---: | ---: | ---: |');
   for (const r of rows)
-    console.log(`| ${r.name} | ${r.rps.toLocaleString('en-US')} | ${r.p50} | ${r.p99} | ${r.errors} |`);
+    console.log(
+      `| ${r.name} | ${r.rps.toLocaleString('en-US')} | ${r.p50} | ${r.p99} | ${r.errors} | ${(r.lg * 100).toFixed(0)} % |`,
+    );
 }
 
 main().catch((e) => {
-  console.error(e);
+  console.error(e instanceof Error ? e.message : e);
   process.exit(1);
 });

@@ -29,7 +29,7 @@ export function createMessagesService(deps: {
   db: Knex;
   ingest: LogIngest;
   log: ThreadLog;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx'>;
+  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createIfAbsent'>;
   messagesStore: MessagesStore;
   maxMessageBytes: number;
   crypto: MessageCrypto;
@@ -68,8 +68,12 @@ export function createMessagesService(deps: {
     principal: ApiPrincipal,
     request: AppendRequest,
   ): Promise<AppendOutcome> {
-    if ((await threads.mayWrite(tx, principal, request.threadId, { lock: true })) === 'absent')
-      await threads.createInTx(tx, pointers, principal, { id: request.threadId, type: 'group' });
+    if ((await threads.mayWrite(tx, principal, request.threadId, { lock: true })) === 'absent') {
+      const created = await threads.createIfAbsent(tx, pointers, principal, { id: request.threadId, type: 'group' });
+      // Another replica's first write created it meanwhile (committed): write to it, if allowed.
+      if (!created && (await threads.mayWrite(tx, principal, request.threadId, { lock: true })) === 'absent')
+        throw notFound('thread');
+    }
     const {
       results: [result],
     } = await appendMany({ log, messagesStore }, tx, pointers, [request]);

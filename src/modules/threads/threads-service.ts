@@ -84,6 +84,30 @@ export function createThreadsService(deps: {
     principal: ApiPrincipal,
     input: CreateThreadInput & { id: string },
   ): Promise<CreatedThread> {
+    const created = await insertInTx(tx, pointers, principal, input);
+    if (!created) throw conflict(`A thread with id "${input.id}" already exists.`);
+    return created;
+  }
+
+  /**
+   * For a write that creates its thread: creates it, or answers null when another transaction
+   * (another replica's first write) created it first and committed; the caller then writes to it.
+   */
+  function createIfAbsent(
+    tx: Knex.Transaction,
+    pointers: CommitPointers,
+    principal: ApiPrincipal,
+    input: CreateThreadInput & { id: string },
+  ): Promise<CreatedThread | null> {
+    return insertInTx(tx, pointers, principal, input);
+  }
+
+  async function insertInTx(
+    tx: Knex.Transaction,
+    pointers: CommitPointers,
+    principal: ApiPrincipal,
+    input: CreateThreadInput & { id: string },
+  ): Promise<CreatedThread | null> {
     const actor = principal.userId;
     const members = new Map<string, Role>();
     if (actor) members.set(actor, 'owner');
@@ -116,7 +140,7 @@ export function createThreadsService(deps: {
         const existing = await store.findDm(tx, principal.projectId, dmKey);
         if (existing) return { thread: toThreadView(existing), created: false };
       }
-      throw conflict(`A thread with id "${input.id}" already exists.`);
+      return null;
     }
     const events: EventInput[] = [
       {
@@ -144,6 +168,7 @@ export function createThreadsService(deps: {
     authorize,
     mayWrite,
     createInTx,
+    createIfAbsent,
 
     create(
       principal: ApiPrincipal,

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { AppError, conflict } from '../../lib/errors';
 import { jsonEqual } from '../../lib/json-equal';
+import type { ApiPrincipal } from '../../lib/http/route';
 import { RUN_ALONE, type Batcher, type BatchResult } from '../ingest/ingest-pipeline';
 import type { CommitPointers, ThreadLog } from '../thread-log/thread-log';
 import type { MessagesStore } from './messages-store';
@@ -23,7 +24,15 @@ export interface AppendRequest {
   projectId: string;
   threadId: string;
   messages: NewMessage[];
+  /** An end user (not a secret key): write permission is decided again inside the group transaction. */
+  writer?: ApiPrincipal;
 }
+
+/** Write permission inside the group transaction, under the threads' locks: per check, an error or null. */
+export type AuthorizeWrites = (
+  tx: Knex.Transaction,
+  checks: Array<{ principal: ApiPrincipal; threadId: string }>,
+) => Promise<Array<AppError | null>>;
 
 export interface AppendOutcome {
   messages: MessageView[];
@@ -156,12 +165,19 @@ export function assignSeqs(
  * `notifyAlso` says this is its last statement). Requests are independent.
  */
 export async function appendMany(
-  deps: { log: ThreadLog; messagesStore: MessagesStore },
+  deps: { log: ThreadLog; messagesStore: MessagesStore; authorizeWrites?: AuthorizeWrites },
   tx: Knex.Transaction,
   pointers: CommitPointers,
-  requests: AppendRequest[],
+  all: AppendRequest[],
   notifyAlso?: CommitPointers,
 ): Promise<{ results: AppendResult[]; notified: boolean }> {
+  // Writers decided mergeable before submit are checked again here, under the threads' locks:
+  // a removal committed since then is seen, one not yet committed waits for this group.
+  const denied = new Map<number, AppError>();
+  const checks = all.flatMap((r, i) => (r.writer ? [{ i, principal: r.writer, threadId: r.threadId }] : []));
+  if (deps.authorizeWrites && checks.length > 0)
+    (await deps.authorizeWrites(tx, checks)).forEach((e, j) => e && denied.set(checks[j].i, e));
+  const requests = denied.size === 0 ? all : all.filter((_, i) => !denied.has(i));
   const existing = await deps.messagesStore.findAsCreated(
     tx,
     requests.flatMap((r) =>
@@ -187,13 +203,16 @@ export async function appendMany(
       existed: plan.refs.map((ref) => 'existing' in ref),
     };
   });
-  return { results, notified };
+  if (denied.size === 0) return { results, notified };
+  let next = 0;
+  return { results: all.map((_, i) => denied.get(i) ?? results[next++]), notified };
 }
 
 /** The group-commit batcher for appends: THREAD_MISSING sends a request back to run alone. */
 export function createAppendBatcher(deps: {
   log: ThreadLog;
   messagesStore: MessagesStore;
+  authorizeWrites: AuthorizeWrites;
 }): Batcher<AppendRequest, AppendOutcome, CommitPointers, Knex.Transaction> {
   return {
     name: 'append',

@@ -13,7 +13,7 @@ export function createMessagesModule(deps: {
   ingest: LogIngest;
   log: ThreadLog;
   idempotency: Idempotency;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createIfAbsent'>;
+  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
   maxMessageBytes: number;
   crypto: MessageCrypto;
   /** Messages a request actually wrote (usage counting). */

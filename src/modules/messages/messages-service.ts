@@ -29,7 +29,7 @@ export function createMessagesService(deps: {
   db: Knex;
   ingest: LogIngest;
   log: ThreadLog;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createIfAbsent'>;
+  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
   messagesStore: MessagesStore;
   maxMessageBytes: number;
   crypto: MessageCrypto;
@@ -37,7 +37,7 @@ export function createMessagesService(deps: {
   const { db, ingest, log, threads, messagesStore, crypto } = deps;
   const open = (p: ApiPrincipal, threadId: string, m: MessageView) =>
     crypto.openMessages(p.projectId, threadId, [m]).then((r) => r[0]);
-  const appendBatcher = createAppendBatcher({ log, messagesStore });
+  const appendBatcher = createAppendBatcher({ log, messagesStore, authorizeWrites: threads.mayWriteMany });
 
   function toNewMessage(principal: ApiPrincipal, m: MessageInput, index: number | null): NewMessage {
     const where = index === null ? '' : ` (messages[${index}])`;
@@ -97,6 +97,7 @@ export function createMessagesService(deps: {
       projectId: principal.projectId,
       threadId,
       messages: messages.map((m, i) => toNewMessage(principal, m, messages.length > 1 ? i : null)),
+      ...(isTrusted(principal) ? {} : { writer: principal }),
     };
     // Secret keys may write anywhere: no look-up, so their appends are submitted in the same
     // tick as they were made (calls made together share a group, in call order).

@@ -57,6 +57,30 @@ export function createThreadsStore() {
       return (await q) as (ThreadRow & { role: Role | null }) | undefined;
     },
 
+    /**
+     * Locks live threads as a write to them would (FOR NO KEY UPDATE, the lock the seq UPDATE
+     * takes), in a fixed order, and answers their policies as of the lock.
+     */
+    async lockForWrite(db: Db, keys: Array<{ projectId: string; threadId: string }>) {
+      const { rows } = await db.raw(
+        `select project_id, id, read_policy, write_policy from threads
+          where (project_id, id) in (select * from unnest(?::text[], ?::text[])) and deleted_at is null
+          order by project_id, id for no key update`,
+        [keys.map((k) => k.projectId), keys.map((k) => k.threadId)],
+      );
+      return rows as Array<Pick<ThreadRow, 'project_id' | 'id' | 'read_policy' | 'write_policy'>>;
+    },
+
+    /** Roles of these (thread, user) pairs; pairs that are not members are absent. */
+    async rolesOf(db: Db, keys: Array<{ projectId: string; threadId: string; userId: string }>) {
+      const { rows } = await db.raw(
+        `select project_id, thread_id, user_id, role from thread_members
+          where (project_id, thread_id, user_id) in (select * from unnest(?::text[], ?::text[], ?::text[]))`,
+        [keys.map((k) => k.projectId), keys.map((k) => k.threadId), keys.map((k) => k.userId)],
+      );
+      return rows as Array<{ project_id: string; thread_id: string; user_id: string; role: Role }>;
+    },
+
     async exists(db: Db, projectId: string, threadId: string): Promise<'live' | 'deleted' | 'none'> {
       const row = await db('threads').first('deleted_at').where({ project_id: projectId, id: threadId });
       return !row ? 'none' : row.deleted_at ? 'deleted' : 'live';

@@ -109,6 +109,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     idempotency,
     threads,
     maxMessageBytes: config.MAX_MESSAGE_BYTES,
+    maxReactionsPerMessage: config.MAX_REACTIONS_PER_MESSAGE,
     crypto: encryption.service,
     onAppended: usage.countMessages,
   });

@@ -15,6 +15,8 @@ export function createMessagesModule(deps: {
   idempotency: Idempotency;
   threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
   maxMessageBytes: number;
+  /** Distinct reactions one message may carry. */
+  maxReactionsPerMessage: number;
   crypto: MessageCrypto;
   /** Messages a request actually wrote (usage counting). */
   onAppended?: (projectId: string, newMessages: number) => void;

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { badRequest, forbidden, notFound, AppError } from '../../lib/errors';
+import { badRequest, forbidden, notFound, unprocessable, AppError } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import { jsonBytes } from '../../lib/http/json';
 import type { ApiPrincipal } from '../../lib/http/route';
@@ -32,6 +32,7 @@ export function createMessagesService(deps: {
   threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
   messagesStore: MessagesStore;
   maxMessageBytes: number;
+  maxReactionsPerMessage: number;
   crypto: MessageCrypto;
 }) {
   const { db, ingest, log, threads, messagesStore, crypto } = deps;
@@ -193,9 +194,15 @@ export function createMessagesService(deps: {
     const reacted = await ingest.submit<MessageView>({
       partition: `${principal.projectId}:${threadId}`,
       run: async (tx, pointers) => {
-        await threads.authorize(tx, principal, threadId, 'read', true);
+        // A reaction is a write to the thread's log: it needs write access, like a message.
+        await threads.authorize(tx, principal, threadId, 'write', true);
         const message = await messagesStore.get(tx, principal.projectId, threadId, messageId);
         if (!message || message.deleted) throw notFound('message');
+        const kinds = Object.keys(message.reactions ?? {});
+        if (on && !kinds.includes(reaction) && kinds.length >= deps.maxReactionsPerMessage)
+          throw unprocessable(
+            `A message carries at most ${deps.maxReactionsPerMessage} distinct reactions (MAX_REACTIONS_PER_MESSAGE); add one of those it has.`,
+          );
         const key = { projectId: principal.projectId, threadId, messageId, reaction, userId };
         if (!(await messagesStore.setReaction(tx, key, on))) return message;
         await log.append(tx, pointers, principal.projectId, threadId, [

@@ -142,6 +142,17 @@ export function createThreadsService(deps: {
     return created;
   }
 
+  /** A repeated dm create answers the dm only to a caller who is still one of its members. */
+  async function existingDm(tx: Knex.Transaction, principal: ApiPrincipal, row: ThreadRow): Promise<CreatedThread> {
+    if (!isTrusted(principal)) {
+      const member = principal.userId
+        ? await store.getMember(tx, principal.projectId, row.id, principal.userId)
+        : undefined;
+      if (!member) throw forbidden(`User "${principal.userId ?? ''}" is no longer a member of this dm.`);
+    }
+    return { thread: toThreadView(row), created: false };
+  }
+
   /**
    * For a write that creates its thread: creates it, or answers null when another transaction
    * (another replica's first write) created it first and committed; the caller then writes to it.
@@ -175,7 +186,7 @@ export function createThreadsService(deps: {
         throw badRequest('A dm has exactly two distinct members (the caller counts when X-User-ID is sent).');
       dmKey = JSON.stringify([...members.keys()].sort());
       const existing = await store.findDm(tx, principal.projectId, dmKey);
-      if (existing) return { thread: toThreadView(existing), created: false };
+      if (existing) return existingDm(tx, principal, existing);
     }
     const row = await store.insert(tx, {
       project_id: principal.projectId,
@@ -191,7 +202,7 @@ export function createThreadsService(deps: {
     if (!row) {
       if (dmKey) {
         const existing = await store.findDm(tx, principal.projectId, dmKey);
-        if (existing) return { thread: toThreadView(existing), created: false };
+        if (existing) return existingDm(tx, principal, existing);
       }
       return null;
     }

@@ -40,6 +40,8 @@ export interface RouteSpec<P extends Schema | undefined, Q extends Schema | unde
   params?: P;
   query?: Q;
   body?: B;
+  /** Request headers the route reads, for the OpenAPI document (read in handlers with header()). */
+  headers?: z.ZodObject;
   /** Turns a text/plain body into this value before validation. */
   textBody?: (text: string) => unknown;
   responses: Record<number, { description: string; schema?: Schema; contentType?: string }>;
@@ -130,6 +132,7 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
       request: {
         params: spec.params as z.ZodObject | undefined,
         query: spec.query as z.ZodObject | undefined,
+        headers: spec.headers,
         body,
       },
       responses: responses as never,

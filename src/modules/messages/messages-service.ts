@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { badRequest, forbidden, notFound, unprocessable, AppError } from '../../lib/errors';
+import { badRequest, forbidden, notFound, preconditionFailed, unprocessable, AppError } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import { jsonBytes } from '../../lib/http/json';
 import type { ApiPrincipal } from '../../lib/http/route';
@@ -24,6 +24,12 @@ export type MessageCrypto = Pick<
   EncryptionService,
   'encrypts' | 'sealer' | 'openMessages' | 'openVersions' | 'reservedIn' | 'reservedPrefix'
 >;
+
+/** An edit or delete: idempotency (`wrap`), and the versions If-Match allows ('*': any). */
+export interface RevisionOptions {
+  wrap?: WorkItemWrapper<MessageView>;
+  ifMatch?: number[] | '*';
+}
 
 export function createMessagesService(deps: {
   db: Knex;
@@ -132,6 +138,7 @@ export function createMessagesService(deps: {
     threadId: string,
     messageId: string,
     change: { deleted: false; body: unknown } | { deleted: true },
+    opts: RevisionOptions = {},
   ): Promise<MessageView> {
     if (!change.deleted && jsonBytes(change.body) > deps.maxMessageBytes) {
       throw new AppError('payload_too_large', `A message body may be at most ${deps.maxMessageBytes} bytes of JSON.`);
@@ -142,7 +149,7 @@ export function createMessagesService(deps: {
     // that encrypt nothing take no await here: an edit is submitted in the tick it was made, so
     // seq order stays submission order beside appends.
     const sealer = change.deleted || !crypto.encrypts(principal) ? null : await crypto.sealer(principal, threadId);
-    const revised = await ingest.submit<MessageView>({
+    const item: LogWorkItem<MessageView> = {
       partition: `${principal.projectId}:${threadId}`,
       run: async (tx, pointers) => {
         // The thread lock first: every change to a message takes it, so the row below is stable.
@@ -153,6 +160,11 @@ export function createMessagesService(deps: {
         if (!message) throw notFound('message');
         if (!isTrusted(principal) && message.author !== principal.userId)
           throw forbidden('Only the author of a message (or a secret key) may change it.');
+        if (opts.ifMatch && opts.ifMatch !== '*' && !opts.ifMatch.includes(message.version))
+          throw preconditionFailed(
+            `If-Match names version ${opts.ifMatch.join(', ')}; the message is at version ${message.version}.`,
+            { current_version: message.version },
+          );
         if (message.deleted)
           throw new AppError('conflict', 'The message is deleted; its history stays readable through /versions.');
         const version = message.version + 1;
@@ -178,7 +190,8 @@ export function createMessagesService(deps: {
           seq: lastSeq,
         });
       },
-    });
+    };
+    const revised = await ingest.submit(opts.wrap ? opts.wrap(item) : item);
     return open(principal, threadId, revised);
   }
 
@@ -235,8 +248,9 @@ export function createMessagesService(deps: {
         return { ...reply, body: await open(principal, threadId, b as MessageView) };
       return reply;
     },
-    edit: (p: ApiPrincipal, t: string, m: string, body: unknown) => revise(p, t, m, { deleted: false, body }),
-    remove: (p: ApiPrincipal, t: string, m: string) => revise(p, t, m, { deleted: true }),
+    edit: (p: ApiPrincipal, t: string, m: string, body: unknown, opts?: RevisionOptions) =>
+      revise(p, t, m, { deleted: false, body }, opts),
+    remove: (p: ApiPrincipal, t: string, m: string, opts?: RevisionOptions) => revise(p, t, m, { deleted: true }, opts),
     react,
 
     async page(principal: ApiPrincipal, threadId: string, q: PageQuery) {

@@ -57,12 +57,11 @@ describe('concurrent first writes to new threads through two replicas', () => {
 
     const db = createDb(database.url, 2);
     try {
-      const rows = (await db('events')
-        .select('thread_id', 'type')
-        .count({ n: '*' })
-        .where({ project_id: projectId })
-        .whereIn('thread_id', threads)
-        .groupBy('thread_id', 'type')) as Array<{ thread_id: string; type: string; n: string }>;
+      const { rows } = await db.raw<{ rows: Array<{ thread_id: string; type: string; n: string }> }>(
+        `select thread_id, type, count(*) as n from events
+          where project_id = ? and thread_id = any(?::text[]) group by thread_id, type`,
+        [projectId, threads],
+      );
       for (const thread of threads) {
         const of = (type: string) => Number(rows.find((r) => r.thread_id === thread && r.type === type)?.n ?? 0);
         assert.equal(of('thread.created'), 1, `${thread}: created once`);

@@ -103,6 +103,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     idempotency,
     threads,
     maxMessageBytes: config.MAX_MESSAGE_BYTES,
+    maxReactionsPerMessage: config.MAX_REACTIONS_PER_MESSAGE,
     crypto: encryption.service,
     pageCache: createPageCache({ maxBytes: config.PAGE_CACHE_BYTES, registry: metrics.registry }),
     onAppended: usage.countMessages,

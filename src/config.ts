@@ -29,6 +29,7 @@ export const configSchema = z.object({
   TRUST_PROXY: z.string().default('loopback'),
   MAX_REQUEST_BYTES: int(1024, 64 * 1024 * 1024).default(4 * 1024 * 1024),
   MAX_MESSAGE_BYTES: int(16, 16 * 1024 * 1024).default(64 * 1024),
+  MAX_REACTIONS_PER_MESSAGE: int(1, 10_000).default(50),
   MAX_JSON_DEPTH: int(2, 256).default(32),
   KEY_CACHE_TTL_MS: int(0, 60_000).default(2_000),
   SIGNING_SECRET_GRACE_SECONDS: int(0, 30 * 86400).default(86400),

@@ -13,6 +13,7 @@ export type ErrorKind =
   | 'not_acceptable'
   | 'rate_limited'
   | 'gone'
+  | 'precondition_failed'
   | 'unavailable'
   | 'integrity';
 
@@ -60,5 +61,9 @@ export const purgedBelowHorizon = (threadId: string, purgedThroughSeq: number) =
     `Events of thread "${threadId}" up to seq ${purgedThroughSeq} were removed by retention; the retained log starts at seq ${purgedThroughSeq + 1}. Reload the thread's state (GET …/messages) and resume with after_seq=${purgedThroughSeq}.`,
     { type: 'purged', fields: { purged_through_seq: purgedThroughSeq, first_retained_seq: purgedThroughSeq + 1 } },
   );
+
+/** A conditional request (If-Match) named a state the resource is no longer in. */
+export const preconditionFailed = (detail: string, fields?: Record<string, unknown>) =>
+  new AppError('precondition_failed', detail, { fields });
 
 export const isAppError = (e: unknown): e is AppError => e instanceof AppError;

@@ -18,6 +18,7 @@ const KINDS: Record<ErrorKind, { status: number; slug: string; title: string }> 
   not_acceptable: { status: 406, slug: 'not-acceptable', title: 'Not acceptable' },
   rate_limited: { status: 429, slug: 'quota-exceeded', title: 'Too many requests' },
   gone: { status: 410, slug: 'gone', title: 'Gone' },
+  precondition_failed: { status: 412, slug: 'precondition-failed', title: 'Precondition failed' },
   unavailable: { status: 503, slug: 'unavailable', title: 'Service unavailable' },
   integrity: { status: 500, slug: 'integrity-check-failed', title: 'Stored data failed its integrity check' },
 };

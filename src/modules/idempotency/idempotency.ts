@@ -63,6 +63,8 @@ export function createIdempotency(deps: { db: Knex }) {
         header: string | undefined;
         route: string;
         body: unknown;
+        /** The request's method (part of what a key is bound to); POST unless said. */
+        method?: string;
       },
       respond: (value: T) => Shaped,
       write: (wrap?: WorkItemWrapper<T>) => Promise<T>,
@@ -70,7 +72,7 @@ export function createIdempotency(deps: { db: Knex }) {
       const key = parseIdempotencyKey(ctx.header);
       if (!key) return respond(await write());
       const scope = { projectId: ctx.projectId, keyId: ctx.keyId, userId: ctx.userId ?? '', key };
-      const hash = requestHash('POST', ctx.route, ctx.body);
+      const hash = requestHash(ctx.method ?? 'POST', ctx.route, ctx.body);
       const stored = await replayOf(scope, hash);
       if (stored) return stored;
       const wrap: WorkItemWrapper<T> = (item) => ({

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { AppError, conflict, unprocessable } from '../../lib/errors';
 import { jsonEqual } from '../../lib/json-equal';
+import type { ApiPrincipal } from '../../lib/http/route';
 import { RUN_ALONE, type Batcher, type BatchResult } from '../ingest/ingest-pipeline';
 import type { CommitPointers, ThreadLog } from '../thread-log/thread-log';
 import type { MessagesStore } from './messages-store';
@@ -26,18 +27,19 @@ export interface AppendRequest {
   threadId: string;
   messages: NewMessage[];
   /**
-   * A caller that is not a secret key: may write only where the thread's write policy admits
-   * this user. Checked for the whole group in one statement (`writable`); a request it does not
+   * An end user (not a secret key): may write only where the thread's write policy admits this
+   * user. Decided for the whole group inside its transaction, under the threads' locks
+   * (`authorizeWrites`), so a removal committed before the group is seen; a request it does not
    * admit runs alone, where the full rule answers (create the thread, 403 or 404).
    */
-  writer?: { userId: string | null };
+  writer?: ApiPrincipal;
 }
 
-/** The access check of a merged group: indexes of the writers allowed. */
-export type WritableCheck = (
+/** Write permission inside the group transaction, under the threads' locks: per check, an error or null. */
+export type AuthorizeWrites = (
   tx: Knex.Transaction,
-  writers: Array<{ projectId: string; threadId: string; userId: string | null }>,
-) => Promise<Set<number>>;
+  checks: Array<{ principal: ApiPrincipal; threadId: string }>,
+) => Promise<Array<AppError | null>>;
 
 export interface AppendOutcome {
   messages: MessageView[];
@@ -47,7 +49,9 @@ export interface AppendOutcome {
 
 /** The thread does not exist or is deleted: the caller decides whether to create it. */
 export const THREAD_MISSING = Symbol('thread-missing');
-export type AppendResult = AppendOutcome | AppError | typeof THREAD_MISSING;
+/** `authorizeWrites` did not admit the writer: the full rule decides, alone (403, 404 or create). */
+export const WRITE_DENIED = Symbol('write-denied');
+export type AppendResult = AppendOutcome | AppError | typeof THREAD_MISSING | typeof WRITE_DENIED;
 
 /** Per request: the messages it writes, and per message either what exists already or what it writes. */
 export interface AppendPlan {
@@ -188,12 +192,19 @@ export function assignSeqs(
  * `notifyAlso` says this is its last statement). Requests are independent.
  */
 export async function appendMany(
-  deps: { log: ThreadLog; messagesStore: MessagesStore },
+  deps: { log: ThreadLog; messagesStore: MessagesStore; authorizeWrites?: AuthorizeWrites },
   tx: Knex.Transaction,
   pointers: CommitPointers,
-  requests: AppendRequest[],
+  all: AppendRequest[],
   notifyAlso?: CommitPointers,
 ): Promise<{ results: AppendResult[]; notified: boolean }> {
+  // End users' write permission, decided here under the threads' locks: a removal committed
+  // before this group is seen, one not yet committed waits for it.
+  const denied = new Set<number>();
+  const checks = all.flatMap((r, i) => (r.writer ? [{ i, principal: r.writer, threadId: r.threadId }] : []));
+  if (deps.authorizeWrites && checks.length > 0)
+    (await deps.authorizeWrites(tx, checks)).forEach((e, j) => e && denied.add(checks[j].i));
+  const requests = denied.size === 0 ? all : all.filter((_, i) => !denied.has(i));
   const existing = await deps.messagesStore.findAsCreated(
     tx,
     requests.flatMap((r) =>
@@ -228,37 +239,25 @@ export async function appendMany(
       existed: plan.refs.map((ref) => 'existing' in ref),
     };
   });
-  return { results, notified };
+  if (denied.size === 0) return { results, notified };
+  let next = 0;
+  return { results: all.map((_, i) => (denied.has(i) ? WRITE_DENIED : results[next++])), notified };
 }
 
-/** The group-commit batcher for appends: THREAD_MISSING sends a request back to run alone. */
+/** The group-commit batcher for appends: THREAD_MISSING and WRITE_DENIED send a request back to run alone. */
 export function createAppendBatcher(deps: {
   log: ThreadLog;
   messagesStore: MessagesStore;
-  writable: WritableCheck;
+  authorizeWrites: AuthorizeWrites;
 }): Batcher<AppendRequest, AppendOutcome, CommitPointers, Knex.Transaction> {
   return {
     name: 'append',
     async run(tx, pointers, requests, finish) {
-      // Writers that are not secret keys: one statement for the whole group decides who may merge.
-      const checked = requests.flatMap((r, i) => (r.writer ? [i] : []));
-      const allowed =
-        checked.length === 0
-          ? null
-          : await deps.writable(
-              tx,
-              checked.map((i) => ({ ...requests[i], userId: requests[i].writer!.userId })),
-            );
-      const denied = new Set(checked.filter((_, k) => !allowed!.has(k)));
-      const merged = denied.size === 0 ? requests : requests.filter((_, i) => !denied.has(i));
-      const { results, notified } = await appendMany(deps, tx, pointers, merged, finish?.group);
-      let next = 0;
+      const { results, notified } = await appendMany(deps, tx, pointers, requests, finish?.group);
       return {
         finished: notified,
-        results: requests.map((_, i): BatchResult<AppendOutcome> => {
-          if (denied.has(i)) return RUN_ALONE;
-          const r = results[next++];
-          if (r === THREAD_MISSING) return RUN_ALONE;
+        results: results.map((r): BatchResult<AppendOutcome> => {
+          if (r === THREAD_MISSING || r === WRITE_DENIED) return RUN_ALONE;
           return r instanceof AppError ? { err: r } : { ok: r };
         }),
       };

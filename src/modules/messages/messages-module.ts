@@ -14,8 +14,10 @@ export function createMessagesModule(deps: {
   ingest: LogIngest;
   log: ThreadLog;
   idempotency: Idempotency;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx' | 'writable'>;
+  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
   maxMessageBytes: number;
+  /** Distinct reactions one message may carry. */
+  maxReactionsPerMessage: number;
   crypto: MessageCrypto;
   pageCache?: PageCache;
   /** Messages a request actually wrote (usage counting). */

@@ -1,7 +1,8 @@
 import { Router } from 'express';
 import { z } from '../../lib/zod';
-import type { RouteFactory } from '../../lib/http/route';
-import type { Idempotency } from '../idempotency/idempotency';
+import { badRequest } from '../../lib/errors';
+import type { ApiPrincipal, RouteFactory } from '../../lib/http/route';
+import type { Idempotency, WorkItemWrapper } from '../idempotency/idempotency';
 import type { AppendOutcome } from './message-append';
 import {
   batchSchema,
@@ -37,6 +38,28 @@ function asText(messages: MessageView[]): string {
     .concat(messages.length ? '\n' : '');
 }
 
+/** If-Match: the message versions a change applies to ("3", W/"3", 3, a list), or * for any. */
+function parseIfMatch(value: string | undefined): number[] | '*' | undefined {
+  if (value === undefined) return undefined;
+  if (value.trim() === '*') return '*';
+  const versions = value.split(',').map((s) => /^(?:W\/)?"?(\d{1,15})"?$/.exec(s.trim()));
+  if (versions.some((v) => !v))
+    throw badRequest('If-Match takes the message version (its ETag), e.g. If-Match: "3", or *.');
+  return versions.map((v) => Number(v![1]));
+}
+
+/** Documented request headers of PATCH and DELETE on a message. */
+const revisionHeaders = z.object({
+  'idempotency-key': z
+    .string()
+    .optional()
+    .openapi({ description: 'A retry with the same key answers what the first request answered.' }),
+  'if-match': z
+    .string()
+    .optional()
+    .openapi({ description: 'The message version (ETag) this change applies to; 412 when it is at another version.' }),
+});
+
 const prefersText = (accept: string | undefined) =>
   !!accept && /text\/plain/.test(accept) && !/application\/json/.test(accept);
 
@@ -57,6 +80,35 @@ export function createMessagesRouter(deps: {
     };
   const router = Router();
   const tags = ['Messages'];
+
+  /** An edit or delete: Idempotency-Key through idempotency.reply, If-Match checked in the write. */
+  const revision = (
+    principal: ApiPrincipal,
+    params: { thread_id: string; message_id: string },
+    header: (name: string) => string | undefined,
+    method: 'PATCH' | 'DELETE',
+    body: Record<string, unknown>,
+    write: (
+      wrap: WorkItemWrapper<MessageView> | undefined,
+      ifMatch: number[] | '*' | undefined,
+    ) => Promise<MessageView>,
+  ) => {
+    const ifMatchHeader = header('if-match');
+    const ifMatch = parseIfMatch(ifMatchHeader);
+    return deps.idempotency
+      .reply<MessageView>(
+        {
+          ...principal,
+          method,
+          header: header('idempotency-key'),
+          route: `/v1/threads/${params.thread_id}/messages/${params.message_id}`,
+          body: { ...body, if_match: ifMatchHeader ?? null },
+        },
+        (m) => ({ status: 200, body: m, headers: { etag: `"${m.version}"` } }),
+        (wrap) => write(wrap, ifMatch),
+      )
+      .then((r) => messages.openReply(principal, params.thread_id, r));
+  };
 
   routes.route(
     router,
@@ -169,12 +221,17 @@ export function createMessagesRouter(deps: {
       rateClass: 'write',
       params: messageParams,
       body: editMessageSchema,
+      headers: revisionHeaders,
       textBody: (text) => ({ body: { text } }),
-      responses: { 200: { description: 'The edited message', schema: messageSchema } },
+      responses: {
+        200: { description: 'The edited message (ETag: its version)', schema: messageSchema },
+        412: { description: 'If-Match names another version than the current one' },
+      },
     },
-    async ({ principal, params, body }) => ({
-      body: await messages.edit(principal, params.thread_id, params.message_id, body.body),
-    }),
+    ({ principal, params, body, header }) =>
+      revision(principal, params, header, 'PATCH', { body: body.body }, (wrap, ifMatch) =>
+        messages.edit(principal, params.thread_id, params.message_id, body.body, { wrap, ifMatch }),
+      ),
   );
 
   routes.route(
@@ -189,9 +246,16 @@ export function createMessagesRouter(deps: {
       auth: 'api',
       rateClass: 'write',
       params: messageParams,
-      responses: { 200: { description: 'The tombstoned message', schema: messageSchema } },
+      headers: revisionHeaders,
+      responses: {
+        200: { description: 'The tombstoned message (ETag: its version)', schema: messageSchema },
+        412: { description: 'If-Match names another version than the current one' },
+      },
     },
-    async ({ principal, params }) => ({ body: await messages.remove(principal, params.thread_id, params.message_id) }),
+    ({ principal, params, header }) =>
+      revision(principal, params, header, 'DELETE', {}, (wrap, ifMatch) =>
+        messages.remove(principal, params.thread_id, params.message_id, { wrap, ifMatch }),
+      ),
   );
 
   routes.route(

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { badRequest, forbidden, notFound, AppError } from '../../lib/errors';
+import { badRequest, forbidden, notFound, preconditionFailed, unprocessable, AppError } from '../../lib/errors';
 import { newId } from '../../lib/ids';
 import { jsonBytes } from '../../lib/http/json';
 import type { ApiPrincipal } from '../../lib/http/route';
@@ -11,6 +11,7 @@ import {
   appendMany,
   createAppendBatcher,
   THREAD_MISSING,
+  WRITE_DENIED,
   type AppendOutcome,
   type AppendRequest,
   type NewMessage,
@@ -28,13 +29,20 @@ export type MessageCrypto = Pick<
   'encrypts' | 'sealer' | 'openMessages' | 'openVersions' | 'reservedIn' | 'reservedPrefix'
 >;
 
+/** An edit or delete: idempotency (`wrap`), and the versions If-Match allows ('*': any). */
+export interface RevisionOptions {
+  wrap?: WorkItemWrapper<MessageView>;
+  ifMatch?: number[] | '*';
+}
+
 export function createMessagesService(deps: {
   db: Knex;
   ingest: LogIngest;
   log: ThreadLog;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'createInTx' | 'writable'>;
+  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
   messagesStore: MessagesStore;
   maxMessageBytes: number;
+  maxReactionsPerMessage: number;
   crypto: MessageCrypto;
   /** Serialised pages per replica; absent or disabled: every page is read from PostgreSQL. */
   pageCache?: PageCache;
@@ -42,7 +50,7 @@ export function createMessagesService(deps: {
   const { db, ingest, log, threads, messagesStore, crypto, pageCache } = deps;
   const open = (p: ApiPrincipal, threadId: string, m: MessageView) =>
     crypto.openMessages(p.projectId, threadId, [m]).then((r) => r[0]);
-  const appendBatcher = createAppendBatcher({ log, messagesStore, writable: threads.writable });
+  const appendBatcher = createAppendBatcher({ log, messagesStore, authorizeWrites: threads.mayWriteMany });
 
   function toNewMessage(principal: ApiPrincipal, m: MessageInput, index: number | null): NewMessage {
     const where = index === null ? '' : ` (messages[${index}])`;
@@ -79,12 +87,17 @@ export function createMessagesService(deps: {
     principal: ApiPrincipal,
     request: AppendRequest,
   ): Promise<AppendOutcome> {
-    if ((await threads.mayWrite(tx, principal, request.threadId, { lock: true })) === 'absent')
-      await threads.createInTx(tx, pointers, principal, { id: request.threadId, type: 'group' });
+    if ((await threads.mayWrite(tx, principal, request.threadId, { lock: true })) === 'absent') {
+      const created = await threads.createIfAbsent(tx, pointers, principal, { id: request.threadId, type: 'group' });
+      // Another replica's first write created it meanwhile (committed): write to it, if allowed.
+      if (!created && (await threads.mayWrite(tx, principal, request.threadId, { lock: true })) === 'absent')
+        throw notFound('thread');
+    }
     const {
       results: [result],
     } = await appendMany({ log, messagesStore }, tx, pointers, [request]);
-    if (result === THREAD_MISSING) throw notFound('thread');
+    // Checked above under the thread's lock (no authorizeWrites here, so never WRITE_DENIED).
+    if (result === THREAD_MISSING || result === WRITE_DENIED) throw notFound('thread');
     if (result instanceof AppError) throw result;
     return result;
   }
@@ -104,15 +117,15 @@ export function createMessagesService(deps: {
       projectId: principal.projectId,
       threadId,
       messages: messages.map((m, i) => toNewMessage(principal, m, messages.length > 1 ? i : null)),
+      ...(isTrusted(principal) ? {} : { writer: principal }),
     };
     // No look-up before submit: every append is submitted in the tick it was made (calls made
     // together share a group, in call order). Other callers than secret keys are checked in the
     // group, all at once (`writer`); one the check does not admit runs alone, under the rule.
-    const merged: AppendRequest = isTrusted(principal) ? request : { ...request, writer: { userId: principal.userId } };
     const item: LogWorkItem<AppendOutcome> = {
       partition: `${principal.projectId}:${threadId}`,
       run: (tx, pointers) => appendAlone(tx, pointers, principal, request),
-      merge: { batcher: appendBatcher, input: merged },
+      merge: { batcher: appendBatcher, input: request },
     };
     // Projects that encrypt nothing stay synchronous up to submit (see above).
     if (!crypto.encrypts(principal)) return ingest.submit(opts.wrap ? opts.wrap(item) : item);
@@ -138,6 +151,7 @@ export function createMessagesService(deps: {
     threadId: string,
     messageId: string,
     change: { deleted: false; body: unknown } | { deleted: true },
+    opts: RevisionOptions = {},
   ): Promise<MessageView> {
     if (!change.deleted && jsonBytes(change.body) > deps.maxMessageBytes) {
       throw new AppError('payload_too_large', `A message body may be at most ${deps.maxMessageBytes} bytes of JSON.`);
@@ -148,7 +162,7 @@ export function createMessagesService(deps: {
     // that encrypt nothing take no await here: an edit is submitted in the tick it was made, so
     // seq order stays submission order beside appends.
     const sealer = change.deleted || !crypto.encrypts(principal) ? null : await crypto.sealer(principal, threadId);
-    const revised = await ingest.submit<MessageView>({
+    const item: LogWorkItem<MessageView> = {
       partition: `${principal.projectId}:${threadId}`,
       run: async (tx, pointers) => {
         // The thread lock first: every change to a message takes it, so the row below is stable.
@@ -159,6 +173,11 @@ export function createMessagesService(deps: {
         if (!message) throw notFound('message');
         if (!isTrusted(principal) && message.author !== principal.userId)
           throw forbidden('Only the author of a message (or a secret key) may change it.');
+        if (opts.ifMatch && opts.ifMatch !== '*' && !opts.ifMatch.includes(message.version))
+          throw preconditionFailed(
+            `If-Match names version ${opts.ifMatch.join(', ')}; the message is at version ${message.version}.`,
+            { current_version: message.version },
+          );
         if (message.deleted)
           throw new AppError('conflict', 'The message is deleted; its history stays readable through /versions.');
         const version = message.version + 1;
@@ -184,7 +203,8 @@ export function createMessagesService(deps: {
           seq: lastSeq,
         });
       },
-    });
+    };
+    const revised = await ingest.submit(opts.wrap ? opts.wrap(item) : item);
     return open(principal, threadId, revised);
   }
 
@@ -200,9 +220,15 @@ export function createMessagesService(deps: {
     const reacted = await ingest.submit<MessageView>({
       partition: `${principal.projectId}:${threadId}`,
       run: async (tx, pointers) => {
-        await threads.authorize(tx, principal, threadId, 'read', true);
+        // A reaction is a write to the thread's log: it needs write access, like a message.
+        await threads.authorize(tx, principal, threadId, 'write', true);
         const message = await messagesStore.get(tx, principal.projectId, threadId, messageId);
         if (!message || message.deleted) throw notFound('message');
+        const kinds = Object.keys(message.reactions ?? {});
+        if (on && !kinds.includes(reaction) && kinds.length >= deps.maxReactionsPerMessage)
+          throw unprocessable(
+            `A message carries at most ${deps.maxReactionsPerMessage} distinct reactions (MAX_REACTIONS_PER_MESSAGE); add one of those it has.`,
+          );
         const key = { projectId: principal.projectId, threadId, messageId, reaction, userId };
         if (!(await messagesStore.setReaction(tx, key, on))) return message;
         await log.append(tx, pointers, principal.projectId, threadId, [
@@ -250,8 +276,9 @@ export function createMessagesService(deps: {
         return { ...reply, body: await open(principal, threadId, b as MessageView) };
       return reply;
     },
-    edit: (p: ApiPrincipal, t: string, m: string, body: unknown) => revise(p, t, m, { deleted: false, body }),
-    remove: (p: ApiPrincipal, t: string, m: string) => revise(p, t, m, { deleted: true }),
+    edit: (p: ApiPrincipal, t: string, m: string, body: unknown, opts?: RevisionOptions) =>
+      revise(p, t, m, { deleted: false, body }, opts),
+    remove: (p: ApiPrincipal, t: string, m: string, opts?: RevisionOptions) => revise(p, t, m, { deleted: true }, opts),
     react,
 
     async page(principal: ApiPrincipal, threadId: string, q: PageQuery) {

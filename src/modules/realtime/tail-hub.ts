@@ -39,7 +39,10 @@ export interface SubscribeOptions {
   purgedThroughSeq?: number;
   userId: string | null;
   sink: TailSink;
-  /** Re-checks read access after a membership or policy change; false ends the subscription. */
+  /**
+   * Re-checks read access after a change of the subscriber's membership (removed, role changed)
+   * or of the thread's policies; false ends the subscription.
+   */
   recheck(): Promise<boolean>;
 }
 
@@ -173,9 +176,14 @@ export function createTailHub(deps: {
     let action: 'end' | 'recheck' | null = null;
     for (let i = 0; i < rows.length; i++) {
       const e = rows[i];
-      const removedMe = e.type === 'member.removed' && sub.opts.userId !== null && e.data.user_id === sub.opts.userId;
+      // Any membership change of this subscriber (removed, or a role change written as
+      // member.added) and any policy change may take its read access away: re-check.
+      const aboutMe =
+        (e.type === 'member.removed' || e.type === 'member.added') &&
+        sub.opts.userId !== null &&
+        e.data.user_id === sub.opts.userId;
       const policyChanged = e.type === 'thread.updated' && e.data.policies !== undefined;
-      if (e.type === 'thread.deleted' || removedMe || policyChanged) {
+      if (e.type === 'thread.deleted' || aboutMe || policyChanged) {
         cut = i + 1;
         action = e.type === 'thread.deleted' ? 'end' : 'recheck';
         break;

@@ -47,7 +47,9 @@ interface Conn {
   principal: ApiPrincipal;
   subs: Map<string, Subscription>;
   alive: boolean;
-  typingAt: Map<string, number>;
+  /** Per thread: when the last typing start went out, and whether a stop is owed. */
+  typing: Map<string, { startedAt: number; on: boolean }>;
+  typingQueue: Promise<void>;
   closed: boolean;
   untrack: () => void;
   tokens: number;
@@ -375,12 +377,20 @@ export function createWsGateway(deps: {
             code: 'not_subscribed',
             message: 'Subscribe to the thread before sending typing.',
           });
-        const last = conn.typingAt.get(m.thread_id) ?? 0;
-        // "start" repeats are throttled; "stop" always goes out.
-        if (m.state === 'start' && Date.now() - last < TYPING_MIN_INTERVAL_MS) return;
-        conn.typingAt.set(m.thread_id, m.state === 'start' ? Date.now() : 0);
-        await deps.ephemeral().typing(conn.principal.projectId, m.thread_id, userId, m.state);
-        return;
+        // At most one "start" per interval (a "stop" does not reset it), and a "stop" only after
+        // a "start": alternating start/stop goes out as one start and one stop per interval.
+        const state = conn.typing.get(m.thread_id) ?? { startedAt: 0, on: false };
+        const now = Date.now();
+        if (m.state === 'start' ? now - state.startedAt < TYPING_MIN_INTERVAL_MS : !state.on) return;
+        conn.typing.set(m.thread_id, m.state === 'start' ? { startedAt: now, on: true } : { ...state, on: false });
+        // Typing is a write to the thread: an end user who may only read it cannot send it. One
+        // after another per socket, so a stop never overtakes its start.
+        const run = conn.typingQueue.then(async () => {
+          await deps.threads.authorize(db, conn.principal, m.thread_id, 'write');
+          await deps.ephemeral().typing(conn.principal.projectId, m.thread_id, userId, m.state);
+        });
+        conn.typingQueue = run.catch(() => undefined);
+        return run;
       }
       case 'send':
         return sendMessage(conn, m);
@@ -404,7 +414,8 @@ export function createWsGateway(deps: {
       principal,
       subs: new Map(),
       alive: true,
-      typingAt: new Map(),
+      typing: new Map(),
+      typingQueue: Promise.resolve(),
       closed: false,
       untrack: () => undefined,
       tokens: RATE_BURST,

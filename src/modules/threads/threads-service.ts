@@ -86,6 +86,59 @@ export function createThreadsService(deps: {
   }
 
   /**
+   * Write permission for many writers at once, decided inside the group transaction under each
+   * thread's lock (taken here): a removal or policy change either committed before (and is seen)
+   * or waits for this transaction. Per check: the error to answer, or null (allowed, or no live
+   * thread: the write then runs alone and decides there).
+   */
+  async function mayWriteMany(
+    tx: Knex.Transaction,
+    checks: Array<{ principal: ApiPrincipal; threadId: string }>,
+  ): Promise<Array<AppError | null>> {
+    const untrusted = checks.filter((c) => !isTrusted(c.principal));
+    if (untrusted.length === 0) return checks.map(() => null);
+    const k = (projectId: string, threadId: string, userId = '') => `${projectId}\u0000${threadId}\u0000${userId}`;
+    const threads = new Map(
+      (
+        await store.lockForWrite(
+          tx,
+          untrusted.map((c) => ({ projectId: c.principal.projectId, threadId: c.threadId })),
+        )
+      ).map((t) => [k(t.project_id, t.id), t]),
+    );
+    const withUser = untrusted.filter((c) => c.principal.userId !== null);
+    const roles =
+      withUser.length === 0
+        ? new Map<string, Role>()
+        : new Map(
+            (
+              await store.rolesOf(
+                tx,
+                withUser.map((c) => ({
+                  projectId: c.principal.projectId,
+                  threadId: c.threadId,
+                  userId: c.principal.userId!,
+                })),
+              )
+            ).map((r) => [k(r.project_id, r.thread_id, r.user_id), r.role]),
+          );
+    return checks.map((c) => {
+      const thread = threads.get(k(c.principal.projectId, c.threadId));
+      if (isTrusted(c.principal) || !thread) return null;
+      const role = c.principal.userId
+        ? (roles.get(k(c.principal.projectId, c.threadId, c.principal.userId)) ?? null)
+        : null;
+      try {
+        assertAccess(c.principal, thread, role, 'write');
+        return null;
+      } catch (e) {
+        if (e instanceof AppError) return e;
+        throw e;
+      }
+    });
+  }
+
+  /**
    * Creates a thread inside a group transaction: the row, then thread.created and one
    * member.added per member as its first events. Returns the existing thread for a repeated dm.
    */
@@ -95,6 +148,41 @@ export function createThreadsService(deps: {
     principal: ApiPrincipal,
     input: CreateThreadInput & { id: string },
   ): Promise<CreatedThread> {
+    const created = await insertInTx(tx, pointers, principal, input);
+    if (!created) throw conflict(`A thread with id "${input.id}" already exists.`);
+    return created;
+  }
+
+  /** A repeated dm create answers the dm only to a caller who is still one of its members. */
+  async function existingDm(tx: Knex.Transaction, principal: ApiPrincipal, row: ThreadRow): Promise<CreatedThread> {
+    if (!isTrusted(principal)) {
+      const member = principal.userId
+        ? await store.getMember(tx, principal.projectId, row.id, principal.userId)
+        : undefined;
+      if (!member) throw forbidden(`User "${principal.userId ?? ''}" is no longer a member of this dm.`);
+    }
+    return { thread: toThreadView(row), created: false };
+  }
+
+  /**
+   * For a write that creates its thread: creates it, or answers null when another transaction
+   * (another replica's first write) created it first and committed; the caller then writes to it.
+   */
+  function createIfAbsent(
+    tx: Knex.Transaction,
+    pointers: CommitPointers,
+    principal: ApiPrincipal,
+    input: CreateThreadInput & { id: string },
+  ): Promise<CreatedThread | null> {
+    return insertInTx(tx, pointers, principal, input);
+  }
+
+  async function insertInTx(
+    tx: Knex.Transaction,
+    pointers: CommitPointers,
+    principal: ApiPrincipal,
+    input: CreateThreadInput & { id: string },
+  ): Promise<CreatedThread | null> {
     const actor = principal.userId;
     const members = new Map<string, Role>();
     if (actor) members.set(actor, 'owner');
@@ -109,7 +197,7 @@ export function createThreadsService(deps: {
         throw badRequest('A dm has exactly two distinct members (the caller counts when X-User-ID is sent).');
       dmKey = JSON.stringify([...members.keys()].sort());
       const existing = await store.findDm(tx, principal.projectId, dmKey);
-      if (existing) return { thread: toThreadView(existing), created: false };
+      if (existing) return existingDm(tx, principal, existing);
     }
     const row = await store.insert(tx, {
       project_id: principal.projectId,
@@ -125,9 +213,9 @@ export function createThreadsService(deps: {
     if (!row) {
       if (dmKey) {
         const existing = await store.findDm(tx, principal.projectId, dmKey);
-        if (existing) return { thread: toThreadView(existing), created: false };
+        if (existing) return existingDm(tx, principal, existing);
       }
-      throw conflict(`A thread with id "${input.id}" already exists.`);
+      return null;
     }
     const events: EventInput[] = [
       {
@@ -154,10 +242,9 @@ export function createThreadsService(deps: {
   return {
     authorize,
     mayWrite,
-    /** Indexes of the writers allowed to write to their (live) thread; the rest need `mayWrite`'s verdict. */
-    writable: (tx: Knex.Transaction, writers: Array<{ projectId: string; threadId: string; userId: string | null }>) =>
-      store.writable(tx, writers),
+    mayWriteMany,
     createInTx,
+    createIfAbsent,
 
     create(
       principal: ApiPrincipal,

@@ -58,21 +58,27 @@ export function createThreadsStore() {
     },
 
     /**
-     * Which of these writers may write to their thread (live, and its write policy admits their
-     * role), in one statement: the indexes of those allowed. The rule is `assertAccess`'s.
+     * Locks live threads as a write to them would (FOR NO KEY UPDATE, the lock the seq UPDATE
+     * takes), in a fixed order, and answers their policies as of the lock.
      */
-    async writable(db: Db, writers: Array<{ projectId: string; threadId: string; userId: string | null }>) {
-      if (writers.length === 0) return new Set<number>();
+    async lockForWrite(db: Db, keys: Array<{ projectId: string; threadId: string }>) {
       const { rows } = await db.raw(
-        `select v.i from unnest(?::text[], ?::text[], ?::text[]) with ordinality as v(project_id, thread_id, user_id, i)
-           join threads t on t.project_id = v.project_id and t.id = v.thread_id and t.deleted_at is null
-           left join thread_members m on m.project_id = t.project_id and m.thread_id = t.id and m.user_id = v.user_id
-          where t.write_policy = 'public'
-             or (t.write_policy = 'members' and m.role is not null)
-             or (t.write_policy = 'owners' and m.role in ('owner', 'admin'))`,
-        [writers.map((w) => w.projectId), writers.map((w) => w.threadId), writers.map((w) => w.userId) as string[]],
+        `select project_id, id, read_policy, write_policy from threads
+          where (project_id, id) in (select * from unnest(?::text[], ?::text[])) and deleted_at is null
+          order by project_id, id for no key update`,
+        [keys.map((k) => k.projectId), keys.map((k) => k.threadId)],
       );
-      return new Set((rows as Array<{ i: string | number }>).map((r) => Number(r.i) - 1));
+      return rows as Array<Pick<ThreadRow, 'project_id' | 'id' | 'read_policy' | 'write_policy'>>;
+    },
+
+    /** Roles of these (thread, user) pairs; pairs that are not members are absent. */
+    async rolesOf(db: Db, keys: Array<{ projectId: string; threadId: string; userId: string }>) {
+      const { rows } = await db.raw(
+        `select project_id, thread_id, user_id, role from thread_members
+          where (project_id, thread_id, user_id) in (select * from unnest(?::text[], ?::text[], ?::text[]))`,
+        [keys.map((k) => k.projectId), keys.map((k) => k.threadId), keys.map((k) => k.userId)],
+      );
+      return rows as Array<{ project_id: string; thread_id: string; user_id: string; role: Role }>;
     },
 
     async exists(db: Db, projectId: string, threadId: string): Promise<'live' | 'deleted' | 'none'> {

@@ -203,7 +203,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));
   app.use(express.text({ limit: config.MAX_REQUEST_BYTES, type: 'text/plain' }));
   app.use(cookieParser());
-  app.use(createMetricsRouter(metrics, config.METRICS_TOKEN));
+  app.use(createMetricsRouter(metrics, config.METRICS_TOKEN, { production: config.NODE_ENV === 'production' }));
   app.use(createSystemRouter({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }));
   app.use(keys.router(routes));
   app.use(threadsModule.router(routes));

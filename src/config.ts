@@ -1,3 +1,4 @@
+import ipaddr from 'ipaddr.js';
 import { z } from './lib/zod';
 
 const bool = z
@@ -11,6 +12,46 @@ const secondsList = z
   .regex(/^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$/, 'must be comma-separated seconds, e.g. 5,300,1800')
   .transform((s) => s.split(',').map((x) => Number(x.trim())))
   .refine((a) => a.length <= 50, 'at most 50 retries');
+
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+/** One entry of express's trust-proxy list: a preset name, an address, a CIDR or address/netmask range. */
+function proxyEntryValid(entry: string): boolean {
+  if (PROXY_NAMES.has(entry)) return true;
+  const slash = entry.indexOf('/');
+  if (slash === -1) return ipaddr.isValid(entry);
+  const [addr, range] = [entry.slice(0, slash), entry.slice(slash + 1)];
+  if (!ipaddr.isValid(addr)) return false;
+  if (/^\d{1,3}$/.test(range)) return Number(range) <= (ipaddr.parse(addr).kind() === 'ipv4' ? 32 : 128);
+  return ipaddr.isValid(range);
+}
+
+/**
+ * express's `trust proxy` in every form it takes: true/false, a hop count, or a comma-separated
+ * list of preset names, addresses and ranges. Checked here, so a typo is a clear configuration
+ * error at start instead of a TypeError thrown from inside express.
+ */
+export const trustProxySchema = z
+  .string()
+  .trim()
+  .transform((v, ctx): boolean | number | string[] => {
+    const lower = v.toLowerCase();
+    if (lower === 'true') return true;
+    if (lower === 'false') return false;
+    if (/^\d+$/.test(v)) return Number(v);
+    const entries = v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    const bad = entries.filter((e) => !proxyEntryValid(e));
+    if (entries.length === 0 || bad.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `must be true, false, a hop count, or a comma-separated list of loopback/linklocal/uniquelocal, addresses and CIDR ranges${bad.length ? ` (not understood: ${bad.join(', ')})` : ''}`,
+      });
+      return z.NEVER;
+    }
+    return entries;
+  });
 
 /** Every setting the service reads from the environment, validated once at start. */
 export const configSchema = z.object({
@@ -26,7 +67,7 @@ export const configSchema = z.object({
   DB_POOL_MAX: int(2, 200).default(20),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PUBLIC_URL: url.optional(),
-  TRUST_PROXY: z.string().default('loopback'),
+  TRUST_PROXY: trustProxySchema.default(['loopback']),
   MAX_REQUEST_BYTES: int(1024, 64 * 1024 * 1024).default(4 * 1024 * 1024),
   MAX_MESSAGE_BYTES: int(16, 16 * 1024 * 1024).default(64 * 1024),
   MAX_JSON_DEPTH: int(2, 256).default(32),

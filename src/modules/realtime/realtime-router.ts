@@ -1,7 +1,8 @@
 import { Router } from 'express';
 import type { Knex } from 'knex';
 import { z } from '../../lib/zod';
-import { badRequest, isAppError } from '../../lib/errors';
+import { AppError, badRequest, isAppError } from '../../lib/errors';
+import { problemSchema } from '../../lib/http/problem';
 import type { ApiPrincipal, RouteFactory } from '../../lib/http/route';
 import type { ThreadsService } from '../threads/threads-service';
 import { threadParams } from '../threads/threads-schemas';
@@ -92,6 +93,34 @@ export function createRealtimeRouter(deps: {
             ),
         },
       });
+    },
+  );
+
+  // A plain GET of the WebSocket endpoint (no Upgrade header; upgrades never reach express).
+  router.get('/v1/ws', (_req, res, next) => {
+    res.setHeader('Upgrade', 'websocket');
+    res.setHeader('Connection', 'Upgrade');
+    next();
+  });
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/ws',
+      summary: 'WebSocket endpoint (see docs/REALTIME.md); a request without an Upgrade is answered 426',
+      description:
+        'Open with a WebSocket client (`Upgrade: websocket`), authenticated by key headers or `?token=` (POST /v1/realtime/token). A plain HTTP GET is answered `426 Upgrade Required`.',
+      tags,
+      auth: 'none',
+      responses: {
+        426: { description: 'Not a WebSocket upgrade', schema: problemSchema, contentType: 'application/problem+json' },
+      },
+    },
+    () => {
+      throw new AppError(
+        'upgrade_required',
+        'GET /v1/ws is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket).',
+      );
     },
   );
 

@@ -1,11 +1,11 @@
 import cookieParser from 'cookie-parser';
-import express, { type Express } from 'express';
+import express, { type Express, type Request, type Response } from 'express';
 import helmet from 'helmet';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import { hostname } from 'node:os';
 import type { Knex } from 'knex';
 import type { Config } from './config';
-import { notFound } from './lib/errors';
+import { isAppError, notFound } from './lib/errors';
 import { answerClientErrors } from './lib/http/client-error';
 import { createClientIp } from './lib/http/client-ip';
 import { errorMiddleware } from './lib/http/problem';
@@ -144,6 +144,21 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   });
   const rateLimits = createRateLimitModule({ db, logger, config, clientIp });
   const access = createAccessGuards({ clientIp });
+  // Failed authentications count against the client IP's auth bucket (429 once it is used up).
+  const authFailed = async (req: IncomingMessage, e: unknown) => {
+    if (isAppError(e) && e.kind === 'unauthorized') await rateLimits.authFailed(clientIp(req));
+  };
+  const countFailures =
+    <P>(authenticate: (req: Request, res: Response) => Promise<P>) =>
+    async (req: Request, res: Response): Promise<P> => {
+      try {
+        return await authenticate(req, res);
+      } catch (e) {
+        await authFailed(req, e);
+        throw e;
+      }
+    };
+
   void watchKeyChanges({
     listener,
     invalidate: (projectId) => (keys.keyAuth.invalidate(projectId), rateLimits.invalidate(projectId)),
@@ -166,6 +181,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     clientIp,
     assertCaller: access.assertCaller,
     admit: (p, ip) => rateLimits.admit(p, 'read', ip),
+    authFailed,
   });
   metrics.watchRealtime(() => {
     const s = realtime.stats();
@@ -182,14 +198,17 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     registry,
     guards,
     maxJsonDepth: config.MAX_JSON_DEPTH,
+    maxRequestBytes: config.MAX_REQUEST_BYTES,
     validateResponses: config.NODE_ENV !== 'production',
     authenticate: {
       none: async (): Promise<Principal> => ({ type: 'anonymous' }),
       // A verified realtime token (SSE ?token=, set by the realtime router) stands in for key headers.
-      api: async (req, res) => (res.locals.realtimePrincipal as Principal | undefined) ?? keys.authenticators.api(req),
-      secret: keys.authenticators.secret,
-      admin: keys.authenticators.admin,
-      developer: developerConsole.authenticate,
+      api: countFailures(
+        async (req, res) => (res.locals.realtimePrincipal as Principal | undefined) ?? keys.authenticators.api(req),
+      ),
+      secret: countFailures(keys.authenticators.secret),
+      admin: countFailures(keys.authenticators.admin),
+      developer: countFailures(developerConsole.authenticate),
     },
   });
   const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }, encryption.readiness];
@@ -200,8 +219,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(helmet({ crossOriginResourcePolicy: { policy: 'cross-origin' } }));
   app.use('/v1', apiCors());
   app.use('/auth', rateLimits.perIp('auth'));
-  app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));
-  app.use(express.text({ limit: config.MAX_REQUEST_BYTES, type: 'text/plain' }));
+  // JSON and text bodies are read by the route factory, after authentication.
   app.use(cookieParser());
   app.use(createMetricsRouter(metrics, config.METRICS_TOKEN, { production: config.NODE_ENV === 'production' }));
   app.use(createSystemRouter({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }));

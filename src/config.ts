@@ -98,6 +98,8 @@ export const configSchema = z.object({
   RATE_LIMIT_WRITE: int(1, 1_000_000).default(3_000),
   RATE_LIMIT_AUTH: int(1, 1_000_000).default(300),
   RATE_LIMIT_IP: int(1, 1_000_000).default(300),
+  /** Failed authentications (unknown keys, bad signatures, bad tokens) per client IP per window. */
+  RATE_LIMIT_AUTH_FAILURES: int(1, 1_000_000).default(60),
   SLOW_QUERY_MS: int(0, 3_600_000).default(250),
   SLOW_QUERY_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
   RETENTION_ENABLED: bool.default(true),

@@ -27,6 +27,15 @@ function signatureMatches(secret: string, userId: string, signature: string): bo
 
 const MAX_CACHED = 10_000;
 const TOUCH_INTERVAL_MS = 60_000;
+/**
+ * How long a key hash the database did not know is answered from memory. A key is created with
+ * 256 random bits and never presented before it exists, so remembering a miss cannot hide a
+ * new key; revoked keys stay revoked.
+ */
+const NEGATIVE_TTL_MS = 60_000;
+const MAX_NEGATIVE = 50_000;
+/** A bad signature on a cached key re-reads the project (a rotation) at most this often per key. */
+const FRESH_READ_INTERVAL_MS = 1_000;
 
 /**
  * Resolves API keys to principals. Live keys are cached for KEY_CACHE_TTL_MS, so a revocation
@@ -37,6 +46,9 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
   const now = deps.now ?? Date.now;
   const cache = new Map<string, { ctx: KeyContext; expires: number }>();
   const lastTouched = new Map<string, number>();
+  const unknown = new Map<string, number>();
+  const freshReadAt = new Map<string, number>();
+  let lookups = 0;
 
   async function lookup(rawKey: string, opts: { fresh?: boolean } = {}): Promise<KeyContext & { cached: boolean }> {
     if (!parseApiKey(rawKey)) throw unauthorized('The API key is not valid.');
@@ -44,11 +56,17 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
     const cacheKey = hash.toString('base64');
     const hit = cache.get(cacheKey);
     if (!opts.fresh && hit && hit.expires > now()) return { ...hit.ctx, cached: true };
+    const missed = unknown.get(cacheKey);
+    if (missed !== undefined && missed > now()) throw unauthorized('The API key is not valid or has been revoked.');
+    lookups++;
     const row = await deps.keysStore.findByHash(deps.db, hash);
     if (!row) {
       cache.delete(cacheKey);
+      if (unknown.size >= MAX_NEGATIVE) unknown.delete(unknown.keys().next().value!);
+      unknown.set(cacheKey, now() + NEGATIVE_TTL_MS);
       throw unauthorized('The API key is not valid or has been revoked.');
     }
+    unknown.delete(cacheKey);
     const ctx: KeyContext = {
       projectId: row.project_id,
       keyId: row.key_id,
@@ -106,7 +124,10 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
         let ok = signatureValid(ctx, userId, signature);
         // A cached key may predate a signing-secret rotation: a signature made with the new
         // secret must verify at once, so re-read the project before refusing.
-        if (!ok && ctx.cached) {
+        // Throttled per key, so wrong signatures on a valid key cannot each cost a database read.
+        if (!ok && ctx.cached && now() - (freshReadAt.get(ctx.keyId) ?? -Infinity) >= FRESH_READ_INTERVAL_MS) {
+          if (freshReadAt.size >= MAX_CACHED) freshReadAt.delete(freshReadAt.keys().next().value!);
+          freshReadAt.set(ctx.keyId, now());
           ctx = await lookup(rawKey.trim(), { fresh: true });
           ok = ctx.kind === 'publishable' && signatureValid(ctx, userId, signature);
         }
@@ -121,6 +142,9 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
         settings: ctx.settings,
       };
     },
+
+    /** Key lookups that reached the database since start (for tests and metrics). */
+    lookups: () => lookups,
 
     /** Drops cached keys (all of them, or one project's), e.g. on a revocation notice. */
     invalidate(projectId?: string) {

@@ -17,6 +17,7 @@ type RateLimitConfig = Pick<
   | 'RATE_LIMIT_WRITE'
   | 'RATE_LIMIT_AUTH'
   | 'RATE_LIMIT_IP'
+  | 'RATE_LIMIT_AUTH_FAILURES'
 >;
 
 /** IETF draft-ietf-httpapi-ratelimit-headers syntax: `"write";q=600;w=60` and `"write";r=12;t=7`. */
@@ -104,6 +105,22 @@ export function createRateLimitModule(deps: { db: Knex; logger: Logger; config: 
      */
     async admit(principal: Principal, cls: RateClass, ip: string): Promise<void> {
       if (config.RATE_LIMIT_ENABLED) await limit(null, principal, cls, ip);
+    },
+    /**
+     * Counts one failed authentication (unknown key, bad signature, bad or expired token) against
+     * the client IP's `auth` bucket; once RATE_LIMIT_AUTH_FAILURES are used up in the window, the
+     * failure is answered 429 with Retry-After instead of 401. A refused bucket is answered from
+     * memory, so a guessing client costs no database round trip per attempt.
+     */
+    async authFailed(ip: string | undefined): Promise<void> {
+      if (!config.RATE_LIMIT_ENABLED) return;
+      const policy: Policy = { name: 'auth', limit: config.RATE_LIMIT_AUTH_FAILURES, windowMs };
+      const d = await limiter.consume('', `authfail:${ip ?? 'unknown'}`, policy);
+      if (!d.allowed)
+        throw rateLimited(
+          `Too many failed authentications from this address (${policy.limit} per ${config.RATE_LIMIT_WINDOW_SECONDS} s); retry after ${d.retryAfterSeconds} s.`,
+          d.retryAfterSeconds,
+        );
     },
     invalidate: (projectId?: string) => limiter.invalidate(projectId),
     close: () => limiter.close(),

@@ -42,6 +42,8 @@ export function createRealtimeModule(deps: {
   assertCaller: (req: IncomingMessage, principal: ApiPrincipal) => void;
   /** The rate limiter's admission for callers outside the route factory. */
   admit?: (principal: ApiPrincipal, ip: string) => Promise<void>;
+  /** Counts a refused credential against the client's auth bucket; throws the 429 once it is used up. */
+  authFailed?: (req: IncomingMessage, error: unknown) => Promise<void>;
   /** Seconds from a NOTIFY wake-up to fan-out (the replica's metrics histogram). */
   observeNotifyLag?: (seconds: number) => void;
 }) {
@@ -85,6 +87,7 @@ export function createRealtimeModule(deps: {
     keyAuth: deps.keyAuth,
     tokens,
     track,
+    authFailed: deps.authFailed,
     // What REST routes get from guards: the project's IP allowlist, allowed origins, rate limit.
     async checkUpgrade(req, principal) {
       const ip = deps.clientIp(req) ?? '';
@@ -119,6 +122,7 @@ export function createRealtimeModule(deps: {
         hub,
         tokens,
         track,
+        authFailed: deps.authFailed,
         heartbeatMs: options.heartbeatMs,
         maxBufferedBytes: options.maxBufferedBytes,
         openStreams,

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import { Router } from 'express';
 import type { Knex } from 'knex';
 import { z } from '../../lib/zod';
@@ -22,6 +23,7 @@ export function createRealtimeRouter(deps: {
   heartbeatMs: number;
   maxBufferedBytes: number;
   openStreams: Set<() => void>;
+  authFailed?: (req: IncomingMessage, error: unknown) => Promise<void>;
   /** Counts a live tail in the thread's presence (as a WebSocket subscription is); returns the leave function. */
   joinPresence?: (principal: ApiPrincipal, threadId: string) => () => void;
 }) {
@@ -34,10 +36,13 @@ export function createRealtimeRouter(deps: {
   router.use('/v1/threads/:thread_id/tail', (req, res, next) => {
     const token = req.query.token;
     if (typeof token !== 'string' || req.get('authorization') || req.get('x-api-key')) return next();
-    deps.tokens.verify(token).then((principal) => {
-      res.locals.realtimePrincipal = principal;
-      next();
-    }, next);
+    deps.tokens.verify(token).then(
+      (principal) => {
+        res.locals.realtimePrincipal = principal;
+        next();
+      },
+      (e: unknown) => (deps.authFailed ? deps.authFailed(req, e) : Promise.resolve()).then(() => next(e), next),
+    );
   });
 
   routes.stream(

@@ -78,6 +78,8 @@ export function createWsGateway(deps: {
   track: TrackConnection;
   /** The project's IP allowlist, allowed origins and rate limit, as REST routes get them from guards. */
   checkUpgrade: (req: IncomingMessage, principal: ApiPrincipal) => Promise<void>;
+  /** Counts a refused credential against the client's auth bucket; throws the 429 once it is used up. */
+  authFailed?: (req: IncomingMessage, error: unknown) => Promise<void>;
   logger: Logger;
   heartbeatMs: number;
   maxBufferedBytes: number;
@@ -91,7 +93,13 @@ export function createWsGateway(deps: {
   let slowConsumerCloses = 0;
 
   async function authenticate(req: IncomingMessage, url: URL): Promise<ApiPrincipal> {
-    const p = await principalOf(req, url);
+    let p: ApiPrincipal;
+    try {
+      p = await principalOf(req, url);
+    } catch (e) {
+      await deps.authFailed?.(req, e);
+      throw e;
+    }
     await deps.checkUpgrade(req, p);
     return p;
   }

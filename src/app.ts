@@ -91,7 +91,12 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     keysStore: createKeysStore(),
     signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS,
   });
-  const keys = createKeysModule({ db, cacheTtlMs: config.KEY_CACHE_TTL_MS, signingSecretOf: projects.signingSecretOf });
+  const keys = createKeysModule({
+    db,
+    cacheTtlMs: config.KEY_CACHE_TTL_MS,
+    userTokenMaxTtlSeconds: config.USER_TOKEN_MAX_TTL_SECONDS,
+    signingSecretOf: projects.signingSecretOf,
+  });
   const readStateStore = createReadStateStore();
   const { threads, ...threadsModule } = createThreadsModule({
     db,
@@ -176,6 +181,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       presenceGraceMs: config.REALTIME_PRESENCE_GRACE_MS,
       maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES,
       tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS,
+      tokenMaxTtlSeconds: config.REALTIME_TOKEN_MAX_TTL_SECONDS,
     },
     observeNotifyLag: (s) => metrics.notifyLag.observe(s),
     clientIp,

@@ -72,6 +72,8 @@ export const configSchema = z.object({
   MAX_MESSAGE_BYTES: int(16, 16 * 1024 * 1024).default(64 * 1024),
   MAX_JSON_DEPTH: int(2, 256).default(32),
   KEY_CACHE_TTL_MS: int(0, 60_000).default(2_000),
+  /** The longest lifetime (exp − iat) a signed user token (X-User-Token) may claim. */
+  USER_TOKEN_MAX_TTL_SECONDS: int(60, 365 * 86_400).default(30 * 86_400),
   SIGNING_SECRET_GRACE_SECONDS: int(0, 30 * 86400).default(86400),
   INGEST_MAX_BATCH: int(1, 10_000).default(512),
   INGEST_MAX_WAIT_MS: int(0, 1_000).default(0),
@@ -92,6 +94,8 @@ export const configSchema = z.object({
   REALTIME_PRESENCE_GRACE_MS: int(0, 600_000).default(5_000),
   REALTIME_MAX_BUFFERED_BYTES: int(16 * 1024, 256 * 1024 * 1024).default(1024 * 1024),
   REALTIME_TOKEN_TTL_SECONDS: int(10, 86_400).default(300),
+  /** The longest realtime token the server mints (a client may ask for less, never more). */
+  REALTIME_TOKEN_MAX_TTL_SECONDS: int(10, 86_400).default(3_600),
   RATE_LIMIT_ENABLED: bool.default(true),
   RATE_LIMIT_WINDOW_SECONDS: int(1, 86_400).default(60),
   RATE_LIMIT_READ: int(1, 1_000_000).default(6_000),

@@ -24,6 +24,7 @@ export interface RealtimeOptions {
   presenceGraceMs: number;
   maxBufferedBytes: number;
   tokenTtlSeconds: number;
+  tokenMaxTtlSeconds: number;
 }
 
 /** Live tail (SSE, WebSocket), typing, presence and read-mark fan-out for one replica. */
@@ -50,7 +51,12 @@ export function createRealtimeModule(deps: {
   const { db, logger, listener, options } = deps;
   const hub = createTailHub({ db, listener, eventsStore: deps.eventsStore, logger, onLag: deps.observeNotifyLag });
   const store = createRealtimeStore();
-  const tokens = createRealtimeTokens({ db, store, ttlSeconds: options.tokenTtlSeconds });
+  const tokens = createRealtimeTokens({
+    db,
+    store,
+    ttlSeconds: options.tokenTtlSeconds,
+    maxTtlSeconds: options.tokenMaxTtlSeconds,
+  });
   const openStreams = new Set<() => void>();
 
   // Live connections by project and key, so a revoked key's streams end too (REST stops at the

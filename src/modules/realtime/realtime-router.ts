@@ -7,7 +7,7 @@ import { problemSchema } from '../../lib/http/problem';
 import type { ApiPrincipal, RouteFactory } from '../../lib/http/route';
 import type { ThreadsService } from '../threads/threads-service';
 import { threadParams } from '../threads/threads-schemas';
-import { realtimeTokenSchema, tailQuerySchema } from './realtime-schemas';
+import { realtimeTokenRequestSchema, realtimeTokenSchema, tailQuerySchema } from './realtime-schemas';
 import type { RealtimeTokens } from './realtime-token';
 import { openSseStream } from './sse-stream';
 import type { TailHub } from './tail-hub';
@@ -140,9 +140,10 @@ export function createRealtimeRouter(deps: {
       tags,
       auth: 'api',
       rateClass: 'auth',
+      body: realtimeTokenRequestSchema,
       responses: { 201: { description: 'The token', schema: realtimeTokenSchema } },
     },
-    async ({ principal }) => ({ status: 201, body: await deps.tokens.issue(principal) }),
+    async ({ principal, body }) => ({ status: 201, body: await deps.tokens.issue(principal, body?.expires_in) }),
   );
 
   return router;

@@ -112,7 +112,12 @@ export function createWsGateway(deps: {
       throw unauthorized(
         'Send an API key (Authorization or X-API-Key header), or a realtime token as ?token= (POST /v1/realtime/token).',
       );
-    const p = await deps.keyAuth.authenticate(key, header(req, 'x-user-id'), header(req, 'x-user-signature'));
+    const p = await deps.keyAuth.authenticate(
+      key,
+      header(req, 'x-user-id'),
+      header(req, 'x-user-signature'),
+      header(req, 'x-user-token'),
+    );
     if (p.kind === 'admin')
       throw forbidden('Admin keys (ak_) may call only /v1/admin routes; use a secret or publishable key.');
     return p;

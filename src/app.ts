@@ -32,7 +32,8 @@ import { createMessagesModule } from './modules/messages/messages-module';
 import { createMessagesStore } from './modules/messages/messages-store';
 import { createProjectsService } from './modules/projects/projects-service';
 import { createProjectsStore } from './modules/projects/projects-store';
-import { createRateLimitModule } from './modules/rate-limit/rate-limit-module';
+import { readSettings } from './modules/projects/project-settings';
+import { assertWithinCeilings, createRateLimitModule } from './modules/rate-limit/rate-limit-module';
 import { createReadStateRouter } from './modules/read-state/read-state-router';
 import { createReadStateService } from './modules/read-state/read-state-service';
 import { createReadStateStore } from './modules/read-state/read-state-store';
@@ -90,6 +91,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     projectsStore: createProjectsStore(),
     keysStore: createKeysStore(),
     signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS,
+    checkSettings: (settings) => assertWithinCeilings(config, readSettings(settings)),
   });
   const keys = createKeysModule({
     db,
@@ -182,11 +184,17 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       maxBufferedBytes: config.REALTIME_MAX_BUFFERED_BYTES,
       tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS,
       tokenMaxTtlSeconds: config.REALTIME_TOKEN_MAX_TTL_SECONDS,
+      maxConnections: {
+        perUser: config.REALTIME_MAX_CONNECTIONS_PER_USER,
+        perKey: config.REALTIME_MAX_CONNECTIONS_PER_KEY,
+        perProject: config.REALTIME_MAX_CONNECTIONS_PER_PROJECT,
+      },
     },
     observeNotifyLag: (s) => metrics.notifyLag.observe(s),
     clientIp,
     assertCaller: access.assertCaller,
     admit: (p, ip) => rateLimits.admit(p, 'read', ip),
+    spendAction: (p, cls, ip, units) => rateLimits.admit(p, cls, ip, units),
     authFailed,
   });
   metrics.watchRealtime(() => {

@@ -102,6 +102,19 @@ export const configSchema = z.object({
   RATE_LIMIT_WRITE: int(1, 1_000_000).default(3_000),
   RATE_LIMIT_AUTH: int(1, 1_000_000).default(300),
   RATE_LIMIT_IP: int(1, 1_000_000).default(300),
+  /**
+   * Operator ceilings on what a project may set in rate_limits, per RATE_LIMIT_WINDOW_SECONDS
+   * (a project's limit is scaled to that window before the comparison).
+   */
+  RATE_LIMIT_MAX_READ: int(1, 10_000_000).default(60_000),
+  RATE_LIMIT_MAX_WRITE: int(1, 10_000_000).default(30_000),
+  RATE_LIMIT_MAX_AUTH: int(1, 10_000_000).default(3_000),
+  /** A key acting as many users (X-User-ID) is limited in aggregate to this many times the per-user limit. */
+  RATE_LIMIT_KEY_FACTOR: int(1, 100_000).default(20),
+  /** Live connections (WebSocket + SSE) per replica, per end user, per key and per project. */
+  REALTIME_MAX_CONNECTIONS_PER_USER: int(1, 1_000_000).default(20),
+  REALTIME_MAX_CONNECTIONS_PER_KEY: int(1, 10_000_000).default(10_000),
+  REALTIME_MAX_CONNECTIONS_PER_PROJECT: int(1, 10_000_000).default(20_000),
   /** Failed authentications (unknown keys, bad signatures, bad tokens) per client IP per window. */
   RATE_LIMIT_AUTH_FAILURES: int(1, 1_000_000).default(60),
   SLOW_QUERY_MS: int(0, 3_600_000).default(250),

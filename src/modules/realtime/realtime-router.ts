@@ -23,6 +23,8 @@ export function createRealtimeRouter(deps: {
   heartbeatMs: number;
   maxBufferedBytes: number;
   openStreams: Set<() => void>;
+  /** Throws 429 when the caller is at its live-connection cap. */
+  admitConnection?: (principal: ApiPrincipal) => void;
   authFailed?: (req: IncomingMessage, error: unknown) => Promise<void>;
   /** Counts a live tail in the thread's presence (as a WebSocket subscription is); returns the leave function. */
   joinPresence?: (principal: ApiPrincipal, threadId: string) => () => void;
@@ -70,6 +72,7 @@ export function createRealtimeRouter(deps: {
         afterSeq = Number(lastEventId);
       }
       const thread = await threads.authorize(db, principal, params.thread_id, 'read');
+      deps.admitConnection?.(principal);
       const lastSeq = Number(thread.last_seq);
       openSseStream(res, {
         hub: deps.hub,

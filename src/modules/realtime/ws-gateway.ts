@@ -7,7 +7,7 @@ import { isConnectionError } from '../../lib/db';
 import { AppError, isAppError, forbidden, unauthorized } from '../../lib/errors';
 import { apiKeyFrom } from '../../lib/http/credentials';
 import { endSocketWithProblem } from '../../lib/http/problem';
-import type { ApiPrincipal } from '../../lib/http/route';
+import type { ApiPrincipal, RateClass } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
 import type { KeyAuthService } from '../keys/key-auth-service';
 import type { ReadStateService } from '../read-state/read-state-service';
@@ -45,6 +45,8 @@ interface Conn {
   untrack: () => void;
   tokens: number;
   refilledAt: number;
+  /** The client address at upgrade, for the project's rate-limit buckets. */
+  ip: string;
 }
 
 const threadKey = (p: string, t: string) => `${p}\u0000${t}`;
@@ -80,6 +82,9 @@ export function createWsGateway(deps: {
   checkUpgrade: (req: IncomingMessage, principal: ApiPrincipal) => Promise<void>;
   /** Counts a refused credential against the client's auth bucket; throws the 429 once it is used up. */
   authFailed?: (req: IncomingMessage, error: unknown) => Promise<void>;
+  /** Spends one action from the project's rate-limit buckets (subscribe = read; typing, read marks, send = write). */
+  spendAction?: (principal: ApiPrincipal, cls: RateClass, ip: string, units?: number) => Promise<void>;
+  clientIp?: (req: IncomingMessage) => string | undefined;
   logger: Logger;
   heartbeatMs: number;
   maxBufferedBytes: number;
@@ -265,8 +270,17 @@ export function createWsGateway(deps: {
     if (principal.userId) deps.ephemeral().join(principal.projectId, m.thread_id, principal.userId);
   }
 
+  /** What each action spends, as its REST equivalent would (GET …/tail, POST …/typing, PUT …/read). */
+  const ACTION_CLASS: Partial<Record<WsClientMessage['type'], RateClass>> = {
+    subscribe: 'read',
+    typing: 'write',
+    read: 'write',
+  };
+
   async function handle(conn: Conn, m: WsClientMessage) {
     const ref = m.id !== undefined ? { id: m.id } : {};
+    const cls = ACTION_CLASS[m.type];
+    if (cls && deps.spendAction) await deps.spendAction(conn.principal, cls, conn.ip);
     switch (m.type) {
       case 'subscribe':
         return subscribe(conn, m);
@@ -312,7 +326,7 @@ export function createWsGateway(deps: {
     }
   }
 
-  function onConnection(ws: WebSocket, principal: ApiPrincipal) {
+  function onConnection(ws: WebSocket, principal: ApiPrincipal, ip: string) {
     const conn: Conn = {
       id: randomUUID(),
       ws,
@@ -324,6 +338,7 @@ export function createWsGateway(deps: {
       untrack: () => undefined,
       tokens: RATE_BURST,
       refilledAt: Date.now(),
+      ip,
     };
     conns.add(conn);
     conn.untrack = deps.track(principal, () => closeConn(conn, WS_CLOSE.policy, 'API key revoked'));
@@ -402,7 +417,7 @@ export function createWsGateway(deps: {
           (principal) => {
             if (closing)
               return refuse(socket, new AppError('unavailable', 'The server is restarting; reconnect shortly.'));
-            wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, principal));
+            wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, principal, deps.clientIp?.(req) ?? ''));
           },
           (e) => refuse(socket, e),
         );

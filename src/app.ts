@@ -152,8 +152,13 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   const rateLimits = createRateLimitModule({ db, logger, config, clientIp });
   const access = createAccessGuards({ clientIp });
   // Failed authentications count against the client IP's auth bucket (429 once it is used up).
+  // Only refused credentials count: a caller that sent none (a console page before sign-in) is not guessing.
+  const presented = (req: IncomingMessage) =>
+    ['authorization', 'x-api-key', 'x-user-token', 'x-user-signature'].some((h) => req.headers[h] !== undefined) ||
+    /[?&]token=/.test(req.url ?? '') ||
+    /(^|;\s*)pdb_session=/.test(req.headers.cookie ?? '');
   const authFailed = async (req: IncomingMessage, e: unknown) => {
-    if (isAppError(e) && e.kind === 'unauthorized') await rateLimits.authFailed(clientIp(req));
+    if (isAppError(e) && e.kind === 'unauthorized' && presented(req)) await rateLimits.authFailed(clientIp(req));
   };
   const countFailures =
     <P>(authenticate: (req: Request, res: Response) => Promise<P>) =>

@@ -155,7 +155,8 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
     res: Response,
   ) {
     const principal = await deps.authenticate[spec.auth](req, res);
-    if (spec.body) await readBody(req, res);
+    // Every route reads (and bounds, and checks the charset of) a body it is sent, declared or not.
+    await readBody(req, res);
     const params = spec.params ? parse(spec.params, req.params, 'path') : undefined;
     const query = spec.query ? parse(spec.query, { ...req.query }, 'query') : undefined;
     let body: unknown;

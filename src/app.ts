@@ -1,10 +1,10 @@
 import cookieParser from 'cookie-parser';
-import express, { type Express } from 'express';
-import type { Server } from 'node:http';
+import express, { type Express, type Request, type Response } from 'express';
+import type { IncomingMessage, Server } from 'node:http';
 import { hostname } from 'node:os';
 import type { Knex } from 'knex';
 import type { Config } from './config';
-import { notFound } from './lib/errors';
+import { isAppError, notFound } from './lib/errors';
 import { answerClientErrors } from './lib/http/client-error';
 import { createClientIp } from './lib/http/client-ip';
 import { errorMiddleware } from './lib/http/problem';
@@ -31,7 +31,8 @@ import { createMessagesModule } from './modules/messages/messages-module';
 import { createMessagesStore } from './modules/messages/messages-store';
 import { createPageCache } from './modules/messages/page-cache';
 import { createProjectsModule } from './modules/projects/projects-module';
-import { createRateLimitModule } from './modules/rate-limit/rate-limit-module';
+import { readSettings } from './modules/projects/project-settings';
+import { assertWithinCeilings, createRateLimitModule } from './modules/rate-limit/rate-limit-module';
 import { createReadStateModule } from './modules/read-state/read-state-module';
 import { createReadStateStore } from './modules/read-state/read-state-store';
 import { createRealtimeModule } from './modules/realtime/realtime-module';
@@ -84,8 +85,17 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   ingest.observe(metrics.observeGroup);
   const idempotency = createIdempotency({ db });
   const encryption = createEncryptionModule({ config, db, logger, listener, ingest, log });
-  const { projects } = createProjectsModule({ db, signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS });
-  const keys = createKeysModule({ db, cacheTtlMs: config.KEY_CACHE_TTL_MS, signingSecretOf: projects.signingSecretOf });
+  const { projects } = createProjectsModule({
+    db,
+    signingSecretGraceSeconds: config.SIGNING_SECRET_GRACE_SECONDS,
+    checkSettings: (settings) => assertWithinCeilings(config, readSettings(settings)),
+  });
+  const keys = createKeysModule({
+    db,
+    cacheTtlMs: config.KEY_CACHE_TTL_MS,
+    userTokenMaxTtlSeconds: config.USER_TOKEN_MAX_TTL_SECONDS,
+    signingSecretOf: projects.signingSecretOf,
+  });
   const readStateStore = createReadStateStore();
   const { threads, ...threadsModule } = createThreadsModule({
     db,
@@ -140,6 +150,26 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   });
   const rateLimits = createRateLimitModule({ db, logger, config, clientIp });
   const access = createAccessGuards({ clientIp });
+  // Failed authentications count against the client IP's auth bucket (429 once it is used up).
+  // Only refused credentials count: a caller that sent none (a console page before sign-in) is not guessing.
+  const presented = (req: IncomingMessage) =>
+    ['authorization', 'x-api-key', 'x-user-token', 'x-user-signature'].some((h) => req.headers[h] !== undefined) ||
+    /[?&]token=/.test(req.url ?? '') ||
+    /(^|;\s*)pdb_session=/.test(req.headers.cookie ?? '');
+  const authFailed = async (req: IncomingMessage, e: unknown) => {
+    if (isAppError(e) && e.kind === 'unauthorized' && presented(req)) await rateLimits.authFailed(clientIp(req));
+  };
+  const countFailures =
+    <P>(authenticate: (req: Request, res: Response) => Promise<P>) =>
+    async (req: Request, res: Response): Promise<P> => {
+      try {
+        return await authenticate(req, res);
+      } catch (e) {
+        await authFailed(req, e);
+        throw e;
+      }
+    };
+
   void watchKeyChanges({
     listener,
     invalidate: (projectId) => (keys.keyAuth.invalidate(projectId), rateLimits.invalidate(projectId)),
@@ -159,6 +189,12 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       slowConsumerMs: config.REALTIME_SLOW_CONSUMER_MS,
       tokenTtlSeconds: config.REALTIME_TOKEN_TTL_SECONDS,
       maxJsonDepth: config.MAX_JSON_DEPTH,
+      tokenMaxTtlSeconds: config.REALTIME_TOKEN_MAX_TTL_SECONDS,
+      maxConnections: {
+        perUser: config.REALTIME_MAX_CONNECTIONS_PER_USER,
+        perKey: config.REALTIME_MAX_CONNECTIONS_PER_KEY,
+        perProject: config.REALTIME_MAX_CONNECTIONS_PER_PROJECT,
+      },
     },
     observeNotifyLag: (s) => metrics.notifyLag.observe(s),
     clientIp,
@@ -166,6 +202,8 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     admit: (p, cls, ip) => rateLimits.admit(p, cls, ip),
     messages,
     onAppended: usage.countMessages,
+    spendAction: (p, cls, ip, units) => rateLimits.admit(p, cls, ip, units),
+    authFailed,
   });
   metrics.watchRealtime(() => {
     const s = realtime.stats();
@@ -183,14 +221,17 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     registry,
     guards,
     maxJsonDepth: config.MAX_JSON_DEPTH,
+    maxRequestBytes: config.MAX_REQUEST_BYTES,
     validateResponses: config.NODE_ENV !== 'production',
     authenticate: {
       none: async (): Promise<Principal> => ({ type: 'anonymous' }),
       // A verified realtime token (SSE ?token=, set by the realtime router) stands in for key headers.
-      api: async (req, res) => (res.locals.realtimePrincipal as Principal | undefined) ?? keys.authenticators.api(req),
-      secret: keys.authenticators.secret,
-      admin: keys.authenticators.admin,
-      developer: developerConsole.authenticate,
+      api: countFailures(
+        async (req, res) => (res.locals.realtimePrincipal as Principal | undefined) ?? keys.authenticators.api(req),
+      ),
+      secret: countFailures(keys.authenticators.secret),
+      admin: countFailures(keys.authenticators.admin),
+      developer: countFailures(developerConsole.authenticate),
     },
   });
   const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }, encryption.readiness];
@@ -212,11 +253,10 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   );
   app.use('/v1', apiCors());
   app.use('/auth', rateLimits.perIp('auth'));
-  app.use(express.json({ limit: config.MAX_REQUEST_BYTES, type: ['application/json', 'application/*+json'] }));
-  app.use(express.text({ limit: config.MAX_REQUEST_BYTES, type: 'text/plain' }));
+  // JSON and text bodies are read by the route factory, after authentication.
   // Cookies (sessions, CSRF, OAuth state) matter only to sign-in, the console and its routes.
   app.use(['/auth', '/console', '/v1/me', '/v1/projects'], cookieParser());
-  app.use(createMetricsRouter(metrics, config.METRICS_TOKEN));
+  app.use(createMetricsRouter(metrics, config.METRICS_TOKEN, { production: config.NODE_ENV === 'production' }));
   app.use(createSystemModule({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }).router());
   app.use(keys.router(routes));
   app.use(threadsModule.router(routes));

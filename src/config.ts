@@ -1,3 +1,4 @@
+import ipaddr from 'ipaddr.js';
 import { z } from './lib/zod';
 
 const bool = z
@@ -11,6 +12,46 @@ const secondsList = z
   .regex(/^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$/, 'must be comma-separated seconds, e.g. 5,300,1800')
   .transform((s) => s.split(',').map((x) => Number(x.trim())))
   .refine((a) => a.length <= 50, 'at most 50 retries');
+
+const PROXY_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+/** One entry of express's trust-proxy list: a preset name, an address, a CIDR or address/netmask range. */
+function proxyEntryValid(entry: string): boolean {
+  if (PROXY_NAMES.has(entry)) return true;
+  const slash = entry.indexOf('/');
+  if (slash === -1) return ipaddr.isValid(entry);
+  const [addr, range] = [entry.slice(0, slash), entry.slice(slash + 1)];
+  if (!ipaddr.isValid(addr)) return false;
+  if (/^\d{1,3}$/.test(range)) return Number(range) <= (ipaddr.parse(addr).kind() === 'ipv4' ? 32 : 128);
+  return ipaddr.isValid(range);
+}
+
+/**
+ * express's `trust proxy` in every form it takes: true/false, a hop count, or a comma-separated
+ * list of preset names, addresses and ranges. Checked here, so a typo is a clear configuration
+ * error at start instead of a TypeError thrown from inside express.
+ */
+export const trustProxySchema = z
+  .string()
+  .trim()
+  .transform((v, ctx): boolean | number | string[] => {
+    const lower = v.toLowerCase();
+    if (lower === 'true') return true;
+    if (lower === 'false') return false;
+    if (/^\d+$/.test(v)) return Number(v);
+    const entries = v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    const bad = entries.filter((e) => !proxyEntryValid(e));
+    if (entries.length === 0 || bad.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `must be true, false, a hop count, or a comma-separated list of loopback/linklocal/uniquelocal, addresses and CIDR ranges${bad.length ? ` (not understood: ${bad.join(', ')})` : ''}`,
+      });
+      return z.NEVER;
+    }
+    return entries;
+  });
 
 /** Every setting the service reads from the environment, validated once at start. */
 export const configSchema = z.object({
@@ -26,12 +67,14 @@ export const configSchema = z.object({
   DB_POOL_MAX: int(2, 200).default(20),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PUBLIC_URL: url.optional(),
-  TRUST_PROXY: z.string().default('loopback'),
+  TRUST_PROXY: trustProxySchema.default(['loopback']),
   MAX_REQUEST_BYTES: int(1024, 64 * 1024 * 1024).default(4 * 1024 * 1024),
   MAX_MESSAGE_BYTES: int(16, 16 * 1024 * 1024).default(64 * 1024),
   MAX_REACTIONS_PER_MESSAGE: int(1, 10_000).default(50),
   MAX_JSON_DEPTH: int(2, 256).default(32),
   KEY_CACHE_TTL_MS: int(0, 60_000).default(2_000),
+  /** The longest lifetime (exp − iat) a signed user token (X-User-Token) may claim. */
+  USER_TOKEN_MAX_TTL_SECONDS: int(60, 365 * 86_400).default(30 * 86_400),
   SIGNING_SECRET_GRACE_SECONDS: int(0, 30 * 86400).default(86400),
   INGEST_MAX_BATCH: int(1, 10_000).default(512),
   INGEST_MAX_WAIT_MS: int(0, 1_000).default(0),
@@ -56,12 +99,29 @@ export const configSchema = z.object({
   REALTIME_SLOW_CONSUMER_MS: int(100, 600_000).default(5_000),
   /** Per-replica budget for serialised message pages (0 turns the page cache off). */
   PAGE_CACHE_BYTES: int(0, 4 * 1024 * 1024 * 1024).default(32 * 1024 * 1024),
+  /** The longest realtime token the server mints (a client may ask for less, never more). */
+  REALTIME_TOKEN_MAX_TTL_SECONDS: int(10, 86_400).default(3_600),
   RATE_LIMIT_ENABLED: bool.default(true),
   RATE_LIMIT_WINDOW_SECONDS: int(1, 86_400).default(60),
   RATE_LIMIT_READ: int(1, 1_000_000).default(6_000),
   RATE_LIMIT_WRITE: int(1, 1_000_000).default(3_000),
   RATE_LIMIT_AUTH: int(1, 1_000_000).default(300),
   RATE_LIMIT_IP: int(1, 1_000_000).default(300),
+  /**
+   * Operator ceilings on what a project may set in rate_limits, per RATE_LIMIT_WINDOW_SECONDS
+   * (a project's limit is scaled to that window before the comparison).
+   */
+  RATE_LIMIT_MAX_READ: int(1, 10_000_000).default(60_000),
+  RATE_LIMIT_MAX_WRITE: int(1, 10_000_000).default(30_000),
+  RATE_LIMIT_MAX_AUTH: int(1, 10_000_000).default(3_000),
+  /** A key acting as many users (X-User-ID) is limited in aggregate to this many times the per-user limit. */
+  RATE_LIMIT_KEY_FACTOR: int(1, 100_000).default(20),
+  /** Live connections (WebSocket + SSE) per replica, per end user, per key and per project. */
+  REALTIME_MAX_CONNECTIONS_PER_USER: int(1, 1_000_000).default(20),
+  REALTIME_MAX_CONNECTIONS_PER_KEY: int(1, 10_000_000).default(10_000),
+  REALTIME_MAX_CONNECTIONS_PER_PROJECT: int(1, 10_000_000).default(20_000),
+  /** Failed authentications (unknown keys, bad signatures, bad tokens) per client IP per window. */
+  RATE_LIMIT_AUTH_FAILURES: int(1, 1_000_000).default(60),
   SLOW_QUERY_MS: int(0, 3_600_000).default(250),
   SLOW_QUERY_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(1),
   RETENTION_ENABLED: bool.default(true),

@@ -58,7 +58,10 @@ async function send(baseUrl: string, r: HostileRequest): Promise<Outcome> {
 function verdict(r: HostileRequest, o: Outcome): string | null {
   if (typeof o.status !== 'number') return `${o.status}: ${o.text}`;
   if (o.status >= 500) return `5xx: ${o.status} ${o.text}`;
-  if (r.category === 'too-large' && o.status !== 413) return `oversized body answered ${o.status}, not 413`;
+  // The caller is authenticated before the body is read: without credentials the answer is 401, not 413.
+  const credentialed = Object.keys(r.headers ?? {}).some((h) => /^(authorization|x-api-key|cookie)$/i.test(h));
+  if (r.category === 'too-large' && o.status !== (credentialed || r.route.auth === 'none' ? 413 : 401))
+    return `oversized body answered ${o.status}, not ${credentialed || r.route.auth === 'none' ? 413 : 401}`;
   if (o.headers?.get('x-injected') || /pwned/.test(o.headers?.get('set-cookie') ?? ''))
     return 'a header was injected into the response';
   if (o.status < 400) {

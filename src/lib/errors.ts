@@ -12,6 +12,7 @@ export type ErrorKind =
   | 'unsupported_media_type'
   | 'not_acceptable'
   | 'rate_limited'
+  | 'upgrade_required'
   | 'gone'
   | 'precondition_failed'
   | 'unavailable'

@@ -2,7 +2,8 @@ import { Router, type RequestHandler } from 'express';
 import type { Knex } from 'knex';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { timingSafeEqual } from 'node:crypto';
-import { unauthorized } from './errors';
+import ipaddr from 'ipaddr.js';
+import { forbidden, unauthorized } from './errors';
 import { bearerToken } from './http/credentials';
 
 const SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -129,11 +130,31 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
 export type Metrics = ReturnType<typeof createMetrics>;
 
 /** GET /metrics in the Prometheus text format; behind a bearer token when one is configured. */
-export function createMetricsRouter(metrics: Metrics, token?: string): Router {
+const isLoopback = (ip: string | undefined) => {
+  try {
+    return ip !== undefined && ipaddr.process(ip).range() === 'loopback';
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * GET /metrics. With METRICS_TOKEN set, only `Authorization: Bearer <token>` reads it. Without
+ * one, production refuses every scrape (the metrics name routes, projects' load and the pool:
+ * not for the internet), and development answers loopback clients only (`req.ip`, so a trusted
+ * proxy's forwarded client counts as that client, not as the proxy).
+ */
+export function createMetricsRouter(metrics: Metrics, token?: string, opts: { production?: boolean } = {}): Router {
   const router = Router();
   const expected = token ? Buffer.from(token) : null;
   const authorized: RequestHandler = (req, res, next) => {
-    if (!expected) return next();
+    if (!expected) {
+      if (opts.production)
+        return next(forbidden('The metrics endpoint is disabled in production until METRICS_TOKEN is set.'));
+      if (!isLoopback(req.ip))
+        return next(forbidden('Without METRICS_TOKEN, the metrics endpoint answers only loopback clients.'));
+      return next();
+    }
     const given = Buffer.from(bearerToken(req.get('authorization')) ?? '');
     if (given.length === expected.length && timingSafeEqual(given, expected)) return next();
     res.setHeader('WWW-Authenticate', 'Bearer realm="metrics"');

@@ -17,6 +17,7 @@ const KINDS: Record<ErrorKind, { status: number; slug: string; title: string }> 
   unsupported_media_type: { status: 415, slug: 'unsupported-media-type', title: 'Unsupported media type' },
   not_acceptable: { status: 406, slug: 'not-acceptable', title: 'Not acceptable' },
   rate_limited: { status: 429, slug: 'quota-exceeded', title: 'Too many requests' },
+  upgrade_required: { status: 426, slug: 'upgrade-required', title: 'Upgrade required' },
   gone: { status: 410, slug: 'gone', title: 'Gone' },
   precondition_failed: { status: 412, slug: 'precondition-failed', title: 'Precondition failed' },
   unavailable: { status: 503, slug: 'unavailable', title: 'Service unavailable' },

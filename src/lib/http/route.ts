@@ -1,4 +1,4 @@
-import type { NextFunction, Request, Response, Router } from 'express';
+import express, { type NextFunction, type Request, type RequestHandler, type Response, type Router } from 'express';
 import { z } from '../zod';
 import { AppError, badRequest } from '../errors';
 import type { KeyKind } from '../key-kind';
@@ -93,6 +93,8 @@ export interface RouteFactoryDeps {
   authenticate: Record<AuthMode, (req: Request, res: Response) => Promise<Principal>>;
   guards: Guard[];
   maxJsonDepth: number;
+  /** The largest request body read (JSON or text), in bytes. */
+  maxRequestBytes: number;
   /**
    * Check every JSON response against the schema its route declares for that status (in
    * development and test), so the OpenAPI document cannot drift from what the API returns.
@@ -240,12 +242,25 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
     });
   }
 
+  // Bodies are read only after the caller is authenticated (headers first, then the body), so
+  // an unauthenticated client cannot make the server buffer and parse MAX_REQUEST_BYTES.
+  const parsers: RequestHandler[] = [
+    express.json({ limit: deps.maxRequestBytes, type: ['application/json', 'application/*+json'] }),
+    express.text({ limit: deps.maxRequestBytes, type: 'text/plain' }),
+  ];
+  const readBody = async (req: Request, res: Response) => {
+    for (const parse of parsers)
+      await new Promise<void>((resolve, reject) => parse(req, res, (err?: unknown) => (err ? reject(err) : resolve())));
+  };
+
   async function prepare(
     spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>,
     req: Request,
     res: Response,
   ) {
     const principal = await deps.authenticate[spec.auth](req, res);
+    // Every route reads (and bounds, and checks the charset of) a body it is sent, declared or not.
+    await readBody(req, res);
     const params = spec.params ? parse(spec.params, req.params, 'path') : undefined;
     const query = spec.query ? parse(spec.query, { ...req.query }, 'query') : undefined;
     let body: unknown;

@@ -10,6 +10,17 @@ import { clearSessionCookies, setSessionCookies } from './session-cookies';
 import { sessionFrom, sessionOf } from './developer-authenticator';
 import type { SessionClaims, SessionTokens } from './session-tokens';
 
+/** The sign-in failures the console has a message for (console.js, SIGNIN_MESSAGES). */
+const SIGNIN_CODES = new Set([
+  'not_configured',
+  'access_denied',
+  'signin_failed',
+  'provider_error',
+  'token_error',
+  'provider_unreachable',
+  'state_mismatch',
+]);
+
 interface FailureInfo {
   message?: string;
   code?: string;
@@ -52,9 +63,13 @@ export function createAuthRouter(deps: {
   const passport = new Passport();
   if (enabled) passport.use('google', createGoogleStrategy(deps.config, sessions));
 
+  // Only a fixed code travels to the page, which shows its own text for it: the provider's
+  // error_description (and anything else in the callback URL) is attacker-written text, and a
+  // link that made the sign-in page display it would be a phishing vector on our origin.
   const backToConsole = (res: Response, code: string, detail: string) => {
-    const q = new URLSearchParams({ signin_error: code, signin_detail: detail.slice(0, 300) });
-    res.redirect(303, `/console?${q}`);
+    logger.info({ code, detail: detail.slice(0, 300) }, 'sign-in returned to the console with an error');
+    const known = SIGNIN_CODES.has(code) ? code : 'signin_failed';
+    res.redirect(303, `/console?${new URLSearchParams({ signin_error: known })}`);
   };
   const notConfigured = (res: Response) =>
     backToConsole(

@@ -18,6 +18,7 @@ export function apiCors(): RequestHandler {
       'X-API-Key',
       'X-User-ID',
       'X-User-Signature',
+      'X-User-Token',
       'Content-Type',
       'Idempotency-Key',
       'Last-Event-ID',

@@ -7,7 +7,12 @@ import type { KeyAuthService } from './key-auth-service';
 /** Authenticators for the API-key route modes: any data-plane key, secret only, admin only. */
 export function createApiKeyAuthenticators(keyAuth: KeyAuthService) {
   const principal = (req: Request) =>
-    keyAuth.authenticate(apiKeyFrom(req.headers), req.get('x-user-id'), req.get('x-user-signature'));
+    keyAuth.authenticate(
+      apiKeyFrom(req.headers),
+      req.get('x-user-id'),
+      req.get('x-user-signature'),
+      req.get('x-user-token'),
+    );
   return {
     async api(req: Request): Promise<ApiPrincipal> {
       const p = await principal(req);

@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import jwt from 'jsonwebtoken';
 import type { Knex } from 'knex';
-import { unauthorized } from '../../lib/errors';
+import { badRequest, unauthorized } from '../../lib/errors';
 import { userIdSchema } from '../../lib/ids';
 import type { ApiPrincipal } from '../../lib/http/route';
 import { hashApiKey, parseApiKey, type KeyKind } from './api-key';
@@ -27,16 +28,84 @@ function signatureMatches(secret: string, userId: string, signature: string): bo
 
 const MAX_CACHED = 10_000;
 const TOUCH_INTERVAL_MS = 60_000;
+/**
+ * How long a key hash the database did not know is answered from memory. A key is created with
+ * 256 random bits and never presented before it exists, so remembering a miss cannot hide a
+ * new key; revoked keys stay revoked.
+ */
+const NEGATIVE_TTL_MS = 60_000;
+const MAX_NEGATIVE = 50_000;
+/** A bad signature on a cached key re-reads the project (a rotation) at most this often per key. */
+const FRESH_READ_INTERVAL_MS = 1_000;
+
+/** A signed user token (X-User-Token): HS256 under the project's signing secret, like Stream's user tokens. */
+export function signUserToken(secret: string, userId: string, expiresInSeconds: number, nowMs = Date.now()) {
+  const iat = Math.floor(nowMs / 1000);
+  return jwt.sign({ user_id: userId, iat, exp: iat + expiresInSeconds }, secret, { algorithm: 'HS256' });
+}
 
 /**
  * Resolves API keys to principals. Live keys are cached for KEY_CACHE_TTL_MS, so a revocation
  * takes effect everywhere within that bound even without a notification; `invalidate` makes it
  * immediate on this replica.
  */
-export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cacheTtlMs: number; now?: () => number }) {
+export function createKeyAuthService(deps: {
+  db: Knex;
+  keysStore: KeysStore;
+  cacheTtlMs: number;
+  /** The longest lifetime (exp − iat) a user token may claim. */
+  userTokenMaxTtlSeconds?: number;
+  now?: () => number;
+}) {
   const now = deps.now ?? Date.now;
   const cache = new Map<string, { ctx: KeyContext; expires: number }>();
   const lastTouched = new Map<string, number>();
+  const unknown = new Map<string, number>();
+  const freshReadAt = new Map<string, number>();
+  const notBefore = new Map<string, { projectId: string; value: number | null; expires: number }>();
+  const maxTokenTtl = deps.userTokenMaxTtlSeconds ?? 30 * 86_400;
+
+  async function userNotBefore(projectId: string, userId: string): Promise<number | null> {
+    const k = `${projectId}\u0000${userId}`;
+    const hit = notBefore.get(k);
+    if (hit && hit.expires > now()) return hit.value;
+    const value = await deps.keysStore.userTokensNotBefore(deps.db, projectId, userId);
+    if (notBefore.size >= MAX_NEGATIVE) notBefore.delete(notBefore.keys().next().value!);
+    if (deps.cacheTtlMs > 0) notBefore.set(k, { projectId, value, expires: now() + deps.cacheTtlMs });
+    return value;
+  }
+
+  /** The user id of a valid, unexpired, unrevoked user token under one of the key's signing secrets. */
+  async function userFromToken(ctx: KeyContext, token: string): Promise<string> {
+    const invalid = (why: string) => unauthorized(`X-User-Token is not valid: ${why}.`);
+    const secrets =
+      ctx.previousExpiresAt !== null && ctx.previousExpiresAt > now()
+        ? ctx.signingSecrets
+        : ctx.signingSecrets.slice(0, 1);
+    let claims: jwt.JwtPayload | null = null;
+    let expired = false;
+    for (const secret of secrets) {
+      try {
+        const c = jwt.verify(token, secret, { algorithms: ['HS256'], clockTimestamp: Math.floor(now() / 1000) });
+        if (typeof c === 'object') claims = c;
+        break;
+      } catch (e) {
+        if ((e as Error).name === 'TokenExpiredError') expired = true;
+      }
+    }
+    if (!claims) throw invalid(expired ? 'it has expired; get a new one from your backend' : 'bad signature or format');
+    const { user_id: userId, exp, iat } = claims as { user_id?: unknown; exp?: unknown; iat?: unknown };
+    if (typeof exp !== 'number') throw invalid('it has no exp (tokens must expire)');
+    if (typeof iat !== 'number') throw invalid('it has no iat');
+    if (exp - iat > maxTokenTtl) throw invalid(`it lives longer than ${maxTokenTtl} s (USER_TOKEN_MAX_TTL_SECONDS)`);
+    const parsed = userIdSchema.safeParse(userId);
+    if (!parsed.success) throw invalid('user_id must be 1–128 printable ASCII characters without spaces');
+    const revokedBefore = await userNotBefore(ctx.projectId, parsed.data);
+    if (revokedBefore !== null && iat * 1000 < revokedBefore)
+      throw invalid("it was issued before the user's tokens were revoked");
+    return parsed.data;
+  }
+  let lookups = 0;
 
   async function lookup(rawKey: string, opts: { fresh?: boolean } = {}): Promise<KeyContext & { cached: boolean }> {
     if (!parseApiKey(rawKey)) throw unauthorized('The API key is not valid.');
@@ -44,11 +113,17 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
     const cacheKey = hash.toString('base64');
     const hit = cache.get(cacheKey);
     if (!opts.fresh && hit && hit.expires > now()) return { ...hit.ctx, cached: true };
+    const missed = unknown.get(cacheKey);
+    if (missed !== undefined && missed > now()) throw unauthorized('The API key is not valid or has been revoked.');
+    lookups++;
     const row = await deps.keysStore.findByHash(deps.db, hash);
     if (!row) {
       cache.delete(cacheKey);
+      if (unknown.size >= MAX_NEGATIVE) unknown.delete(unknown.keys().next().value!);
+      unknown.set(cacheKey, now() + NEGATIVE_TTL_MS);
       throw unauthorized('The API key is not valid or has been revoked.');
     }
+    unknown.delete(cacheKey);
     const ctx: KeyContext = {
       projectId: row.project_id,
       keyId: row.key_id,
@@ -92,6 +167,7 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
       rawKey: string | undefined,
       userIdHeader: string | undefined,
       signature: string | undefined,
+      userToken?: string,
     ): Promise<ApiPrincipal> {
       if (!rawKey) throw unauthorized('Send an API key as "Authorization: Bearer <key>" or "X-API-Key: <key>".');
       let ctx = await lookup(rawKey.trim());
@@ -101,16 +177,34 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
         if (!parsed.success) throw unauthorized('X-User-ID must be 1–128 printable ASCII characters without spaces.');
         userId = parsed.data;
       }
+      if (userToken !== undefined && ctx.kind !== 'admin') {
+        // A signed, expiring user token stands in for X-User-ID + X-User-Signature.
+        const tokenUser = await userFromToken(ctx, userToken.trim());
+        if (userId !== null && userId !== tokenUser)
+          throw badRequest('X-User-ID and X-User-Token name different users; send the token alone.');
+        return {
+          type: 'api',
+          projectId: ctx.projectId,
+          keyId: ctx.keyId,
+          kind: ctx.kind,
+          userId: tokenUser,
+          settings: ctx.settings,
+        };
+      }
       if (ctx.kind === 'publishable') {
         if (!userId) throw unauthorized('Publishable keys must send X-User-ID and X-User-Signature.');
         let ok = signatureValid(ctx, userId, signature);
         // A cached key may predate a signing-secret rotation: a signature made with the new
         // secret must verify at once, so re-read the project before refusing.
-        if (!ok && ctx.cached) {
+        // Throttled per key, so wrong signatures on a valid key cannot each cost a database read.
+        if (!ok && ctx.cached && now() - (freshReadAt.get(ctx.keyId) ?? -Infinity) >= FRESH_READ_INTERVAL_MS) {
+          if (freshReadAt.size >= MAX_CACHED) freshReadAt.delete(freshReadAt.keys().next().value!);
+          freshReadAt.set(ctx.keyId, now());
           ctx = await lookup(rawKey.trim(), { fresh: true });
           ok = ctx.kind === 'publishable' && signatureValid(ctx, userId, signature);
         }
-        if (!ok) throw unauthorized('X-User-Signature does not match X-User-ID.');
+        if (!ok)
+          throw unauthorized('X-User-Signature does not match X-User-ID (or send X-User-Token, a signed user token).');
       }
       return {
         type: 'api',
@@ -122,10 +216,17 @@ export function createKeyAuthService(deps: { db: Knex; keysStore: KeysStore; cac
       };
     },
 
+    /** Key lookups that reached the database since start (for tests and metrics). */
+    lookups: () => lookups,
+
     /** Drops cached keys (all of them, or one project's), e.g. on a revocation notice. */
     invalidate(projectId?: string) {
-      if (!projectId) return cache.clear();
+      if (!projectId) {
+        notBefore.clear();
+        return cache.clear();
+      }
       for (const [k, v] of cache) if (v.ctx.projectId === projectId) cache.delete(k);
+      for (const [k, v] of notBefore) if (v.projectId === projectId) notBefore.delete(k);
     },
   };
 }

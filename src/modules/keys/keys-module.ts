@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { CHANNELS } from '../../lib/channels';
 import type { RouteFactory } from '../../lib/http/route';
 import { createApiKeyAuthenticators } from './api-key-authenticator';
 import { createKeyAuthService } from './key-auth-service';
@@ -13,13 +14,32 @@ import { createSignRouter } from './sign-router';
 export function createKeysModule(deps: {
   db: Knex;
   cacheTtlMs: number;
+  userTokenMaxTtlSeconds: number;
   /** The project's current signing secret (undefined: no such project). */
   signingSecretOf: (projectId: string) => Promise<string | undefined>;
 }) {
-  const keyAuth = createKeyAuthService({ db: deps.db, keysStore: createKeysStore(), cacheTtlMs: deps.cacheTtlMs });
+  const keysStore = createKeysStore();
+  const keyAuth = createKeyAuthService({
+    db: deps.db,
+    keysStore,
+    cacheTtlMs: deps.cacheTtlMs,
+    userTokenMaxTtlSeconds: deps.userTokenMaxTtlSeconds,
+  });
   return {
     keyAuth,
     authenticators: createApiKeyAuthenticators(keyAuth),
-    router: (routes: RouteFactory) => createSignRouter({ routes, signingSecretOf: deps.signingSecretOf }),
+    router: (routes: RouteFactory) =>
+      createSignRouter({
+        routes,
+        signingSecretOf: deps.signingSecretOf,
+        userTokenMaxTtlSeconds: deps.userTokenMaxTtlSeconds,
+        async revokeUserTokens(projectId, userId) {
+          const notBefore = await keysStore.revokeUserTokens(deps.db, projectId, userId);
+          // This replica at once; the others drop their cached not_before on the notice.
+          keyAuth.invalidate(projectId);
+          await deps.db.raw('select pg_notify(?, ?)', [CHANNELS.keys, projectId]);
+          return notBefore;
+        },
+      }),
   };
 }

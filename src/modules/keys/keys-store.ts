@@ -65,6 +65,25 @@ export function createKeysStore() {
         | undefined;
     },
 
+    /** When the user's signed tokens start counting (epoch ms), or null if never revoked. */
+    async userTokensNotBefore(db: Db, projectId: string, userId: string): Promise<number | null> {
+      const row = (await db('user_token_revocations')
+        .first('not_before')
+        .where({ project_id: projectId, user_id: userId })) as { not_before: Date | string } | undefined;
+      return row ? new Date(row.not_before).getTime() : null;
+    },
+
+    /** Refuses the user's tokens issued before now; returns the new not_before. */
+    async revokeUserTokens(db: Db, projectId: string, userId: string): Promise<Date> {
+      const { rows } = await db.raw(
+        `insert into user_token_revocations (project_id, user_id, not_before) values (?, ?, now())
+         on conflict (project_id, user_id) do update set not_before = greatest(user_token_revocations.not_before, excluded.not_before)
+         returning not_before`,
+        [projectId, userId],
+      );
+      return new Date((rows as Array<{ not_before: Date | string }>)[0].not_before);
+    },
+
     async touch(db: Db, projectId: string, keyId: string) {
       await db('api_keys').where({ project_id: projectId, id: keyId }).update({ last_used_at: db.fn.now() });
     },

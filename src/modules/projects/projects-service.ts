@@ -19,6 +19,8 @@ export function createProjectsService(deps: {
   projectsStore: ProjectsStore;
   keysStore: KeysStore;
   signingSecretGraceSeconds: number;
+  /** The operator's limits on settings a developer chooses (throws 422); none by default. */
+  checkSettings?: (settings: Record<string, unknown>) => void;
 }) {
   const { db, projectsStore, keysStore } = deps;
 
@@ -77,6 +79,7 @@ export function createProjectsService(deps: {
 
     /** A developer's new project, without keys: the console creates them one at a time. */
     async createOwnedProject(input: { name: string; ownerId: string; settings?: object }) {
+      if (input.settings) deps.checkSettings?.(input.settings as Record<string, unknown>);
       return projectsStore.insert(db, {
         id: newId('prj'),
         name: input.name,
@@ -103,6 +106,7 @@ export function createProjectsService(deps: {
     },
 
     async updateProject(projectId: string, patch: { name?: string; settings?: Record<string, unknown> }) {
+      if (patch.settings) deps.checkSettings?.(patch.settings);
       const row = await projectsStore.update(db, projectId, patch);
       if (!row) throw notFound('project');
       return row;

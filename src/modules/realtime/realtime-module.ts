@@ -21,6 +21,7 @@ import { createWsGateway } from './ws-gateway';
 import type { TrackConnection } from './track-connection';
 import type { ApiPrincipal, RateClass } from '../../lib/http/route';
 import type { MessagesService } from '../messages/messages-service';
+import { rateLimited } from '../../lib/errors';
 
 export interface RealtimeOptions {
   heartbeatMs: number;
@@ -31,6 +32,9 @@ export interface RealtimeOptions {
   tokenTtlSeconds: number;
   /** JSON nesting allowed in a `send` frame's message (MAX_JSON_DEPTH, as REST bodies). */
   maxJsonDepth: number;
+  tokenMaxTtlSeconds: number;
+  /** Live connections (WebSocket + SSE) this replica holds at once per end user, key and project. */
+  maxConnections?: { perUser: number; perKey: number; perProject: number };
 }
 
 /** Live tail (SSE, WebSocket), typing, presence and read-mark fan-out for one replica. */
@@ -52,25 +56,69 @@ export function createRealtimeModule(deps: {
   /** The REST append, for WebSocket `send` frames (usage counted as REST counts it). */
   messages: Pick<MessagesService, 'append'>;
   onAppended?: (projectId: string, newMessages: number) => void;
+  /**
+   * Spends from the project's rate-limit buckets for one WebSocket action, like its REST
+   * equivalent (subscribe = read; typing, read marks and send = write); throws rateLimited().
+   */
+  spendAction?: (principal: ApiPrincipal, cls: RateClass, ip: string, units?: number) => Promise<void>;
+  /** Counts a refused credential against the client's auth bucket; throws the 429 once it is used up. */
+  authFailed?: (req: IncomingMessage, error: unknown) => Promise<void>;
   /** Seconds from a NOTIFY wake-up to fan-out (the replica's metrics histogram). */
   observeNotifyLag?: (seconds: number) => void;
 }) {
   const { db, logger, listener, options } = deps;
   const hub = createTailHub({ db, listener, eventsStore: deps.eventsStore, logger, onLag: deps.observeNotifyLag });
   const store = createRealtimeStore();
-  const tokens = createRealtimeTokens({ db, store, ttlSeconds: options.tokenTtlSeconds });
+  const tokens = createRealtimeTokens({
+    db,
+    store,
+    ttlSeconds: options.tokenTtlSeconds,
+    maxTtlSeconds: options.tokenMaxTtlSeconds,
+  });
   const openStreams = new Set<() => void>();
 
   // Live connections by project and key, so a revoked key's streams end too (REST stops at the
   // next request; a stream would otherwise outlive the revocation).
   const live = new Map<string, Map<string, Set<() => void>>>();
+  const counts = new Map<string, number>();
+  const countKeys = (p: ApiPrincipal) => [
+    `p\u0000${p.projectId}`,
+    `k\u0000${p.projectId}\u0000${p.keyId}`,
+    ...(p.userId !== null ? [`u\u0000${p.projectId}\u0000${p.userId}`] : []),
+  ];
+  const bump = (p: ApiPrincipal, by: number) => {
+    for (const k of countKeys(p)) {
+      const n = (counts.get(k) ?? 0) + by;
+      if (n > 0) counts.set(k, n);
+      else counts.delete(k);
+    }
+  };
+  /** Refuses (429) a new live connection over the per-user, per-key or per-project cap. */
+  function admitConnection(p: ApiPrincipal) {
+    const caps = options.maxConnections;
+    if (!caps) return;
+    const [project, key, user] = countKeys(p).map((k) => counts.get(k) ?? 0);
+    const over =
+      p.userId !== null && user >= caps.perUser
+        ? `user ${p.userId} already has ${user} live connections (at most ${caps.perUser})`
+        : key >= caps.perKey
+          ? `this key already has ${key} live connections (at most ${caps.perKey})`
+          : project >= caps.perProject
+            ? `this project already has ${project} live connections (at most ${caps.perProject})`
+            : null;
+    if (over) throw rateLimited(`Too many live connections: ${over}; close one, or retry later.`, 5);
+  }
   const track: TrackConnection = (principal, close) => {
+    bump(principal, 1);
+    let counted = true;
     let keys = live.get(principal.projectId);
     if (!keys) live.set(principal.projectId, (keys = new Map()));
     let set = keys.get(principal.keyId);
     if (!set) keys.set(principal.keyId, (set = new Set()));
     set.add(close);
     return () => {
+      if (counted) bump(principal, -1);
+      counted = false;
       set.delete(close);
       if (set.size === 0) keys.delete(principal.keyId);
       if (keys.size === 0) live.delete(principal.projectId);
@@ -95,10 +143,12 @@ export function createRealtimeModule(deps: {
     keyAuth: deps.keyAuth,
     tokens,
     track,
+    authFailed: deps.authFailed,
     // What REST routes get from guards: the project's IP allowlist, allowed origins, rate limit.
     async checkUpgrade(req, principal) {
       const ip = deps.clientIp(req) ?? '';
       deps.assertCaller(req, principal);
+      admitConnection(principal);
       await deps.admit?.(principal, 'read', ip);
     },
     clientIp: (req) => deps.clientIp(req) ?? '',
@@ -109,6 +159,7 @@ export function createRealtimeModule(deps: {
       return outcome;
     },
     maxJsonDepth: options.maxJsonDepth,
+    spendAction: deps.spendAction,
     logger,
     heartbeatMs: options.heartbeatMs,
     maxBufferedBytes: options.maxBufferedBytes,
@@ -139,10 +190,12 @@ export function createRealtimeModule(deps: {
           hub,
           tokens,
           track,
+          authFailed: deps.authFailed,
           heartbeatMs: options.heartbeatMs,
           maxBufferedBytes: options.maxBufferedBytes,
           slowConsumerMs: options.slowConsumerMs ?? 5_000,
           openStreams,
+          admitConnection,
           joinPresence(principal, threadId) {
             const userId = principal.userId;
             if (!userId) return () => undefined;

@@ -1,11 +1,13 @@
+import type { IncomingMessage } from 'node:http';
 import { Router } from 'express';
 import type { Knex } from 'knex';
 import { z } from '../../lib/zod';
-import { badRequest, isAppError } from '../../lib/errors';
+import { AppError, badRequest, isAppError } from '../../lib/errors';
+import { problemSchema } from '../../lib/http/problem';
 import type { ApiPrincipal, RouteFactory } from '../../lib/http/route';
 import type { ThreadsService } from '../threads/threads-service';
 import { threadParams } from '../threads/threads-schemas';
-import { realtimeTokenSchema, tailQuerySchema } from './realtime-schemas';
+import { realtimeTokenRequestSchema, realtimeTokenSchema, tailQuerySchema } from './realtime-schemas';
 import type { RealtimeTokens } from './realtime-token';
 import { openSseStream } from './sse-stream';
 import type { TailHub } from './tail-hub';
@@ -22,6 +24,9 @@ export function createRealtimeRouter(deps: {
   maxBufferedBytes: number;
   slowConsumerMs: number;
   openStreams: Set<() => void>;
+  /** Throws 429 when the caller is at its live-connection cap. */
+  admitConnection?: (principal: ApiPrincipal) => void;
+  authFailed?: (req: IncomingMessage, error: unknown) => Promise<void>;
   /** Counts a live tail in the thread's presence (as a WebSocket subscription is); returns the leave function. */
   joinPresence?: (principal: ApiPrincipal, threadId: string) => () => void;
 }) {
@@ -34,10 +39,13 @@ export function createRealtimeRouter(deps: {
   router.use('/v1/threads/:thread_id/tail', (req, res, next) => {
     const token = req.query.token;
     if (typeof token !== 'string' || req.get('authorization') || req.get('x-api-key')) return next();
-    deps.tokens.verify(token).then((principal) => {
-      res.locals.realtimePrincipal = principal;
-      next();
-    }, next);
+    deps.tokens.verify(token).then(
+      (principal) => {
+        res.locals.realtimePrincipal = principal;
+        next();
+      },
+      (e: unknown) => (deps.authFailed ? deps.authFailed(req, e) : Promise.resolve()).then(() => next(e), next),
+    );
   });
 
   routes.stream(
@@ -72,6 +80,7 @@ export function createRealtimeRouter(deps: {
         afterSeq = Number(lastEventId);
       }
       const thread = await threads.authorize(db, principal, params.thread_id, 'read');
+      deps.admitConnection?.(principal);
       const lastSeq = Number(thread.last_seq);
       openSseStream(res, {
         hub: deps.hub,
@@ -104,6 +113,35 @@ export function createRealtimeRouter(deps: {
     },
   );
 
+  // A plain GET of the WebSocket endpoint (no Upgrade header; upgrades never reach express).
+  router.get('/v1/ws', (_req, res, next) => {
+    res.setHeader('Upgrade', 'websocket');
+    res.setHeader('Connection', 'Upgrade');
+    next();
+  });
+  routes.route(
+    router,
+    {
+      method: 'get',
+      path: '/v1/ws',
+      operationId: 'openWebSocket',
+      summary: 'WebSocket endpoint (see docs/REALTIME.md); a request without an Upgrade is answered 426',
+      description:
+        'Open with a WebSocket client (`Upgrade: websocket`), authenticated by key headers or `?token=` (POST /v1/realtime/token). A plain HTTP GET is answered `426 Upgrade Required`.',
+      tags,
+      auth: 'none',
+      responses: {
+        426: { description: 'Not a WebSocket upgrade', schema: problemSchema, contentType: 'application/problem+json' },
+      },
+    },
+    () => {
+      throw new AppError(
+        'upgrade_required',
+        'GET /v1/ws is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket).',
+      );
+    },
+  );
+
   routes.route(
     router,
     {
@@ -116,9 +154,10 @@ export function createRealtimeRouter(deps: {
       tags,
       auth: 'api',
       rateClass: 'auth',
+      body: realtimeTokenRequestSchema,
       responses: { 201: { description: 'The token', schema: realtimeTokenSchema } },
     },
-    async ({ principal }) => ({ status: 201, body: await deps.tokens.issue(principal) }),
+    async ({ principal, body }) => ({ status: 201, body: await deps.tokens.issue(principal, body?.expires_in) }),
   );
 
   return router;

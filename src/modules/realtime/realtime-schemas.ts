@@ -46,3 +46,14 @@ export const realtimeTokenSchema = z
     expires_in: z.number().int().openapi({ description: 'Seconds' }),
   })
   .openapi('RealtimeToken');
+
+export const realtimeTokenRequestSchema = z
+  .object({
+    expires_in: z.number().int().min(1).optional().openapi({
+      description:
+        'Seconds the token stays valid; at most REALTIME_TOKEN_MAX_TTL_SECONDS (default REALTIME_TOKEN_TTL_SECONDS)',
+    }),
+  })
+  .strict()
+  .optional()
+  .openapi('RealtimeTokenRequest');

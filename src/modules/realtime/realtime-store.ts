@@ -2,6 +2,16 @@ import type { Db } from '../../lib/db';
 
 export function createRealtimeStore() {
   return {
+    /** A server-wide secret under `name`, storing `candidate` first if there is none (first writer wins). */
+    async serverSecret(db: Db, name: string, candidate: string): Promise<string> {
+      await db.raw(`insert into server_secrets (name, value) values (?, ?) on conflict (name) do nothing`, [
+        name,
+        candidate,
+      ]);
+      const row = (await db('server_secrets').first('value').where({ name })) as { value: string };
+      return row.value;
+    },
+
     /** Which of these keys can no longer be used: revoked, or their project deleted. */
     async deadKeys(db: Db, projectId: string, keyIds: string[]): Promise<string[]> {
       const { rows } = await db.raw(

@@ -99,6 +99,10 @@ export function createWsGateway(deps: {
   /** The REST append (messages.append: same validation, authorization, idempotency, ingest). */
   append: (principal: ApiPrincipal, threadId: string, message: MessageInput) => Promise<AppendOutcome>;
   maxJsonDepth: number;
+  /** Counts a refused credential against the client's auth bucket; throws the 429 once it is used up. */
+  authFailed?: (req: IncomingMessage, error: unknown) => Promise<void>;
+  /** Spends one action from the project's rate-limit buckets (subscribe = read; typing, read marks, send = write). */
+  spendAction?: (principal: ApiPrincipal, cls: RateClass, ip: string, units?: number) => Promise<void>;
   logger: Logger;
   heartbeatMs: number;
   maxBufferedBytes: number;
@@ -113,7 +117,13 @@ export function createWsGateway(deps: {
   let slowConsumerCloses = 0;
 
   async function authenticate(req: IncomingMessage, url: URL): Promise<ApiPrincipal> {
-    const p = await principalOf(req, url);
+    let p: ApiPrincipal;
+    try {
+      p = await principalOf(req, url);
+    } catch (e) {
+      await deps.authFailed?.(req, e);
+      throw e;
+    }
     await deps.checkUpgrade(req, p);
     return p;
   }
@@ -126,7 +136,12 @@ export function createWsGateway(deps: {
       throw unauthorized(
         'Send an API key (Authorization or X-API-Key header), or a realtime token as ?token= (POST /v1/realtime/token).',
       );
-    const p = await deps.keyAuth.authenticate(key, header(req, 'x-user-id'), header(req, 'x-user-signature'));
+    const p = await deps.keyAuth.authenticate(
+      key,
+      header(req, 'x-user-id'),
+      header(req, 'x-user-signature'),
+      header(req, 'x-user-token'),
+    );
     if (p.kind === 'admin')
       throw forbidden('Admin keys (ak_) may call only /v1/admin routes; use a secret or publishable key.');
     return p;
@@ -350,8 +365,17 @@ export function createWsGateway(deps: {
     };
   }
 
+  /** What each action spends, as its REST equivalent would (GET …/tail, POST …/typing, PUT …/read). */
+  const ACTION_CLASS: Partial<Record<WsClientMessage['type'], RateClass>> = {
+    subscribe: 'read',
+    typing: 'write',
+    read: 'write',
+  };
+
   async function handle(conn: Conn, m: WsClientMessage) {
     const ref = m.id !== undefined ? { id: m.id } : {};
+    const cls = ACTION_CLASS[m.type];
+    if (cls && deps.spendAction) await deps.spendAction(conn.principal, cls, conn.ip);
     switch (m.type) {
       case 'subscribe':
         return subscribe(conn, m);

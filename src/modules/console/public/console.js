@@ -154,12 +154,23 @@
     $('account').hidden = view !== 'app';
   }
 
+  var SIGNIN_MESSAGES = {
+    not_configured: 'Google sign-in is not configured on this server (GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET).',
+    access_denied: 'Sign-in was cancelled at the provider.',
+    signin_failed: 'Sign-in failed. Try again.',
+    provider_error: 'The sign-in provider returned an error. Try again.',
+    token_error: 'The sign-in provider refused the authorization code. Start again.',
+    provider_unreachable: 'Could not complete sign-in with the provider. Try again.',
+    state_mismatch: 'The sign-in request expired or did not start here. Start again.',
+  };
+
   function showSignIn() {
     show('signin');
     var params = new URLSearchParams(location.search);
     var err = params.get('signin_error');
     if (err) {
-      $('signin-error').textContent = params.get('signin_detail') || 'Sign-in failed (' + err + ').';
+      // Fixed texts only: the URL is anyone's to write, so nothing from it is shown verbatim.
+      $('signin-error').textContent = SIGNIN_MESSAGES[err] || SIGNIN_MESSAGES.signin_failed;
       $('signin-error').hidden = false;
     }
     api('GET', '/auth/providers')

@@ -5,6 +5,7 @@ import type { KeyKind } from '../../lib/key-kind';
 import { createKeysService } from '../keys/keys-service';
 import type { KeysStore } from '../keys/keys-store';
 import type { ProjectsStore } from './projects-store';
+import { refuseUnenforcedSettings } from './project-settings';
 
 export const newSigningSecret = () => `ss_${randomBase62(43)}`;
 
@@ -31,6 +32,7 @@ export function createProjectsService(deps: {
       ownerId?: string | null;
       settings?: object;
     }): Promise<ProjectCredentials> {
+      refuseUnenforcedSettings(input.settings);
       return db.transaction(async (tx) => {
         const project = await projectsStore.insert(tx, {
           id: newId('prj'),
@@ -77,6 +79,7 @@ export function createProjectsService(deps: {
 
     /** A developer's new project, without keys: the console creates them one at a time. */
     async createOwnedProject(input: { name: string; ownerId: string; settings?: object }) {
+      refuseUnenforcedSettings(input.settings);
       return projectsStore.insert(db, {
         id: newId('prj'),
         name: input.name,
@@ -103,6 +106,7 @@ export function createProjectsService(deps: {
     },
 
     async updateProject(projectId: string, patch: { name?: string; settings?: Record<string, unknown> }) {
+      refuseUnenforcedSettings(patch.settings);
       const row = await projectsStore.update(db, projectId, patch);
       if (!row) throw notFound('project');
       return row;

@@ -21,6 +21,16 @@ export const configSchema = z.object({
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
     .optional(),
+  /** The owner's connection, for migrations only; the service itself connects with DATABASE_URL. */
+  DATABASE_MIGRATION_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+    .optional(),
+  /** Granted what the service needs after each migration (created NOLOGIN if missing). */
+  DATABASE_RUNTIME_ROLE: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case PostgreSQL role name')
+    .default('progressdb_app'),
   DATA_DIR: z.string().min(1).default('./.data'),
   EMBEDDED_PG_PORT: int(1, 65535).default(54329),
   DB_POOL_MAX: int(2, 200).default(20),
@@ -107,7 +117,9 @@ export function loadConfig(
   if (!parsed.success) {
     // The rejected value helps, except for secrets, which must never reach a log.
     const shown = (key: string) =>
-      /SECRET|PASSWORD|KEY|TOKEN/.test(key) || key === 'DATABASE_URL' || source[key] === undefined
+      /SECRET|PASSWORD|KEY|TOKEN/.test(key) ||
+      (key.includes('DATABASE_') && key.endsWith('URL')) ||
+      source[key] === undefined
         ? ''
         : ` (got ${JSON.stringify(source[key])})`;
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}${shown(String(i.path[0]))}`);

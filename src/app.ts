@@ -83,7 +83,15 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     },
   });
   ingest.observe(metrics.observeGroup);
-  const idempotency = createIdempotency({ db });
+  const idempotency = createIdempotency({
+    db,
+    logger,
+    options: {
+      ttlSeconds: config.IDEMPOTENCY_TTL_HOURS * 3_600,
+      sweepIntervalMs: config.IDEMPOTENCY_SWEEP_INTERVAL_MS,
+      sweepBatch: config.IDEMPOTENCY_SWEEP_BATCH,
+    },
+  });
   const encryption = createEncryptionModule({ config, db, logger, listener, ingest, log });
   const projects = createProjectsService({
     db,
@@ -235,6 +243,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     realtime,
     webhooks,
     retention,
+    idempotency,
     /** Serves WebSocket upgrades (GET /v1/ws) on the HTTP server; call once it exists. */
     attach: (server: Server) => {
       answerClientErrors(server);
@@ -249,9 +258,11 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       await developerConsole.start();
       usage.start();
       retention.start();
+      idempotency.start();
     },
     /** Flushes pending writes and drops LISTEN; the caller closes the HTTP server and the pool. */
     async close() {
+      await idempotency.close();
       await retention.close();
       await realtime.close();
       await ingest.close();

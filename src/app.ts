@@ -62,7 +62,12 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
 
   // Plumbing.
   const registry = createRegistry();
-  const listener = createPgListener({ url: databaseUrl, logger });
+  const listener = createPgListener({
+    url: databaseUrl,
+    logger,
+    probeIntervalMs: config.LISTEN_PROBE_INTERVAL_MS,
+    probeTimeoutMs: config.LISTEN_PROBE_TIMEOUT_MS,
+  });
   const metrics = createMetrics();
   metrics.watchPool(db);
   const detachQueryTelemetry = attachQueryTelemetry(db, {
@@ -175,6 +180,8 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     assertCaller: access.assertCaller,
     admit: (p, ip) => rateLimits.admit(p, 'read', ip),
   });
+  metrics.watchListen(() => ({ connected: listener.connected, reconnects: listener.reconnects }));
+  metrics.watchIngest(() => ingest.depth);
   metrics.watchRealtime(() => {
     const s = realtime.stats();
     return { sse: s.sse_streams, ws: s.sockets };

@@ -72,6 +72,8 @@ export const configSchema = z.object({
   RETENTION_ENABLED: bool.default(true),
   RETENTION_INTERVAL_MS: int(100, 7 * 86_400_000).default(3_600_000),
   RETENTION_BATCH_SIZE: int(10, 100_000).default(1_000),
+  LISTEN_PROBE_INTERVAL_MS: int(0, 600_000).default(10_000),
+  LISTEN_PROBE_TIMEOUT_MS: int(50, 600_000).default(5_000),
   IDEMPOTENCY_TTL_HOURS: int(1, 24 * 30).default(24),
   IDEMPOTENCY_SWEEP_INTERVAL_MS: int(100, 86_400_000).default(600_000),
   IDEMPOTENCY_SWEEP_BATCH: int(1, 100_000).default(1_000),

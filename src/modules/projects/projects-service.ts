@@ -89,6 +89,17 @@ export function createProjectsService(deps: {
       });
     },
 
+    listAll() {
+      return projectsStore.listAll(db);
+    },
+
+    /** The project (for the operator CLI, which acts for every owner); a missing one is a 404. */
+    async get(projectId: string) {
+      const row = await projectsStore.get(db, projectId);
+      if (!row) throw notFound('project');
+      return row;
+    },
+
     listOwned(ownerId: string) {
       return projectsStore.listByOwner(db, ownerId);
     },

@@ -259,7 +259,7 @@ function settingsPatch(values: Record<string, unknown>): { set: Record<string, u
     for (const spec of list('rate-limit')!) {
       const m = /^(read|write|auth)=(\d+)\/(\d+)$/.exec(spec);
       if (!m) throw new UsageError(`--rate-limit ${spec}: expected CLASS=LIMIT/SECONDS, e.g. write=600/60`);
-      limits[m[1]!] = { limit: Number(m[2]), window_seconds: Number(m[3]) };
+      limits[m[1]] = { limit: Number(m[2]), window_seconds: Number(m[3]) };
     }
     set.rate_limits = limits;
   }

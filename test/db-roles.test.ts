@@ -128,7 +128,7 @@ describe('least privilege in PostgreSQL: the service connects as a runtime role'
     const dbs = Array.from({ length: 4 }, () => createDb(database.url, 2));
     try {
       assert.deepEqual(await Promise.all(dbs.map((db) => grantRuntimeRole(db, role))), [true, true, true, true]);
-      assert.equal(await grantRuntimeRole(dbs[0]!, role), true);
+      assert.equal(await grantRuntimeRole(dbs[0], role), true);
       const { rows } = await admin.query(
         `select has_table_privilege($1, 'events', 'INSERT') as ins,
         has_table_privilege($1, 'events', 'DELETE') as del, has_table_privilege($1, 'threads', 'DELETE') as tdel`,

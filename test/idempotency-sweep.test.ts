@@ -29,7 +29,7 @@ describe('idempotency keys expire and are swept', () => {
           .count({ n: '*' })
           .where({ project_id: p.project_id })
           .andWhereLike('idem_key', `${prefix}%`)
-      )[0]!.n,
+      )[0].n,
     );
 
   test('a key older than IDEMPOTENCY_TTL_HOURS is not replayed: the retry is a new request', async () => {

@@ -39,7 +39,7 @@ export function assertRoleName(role: string): string {
 export async function grantRuntimeRole(db: Knex, role: string = DEFAULT_RUNTIME_ROLE): Promise<boolean> {
   const r = `"${assertRoleName(role)}"`;
   const exists = async () =>
-    ((await db.raw('select 1 from pg_roles where rolname = ?', [role])) as { rowCount: number }).rowCount > 0;
+    (await db.raw<{ rowCount: number }>('select 1 from pg_roles where rolname = ?', [role])).rowCount > 0;
   if (!(await exists())) {
     try {
       await db.raw(`create role ${r} nologin`);
@@ -52,12 +52,12 @@ export async function grantRuntimeRole(db: Knex, role: string = DEFAULT_RUNTIME_
   await db.transaction(async (tx) => {
     // Concurrent GRANTs on one object fail ("tuple concurrently updated"): one at a time per database.
     await tx.raw('select pg_advisory_xact_lock(?)', [GRANT_LOCK_ID]);
-    const schema = ((await tx.raw('select current_schema() as s')) as { rows: Array<{ s: string }> }).rows[0]!.s;
+    const schema = (await tx.raw<{ rows: Array<{ s: string }> }>('select current_schema() as s')).rows[0].s;
     const quotedSchema = () => `"${schema.replace(/"/g, '""')}"`;
-    const { rows } = (await tx.raw(
+    const { rows } = await tx.raw<{ rows: Array<{ relname: string }> }>(
       `select c.relname from pg_class c
         where c.relnamespace = current_schema()::regnamespace and c.relkind in ('r', 'p')`,
-    )) as { rows: Array<{ relname: string }> };
+    );
     const tables = new Set(rows.map((x) => x.relname));
     await tx.raw(`grant usage on schema ${quotedSchema()} to ${r}`);
     await tx.raw(`grant select, insert, update, delete on all tables in schema ${quotedSchema()} to ${r}`);
@@ -66,7 +66,7 @@ export async function grantRuntimeRole(db: Knex, role: string = DEFAULT_RUNTIME_
       if (tables.has(table)) await tx.raw(`revoke ${denied} on "${table}" from ${r}`);
     }
     await tx.raw(`grant usage, select on all sequences in schema ${quotedSchema()} to ${r}`);
-    const purge = (await tx.raw(`select to_regprocedure(?) as f`, [PURGE_FUNCTION])) as { rows: Array<{ f: unknown }> };
+    const purge = await tx.raw<{ rows: Array<{ f: unknown }> }>(`select to_regprocedure(?) as f`, [PURGE_FUNCTION]);
     if (purge.rows[0]?.f) await tx.raw(`grant execute on function ${PURGE_FUNCTION} to ${r}`);
   });
   return true;
@@ -80,12 +80,12 @@ export interface ConnectionPrivileges {
 
 /** Who the service is connected as, and whether it could switch off the append-only triggers. */
 export async function connectionPrivileges(db: Knex): Promise<ConnectionPrivileges> {
-  const { rows } = (await db.raw(
+  const { rows } = await db.raw<{ rows: Array<{ user: string; superuser: boolean; owns_log: boolean }> }>(
     `select current_user as user,
             (select rolsuper from pg_roles where rolname = current_user) as superuser,
             coalesce(pg_has_role(current_user, (select relowner from pg_class where oid = to_regclass('events')), 'USAGE'), false) as owns_log`,
-  )) as { rows: Array<{ user: string; superuser: boolean; owns_log: boolean }> };
-  const row = rows[0]!;
+  );
+  const row = rows[0];
   return { user: row.user, superuser: row.superuser, ownsLog: row.owns_log };
 }
 

@@ -84,10 +84,8 @@ export async function openDatabase(config: Config, onLog: (line: string) => void
 }
 
 async function tableExists(db: Knex, table: string): Promise<boolean> {
-  const { rows } = (await db.raw('select to_regclass(?) is not null as ok', [table])) as {
-    rows: Array<{ ok: boolean }>;
-  };
-  return rows[0]!.ok;
+  const { rows } = await db.raw<{ rows: Array<{ ok: boolean }> }>('select to_regclass(?) is not null as ok', [table]);
+  return rows[0].ok;
 }
 
 /** The runtime role's password on the embedded database: random once, kept beside pg-password. */

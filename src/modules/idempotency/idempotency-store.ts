@@ -14,7 +14,7 @@ export function createIdempotencyStore() {
       return (await db('idempotency_keys')
         .first('request_hash', 'status', 'response')
         .where({ project_id: scope.projectId, key_id: scope.keyId, user_id: scope.userId, idem_key: scope.key })
-        .andWhereRaw(`created_at > now() - make_interval(secs => ?)`, [ttlSeconds])) as
+        .where('created_at', '>', db.raw('now() - make_interval(secs => ?)', [ttlSeconds]))) as
         { request_hash: string; status: number; response: unknown } | undefined;
     },
 
@@ -23,12 +23,12 @@ export function createIdempotencyStore() {
      * concurrent sweeps split the work instead of waiting on each other.
      */
     async sweepExpired(db: Db, ttlSeconds: number, limit: number): Promise<number> {
-      const { rowCount } = (await db.raw(
+      const { rowCount } = await db.raw<{ rowCount: number }>(
         `delete from idempotency_keys where ctid = any(array(
            select ctid from idempotency_keys where created_at <= now() - make_interval(secs => ?)
             order by created_at limit ? for update skip locked))`,
         [ttlSeconds, limit],
-      )) as { rowCount: number };
+      );
       return rowCount;
     },
 

@@ -74,7 +74,7 @@ export function refuseUnenforcedSettings(settings: object | undefined): void {
   if (refused.length === 0) return;
   throw unprocessable(
     `Not saved: ${refused.map((k) => `settings.${k} ${UNENFORCED_SETTINGS[k]}`).join('; ')}.`,
-    refused.map((k) => ({ path: `settings.${k}`, message: UNENFORCED_SETTINGS[k]! })),
+    refused.map((k) => ({ path: `settings.${k}`, message: UNENFORCED_SETTINGS[k] })),
   );
 }
 

@@ -62,7 +62,12 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
 
   // Plumbing.
   const registry = createRegistry();
-  const listener = createPgListener({ url: databaseUrl, logger });
+  const listener = createPgListener({
+    url: databaseUrl,
+    logger,
+    probeIntervalMs: config.LISTEN_PROBE_INTERVAL_MS,
+    probeTimeoutMs: config.LISTEN_PROBE_TIMEOUT_MS,
+  });
   const metrics = createMetrics();
   metrics.watchPool(db);
   const detachQueryTelemetry = attachQueryTelemetry(db, {
@@ -83,7 +88,15 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     },
   });
   ingest.observe(metrics.observeGroup);
-  const idempotency = createIdempotency({ db });
+  const idempotency = createIdempotency({
+    db,
+    logger,
+    options: {
+      ttlSeconds: config.IDEMPOTENCY_TTL_HOURS * 3_600,
+      sweepIntervalMs: config.IDEMPOTENCY_SWEEP_INTERVAL_MS,
+      sweepBatch: config.IDEMPOTENCY_SWEEP_BATCH,
+    },
+  });
   const encryption = createEncryptionModule({ config, db, logger, listener, ingest, log });
   const { projects } = createProjectsModule({
     db,
@@ -205,6 +218,8 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     spendAction: (p, cls, ip, units) => rateLimits.admit(p, cls, ip, units),
     authFailed,
   });
+  metrics.watchListen(() => ({ connected: listener.connected, reconnects: listener.reconnects }));
+  metrics.watchIngest(() => ingest.depth);
   metrics.watchRealtime(() => {
     const s = realtime.stats();
     return { sse: s.sse_streams, ws: s.sockets };
@@ -288,6 +303,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     realtime,
     webhooks,
     retention,
+    idempotency,
     /** Serves WebSocket upgrades (GET /v1/ws) on the HTTP server; call once it exists. */
     attach: (server: Server) => {
       answerClientErrors(server);
@@ -302,9 +318,11 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       await developerConsole.start();
       usage.start();
       retention.start();
+      idempotency.start();
     },
     /** Flushes pending writes and drops LISTEN; the caller closes the HTTP server and the pool. */
     async close() {
+      await idempotency.close();
       await retention.close();
       await realtime.close();
       await ingest.close();

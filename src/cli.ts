@@ -17,10 +17,17 @@ import { createKeysStore } from './modules/keys/keys-store';
 import { keyKindSchema, type KeyKind } from './lib/key-kind';
 import { createProjectsService } from './modules/projects/projects-service';
 import { createProjectsStore } from './modules/projects/projects-store';
+import { projectSettingsSchema, readSettings } from './modules/projects/project-settings';
 
-const USAGE = `Usage: npm run cli -- <command> [options]
+const USAGE = `Usage: npm run -s cli -- <command> [options]   (-s: no npm banner, so --json output pipes cleanly)
 
   project create --name NAME [--json]
+  project list [--json]
+  project update --project ID [--name NAME] [--allowed-origin ORIGIN]… [--ip-allow CIDR]…
+      [--rate-limit CLASS=LIMIT/SECONDS]… (CLASS read|write|auth) [--retention-days N|none]
+      [--deleted-thread-retention-days N|none] [--max-messages-per-thread N|none]
+      [--encrypted-field PATH]… [--clear SETTING]… [--json]
+      A list option given replaces the stored list; --clear removes a setting (back to the default).
   key create --project ID --kind secret|publishable|admin [--name NAME] [--json]
   key list --project ID [--json]
   key revoke --project ID --key-id KID
@@ -59,6 +66,14 @@ async function main(argv: string[]): Promise<number> {
       file: { type: 'string' },
       'after-thread': { type: 'string' },
       'after-seq': { type: 'string' },
+      'allowed-origin': { type: 'string', multiple: true },
+      'ip-allow': { type: 'string', multiple: true },
+      'rate-limit': { type: 'string', multiple: true },
+      'retention-days': { type: 'string' },
+      'deleted-thread-retention-days': { type: 'string' },
+      'max-messages-per-thread': { type: 'string' },
+      'encrypted-field': { type: 'string', multiple: true },
+      clear: { type: 'string', multiple: true },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -70,6 +85,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const known = [
     'project create',
+    'project list',
+    'project update',
     'key create',
     'key list',
     'key revoke',
@@ -107,6 +124,30 @@ async function main(argv: string[]): Promise<number> {
           creds,
           `project ${creds.project_id}\n  secret key      ${creds.keys.secret}\n  publishable key ${creds.keys.publishable}\n  admin key       ${creds.keys.admin}\n  signing secret  ${creds.signing_secret}\n(shown once)`,
         );
+        return 0;
+      }
+      case 'project list': {
+        const rows = (await projects.listAll()).map(projectView);
+        out(rows, rows.map((p) => `${p.id}  ${p.name}  ${JSON.stringify(p.settings)}`).join('\n') || '(no projects)');
+        return 0;
+      }
+      case 'project update': {
+        const projectId = projectArg(values);
+        const current = await projects.get(projectId);
+        const name = values.name;
+        if (name !== undefined && (name.trim().length === 0 || name.length > 100))
+          throw new UsageError('--name must be 1–100 characters');
+        const patch = settingsPatch(values);
+        const merged: Record<string, unknown> = { ...readSettings(current.settings), ...patch.set };
+        for (const k of patch.clear) delete merged[k];
+        const parsed = projectSettingsSchema.safeParse(merged);
+        if (!parsed.success)
+          throw new UsageError(parsed.error.issues.map((i) => `settings.${i.path.join('.')}: ${i.message}`).join('\n'));
+        const row = await projects.updateProject(projectId, { name: name?.trim(), settings: parsed.data });
+        // Every replica drops its cached keys and settings of this project.
+        await projects.notifyKeysChanged(projectId);
+        const view = projectView(row);
+        out(view, `${view.id}  ${view.name}\n${JSON.stringify(view.settings, null, 2)}`);
         return 0;
       }
       case 'key create': {
@@ -179,6 +220,61 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     await database.close();
   }
+}
+
+const projectView = (p: { id: string; name: string; settings: unknown; created_at: string; updated_at: string }) => ({
+  id: p.id,
+  name: p.name,
+  settings: (p.settings ?? {}) as Record<string, unknown>,
+  created_at: p.created_at,
+  updated_at: p.updated_at,
+});
+
+const SETTING_NAMES = [
+  'allowed_origins',
+  'ip_allowlist',
+  'rate_limits',
+  'retention_days',
+  'deleted_thread_retention_days',
+  'max_messages_per_thread',
+  'encrypted_fields',
+];
+
+/** The settings named on the command line; validated afterwards by the one settings schema. */
+function settingsPatch(values: Record<string, unknown>): { set: Record<string, unknown>; clear: string[] } {
+  const set: Record<string, unknown> = {};
+  const list = (name: string) => values[name] as string[] | undefined;
+  const nullableInt = (name: string) => {
+    const v = values[name] as string | undefined;
+    if (v === undefined) return undefined;
+    if (v === 'none') return null;
+    if (!/^\d+$/.test(v)) throw new UsageError(`--${name} must be a whole number or none`);
+    return Number(v);
+  };
+  if (list('allowed-origin')) set.allowed_origins = list('allowed-origin');
+  if (list('ip-allow')) set.ip_allowlist = list('ip-allow');
+  if (list('encrypted-field')) set.encrypted_fields = list('encrypted-field');
+  if (list('rate-limit')) {
+    const limits: Record<string, { limit: number; window_seconds: number }> = {};
+    for (const spec of list('rate-limit')!) {
+      const m = /^(read|write|auth)=(\d+)\/(\d+)$/.exec(spec);
+      if (!m) throw new UsageError(`--rate-limit ${spec}: expected CLASS=LIMIT/SECONDS, e.g. write=600/60`);
+      limits[m[1]] = { limit: Number(m[2]), window_seconds: Number(m[3]) };
+    }
+    set.rate_limits = limits;
+  }
+  for (const [flag, key] of [
+    ['retention-days', 'retention_days'],
+    ['deleted-thread-retention-days', 'deleted_thread_retention_days'],
+    ['max-messages-per-thread', 'max_messages_per_thread'],
+  ] as const) {
+    const v = nullableInt(flag);
+    if (v !== undefined) set[key] = v;
+  }
+  const clear = (list('clear') ?? []).map((c) => c.replace(/-/g, '_'));
+  for (const c of clear)
+    if (!SETTING_NAMES.includes(c)) throw new UsageError(`--clear ${c}: not a setting (${SETTING_NAMES.join(', ')})`);
+  return { set, clear };
 }
 
 /** Export and import run in this process, on the same pipeline and stores as the server. */

@@ -1,6 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Config } from './config';
-import { openDatabase } from './lib/open-database';
+import { openDatabase, privilegeWarning } from './lib/open-database';
 import { createLogger } from './lib/logger';
 import { createKeysStore } from './modules/keys/keys-store';
 import { createProjectsService } from './modules/projects/projects-service';
@@ -21,6 +21,8 @@ export const shouldRunPrimary = (config: Config) => config.WEB_CONCURRENCY > 1 &
 export async function runPrimary(config: Config): Promise<void> {
   const logger = createLogger(config.LOG_LEVEL, 'progressdb-primary');
   const database = await openDatabase(config, (line) => logger.debug({ postgres: line.trim() }));
+  const warning = privilegeWarning(database.privileges);
+  if (warning) logger.warn({ db_user: database.privileges.user }, warning);
   if (database.embedded && config.SEED_DEV_PROJECT) {
     const projects = createProjectsService({
       db: database.db,

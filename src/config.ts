@@ -62,6 +62,16 @@ export const configSchema = z.object({
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
     .optional(),
+  /** The owner's connection, for migrations only; the service itself connects with DATABASE_URL. */
+  DATABASE_MIGRATION_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+    .optional(),
+  /** Granted what the service needs after each migration (created NOLOGIN if missing). */
+  DATABASE_RUNTIME_ROLE: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case PostgreSQL role name')
+    .default('progressdb_app'),
   DATA_DIR: z.string().min(1).default('./.data'),
   EMBEDDED_PG_PORT: int(1, 65535).default(54329),
   DB_POOL_MAX: int(2, 200).default(20),
@@ -127,6 +137,11 @@ export const configSchema = z.object({
   RETENTION_ENABLED: bool.default(true),
   RETENTION_INTERVAL_MS: int(100, 7 * 86_400_000).default(3_600_000),
   RETENTION_BATCH_SIZE: int(10, 100_000).default(1_000),
+  LISTEN_PROBE_INTERVAL_MS: int(0, 600_000).default(10_000),
+  LISTEN_PROBE_TIMEOUT_MS: int(50, 600_000).default(5_000),
+  IDEMPOTENCY_TTL_HOURS: int(1, 24 * 30).default(24),
+  IDEMPOTENCY_SWEEP_INTERVAL_MS: int(100, 86_400_000).default(600_000),
+  IDEMPOTENCY_SWEEP_BATCH: int(1, 100_000).default(1_000),
   METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   KMS_MODE: z.enum(['embedded', 'external']).default('embedded'),
   KMS_MASTER_KEY: z.string().min(1).optional(),
@@ -173,7 +188,9 @@ export function loadConfig(
   if (!parsed.success) {
     // The rejected value helps, except for secrets, which must never reach a log.
     const shown = (key: string) =>
-      /SECRET|PASSWORD|KEY|TOKEN/.test(key) || key === 'DATABASE_URL' || source[key] === undefined
+      /SECRET|PASSWORD|KEY|TOKEN/.test(key) ||
+      (key.includes('DATABASE_') && key.endsWith('URL')) ||
+      source[key] === undefined
         ? ''
         : ` (got ${JSON.stringify(source[key])})`;
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}${shown(String(i.path[0]))}`);

@@ -1,7 +1,7 @@
 import type { Server } from 'node:http';
 import { createApp } from './app';
 import { ConfigError, loadConfig } from './config';
-import { openDatabase } from './lib/open-database';
+import { openDatabase, privilegeWarning } from './lib/open-database';
 import { createLogger } from './lib/logger';
 import { runPrimary, shouldRunPrimary } from './cluster';
 import { createGracefulShutdown, exitOnSignals } from './lib/shutdown';
@@ -21,6 +21,8 @@ async function main() {
   if (shouldRunPrimary(config)) return runPrimary(config);
   const logger = createLogger(config.LOG_LEVEL);
   const database = await openDatabase(config, (line) => logger.debug({ postgres: line.trim() }));
+  const warning = privilegeWarning(database.privileges);
+  if (warning) logger.warn({ db_user: database.privileges.user }, warning);
   logger.info({ embedded: database.embedded }, 'database ready and migrated');
   const app = createApp({ config, db: database.db, logger, databaseUrl: database.url });
   await app.start();

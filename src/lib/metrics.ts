@@ -77,6 +77,32 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     help: 'Statements slower than SLOW_QUERY_MS (all of them, not only the sampled ones that are logged).',
     registers: [registry],
   });
+  let listenStats: (() => { connected: boolean; reconnects: number }) | null = null;
+  new Gauge({
+    name: 'progressdb_listen_connected',
+    help: "Whether this replica's LISTEN connection is up and answering its probes (1) or not (0).",
+    registers: [registry],
+    collect() {
+      if (listenStats) this.set(listenStats().connected ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'progressdb_listen_reconnects',
+    help: 'LISTEN connections replaced since start (after a drop or an unanswered probe).',
+    registers: [registry],
+    collect() {
+      if (listenStats) this.set(listenStats().reconnects);
+    },
+  });
+  let ingestDepth: (() => number) | null = null;
+  new Gauge({
+    name: 'progressdb_ingest_queue_depth',
+    help: 'Writes queued in the ingest pipeline and not yet committed.',
+    registers: [registry],
+    collect() {
+      if (ingestDepth) this.set(ingestDepth());
+    },
+  });
   const pools: Array<{ name: string; db: Knex }> = [];
   new Gauge({
     name: 'progressdb_db_pool_connections',
@@ -118,6 +144,16 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     /** Reports open SSE streams and WebSockets at every scrape. */
     watchRealtime(stats: () => { sse: number; ws: number }) {
       realtimeStats = stats;
+    },
+
+    /** Reports the LISTEN connection's state at every scrape. */
+    watchListen(stats: () => { connected: boolean; reconnects: number }) {
+      listenStats = stats;
+    },
+
+    /** Reports the ingest queue depth at every scrape. */
+    watchIngest(depth: () => number) {
+      ingestDepth = depth;
     },
 
     /** Reports a knex pool's usage at every scrape. */

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { Knex } from 'knex';
+import { DEFAULT_RUNTIME_ROLE, grantRuntimeRole } from './db-roles';
 
 export const migrationsDirectory = path.resolve(__dirname, '../../migrations');
 
@@ -12,14 +13,19 @@ const migrationConfig: Knex.MigratorConfig = {
 // Any fixed number: replicas starting together queue on it instead of racing.
 const MIGRATION_LOCK_ID = 7_310_2024;
 
-/** Runs pending migrations once, even when many replicas start at the same moment. */
-export async function migrateLatest(db: Knex): Promise<void> {
+/**
+ * Runs pending migrations once, even when many replicas start at the same moment, then grants
+ * the runtime role what the service needs (db-roles.ts). Returns false when the role could not
+ * be created by this connection (the grants were skipped).
+ */
+export async function migrateLatest(db: Knex, runtimeRole: string = DEFAULT_RUNTIME_ROLE): Promise<boolean> {
   // The lock lives on one held connection; knex runs the migrations on others.
   const conn = (await db.client.acquireConnection()) as { query(sql: string, params: unknown[]): Promise<unknown> };
   try {
     await conn.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
     try {
       await db.migrate.latest(migrationConfig);
+      return await grantRuntimeRole(db, runtimeRole);
     } finally {
       await conn.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]);
     }

@@ -9,19 +9,57 @@ export interface IdempotencyScope {
 
 export function createIdempotencyStore() {
   return {
-    async find(db: Db, scope: IdempotencyScope) {
+    /** The stored response, unless it is older than `ttlSeconds` (an expired key is a new key). */
+    async find(db: Db, scope: IdempotencyScope, ttlSeconds: number) {
       return (await db('idempotency_keys')
         .first('request_hash', 'status', 'response')
-        .where({ project_id: scope.projectId, key_id: scope.keyId, user_id: scope.userId, idem_key: scope.key })) as
+        .where({ project_id: scope.projectId, key_id: scope.keyId, user_id: scope.userId, idem_key: scope.key })
+        .where('created_at', '>', db.raw('now() - make_interval(secs => ?)', [ttlSeconds]))) as
         { request_hash: string; status: number; response: unknown } | undefined;
     },
 
+    /**
+     * Deletes up to `limit` expired rows; rows another replica's sweep holds are skipped, so
+     * concurrent sweeps split the work instead of waiting on each other.
+     */
+    async sweepExpired(db: Db, ttlSeconds: number, limit: number): Promise<number> {
+      const { rowCount } = await db.raw<{ rowCount: number }>(
+        `delete from idempotency_keys where ctid = any(array(
+           select ctid from idempotency_keys where created_at <= now() - make_interval(secs => ?)
+            order by created_at limit ? for update skip locked))`,
+        [ttlSeconds, limit],
+      );
+      return rowCount;
+    },
+
     /** Stores the first response; false when another request stored one for this key first. */
-    async record(db: Db, scope: IdempotencyScope, requestHash: string, status: number, body: unknown) {
+    async record(
+      db: Db,
+      scope: IdempotencyScope,
+      requestHash: string,
+      status: number,
+      body: unknown,
+      ttlSeconds: number,
+    ) {
+      // An expired row not swept yet is replaced, as if it were gone.
       const { rows } = await db.raw(
         `insert into idempotency_keys (project_id, key_id, user_id, idem_key, request_hash, status, response)
-         values (?, ?, ?, ?, ?, ?, ?::jsonb) on conflict do nothing returning 1`,
-        [scope.projectId, scope.keyId, scope.userId, scope.key, requestHash, status, JSON.stringify(body ?? null)],
+         values (?, ?, ?, ?, ?, ?, ?::jsonb)
+         on conflict (project_id, key_id, user_id, idem_key) do update
+           set request_hash = excluded.request_hash, status = excluded.status, response = excluded.response,
+               created_at = now()
+         where idempotency_keys.created_at <= now() - make_interval(secs => ?)
+         returning 1`,
+        [
+          scope.projectId,
+          scope.keyId,
+          scope.userId,
+          scope.key,
+          requestHash,
+          status,
+          JSON.stringify(body ?? null),
+          ttlSeconds,
+        ],
       );
       return rows.length > 0;
     },

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { badRequest, unprocessable } from '../../lib/errors';
+import type { Logger } from '../../lib/logger';
 import type { Reply } from '../../lib/http/route';
 import type { WorkItem } from '../ingest/ingest-pipeline';
 import { createIdempotencyStore, type IdempotencyScope } from './idempotency-store';
@@ -36,11 +37,62 @@ type Shaped = { status: number; body: unknown; headers?: Record<string, string> 
  * response to a key is stored beside the write (same transaction); a retry gets it back with
  * `Idempotent-Replayed: true`; the same key with a different request is a 422.
  */
-export function createIdempotency(deps: { db: Knex }) {
+export interface IdempotencyOptions {
+  /** A key is remembered this long; a retry after it runs the request again. */
+  ttlSeconds: number;
+  /** How often this replica sweeps expired keys (every replica does; sweeps split the rows). */
+  sweepIntervalMs: number;
+  /** Rows per DELETE: each batch is a short transaction. */
+  sweepBatch: number;
+}
+
+export const defaultIdempotencyOptions: IdempotencyOptions = {
+  ttlSeconds: 86_400,
+  sweepIntervalMs: 600_000,
+  sweepBatch: 1_000,
+};
+
+export function createIdempotency(deps: { db: Knex; logger?: Logger; options?: Partial<IdempotencyOptions> }) {
   const store = createIdempotencyStore();
+  const options = { ...defaultIdempotencyOptions, ...deps.options };
+  const ttl = options.ttlSeconds;
+  let timer: NodeJS.Timeout | null = null;
+  let closed = false;
+  let sweeping: Promise<number> | null = null;
+
+  /** Deletes every expired key, one bounded batch at a time; resolves to the number deleted. */
+  async function sweepAll(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await store.sweepExpired(deps.db, ttl, options.sweepBatch);
+      total += n;
+      if (n < options.sweepBatch || closed) return total;
+    }
+  }
+
+  function schedule() {
+    // Jitter, so replicas started together do not sweep in lockstep.
+    const delay = options.sweepIntervalMs * (0.75 + Math.random() / 2);
+    timer = setTimeout(() => {
+      sweeping = sweepAll()
+        .then((n) => {
+          if (n > 0) deps.logger?.debug({ deleted: n }, 'expired idempotency keys swept');
+          return n;
+        })
+        .catch((err: unknown) => {
+          deps.logger?.warn({ err }, 'idempotency sweep failed; retrying next interval');
+          return 0;
+        })
+        .finally(() => {
+          sweeping = null;
+          if (!closed) schedule();
+        });
+    }, delay);
+    timer.unref();
+  }
 
   async function replayOf(scope: IdempotencyScope, hash: string): Promise<Reply | null> {
-    const row = await store.find(deps.db, scope);
+    const row = await store.find(deps.db, scope, ttl);
     if (!row) return null;
     if (row.request_hash !== hash) {
       throw unprocessable(
@@ -51,6 +103,21 @@ export function createIdempotency(deps: { db: Knex }) {
   }
 
   return {
+    /** Starts the periodic sweep of expired keys. */
+    start() {
+      if (!timer && !closed) schedule();
+    },
+
+    /** One full sweep now (tests, and operators through the CLI). */
+    sweep: sweepAll,
+
+    async close() {
+      closed = true;
+      if (timer) clearTimeout(timer);
+      timer = null;
+      await sweeping;
+    },
+
     /**
      * Replays a stored response, or runs `write` with a wrapper for its work item and shapes
      * the reply with `respond`. Without an Idempotency-Key header the wrapper is not given.
@@ -81,7 +148,7 @@ export function createIdempotency(deps: { db: Knex }) {
         async run(tx, pointers) {
           const value = await item.run(tx, pointers);
           const { status, body } = respond(value);
-          if (!(await store.record(tx, scope, hash, status, body))) throw new IdempotencyRace();
+          if (!(await store.record(tx, scope, hash, status, body, ttl))) throw new IdempotencyRace();
           return value;
         },
       });

@@ -4,7 +4,12 @@ import type { RouteFactory } from '../../lib/http/route';
 import { developerSchema, type DevelopersService } from '../developers/developers-service';
 import type { UsageCounter } from '../usage/usage-counter';
 import { projectIdParams } from '../keys/keys-schemas';
-import { projectSettingsSchema, readSettings } from './project-settings';
+import {
+  projectSettingsInputSchema,
+  projectSettingsSchema,
+  readSettings,
+  refuseUnenforcedSettings,
+} from './project-settings';
 import type { ProjectsService } from './projects-service';
 import type { ProjectRow } from './projects-store';
 
@@ -31,13 +36,13 @@ const projectSchema = projectSummarySchema
 
 const nameSchema = z.string().trim().min(1, 'must not be empty').max(100);
 const createProjectSchema = z
-  .object({ name: nameSchema, settings: projectSettingsSchema.optional() })
+  .object({ name: nameSchema, settings: projectSettingsInputSchema.optional() })
   .strict()
   .openapi('ProjectCreate');
 const updateProjectSchema = z
   .object({
     name: nameSchema.optional(),
-    settings: projectSettingsSchema
+    settings: projectSettingsInputSchema
       .optional()
       .openapi({ description: 'Top-level fields given replace the stored ones; fields not given are kept' }),
   })
@@ -174,6 +179,7 @@ export function createProjectsRouter(deps: {
       const current = await projects.getOwned(principal.developerId, params.project_id);
       let settings: Record<string, unknown> | undefined;
       if (body.settings) {
+        refuseUnenforcedSettings(body.settings);
         // Stored settings that no longer validate were already being ignored (readSettings).
         settings = projectSettingsSchema.parse({ ...readSettings(current.settings), ...body.settings });
       }

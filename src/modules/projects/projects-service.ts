@@ -5,6 +5,7 @@ import type { KeyKind } from '../../lib/key-kind';
 import { createKeysService } from '../keys/keys-service';
 import type { KeysStore } from '../keys/keys-store';
 import type { ProjectsStore } from './projects-store';
+import { refuseUnenforcedSettings } from './project-settings';
 
 export const newSigningSecret = () => `ss_${randomBase62(43)}`;
 
@@ -33,6 +34,7 @@ export function createProjectsService(deps: {
       ownerId?: string | null;
       settings?: object;
     }): Promise<ProjectCredentials> {
+      refuseUnenforcedSettings(input.settings);
       return db.transaction(async (tx) => {
         const project = await projectsStore.insert(tx, {
           id: newId('prj'),
@@ -79,6 +81,7 @@ export function createProjectsService(deps: {
 
     /** A developer's new project, without keys: the console creates them one at a time. */
     async createOwnedProject(input: { name: string; ownerId: string; settings?: object }) {
+      refuseUnenforcedSettings(input.settings);
       if (input.settings) deps.checkSettings?.(input.settings as Record<string, unknown>);
       return projectsStore.insert(db, {
         id: newId('prj'),
@@ -87,6 +90,17 @@ export function createProjectsService(deps: {
         signing_secret: newSigningSecret(),
         settings: input.settings ?? {},
       });
+    },
+
+    listAll() {
+      return projectsStore.listAll(db);
+    },
+
+    /** The project (for the operator CLI, which acts for every owner); a missing one is a 404. */
+    async get(projectId: string) {
+      const row = await projectsStore.get(db, projectId);
+      if (!row) throw notFound('project');
+      return row;
     },
 
     listOwned(ownerId: string) {
@@ -106,6 +120,7 @@ export function createProjectsService(deps: {
     },
 
     async updateProject(projectId: string, patch: { name?: string; settings?: Record<string, unknown> }) {
+      refuseUnenforcedSettings(patch.settings);
       if (patch.settings) deps.checkSettings?.(patch.settings);
       const row = await projectsStore.update(db, projectId, patch);
       if (!row) throw notFound('project');

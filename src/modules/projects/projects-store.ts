@@ -27,6 +27,11 @@ export function createProjectsStore() {
       return db('projects').first('*').where({ id }).whereNull('deleted_at');
     },
 
+    /** Every live project, oldest first (the operator CLI). */
+    async listAll(db: Db): Promise<ProjectRow[]> {
+      return db('projects').select('*').whereNull('deleted_at').orderBy('created_at', 'asc').orderBy('id', 'asc');
+    },
+
     async listByOwner(db: Db, ownerId: string): Promise<ProjectRow[]> {
       return db('projects')
         .select('*')

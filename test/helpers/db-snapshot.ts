@@ -2,11 +2,18 @@ import type { Knex } from 'knex';
 
 /**
  * Columns and tables that change on their own and say nothing about whether a request wrote
- * data: key last-use stamps (advisory, once a minute), per-request usage counters, and the
- * rate limiter's sliding windows.
+ * data: key last-use stamps (advisory, once a minute), per-request usage counters, the
+ * rate limiter's sliding windows, and the retention scheduler's run log (its leader records a
+ * run every interval, whether or not anything was due).
  */
 export const VOLATILE_COLUMNS = ['last_used_at'];
-export const TELEMETRY_TABLES = ['usage_hourly', 'rate_limit_leases', 'knex_migrations', 'knex_migrations_lock'];
+export const TELEMETRY_TABLES = [
+  'usage_hourly',
+  'rate_limit_leases',
+  'retention_runs',
+  'knex_migrations',
+  'knex_migrations_lock',
+];
 
 export type Snapshot = Record<string, { rows: number; checksum: string }>;
 

@@ -56,7 +56,9 @@ describe('AsyncAPI document of the realtime protocols', () => {
       ['#/channels/ws/messages/server.ack', '#/channels/ws/messages/server.error'],
     );
     const payload = doc.components.messages['client.send'].payload;
-    assert.deepEqual([...payload.required].sort(), ['id', 'message', 'thread_id', 'type']);
+    assert.deepEqual([...payload.required].sort(), ['message', 'thread_id', 'type']);
+    assert.ok(payload.properties.id, 'the optional request id the ack repeats');
+    assert.equal(payload.properties.thread_id.type, 'string', 'typed as the handler validates it');
     assert.ok(payload.properties.message.properties.reply_to, 'the message is a NewMessage');
     assert.ok(doc.components.messages['server.ack'].payload.properties.message.properties.seq);
   });

@@ -236,12 +236,13 @@ describe('web console in a real browser', () => {
       .waitFor();
   });
 
-  test('a provider error is shown on the sign-in page', async () => {
+  test("a provider error is shown on the sign-in page (a fixed text, never the provider's own words)", async () => {
     await page.getByTestId('sign-out').click();
     await page.locator('#signin').waitFor({ state: 'visible' });
     provider.failNextAuthorization('access_denied', 'You declined');
     await page.getByTestId('sign-in-google').click();
-    await page.locator('#signin-error').filter({ hasText: 'You declined' }).waitFor();
+    await page.locator('#signin-error').filter({ hasText: 'Sign-in was cancelled at the provider.' }).waitFor();
+    assert.equal(await page.locator('#signin-error').textContent(), 'Sign-in was cancelled at the provider.');
     assert.equal(await page.locator('#app').isVisible(), false);
   });
 });

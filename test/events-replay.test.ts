@@ -24,6 +24,7 @@ interface ReplayedMessage {
   edited_at: string | null;
   deleted: boolean;
   reactions: Record<string, number>;
+  reply_to: string | null;
 }
 
 /** Rebuilds a thread's state from its log alone: what a client doing sync or export would do. */
@@ -73,6 +74,8 @@ function replay(events: Event[]) {
           edited_at: null,
           deleted: false,
           reactions: {},
+          // The event carries reply_to only when the message is a reply.
+          reply_to: d.reply_to ?? null,
         });
         break;
       case 'message.edited': {

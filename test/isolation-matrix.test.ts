@@ -32,7 +32,8 @@ describe('isolation matrix: every API-key route of the OpenAPI document, against
   let sent = 0;
 
   before(async () => {
-    t = await startTestApp();
+    // Hundreds of refused credentials from one address by design: the failed-auth limit (its own test) is raised.
+    t = await startTestApp({ RATE_LIMIT_AUTH_FAILURES: '100000' });
     a = await t.project('A');
     b = await t.project('B');
     const sk = b.keys.secret;

@@ -19,8 +19,11 @@ describe('rate limits across two replicas', () => {
     (await t.app.projects.createProject({ name: 'rl', settings: { rate_limits: rateLimits } })).keys.secret;
 
   before(async () => {
-    t = await startTestApp();
-    second = await startInstance(t.databaseUrl);
+    // Per-user limits are the subject here: the key's aggregate over all its users (RATE_LIMIT_KEY_FACTOR ×
+    // the per-user limit) is set out of the way (test/operator-ceilings.test.ts covers it).
+    const env = { RATE_LIMIT_KEY_FACTOR: '1000' };
+    t = await startTestApp(env);
+    second = await startInstance(t.databaseUrl, env);
   });
   after(async () => {
     await second.close();

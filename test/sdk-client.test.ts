@@ -68,7 +68,13 @@ describe('SDK (@progressdb/client) against two real replicas', () => {
     database = await createTestDatabase();
     creds = await runCli<Creds>(['project', 'create', '--name', 'sdk', '--json'], { DATABASE_URL: database.url });
     // SSE pings every second, so a client can tell a silent stream from a quiet one.
-    const env = { DATABASE_URL: database.url, REALTIME_HEARTBEAT_MS: '1000', REALTIME_PRESENCE_GRACE_MS: '500' };
+    // Rate limits off: 10,000 messages in batches would spend a project's default write limit three times over.
+    const env = {
+      DATABASE_URL: database.url,
+      REALTIME_HEARTBEAT_MS: '1000',
+      REALTIME_PRESENCE_GRACE_MS: '500',
+      RATE_LIMIT_ENABLED: 'false',
+    };
     [a, b] = await Promise.all([spawnReplica('A', env), spawnReplica('B', env)]);
   });
   after(async () => {

@@ -3,14 +3,16 @@ import type { Knex } from 'knex';
 /**
  * Columns and tables that change on their own and say nothing about whether a request wrote
  * data: key last-use stamps (advisory, once a minute), per-request usage counters, the
- * rate limiter's sliding windows, and the retention scheduler's run log (its leader records a
- * run every interval, whether or not anything was due).
+ * rate limiter's sliding windows, the retention scheduler's run log (its leader records a
+ * run every interval, whether or not anything was due), and the server-wide secrets a replica
+ * generates on first use (realtime-token MAC key, webhook secret key): no tenant's data.
  */
 export const VOLATILE_COLUMNS = ['last_used_at'];
 export const TELEMETRY_TABLES = [
   'usage_hourly',
   'rate_limit_leases',
   'retention_runs',
+  'server_secrets',
   'knex_migrations',
   'knex_migrations_lock',
 ];

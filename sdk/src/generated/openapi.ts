@@ -19,6 +19,12 @@ export interface Schemas {
   };
   SignRequest: {
     user_id: string;
+    /** Seconds the user token lives, at most USER_TOKEN_MAX_TTL_SECONDS (default 30 days) */
+    expires_in?: number;
+  };
+  UserTokensRevoked: {
+    user_id: string;
+    not_before: string;
   };
   Thread: {
     id: string;
@@ -146,6 +152,10 @@ export interface Schemas {
     /** Seconds */
     expires_in: number;
   };
+  RealtimeTokenRequest: {
+    /** Seconds the token stays valid; at most REALTIME_TOKEN_MAX_TTL_SECONDS (default REALTIME_TOKEN_TTL_SECONDS) */
+    expires_in?: number;
+  };
   ReadMark: {
     thread_id: string;
     user_id: string;
@@ -172,7 +182,7 @@ export interface Schemas {
 /** Data-plane operations (API keys): path and query parameters, JSON body, success response. */
 export interface Paths {
   '/v1/_sign': {
-    /** Sign an end-user id (secret keys only) */
+    /** Sign an end-user id, and optionally mint an expiring user token (secret keys only) */
     post: {
       path: never;
       query: never;
@@ -180,7 +190,21 @@ export interface Paths {
       response: {
         user_id: string;
         signature: string;
+        token?: string;
+        expires_at?: string;
       };
+      status: 200;
+    };
+  };
+  '/v1/users/{user_id}/revoke-tokens': {
+    /** Revoke a user's signed user tokens issued before now (secret keys only) */
+    post: {
+      path: {
+        user_id: string;
+      };
+      query: never;
+      body: never;
+      response: Schemas['UserTokensRevoked'];
       status: 200;
     };
   };
@@ -429,7 +453,7 @@ export interface Paths {
     post: {
       path: never;
       query: never;
-      body: never;
+      body: Schemas['RealtimeTokenRequest'];
       response: Schemas['RealtimeToken'];
       status: 201;
     };
@@ -461,6 +485,7 @@ export interface Paths {
 /** Every data-plane operation of the document, in document order. */
 export const OPERATIONS = [
   { method: 'POST', path: '/v1/_sign', operationId: 'signUser' },
+  { method: 'POST', path: '/v1/users/{user_id}/revoke-tokens', operationId: 'revokeUserTokens' },
   { method: 'POST', path: '/v1/threads', operationId: 'createThread' },
   { method: 'GET', path: '/v1/threads', operationId: 'listThreads' },
   { method: 'GET', path: '/v1/threads/{thread_id}', operationId: 'getThread' },

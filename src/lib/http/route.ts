@@ -113,6 +113,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   404: 'The thread, message or other resource named in the path does not exist (or is not visible)',
   409: 'Conflicts with the current state (an id already used with other content, a deleted message, an Idempotency-Key in flight)',
   410: 'Gone: the requested events were removed by retention',
+  412: 'Precondition failed: If-Match names another version than the current one',
   413: 'The body is larger than this server accepts',
   415: 'The body is not in a supported media type',
   422: 'Well-formed but refused (a reference that does not resolve, a setting the service does not enforce, an Idempotency-Key reused with another request)',

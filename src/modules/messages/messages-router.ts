@@ -214,7 +214,7 @@ export function createMessagesRouter(deps: {
       method: 'patch',
       path: '/v1/threads/:thread_id/messages/:message_id',
       operationId: 'editMessage',
-      errors: [409],
+      errors: [409, 412],
       summary: 'Edit a message (appends a new version)',
       tags,
       auth: 'api',
@@ -225,7 +225,6 @@ export function createMessagesRouter(deps: {
       textBody: (text) => ({ body: { text } }),
       responses: {
         200: { description: 'The edited message (ETag: its version)', schema: messageSchema },
-        412: { description: 'If-Match names another version than the current one' },
       },
     },
     ({ principal, params, body, header }) =>
@@ -240,7 +239,7 @@ export function createMessagesRouter(deps: {
       method: 'delete',
       path: '/v1/threads/:thread_id/messages/:message_id',
       operationId: 'deleteMessage',
-      errors: [409],
+      errors: [409, 412],
       summary: 'Soft-delete a message (appends a tombstone version; history is kept)',
       tags,
       auth: 'api',
@@ -249,7 +248,6 @@ export function createMessagesRouter(deps: {
       headers: revisionHeaders,
       responses: {
         200: { description: 'The tombstoned message (ETag: its version)', schema: messageSchema },
-        412: { description: 'If-Match names another version than the current one' },
       },
     },
     ({ principal, params, header }) =>

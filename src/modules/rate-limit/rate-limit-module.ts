@@ -113,8 +113,11 @@ export function createRateLimitModule(deps: { db: Knex; logger: Logger; config: 
 
   async function enforce(res: Response | null, projectId: string, bucket: string, policy: Policy, units = 1) {
     if (res) res.locals[COUNTED] = true;
+    // A batch weighs one unit per message, but at most a whole window: one bigger than the
+    // limit still passes once the window is empty, instead of never.
+    const weight = Math.min(units, policy.limit);
     let d = await limiter.consume(projectId, bucket, policy);
-    for (let i = 1; i < units && d.allowed; i++) d = await limiter.consume(projectId, bucket, policy);
+    for (let i = 1; i < weight && d.allowed; i++) d = await limiter.consume(projectId, bucket, policy);
     if (res) setRateLimitHeaders(res, policy, d);
     if (!d.allowed) {
       throw rateLimited(

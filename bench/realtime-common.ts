@@ -92,6 +92,8 @@ export async function startServer(databaseUrl: string, env: Record<string, strin
       LOG_LEVEL: 'warn',
       SEED_DEV_PROJECT: 'false',
       RATE_LIMIT_ENABLED: 'false',
+      // Subscribers share a few users and one key: lift the per-user connection cap (default 20).
+      REALTIME_MAX_CONNECTIONS_PER_USER: '1000000',
       ...env,
     },
     stdio: ['ignore', 'ignore', 'inherit'],

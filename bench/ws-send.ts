@@ -209,6 +209,8 @@ async function main() {
         LOG_LEVEL: 'warn',
         SEED_DEV_PROJECT: 'false',
         RATE_LIMIT_ENABLED: 'false',
+        // All 64 sockets act as one user: lift the per-user connection cap (default 20).
+        REALTIME_MAX_CONNECTIONS_PER_USER: '100000',
         WEB_CONCURRENCY: '1',
       },
       port,

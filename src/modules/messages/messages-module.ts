@@ -20,6 +20,7 @@ export function createMessagesModule(deps: {
   maxReactionsPerMessage: number;
   crypto: MessageCrypto;
   pageCache?: PageCache;
+  sealedPageTtlMs?: number;
   /** Messages a request actually wrote (usage counting). */
   onAppended?: (projectId: string, newMessages: number) => void;
 }) {

@@ -46,6 +46,8 @@ export function createMessagesService(deps: {
   crypto: MessageCrypto;
   /** Serialised pages per replica; absent or disabled: every page is read from PostgreSQL. */
   pageCache?: PageCache;
+  /** How long an opened (decrypted) page may be served from the page cache; 0: never cached. */
+  sealedPageTtlMs?: number;
 }) {
   const { db, ingest, log, threads, messagesStore, crypto, pageCache } = deps;
   const open = (p: ApiPrincipal, threadId: string, m: MessageView) =>
@@ -304,9 +306,10 @@ export function createMessagesService(deps: {
       if (hit) return { json: hit };
       const { page, sealed } = await readPage(principal, threadId, q);
       const json = Buffer.from(JSON.stringify(page));
-      // Opened (decrypted) pages are not kept: a key the KMS stops honouring must stop reads
-      // as soon as the replica's key cache lets go of it, which a cached plaintext would outlive.
-      if (cacheable && !sealed) pageCache.set(key, version, json);
+      // Opened (decrypted) pages are kept only briefly: a key the KMS stops honouring must stop
+      // reads soon after the replica's key cache lets go of it, which a cached plaintext kept
+      // for as long as the thread is unchanged would outlive. (Shredding moves last_seq: at once.)
+      if (cacheable) pageCache.set(key, version, json, sealed ? (deps.sealedPageTtlMs ?? 0) : undefined);
       return { json, page };
     },
 

@@ -39,7 +39,7 @@ export function createMessagesService(deps: {
   db: Knex;
   ingest: LogIngest;
   log: ThreadLog;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
+  threads: Pick<ThreadsService, 'authorize' | 'authorizeRead' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
   messagesStore: MessagesStore;
   maxMessageBytes: number;
   maxReactionsPerMessage: number;
@@ -298,7 +298,7 @@ export function createMessagesService(deps: {
       threadId: string,
       q: PageQuery,
     ): Promise<{ json: Buffer; page?: Awaited<ReturnType<typeof readPage>>['page'] }> {
-      const thread = await threads.authorize(db, principal, threadId, 'read');
+      const thread = await threads.authorizeRead(principal, threadId);
       const cacheable = pageCache?.enabled === true && q.before_seq === undefined;
       const key = cacheable ? pageKey(principal.projectId, threadId, q) : '';
       const version = versionOf(thread);

@@ -129,6 +129,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     maxReactionsPerMessage: config.MAX_REACTIONS_PER_MESSAGE,
     crypto: encryption.service,
     pageCache: createPageCache({ maxBytes: config.PAGE_CACHE_BYTES, registry: metrics.registry }),
+    sealedPageTtlMs: Math.min(config.PAGE_CACHE_SEALED_TTL_MS, config.DEK_CACHE_TTL_MS),
     onAppended: usage.countMessages,
   });
   const events = createEventsModule({ db, threads, openEvents: encryption.service.openEvents });

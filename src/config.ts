@@ -109,6 +109,8 @@ export const configSchema = z.object({
   REALTIME_SLOW_CONSUMER_MS: int(100, 600_000).default(5_000),
   /** Per-replica budget for serialised message pages (0 turns the page cache off). */
   PAGE_CACHE_BYTES: int(0, 4 * 1024 * 1024 * 1024).default(32 * 1024 * 1024),
+  /** How long a page of an encrypting project, decrypted, may be served from the page cache (0: never). */
+  PAGE_CACHE_SEALED_TTL_MS: int(0, 60_000).default(2_000),
   /** The longest realtime token the server mints (a client may ask for less, never more). */
   REALTIME_TOKEN_MAX_TTL_SECONDS: int(10, 86_400).default(3_600),
   RATE_LIMIT_ENABLED: bool.default(true),

@@ -338,6 +338,15 @@ describe('field-level encryption (embedded KMS)', () => {
       key: sk,
       body: { id: 'k', author: 'ann', body: { text: 'kept' } },
     });
+    // The decrypted newest page is kept by the page cache (briefly: PAGE_CACHE_SEALED_TTL_MS)…
+    const hits = () => t.app.metrics.registry.getSingleMetricAsString('progressdb_page_cache_hits_total');
+    const hitCount = async () => Number(/ (\d+)$/m.exec(await hits())?.[1] ?? 0);
+    const before = await hitCount();
+    for (let i = 0; i < 2; i++) {
+      const cached = await api(t.url, 'GET', '/v1/threads/t-shred/messages', { key: sk });
+      assert.equal(cached.body.data[0].body.text, 'to-forget-2');
+    }
+    assert.equal((await hitCount()) - before, 1, 'the second read of the decrypted page came from memory');
     const denied = await api(t.url, 'DELETE', '/v1/admin/threads/t-shred/keys', { key: sk });
     assert.equal(denied.status, 403, 'admin keys only');
     const shred = await api(t.url, 'DELETE', '/v1/admin/threads/t-shred/keys', { key: p.keys.admin });
@@ -347,6 +356,9 @@ describe('field-level encryption (embedded KMS)', () => {
     const missing = await api(t.url, 'DELETE', '/v1/admin/threads/nope/keys', { key: p.keys.admin });
     assert.equal(missing.status, 404);
 
+    // …and shredding is seen at once: it moved the thread's last_seq, so the cached page is not served.
+    const shreddedPage = await api(t.url, 'GET', '/v1/threads/t-shred/messages', { key: sk });
+    assert.deepEqual(shreddedPage.body.data[0].body, { text: ERASED, n: 2 });
     const one = await api(t.url, 'GET', '/v1/threads/t-shred/messages/m', { key: sk });
     assert.equal(one.status, 200);
     assert.deepEqual(one.body.body, { text: ERASED, n: 2 });

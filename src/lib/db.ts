@@ -46,3 +46,26 @@ export function isConnectionError(e: unknown): boolean {
     msg,
   );
 }
+
+interface DirectClient {
+  query<R>(statement: { name?: string; text: string; values: unknown[] }): Promise<{ rows: R[] }>;
+}
+
+/**
+ * Runs one statement on a pooled connection through the driver alone, without knex's query
+ * builder: for the hottest look-ups (every read authorizes), where building and compiling a
+ * query costs about as much CPU as the driver itself. With a `name`, the statement is prepared
+ * once per connection and then only executed. Such statements do not show in knex's query
+ * events, so the slow-query log does not see them.
+ */
+export async function queryDirect<R>(
+  db: Knex,
+  statement: { name?: string; text: string; values: unknown[] },
+): Promise<R[]> {
+  const conn = (await db.client.acquireConnection()) as DirectClient;
+  try {
+    return (await conn.query<R>(statement)).rows;
+  } finally {
+    await db.client.releaseConnection(conn);
+  }
+}

@@ -14,12 +14,13 @@ export function createMessagesModule(deps: {
   ingest: LogIngest;
   log: ThreadLog;
   idempotency: Idempotency;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
+  threads: Pick<ThreadsService, 'authorize' | 'authorizeRead' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
   maxMessageBytes: number;
   /** Distinct reactions one message may carry. */
   maxReactionsPerMessage: number;
   crypto: MessageCrypto;
   pageCache?: PageCache;
+  sealedPageTtlMs?: number;
   /** Messages a request actually wrote (usage counting). */
   onAppended?: (projectId: string, newMessages: number) => void;
 }) {

@@ -39,13 +39,15 @@ export function createMessagesService(deps: {
   db: Knex;
   ingest: LogIngest;
   log: ThreadLog;
-  threads: Pick<ThreadsService, 'authorize' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
+  threads: Pick<ThreadsService, 'authorize' | 'authorizeRead' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
   messagesStore: MessagesStore;
   maxMessageBytes: number;
   maxReactionsPerMessage: number;
   crypto: MessageCrypto;
   /** Serialised pages per replica; absent or disabled: every page is read from PostgreSQL. */
   pageCache?: PageCache;
+  /** How long an opened (decrypted) page may be served from the page cache; 0: never cached. */
+  sealedPageTtlMs?: number;
 }) {
   const { db, ingest, log, threads, messagesStore, crypto, pageCache } = deps;
   const open = (p: ApiPrincipal, threadId: string, m: MessageView) =>
@@ -296,7 +298,7 @@ export function createMessagesService(deps: {
       threadId: string,
       q: PageQuery,
     ): Promise<{ json: Buffer; page?: Awaited<ReturnType<typeof readPage>>['page'] }> {
-      const thread = await threads.authorize(db, principal, threadId, 'read');
+      const thread = await threads.authorizeRead(principal, threadId);
       const cacheable = pageCache?.enabled === true && q.before_seq === undefined;
       const key = cacheable ? pageKey(principal.projectId, threadId, q) : '';
       const version = versionOf(thread);
@@ -304,9 +306,10 @@ export function createMessagesService(deps: {
       if (hit) return { json: hit };
       const { page, sealed } = await readPage(principal, threadId, q);
       const json = Buffer.from(JSON.stringify(page));
-      // Opened (decrypted) pages are not kept: a key the KMS stops honouring must stop reads
-      // as soon as the replica's key cache lets go of it, which a cached plaintext would outlive.
-      if (cacheable && !sealed) pageCache.set(key, version, json);
+      // Opened (decrypted) pages are kept only briefly: a key the KMS stops honouring must stop
+      // reads soon after the replica's key cache lets go of it, which a cached plaintext kept
+      // for as long as the thread is unchanged would outlive. (Shredding moves last_seq: at once.)
+      if (cacheable) pageCache.set(key, version, json, sealed ? (deps.sealedPageTtlMs ?? 0) : undefined);
       return { json, page };
     },
 

@@ -18,6 +18,8 @@ interface Entry {
   version: string;
   bytes: Buffer;
   size: number;
+  /** When set (opened, i.e. decrypted, pages), the entry is not served after this time. */
+  expiresAt?: number;
 }
 
 /** Bookkeeping per entry (key, Map slot, object), counted against the budget with the bytes. */
@@ -28,7 +30,8 @@ const OVERHEAD = 128;
  * budget, least recently used first out. It never answers with a page whose version differs
  * from the caller's: a mismatching entry is dropped on sight.
  */
-export function createPageCache(opts: { maxBytes: number; registry?: Registry }) {
+export function createPageCache(opts: { maxBytes: number; registry?: Registry; now?: () => number }) {
+  const now = opts.now ?? Date.now;
   const entries = new Map<string, Entry>();
   let bytes = 0;
   const registers = opts.registry ? [opts.registry] : [];
@@ -70,7 +73,7 @@ export function createPageCache(opts: { maxBytes: number; registry?: Registry })
     /** The stored bytes when they were built from exactly this thread version. */
     get(key: string, version: string): Buffer | undefined {
       const e = entries.get(key);
-      if (e && e.version === version) {
+      if (e && e.version === version && (e.expiresAt === undefined || now() < e.expiresAt)) {
         // Most recently used moves to the end of the Map's order.
         entries.delete(key);
         entries.set(key, e);
@@ -84,13 +87,15 @@ export function createPageCache(opts: { maxBytes: number; registry?: Registry })
       return undefined;
     },
 
-    set(key: string, version: string, body: Buffer) {
+    /** Stores a page; `ttlMs` bounds how long it may be served even while its version holds. */
+    set(key: string, version: string, body: Buffer, ttlMs?: number) {
+      if (ttlMs !== undefined && ttlMs <= 0) return;
       const size = body.length + key.length * 2 + OVERHEAD;
       // One page may take at most a quarter of the budget, so a huge page cannot flush the rest.
       if (size > opts.maxBytes / 4) return;
       const old = entries.get(key);
       if (old) drop(key, old);
-      entries.set(key, { version, bytes: body, size });
+      entries.set(key, { version, bytes: body, size, ...(ttlMs !== undefined ? { expiresAt: now() + ttlMs } : {}) });
       bytes += size;
       for (const [k, e] of entries) {
         if (bytes <= opts.maxBytes) break;

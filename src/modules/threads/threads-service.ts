@@ -67,6 +67,17 @@ export function createThreadsService(deps: {
   }
 
   /**
+   * `authorize(…, 'read')` for the hot read paths: the same rule on a lean row (policies, role,
+   * version) fetched by one prepared statement, without the query builder.
+   */
+  async function authorizeRead(principal: ApiPrincipal, threadId: string) {
+    const row = await store.readAccess(db, principal.projectId, threadId, principal.userId);
+    if (!row) throw notFound('thread');
+    assertAccess(principal, row, row.role, 'read');
+    return row;
+  }
+
+  /**
    * The one write-permission rule: 'allowed', or 'absent' when there is no live thread (the
    * write then creates it or answers 404). Throws when the caller may not write.
    */
@@ -241,6 +252,7 @@ export function createThreadsService(deps: {
 
   return {
     authorize,
+    authorizeRead,
     mayWrite,
     mayWriteMany,
     createInTx,

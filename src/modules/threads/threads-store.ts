@@ -1,5 +1,15 @@
-import type { Db } from '../../lib/db';
+import type { Knex } from 'knex';
+import { queryDirect, type Db } from '../../lib/db';
 import type { Role, ThreadView } from './threads-schemas';
+
+/** The columns a read is decided and versioned by (`threads.authorizeRead`). */
+export interface ReadAccessRow {
+  read_policy: ThreadRow['read_policy'];
+  write_policy: ThreadRow['write_policy'];
+  last_seq: number | string;
+  purged_through_seq: number | string;
+  role: Role | null;
+}
 
 export interface ThreadRow {
   project_id: string;
@@ -38,6 +48,23 @@ export const toThreadView = (t: ThreadRow): ThreadView => ({
 export function createThreadsStore() {
   return {
     /** A live thread and, when a user is given, that user's role in it. */
+    /**
+     * What a read needs to know, in one prepared statement on the driver: the policies, the
+     * caller's role (null without a user or membership) and the thread's version (`last_seq`,
+     * `purged_through_seq`: what the page cache checks). Undefined: no live thread.
+     */
+    async readAccess(db: Knex, projectId: string, threadId: string, userId: string | null) {
+      const rows = await queryDirect<ReadAccessRow>(db, {
+        name: 'progressdb_thread_read_access',
+        text: `select t.read_policy, t.write_policy, t.last_seq, t.purged_through_seq, m.role
+                 from threads t
+                 left join thread_members m on m.project_id = t.project_id and m.thread_id = t.id and m.user_id = $3
+                where t.project_id = $1 and t.id = $2 and t.deleted_at is null`,
+        values: [projectId, threadId, userId],
+      });
+      return rows[0];
+    },
+
     async getWithRole(
       db: Db,
       projectId: string,

@@ -123,6 +123,7 @@ describe('React bindings: the useMessages store', () => {
       WebSocket: WebSocket as unknown as WebSocketConstructor,
     });
     const store = new MessagesStore(ann, thread, 10);
+    const fresh = new MessagesStore(ann, thread, 10);
     const ids = () => store.getState().messages.map((m) => m.id);
     try {
       await store.start();
@@ -149,24 +150,32 @@ describe('React bindings: the useMessages store', () => {
       const after = await backend.asUser('ben').messages.send(thread, { id: 'live-2', body: { text: 'after' } });
       await until(store, (x) => x.messages.at(-1)?.id === after.id, 'live messages shown again');
 
-      // A reply is optimistic with its reply_to, stored with it (messages.reply).
+      // Everything is loaded now: a jump within it loads nothing.
       await store.jumpTo(old[2].seq);
-      assert.equal(store.getState().hasNewer, true);
-      const sending = store.reply('m-2', { text: 're: m 2' });
-      assert.equal(store.getState().messages.at(-1)?.reply_to, 'm-2');
+      assert.equal(store.getState().hasNewer, false);
+      assert.deepEqual(ids(), [...old.map((m) => m.id), 'live-1', 'live-2']);
+
+      // A reply is optimistic with its reply_to, stored with it (messages.reply); sent while away
+      // from the newest messages, it brings them back.
+      await fresh.start();
+      await fresh.jumpTo(old[2].seq);
+      assert.equal(fresh.getState().hasNewer, true);
+      const sending = fresh.reply('m-2', { text: 're: m 2' });
+      assert.equal(fresh.getState().messages.at(-1)?.reply_to, 'm-2');
       const stored = await sending;
       assert.equal(stored?.reply_to, 'm-2');
-      // Sending while away from the newest brings them back.
-      await until(store, (x) => !x.hasNewer && x.messages.at(-1)?.id === stored?.id, 'back at the newest');
-      assert.equal(store.getState().messages.filter((m) => m.id === stored?.id).length, 1);
+      await until(fresh, (x) => !x.hasNewer && x.messages.at(-1)?.id === stored?.id, 'back at the newest');
+      assert.equal(fresh.getState().messages.filter((m) => m.id === stored?.id).length, 1);
       assert.equal((await backend.messages.get(thread, stored!.id)).reply_to, 'm-2');
 
       // jumpToLatest after a jump: the newest page again.
-      await store.jumpTo(old[0].seq);
-      await store.jumpToLatest();
-      assert.equal(store.getState().hasNewer, false);
-      assert.equal(store.getState().messages.at(-1)?.id, stored?.id);
+      await fresh.jumpTo(old[0].seq);
+      assert.equal(fresh.getState().hasNewer, true);
+      await fresh.jumpToLatest();
+      assert.equal(fresh.getState().hasNewer, false);
+      assert.equal(fresh.getState().messages.at(-1)?.id, stored?.id);
     } finally {
+      fresh.stop();
       store.stop();
       ann.close();
     }

@@ -128,11 +128,17 @@ describe('React bindings: the useMessages store', () => {
     try {
       await store.start();
       await until(store, (x) => x.live, 'the live tail');
-      assert.deepEqual(ids(), Array.from({ length: 10 }, (_, i) => `m-${30 + i}`));
+      assert.deepEqual(
+        ids(),
+        Array.from({ length: 10 }, (_, i) => `m-${30 + i}`),
+      );
 
       // The page around m-5: five before it, it and four after; older and newer remain.
       await store.jumpTo(old[5].seq);
-      assert.deepEqual(ids(), Array.from({ length: 10 }, (_, i) => `m-${i}`));
+      assert.deepEqual(
+        ids(),
+        Array.from({ length: 10 }, (_, i) => `m-${i}`),
+      );
       let s = store.getState();
       assert.equal(s.hasOlder, false);
       assert.equal(s.hasNewer, true);

@@ -172,7 +172,7 @@ describe('React bindings: the useMessages store', () => {
       assert.equal(stored?.reply_to, 'm-2');
       await until(fresh, (x) => !x.hasNewer && x.messages.at(-1)?.id === stored?.id, 'back at the newest');
       assert.equal(fresh.getState().messages.filter((m) => m.id === stored?.id).length, 1);
-      assert.equal((await backend.messages.get(thread, stored!.id)).reply_to, 'm-2');
+      assert.equal((await backend.messages.get(thread, stored.id)).reply_to, 'm-2');
 
       // jumpToLatest after a jump: the newest page again.
       await fresh.jumpTo(old[0].seq);

@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
 import { startExample } from '../examples/chat/server';
 import { createBackendClient } from '../sdk/src/index';
 import { createTestDatabase } from './helpers/db';
@@ -83,12 +83,34 @@ describe('example chat app (examples/chat) in Chromium, two users on two replica
 
   const message = (page: Page, text: string) =>
     page.locator('[data-testid="message"]').filter({ has: page.getByTestId('text').getByText(text, { exact: true }) });
+  const highlighted = (page: Page, text: string) => message(page, text).and(page.locator('[data-highlighted="true"]'));
 
-  test('sign in, history with infinite scroll up, live messages, typing, edits, reactions, unread counts', async () => {
+  /** Whether a message row is wholly visible in the scrolled message list. */
+  const inView = (row: Locator) =>
+    row.evaluate((el) => {
+      const list = el.closest('[data-testid="messages"]')!.getBoundingClientRect();
+      const r = el.getBoundingClientRect();
+      return r.top >= list.top - 1 && r.bottom <= list.bottom + 1;
+    });
+
+  async function until(check: () => Promise<boolean>, what: string, timeoutMs = 15_000) {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await check())) {
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  const threadOrder = (page: Page) =>
+    page
+      .locator('[data-testid^="thread-"]')
+      .evaluateAll((els) => els.map((el) => (el as HTMLElement).dataset.testid!.slice('thread-'.length)));
+
+  test('sign in, history with infinite scroll up, live messages, typing, edits, reactions, replies, unread counts', async () => {
     // History older than one page, from a third user, written by the backend.
     const backend = createBackendClient({ baseUrl: a.url, secretKey: creds.keys.secret });
     await backend.threads.create({ id: 'general', type: 'group', title: 'General', members: ['carol'] });
-    await backend.asUser('carol').messages.sendBatch(
+    const history = await backend.asUser('carol').messages.sendBatch(
       'general',
       Array.from({ length: HISTORY }, (_, i) => ({ body: { text: `history ${i}` } })),
     );
@@ -143,10 +165,48 @@ describe('example chat app (examples/chat) in Chromium, two users on two replica
       .filter({ hasText: '♥ 1' })
       .waitFor();
 
+    // Threads are listed by last activity: general was just talked in.
+    await until(async () => (await threadOrder(alice)).join() === 'general,random', 'general listed first');
+
+    // Bob replies to Alice's message; Alice sees the reply live, quoting its parent's author and
+    // first words; the reply is stored with reply_to.
+    await edited.getByTestId('reply').click();
+    await bob.getByTestId('replying-to').filter({ hasText: 'alice' }).waitFor();
+    await bob.getByTestId('composer').fill('Typo or not, hello!');
+    await bob.getByTestId('send').click();
+    await bob.getByTestId('replying-to').waitFor({ state: 'detached' });
+    const reply = message(alice, 'Typo or not, hello!');
+    await reply
+      .getByTestId('quote')
+      .filter({ hasText: 'alice' })
+      .filter({ hasText: 'Hello Bob, from replica A (typo fixed)' })
+      .waitFor();
+    const parentId = await message(alice, 'Hello Bob, from replica A (typo fixed)').getAttribute('data-message-id');
+    const replyId = await reply.getAttribute('data-message-id');
+    assert.equal((await backend.messages.get('general', replyId!)).reply_to, parentId);
+    // Clicking the quote highlights the parent.
+    await reply.getByTestId('quote').click();
+    await highlighted(alice, 'Hello Bob, from replica A (typo fixed)').waitFor();
+
+    // A reply to a message Alice has loaded but scrolled far away from: the quote scrolls to it.
+    await message(bob, 'history 95').getByTestId('reply').click();
+    await bob.getByTestId('composer').fill('Still true, this old one');
+    await bob.getByTestId('send').click();
+    const oldReply = message(alice, 'Still true, this old one');
+    await oldReply.getByTestId('quote').filter({ hasText: 'carol' }).filter({ hasText: 'history 95' }).waitFor();
+    await alice.getByTestId('messages').evaluate((el) => (el.scrollTop = el.scrollHeight));
+    await alice.waitForTimeout(200);
+    assert.equal(await inView(message(alice, 'history 95')), false, 'the parent is out of view before the click');
+    await oldReply.getByTestId('quote').click();
+    await highlighted(alice, 'history 95').waitFor();
+    await until(() => inView(message(alice, 'history 95')), 'the parent scrolled into view');
+    assert.equal(await highlighted(alice, 'Hello Bob, from replica A (typo fixed)').count(), 0);
+
     // A message in another thread shows as unread in Alice's thread list.
     await backend.members.set('random', 'carol');
     await backend.asUser('carol').messages.send('random', { body: { text: 'over in random' } });
     await alice.getByTestId('unread-random').filter({ hasText: '1' }).waitFor({ timeout: 15_000 });
+    await until(async () => (await threadOrder(alice)).join() === 'random,general', 'random listed first');
 
     await alice.getByTestId('messages').evaluate((el) => (el.scrollTop = el.scrollHeight));
     await alice.waitForTimeout(300);
@@ -158,6 +218,43 @@ describe('example chat app (examples/chat) in Chromium, two users on two replica
     await message(alice, 'over in random').waitFor();
     await alice.getByTestId('thread-general').click();
     await alice.getByTestId('unread-random').waitFor({ state: 'detached', timeout: 15_000 });
+
+    // Back in general Alice has only the newest page. A reply to the thread's fourth message
+    // arrives live: its quote reads the parent, and clicking it loads the page around the parent
+    // (messages.around) and highlights it there.
+    await message(alice, 'Still true, this old one').waitFor();
+    assert.equal(await message(alice, 'history 50').count(), 0, 'only the newest page after reopening');
+    await backend.asUser('carol').messages.reply('general', history[3].id, { body: { text: 'Back to the start' } });
+    const farReply = message(alice, 'Back to the start');
+    await farReply.getByTestId('quote').filter({ hasText: 'carol' }).filter({ hasText: 'history 3' }).waitFor();
+    assert.equal(await message(alice, 'history 3').count(), 0, 'the parent is not loaded');
+    await farReply.getByTestId('quote').click();
+    await highlighted(alice, 'history 3').waitFor();
+    await until(() => inView(message(alice, 'history 3')), 'the parent in view');
+    assert.equal(await message(alice, 'history 119').count(), 0, 'the page around the parent, not the newest');
+    await alice.getByTestId('jump-latest').waitFor();
+
+    // A message sent meanwhile waits until Alice scrolls back down to the newest messages.
+    await bob.getByTestId('composer').fill('While you were reading history');
+    await bob.getByTestId('send').click();
+    await message(bob, 'While you were reading history').and(bob.locator('[data-status="sent"]')).waitFor();
+    await alice.waitForTimeout(1000);
+    assert.equal(await message(alice, 'While you were reading history').count(), 0);
+    for (let i = 0; i < 40 && (await alice.getByTestId('jump-latest').count()) > 0; i++) {
+      await alice.getByTestId('messages').evaluate((el) => (el.scrollTop = el.scrollHeight));
+      await alice.waitForTimeout(250);
+    }
+    await alice.getByTestId('jump-latest').waitFor({ state: 'detached' });
+    // Paged down from the parent to the live end: the whole thread, in order, each message once.
+    const stored: string[] = [];
+    for await (const m of backend.messages.iterate('general', { direction: 'forward' })) stored.push(m.id);
+    assert.ok(stored.length > HISTORY);
+    assert.deepEqual(
+      await alice
+        .locator('[data-testid="message"]')
+        .evaluateAll((els) => els.map((el) => (el as HTMLElement).dataset.messageId)),
+      stored,
+    );
 
     assert.deepEqual(problems, [], 'no script errors in either browser');
   });

@@ -105,4 +105,85 @@ describe('React bindings: the useMessages store', () => {
       }
     });
   }
+
+  test('jumpTo a page around a message, loadNewer to the live end (what arrived meanwhile once), replies keep reply_to', async () => {
+    const creds = await t.project('store jump');
+    const backend = createBackendClient({ baseUrl: t.url, secretKey: creds.keys.secret });
+    const thread = 'store-jump';
+    await backend.threads.create({ id: thread, type: 'group', members: ['ann', 'ben'] });
+    const old = await backend.asUser('ben').messages.sendBatch(
+      thread,
+      Array.from({ length: 40 }, (_, i) => ({ id: `m-${i}`, body: { text: `m ${i}` } })),
+    );
+    const ann = createFrontendClient({
+      baseUrl: t.url,
+      publishableKey: creds.keys.publishable,
+      userId: 'ann',
+      signature: await backend.signUser('ann', { remote: true }),
+      WebSocket: WebSocket as unknown as WebSocketConstructor,
+    });
+    const store = new MessagesStore(ann, thread, 10);
+    const fresh = new MessagesStore(ann, thread, 10);
+    const ids = () => store.getState().messages.map((m) => m.id);
+    try {
+      await store.start();
+      await until(store, (x) => x.live, 'the live tail');
+      assert.deepEqual(
+        ids(),
+        Array.from({ length: 10 }, (_, i) => `m-${30 + i}`),
+      );
+
+      // The page around m-5: five before it, it and four after; older and newer remain.
+      await store.jumpTo(old[5].seq);
+      assert.deepEqual(
+        ids(),
+        Array.from({ length: 10 }, (_, i) => `m-${i}`),
+      );
+      let s = store.getState();
+      assert.equal(s.hasOlder, false);
+      assert.equal(s.hasNewer, true);
+
+      // A message sent now is kept aside: the loaded stretch stays contiguous.
+      const live = await backend.asUser('ben').messages.send(thread, { id: 'live-1', body: { text: 'live' } });
+      await until(store, (x) => x.lastSeq >= live.seq, 'the live message');
+      assert.ok(!ids().includes('live-1'));
+
+      // Paging down reaches the end, and the live message joins once.
+      for (let i = 0; i < 10 && store.getState().hasNewer; i++) await store.loadNewer();
+      s = store.getState();
+      assert.equal(s.hasNewer, false);
+      assert.deepEqual(ids(), [...old.map((m) => m.id), 'live-1']);
+      const after = await backend.asUser('ben').messages.send(thread, { id: 'live-2', body: { text: 'after' } });
+      await until(store, (x) => x.messages.at(-1)?.id === after.id, 'live messages shown again');
+
+      // Everything is loaded now: a jump within it loads nothing.
+      await store.jumpTo(old[2].seq);
+      assert.equal(store.getState().hasNewer, false);
+      assert.deepEqual(ids(), [...old.map((m) => m.id), 'live-1', 'live-2']);
+
+      // A reply is optimistic with its reply_to, stored with it (messages.reply); sent while away
+      // from the newest messages, it brings them back.
+      await fresh.start();
+      await fresh.jumpTo(old[2].seq);
+      assert.equal(fresh.getState().hasNewer, true);
+      const sending = fresh.reply('m-2', { text: 're: m 2' });
+      assert.equal(fresh.getState().messages.at(-1)?.reply_to, 'm-2');
+      const stored = await sending;
+      assert.equal(stored?.reply_to, 'm-2');
+      await until(fresh, (x) => !x.hasNewer && x.messages.at(-1)?.id === stored?.id, 'back at the newest');
+      assert.equal(fresh.getState().messages.filter((m) => m.id === stored?.id).length, 1);
+      assert.equal((await backend.messages.get(thread, stored.id)).reply_to, 'm-2');
+
+      // jumpToLatest after a jump: the newest page again.
+      await fresh.jumpTo(old[0].seq);
+      assert.equal(fresh.getState().hasNewer, true);
+      await fresh.jumpToLatest();
+      assert.equal(fresh.getState().hasNewer, false);
+      assert.equal(fresh.getState().messages.at(-1)?.id, stored?.id);
+    } finally {
+      fresh.stop();
+      store.stop();
+      ann.close();
+    }
+  });
 });

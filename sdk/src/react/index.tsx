@@ -20,7 +20,7 @@ export function useProgressDB(): ProgressDBClient {
 }
 
 export interface UseThreadsResult {
-  /** The user's threads, most recent activity first, each with `unread`. */
+  /** The user's threads, most recent activity (or, with `sort: 'created'`, creation) first, each with `unread`. */
   threads: Thread[];
   loading: boolean;
   error: Error | undefined;
@@ -30,10 +30,15 @@ export interface UseThreadsResult {
   refresh(): Promise<void>;
 }
 
-/** The signed-in user's threads with unread counts; `refreshIntervalMs` re-reads them periodically. */
-export function useThreads(options: { pageSize?: number; refreshIntervalMs?: number } = {}): UseThreadsResult {
+/**
+ * The signed-in user's threads with unread counts; `refreshIntervalMs` re-reads them
+ * periodically; `sort`: `last_activity` (default) or `created`.
+ */
+export function useThreads(
+  options: { pageSize?: number; refreshIntervalMs?: number; sort?: 'last_activity' | 'created' } = {},
+): UseThreadsResult {
   const client = useProgressDB();
-  const { pageSize = 50, refreshIntervalMs } = options;
+  const { pageSize = 50, refreshIntervalMs, sort = 'last_activity' } = options;
   const [state, setState] = useState<{ threads: Thread[]; cursor: string | null; loading: boolean; error?: Error }>({
     threads: [],
     cursor: null,
@@ -42,7 +47,7 @@ export function useThreads(options: { pageSize?: number; refreshIntervalMs?: num
 
   const refresh = useCallback(async () => {
     try {
-      const page = await client.threads.list({ limit: pageSize });
+      const page = await client.threads.list({ limit: pageSize, sort });
       setState((s) => {
         // Keep pages loaded beyond the first; the first page's rows win.
         const fresh = new Set(page.data.map((t) => t.id));
@@ -52,16 +57,16 @@ export function useThreads(options: { pageSize?: number; refreshIntervalMs?: num
     } catch (e) {
       setState((s) => ({ ...s, loading: false, error: e as Error }));
     }
-  }, [client, pageSize]);
+  }, [client, pageSize, sort]);
 
   const loadMore = useCallback(async () => {
     if (!state.cursor) return;
-    const page = await client.threads.list({ limit: pageSize, cursor: state.cursor });
+    const page = await client.threads.list({ limit: pageSize, cursor: state.cursor, sort });
     setState((s) => {
       const seen = new Set(s.threads.map((t) => t.id));
       return { ...s, threads: [...s.threads, ...page.data.filter((t) => !seen.has(t.id))], cursor: page.next_cursor };
     });
-  }, [client, pageSize, state.cursor]);
+  }, [client, pageSize, sort, state.cursor]);
 
   useEffect(() => {
     void refresh();
@@ -83,8 +88,16 @@ export function useThreads(options: { pageSize?: number; refreshIntervalMs?: num
 export interface UseMessagesResult extends MessagesState {
   /** Loads the page before the oldest loaded message (for infinite scroll up). */
   loadOlder(): Promise<void>;
+  /** After jumpTo: loads the page after the newest loaded message (scrolling down). */
+  loadNewer(): Promise<void>;
+  /** Shows the page around a seq (`messages.around`), e.g. a reply's parent; nothing if it is loaded. */
+  jumpTo(seq: number): Promise<void>;
+  /** Back to the newest messages after jumpTo. */
+  jumpToLatest(): Promise<void>;
   /** Optimistic: the message shows at once with status `sending`, then becomes the stored one. */
   send(body: unknown, extra?: Record<string, unknown>): Promise<Message | undefined>;
+  /** An optimistic reply to `parentId` (`messages.reply`). */
+  reply(parentId: string, body: unknown, extra?: Record<string, unknown>): Promise<Message | undefined>;
   retry(id: string): Promise<Message | undefined>;
   edit(id: string, body: unknown): Promise<void>;
   remove(id: string): Promise<void>;
@@ -111,7 +124,11 @@ export function useMessages(threadId: string, options: { pageSize?: number } = {
     () => ({
       ...state,
       loadOlder: () => store.loadOlder(),
+      loadNewer: () => store.loadNewer(),
+      jumpTo: (seq: number) => store.jumpTo(seq),
+      jumpToLatest: () => store.jumpToLatest(),
       send: (body: unknown, extra?: Record<string, unknown>) => store.send(body, extra),
+      reply: (parentId: string, body: unknown, extra?: Record<string, unknown>) => store.reply(parentId, body, extra),
       retry: (id: string) => store.retry(id),
       edit: (id: string, body: unknown) => store.edit(id, body),
       remove: (id: string) => store.remove(id),

@@ -11,11 +11,18 @@ export interface ChatMessage extends Message {
 }
 
 export interface MessagesState {
-  /** Ascending by seq; optimistic messages last, in the order sent. */
+  /**
+   * Ascending by seq; optimistic messages last, in the order sent. A contiguous stretch of the
+   * thread: the newest messages, or (after jumpTo) the page around a message and what was paged
+   * on from it.
+   */
   messages: ChatMessage[];
   loading: boolean;
   loadingOlder: boolean;
   hasOlder: boolean;
+  loadingNewer: boolean;
+  /** After jumpTo: newer messages exist than the loaded ones (loadNewer / jumpToLatest). */
+  hasNewer: boolean;
   error: Error | undefined;
   /** Users typing now (not you). */
   typing: string[];
@@ -40,6 +47,8 @@ export class MessagesStore {
     loading: true,
     loadingOlder: false,
     hasOlder: false,
+    loadingNewer: false,
+    hasNewer: false,
     error: undefined,
     typing: [],
     online: [],
@@ -47,6 +56,13 @@ export class MessagesStore {
     lastSeq: 0,
   };
   private readonly byId = new Map<string, ChatMessage>();
+  /**
+   * While the view is away from the newest messages (hasNewer): messages known to be newer than
+   * it (live ones, or the stretch left by a jump), joined to the view when paging reaches them.
+   */
+  private readonly beyond = new Map<string, ChatMessage>();
+  /** Bumped whenever the loaded stretch is replaced: late pages of the previous one are dropped. */
+  private generation = 0;
   private readonly listeners = new Set<() => void>();
   private readonly typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
   private tail: Tail | null = null;
@@ -96,19 +112,78 @@ export class MessagesStore {
     if (this.state.loadingOlder || !this.state.hasOlder) return;
     const oldest = this.state.messages.find((m) => m.status === 'sent');
     if (!oldest) return;
+    const generation = this.generation;
     this.set({ loadingOlder: true });
     try {
-      const page = await this.client.messages.list(this.threadId, { limit: this.pageSize, before_seq: oldest.seq });
+      const page = await this.client.messages.list(this.threadId, { limit: this.pageSize, beforeSeq: oldest.seq });
+      if (generation !== this.generation) return;
       for (const m of page.data) if (!this.byId.has(m.id)) this.byId.set(m.id, { ...m, status: 'sent' });
       this.set({ loadingOlder: false, hasOlder: page.has_more_before });
     } catch (e) {
-      this.set({ loadingOlder: false, error: e as Error });
+      if (generation === this.generation) this.set({ loadingOlder: false, error: e as Error });
     }
   }
 
-  /** Shows the message at once, sends it, and swaps in the stored one (same id) when acknowledged. */
+  /** After jumpTo: the page after the newest loaded message; reaching the end shows live messages again. */
+  async loadNewer(): Promise<void> {
+    if (this.state.loadingNewer || !this.state.hasNewer) return;
+    const newest = this.newestSent();
+    const generation = this.generation;
+    this.set({ loadingNewer: true });
+    try {
+      const page = await this.client.messages.list(this.threadId, { limit: this.pageSize, afterSeq: newest });
+      if (generation !== this.generation) return;
+      for (const m of page.data) if (!this.byId.has(m.id)) this.byId.set(m.id, this.freshest(m));
+      if (!page.has_more_after) this.joinBeyond();
+      this.set({ loadingNewer: false, hasNewer: page.has_more_after });
+    } catch (e) {
+      if (generation === this.generation) this.set({ loadingNewer: false, error: e as Error });
+    }
+  }
+
+  /**
+   * Shows the page around `seq` (a reply's parent, a search hit): `messages.around`. Nothing to
+   * load when it is within the loaded stretch. Page on with loadOlder / loadNewer.
+   */
+  async jumpTo(seq: number): Promise<void> {
+    const sent = this.state.messages.filter((m) => m.status === 'sent');
+    if (sent.length && sent[0].seq <= seq && seq <= sent[sent.length - 1].seq) return;
+    const generation = ++this.generation;
+    try {
+      const page = await this.client.messages.around(this.threadId, seq, { limit: this.pageSize });
+      if (generation === this.generation && !this.stopped) this.replaceLoaded(page);
+    } catch (e) {
+      if (generation === this.generation) this.set({ error: e as Error });
+    }
+  }
+
+  /** Back to the newest page (and live messages) after jumpTo. */
+  async jumpToLatest(): Promise<void> {
+    if (!this.state.hasNewer) return;
+    const generation = ++this.generation;
+    try {
+      const page = await this.client.messages.list(this.threadId, { limit: this.pageSize });
+      if (generation === this.generation && !this.stopped) this.replaceLoaded(page);
+    } catch (e) {
+      if (generation === this.generation) this.set({ error: e as Error });
+    }
+  }
+
+  /** A reply to `parentId` (a message of this thread), optimistic like send. */
+  reply(parentId: string, body: unknown, extra: Record<string, unknown> = {}): Promise<Message | undefined> {
+    return this.send(body, { ...extra, replyTo: parentId });
+  }
+
+  /**
+   * Shows the message at once, sends it, and swaps in the stored one (same id) when acknowledged.
+   * `extra.replyTo` (or `reply_to`) makes it a reply. Sent while away from the newest messages,
+   * it brings the view back to them.
+   */
   async send(body: unknown, extra: Record<string, unknown> = {}): Promise<Message | undefined> {
     const id = typeof extra.id === 'string' ? extra.id : randomId('msg');
+    const { replyTo: camel, reply_to: snake, ...rest } = extra;
+    const replyTo = typeof camel === 'string' ? camel : typeof snake === 'string' ? snake : null;
+    if (this.state.hasNewer) void this.jumpToLatest();
     const now = new Date().toISOString();
     this.byId.set(id, {
       id,
@@ -121,11 +196,11 @@ export class MessagesStore {
       edited_at: null,
       deleted: false,
       reactions: {},
-      reply_to: typeof extra.reply_to === 'string' ? extra.reply_to : null,
+      reply_to: replyTo,
       status: 'sending',
     });
     this.set({});
-    return this.deliverSend(id, body, extra);
+    return this.deliverSend(id, body, replyTo, rest);
   }
 
   /** Sends a failed optimistic message again (same id: it cannot be stored twice). */
@@ -134,12 +209,15 @@ export class MessagesStore {
     if (!m || m.status !== 'failed') return Promise.resolve(undefined);
     this.byId.set(id, { ...m, status: 'sending', error: undefined });
     this.set({});
-    return this.deliverSend(id, m.body, {});
+    return this.deliverSend(id, m.body, m.reply_to, {});
   }
 
-  private async deliverSend(id: string, body: unknown, extra: Record<string, unknown>) {
+  private async deliverSend(id: string, body: unknown, replyTo: string | null, extra: Record<string, unknown>) {
     try {
-      const stored = await this.client.messages.send(this.threadId, { ...extra, id, body });
+      const message = { ...extra, id, body };
+      const stored = replyTo
+        ? await this.client.messages.reply(this.threadId, replyTo, message)
+        : await this.client.messages.send(this.threadId, message);
       this.upsert(stored);
       return stored;
     } catch (e) {
@@ -189,7 +267,7 @@ export class MessagesStore {
     this.set({ lastSeq: Math.max(this.state.lastSeq, e.seq) });
     const id = e.message_id;
     if (!id) return;
-    const current = this.byId.get(id);
+    const current = this.byId.get(id) ?? this.beyond.get(id);
     const data = e.data as { body?: unknown; version?: number; reply_to?: string };
     switch (e.type) {
       case 'message.created':
@@ -233,11 +311,52 @@ export class MessagesStore {
   }
 
   private upsert(m: Message): void {
-    const current = this.byId.get(m.id);
+    const current = this.byId.get(m.id) ?? this.beyond.get(m.id);
     // Never go back to an older version (a late REST answer after a newer live event).
     if (current?.status === 'sent' && current.version > m.version) return;
-    this.byId.set(m.id, { ...m, status: 'sent', error: undefined });
+    // A message new to the store, while the view is away from the newest, waits beyond it.
+    const into = this.byId.has(m.id) || (!this.beyond.has(m.id) && !this.state.hasNewer) ? this.byId : this.beyond;
+    into.set(m.id, { ...m, status: 'sent', error: undefined });
     this.set({});
+  }
+
+  private newestSent(): number {
+    let newest = 0;
+    for (const m of this.byId.values()) if (m.status === 'sent') newest = Math.max(newest, m.seq);
+    return newest;
+  }
+
+  /** A fetched message, unless a live event already brought a newer version of it. */
+  private freshest(m: Message): ChatMessage {
+    const known = this.byId.get(m.id) ?? this.beyond.get(m.id);
+    return known?.status === 'sent' && known.version > m.version ? known : { ...m, status: 'sent' };
+  }
+
+  /** The loaded stretch reached the newest page: what waited beyond it joins (once, by id). */
+  private joinBeyond(): void {
+    const newest = this.newestSent();
+    for (const m of this.beyond.values()) if (m.seq > newest && !this.byId.has(m.id)) this.byId.set(m.id, m);
+    this.beyond.clear();
+  }
+
+  /** Replaces the loaded stretch with a page (around a seq, or the newest), keeping unsent messages. */
+  private replaceLoaded(page: { data: Message[]; has_more_before: boolean; has_more_after: boolean }): void {
+    const known = [...this.byId.values(), ...this.beyond.values()];
+    const fresh = page.data.map((m) => this.freshest(m));
+    const end = page.data.length ? page.data[page.data.length - 1].seq : 0;
+    this.byId.clear();
+    this.beyond.clear();
+    for (const m of fresh) this.byId.set(m.id, m);
+    for (const m of known) {
+      if (m.status !== 'sent') this.byId.set(m.id, m);
+      else if (m.seq > end && !this.byId.has(m.id)) (page.has_more_after ? this.beyond : this.byId).set(m.id, m);
+    }
+    this.set({
+      hasOlder: page.has_more_before,
+      hasNewer: page.has_more_after,
+      loadingOlder: false,
+      loadingNewer: false,
+    });
   }
 
   private setTyping(user: string, on: boolean): void {

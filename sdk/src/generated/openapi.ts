@@ -19,6 +19,12 @@ export interface Schemas {
   };
   SignRequest: {
     user_id: string;
+    /** Seconds the user token lives, at most USER_TOKEN_MAX_TTL_SECONDS (default 30 days) */
+    expires_in?: number;
+  };
+  UserTokensRevoked: {
+    user_id: string;
+    not_before: string;
   };
   Thread: {
     id: string;
@@ -73,6 +79,8 @@ export interface Schemas {
   };
   MemberList: {
     data: Array<Schemas['Member']>;
+    /** Pass as ?cursor= for the next page; null on the last page */
+    next_cursor: string | null;
   };
   Member: {
     user_id: string;
@@ -118,6 +126,11 @@ export interface Schemas {
     /** Any JSON value */
     body: unknown;
   };
+  MessageVersionList: {
+    data: Array<Schemas['MessageVersion']>;
+    /** Pass as ?cursor= for the next page; null on the last page */
+    next_cursor: string | null;
+  };
   MessageVersion: {
     version: number;
     seq: number;
@@ -146,6 +159,10 @@ export interface Schemas {
     /** Seconds */
     expires_in: number;
   };
+  RealtimeTokenRequest: {
+    /** Seconds the token stays valid; at most REALTIME_TOKEN_MAX_TTL_SECONDS (default REALTIME_TOKEN_TTL_SECONDS) */
+    expires_in?: number;
+  };
   ReadMark: {
     thread_id: string;
     user_id: string;
@@ -164,15 +181,17 @@ export interface Schemas {
       last_read_seq: number;
       unread: number;
     }>;
-    /** Sum of unread over all the threads */
+    /** Sum of unread over this page's threads (over all of them when next_cursor is null on the first page) */
     total: number;
+    /** Pass as ?cursor= for the next page; null on the last page */
+    next_cursor: string | null;
   };
 }
 
 /** Data-plane operations (API keys): path and query parameters, JSON body, success response. */
 export interface Paths {
   '/v1/_sign': {
-    /** Sign an end-user id (secret keys only) */
+    /** Sign an end-user id, and optionally mint an expiring user token (secret keys only) */
     post: {
       path: never;
       query: never;
@@ -180,7 +199,21 @@ export interface Paths {
       response: {
         user_id: string;
         signature: string;
+        token?: string;
+        expires_at?: string;
       };
+      status: 200;
+    };
+  };
+  '/v1/users/{user_id}/revoke-tokens': {
+    /** Revoke a user's signed user tokens issued before now (secret keys only) */
+    post: {
+      path: {
+        user_id: string;
+      };
+      query: never;
+      body: never;
+      response: Schemas['UserTokensRevoked'];
       status: 200;
     };
   };
@@ -239,12 +272,15 @@ export interface Paths {
     };
   };
   '/v1/threads/{thread_id}/members': {
-    /** Members and their roles */
+    /** Members and their roles, a page at a time */
     get: {
       path: {
         thread_id: string;
       };
-      query: never;
+      query: {
+        limit?: number;
+        cursor?: string;
+      };
       body: never;
       response: Schemas['MemberList'];
       status: 200;
@@ -354,17 +390,18 @@ export interface Paths {
     };
   };
   '/v1/threads/{thread_id}/messages/{message_id}/versions': {
-    /** Every version of a message, oldest first */
+    /** The versions of a message, oldest first, a page at a time */
     get: {
       path: {
         thread_id: string;
         message_id: string;
       };
-      query: never;
-      body: never;
-      response: {
-        data: Array<Schemas['MessageVersion']>;
+      query: {
+        limit?: number;
+        cursor?: string;
       };
+      body: never;
+      response: Schemas['MessageVersionList'];
       status: 200;
     };
   };
@@ -429,7 +466,7 @@ export interface Paths {
     post: {
       path: never;
       query: never;
-      body: never;
+      body: Schemas['RealtimeTokenRequest'];
       response: Schemas['RealtimeToken'];
       status: 201;
     };
@@ -447,10 +484,13 @@ export interface Paths {
     };
   };
   '/v1/me/unread': {
-    /** Unread counts for all the user's threads in one call */
+    /** Unread counts for the user's threads, a page at a time */
     get: {
       path: never;
-      query: never;
+      query: {
+        limit?: number;
+        cursor?: string;
+      };
       body: never;
       response: Schemas['UnreadList'];
       status: 200;
@@ -461,6 +501,7 @@ export interface Paths {
 /** Every data-plane operation of the document, in document order. */
 export const OPERATIONS = [
   { method: 'POST', path: '/v1/_sign', operationId: 'signUser' },
+  { method: 'POST', path: '/v1/users/{user_id}/revoke-tokens', operationId: 'revokeUserTokens' },
   { method: 'POST', path: '/v1/threads', operationId: 'createThread' },
   { method: 'GET', path: '/v1/threads', operationId: 'listThreads' },
   { method: 'GET', path: '/v1/threads/{thread_id}', operationId: 'getThread' },

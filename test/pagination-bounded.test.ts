@@ -205,8 +205,14 @@ describe('bounded, cursor-paginated unread counts, members and versions', () => 
   });
 
   test('malformed and foreign cursors answer 400 problem+json', async () => {
-    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'cur-a', type: 'group', members: ['cu', 'x1', 'x2'] } });
-    await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'cur-b', type: 'group', members: ['cu', 'y1', 'y2'] } });
+    await api(t.url, 'POST', '/v1/threads', {
+      key: sk,
+      body: { id: 'cur-a', type: 'group', members: ['cu', 'x1', 'x2'] },
+    });
+    await api(t.url, 'POST', '/v1/threads', {
+      key: sk,
+      body: { id: 'cur-b', type: 'group', members: ['cu', 'y1', 'y2'] },
+    });
     for (const [thread, id] of [
       ['cur-a', 'va'],
       ['cur-a', 'vb'],
@@ -300,7 +306,8 @@ describe('bounded, cursor-paginated unread counts, members and versions', () => 
     assert.equal(rest.next_cursor, null);
 
     const versions: number[] = [];
-    for await (const v of backend.messages.iterateVersions('sdk-crowd', 'sdk-v', { pageSize: 7 })) versions.push(v.version);
+    for await (const v of backend.messages.iterateVersions('sdk-crowd', 'sdk-v', { pageSize: 7 }))
+      versions.push(v.version);
     const want = Array.from({ length: 30 }, (_, i) => i + 1);
     assert.deepEqual(versions, want);
     assert.deepEqual(

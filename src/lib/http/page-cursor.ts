@@ -27,7 +27,7 @@ export function decodePageCursor<S extends z.ZodType>(cursor: string, list: stri
   const parsed = value[0] === list ? position.safeParse(value.slice(1)) : undefined;
   if (!parsed || !parsed.success)
     throw badRequest('cursor is not valid: pass the next_cursor of a previous page unchanged.');
-  return parsed.data as z.output<S>;
+  return parsed.data;
 }
 
 /** An RFC 3339 UTC timestamp as the database returns it (microseconds), for keyset cursors. */

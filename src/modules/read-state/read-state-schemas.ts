@@ -34,7 +34,8 @@ export const unreadListSchema = z
       }),
     ),
     total: z.number().int().openapi({
-      description: "Sum of unread over this page's threads (over all of them when next_cursor is null on the first page)",
+      description:
+        "Sum of unread over this page's threads (over all of them when next_cursor is null on the first page)",
     }),
     next_cursor: z
       .string()

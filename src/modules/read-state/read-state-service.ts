@@ -62,7 +62,8 @@ export function createReadStateService(deps: {
       return {
         data: kept.map(({ last_activity_at: _at, ...r }) => r),
         total: kept.reduce((n, r) => n + r.unread, 0),
-        next_cursor: rows.length > page.limit ? encodePageCursor('unread', last.last_activity_at, last.thread_id) : null,
+        next_cursor:
+          rows.length > page.limit ? encodePageCursor('unread', last.last_activity_at, last.thread_id) : null,
       };
     },
 

@@ -97,6 +97,19 @@ export interface ListThreadsOptions {
   sort?: 'last_activity' | 'created';
 }
 
+/** One page of a cursor-paginated list (members, versions, unread counts). */
+export interface CursorPageOptions {
+  limit?: number;
+  /** The previous page's next_cursor, unchanged. */
+  cursor?: string;
+}
+
+/** Walking a cursor-paginated list: items per request (the route's maximum by default). */
+export interface IterateCursorOptions {
+  pageSize?: number;
+  signal?: AbortSignal;
+}
+
 /** A new message; `replyTo` is the same as `reply_to`. */
 export type SendMessage = NewMessage & { replyTo?: string } & Record<string, unknown>;
 
@@ -179,8 +192,15 @@ export class ProgressDBClient {
     };
 
     this.members = {
+      /** Every member, by user id (pages of 500 fetched until the last). */
       list: (threadId: string, o?: RequestOptions) =>
-        req<Schemas['MemberList']>('GET', `${threadPath(threadId)}/members`, o).then((r) => r.data),
+        collect(iterateCursor<Member>(t, `${threadPath(threadId)}/members`, { ...pass(o), pageSize: 500 })),
+      /** One page by user id (limit 100 by default, at most 500); `cursor` from the previous page's next_cursor. */
+      page: (threadId: string, query: CursorPageOptions = {}, o?: RequestOptions) =>
+        req<Schemas['MemberList']>('GET', `${threadPath(threadId)}/members`, { ...o, query: cursorQuery(query) }),
+      /** Every member by user id; pages fetched as you go. */
+      iterate: (threadId: string, o: IterateCursorOptions = {}) =>
+        iterateCursor<Member>(t, `${threadPath(threadId)}/members`, o),
       set: (threadId: string, userId: string, role: Role = 'member', o?: RequestOptions) =>
         req<Member>('PUT', `${threadPath(threadId)}/members/${enc(userId)}`, { ...o, body: { role } }),
       remove: (threadId: string, userId: string, o?: RequestOptions) =>
@@ -226,8 +246,23 @@ export class ProgressDBClient {
         req<Message>('PATCH', messagePath(threadId, messageId), { ...o, body: { body } }),
       delete: (threadId: string, messageId: string, o?: RequestOptions) =>
         req<Message>('DELETE', messagePath(threadId, messageId), o),
+      /** Every version of a message, oldest first (pages of 200 fetched until the last). */
       versions: (threadId: string, messageId: string, o?: RequestOptions) =>
-        req<{ data: MessageVersion[] }>('GET', `${messagePath(threadId, messageId)}/versions`, o).then((r) => r.data),
+        collect(
+          iterateCursor<MessageVersion>(t, `${messagePath(threadId, messageId)}/versions`, {
+            ...pass(o),
+            pageSize: 200,
+          }),
+        ),
+      /** One page of versions, oldest first (limit 50 by default, at most 200). */
+      versionsPage: (threadId: string, messageId: string, query: CursorPageOptions = {}, o?: RequestOptions) =>
+        req<Schemas['MessageVersionList']>('GET', `${messagePath(threadId, messageId)}/versions`, {
+          ...o,
+          query: cursorQuery(query),
+        }),
+      /** Every version, oldest first; pages fetched as you go. */
+      iterateVersions: (threadId: string, messageId: string, o: IterateCursorOptions = {}) =>
+        iterateCursor<MessageVersion>(t, `${messagePath(threadId, messageId)}/versions`, o),
       react: (threadId: string, messageId: string, reaction: string, o?: RequestOptions) =>
         req<Message>('PUT', `${messagePath(threadId, messageId)}/reactions/${enc(reaction)}`, o),
       unreact: (threadId: string, messageId: string, reaction: string, o?: RequestOptions) =>
@@ -246,7 +281,14 @@ export class ProgressDBClient {
       /** Moves the user's read mark (it only moves forward). */
       mark: (threadId: string, seq: number, o?: RequestOptions) =>
         req<ReadMark>('POST', `${threadPath(threadId)}/read`, { ...o, body: { seq } }),
-      unread: (o?: RequestOptions) => req<UnreadList>('GET', '/v1/me/unread', o),
+      /**
+       * One page of unread counts, most recent activity first (limit 100 by default, at most
+       * 500); `total` sums this page. `cursor` from the previous page's next_cursor.
+       */
+      unread: (query: CursorPageOptions = {}, o?: RequestOptions) =>
+        req<UnreadList>('GET', '/v1/me/unread', { ...o, query: cursorQuery(query) }),
+      /** Unread counts of every thread of the user, most recent activity first; pages fetched as you go. */
+      iterateUnread: (o: IterateCursorOptions = {}) => iterateCursor<UnreadList['data'][number]>(t, '/v1/me/unread', o),
     };
   }
 
@@ -434,6 +476,34 @@ async function* iterateThreads(t: Transport, query: Record<string, string | numb
     if (!body.next_cursor || body.data.length === 0) return;
     cursor = body.next_cursor;
   }
+}
+
+const cursorQuery = (q: CursorPageOptions): Query => ({ limit: q.limit, cursor: q.cursor });
+const pass = (o?: RequestOptions) => ({ headers: o?.headers, signal: o?.signal });
+
+/** Items of a `{ data, next_cursor }` list, page after page until next_cursor is null. */
+async function* iterateCursor<T>(
+  t: Transport,
+  path: string,
+  o: IterateCursorOptions & { headers?: Record<string, string> },
+): AsyncGenerator<T> {
+  let cursor: string | undefined;
+  for (;;) {
+    const { body } = await t.request<{ data: T[]; next_cursor: string | null }>('GET', path, {
+      query: { limit: o.pageSize, cursor },
+      headers: o.headers,
+      signal: o.signal,
+    });
+    yield* body.data;
+    if (!body.next_cursor || body.data.length === 0) return;
+    cursor = body.next_cursor;
+  }
+}
+
+async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of items) out.push(item);
+  return out;
 }
 
 async function* iterateEvents(

@@ -79,6 +79,8 @@ export interface Schemas {
   };
   MemberList: {
     data: Array<Schemas['Member']>;
+    /** Pass as ?cursor= for the next page; null on the last page */
+    next_cursor: string | null;
   };
   Member: {
     user_id: string;
@@ -123,6 +125,11 @@ export interface Schemas {
   MessageEdit: {
     /** Any JSON value */
     body: unknown;
+  };
+  MessageVersionList: {
+    data: Array<Schemas['MessageVersion']>;
+    /** Pass as ?cursor= for the next page; null on the last page */
+    next_cursor: string | null;
   };
   MessageVersion: {
     version: number;
@@ -174,8 +181,10 @@ export interface Schemas {
       last_read_seq: number;
       unread: number;
     }>;
-    /** Sum of unread over all the threads */
+    /** Sum of unread over this page's threads (over all of them when next_cursor is null on the first page) */
     total: number;
+    /** Pass as ?cursor= for the next page; null on the last page */
+    next_cursor: string | null;
   };
 }
 
@@ -263,12 +272,15 @@ export interface Paths {
     };
   };
   '/v1/threads/{thread_id}/members': {
-    /** Members and their roles */
+    /** Members and their roles, a page at a time */
     get: {
       path: {
         thread_id: string;
       };
-      query: never;
+      query: {
+        limit?: number;
+        cursor?: string;
+      };
       body: never;
       response: Schemas['MemberList'];
       status: 200;
@@ -378,17 +390,18 @@ export interface Paths {
     };
   };
   '/v1/threads/{thread_id}/messages/{message_id}/versions': {
-    /** Every version of a message, oldest first */
+    /** The versions of a message, oldest first, a page at a time */
     get: {
       path: {
         thread_id: string;
         message_id: string;
       };
-      query: never;
-      body: never;
-      response: {
-        data: Array<Schemas['MessageVersion']>;
+      query: {
+        limit?: number;
+        cursor?: string;
       };
+      body: never;
+      response: Schemas['MessageVersionList'];
       status: 200;
     };
   };
@@ -471,10 +484,13 @@ export interface Paths {
     };
   };
   '/v1/me/unread': {
-    /** Unread counts for all the user's threads in one call */
+    /** Unread counts for the user's threads, a page at a time */
     get: {
       path: never;
-      query: never;
+      query: {
+        limit?: number;
+        cursor?: string;
+      };
       body: never;
       response: Schemas['UnreadList'];
       status: 200;

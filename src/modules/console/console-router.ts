@@ -2,7 +2,13 @@ import path from 'node:path';
 import express, { Router, type Response } from 'express';
 import { z } from '../../lib/zod';
 import type { ApiPrincipal, RouteFactory } from '../../lib/http/route';
-import { messagePageSchema, messageParams, messageVersionSchema, pageQuerySchema } from '../messages/messages-schemas';
+import {
+  messagePageSchema,
+  messageParams,
+  messageVersionListSchema,
+  pageQuerySchema,
+  versionsQuerySchema,
+} from '../messages/messages-schemas';
 import type { MessagesService } from '../messages/messages-service';
 import type { ProjectsService } from '../projects/projects-service';
 import { threadListQuerySchema, threadListSchema, threadParams } from '../threads/threads-schemas';
@@ -111,13 +117,14 @@ export function createConsoleRouter(deps: {
       tags,
       auth: 'developer',
       params: projectParams.merge(messageParams),
+      query: versionsQuerySchema,
       responses: {
-        200: { description: 'Every version, oldest first', schema: z.object({ data: z.array(messageVersionSchema) }) },
+        200: { description: 'A page of versions, oldest first', schema: messageVersionListSchema },
       },
     },
-    async ({ principal, params }) => {
+    async ({ principal, params, query }) => {
       const reader = await readerFor(principal.developerId, params.project_id);
-      return { body: { data: await deps.messages.versions(reader, params.thread_id, params.message_id) } };
+      return { body: await deps.messages.versions(reader, params.thread_id, params.message_id, query) };
     },
   );
 

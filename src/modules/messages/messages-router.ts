@@ -10,10 +10,11 @@ import {
   messagePageSchema,
   messageParams,
   messageSchema,
-  messageVersionSchema,
+  messageVersionListSchema,
   newMessageSchema,
   pageQuerySchema,
   reactionParams,
+  versionsQuerySchema,
   type MessageView,
 } from './messages-schemas';
 import type { MessagesService } from './messages-service';
@@ -262,15 +263,17 @@ export function createMessagesRouter(deps: {
       method: 'get',
       path: '/v1/threads/:thread_id/messages/:message_id/versions',
       operationId: 'listMessageVersions',
-      summary: 'Every version of a message, oldest first',
+      summary: 'The versions of a message, oldest first, a page at a time',
+      description: 'By version; `limit` 50 by default, at most 200; page on with `cursor` = next_cursor.',
       tags,
       auth: 'api',
       rateClass: 'read',
       params: messageParams,
-      responses: { 200: { description: 'Versions', schema: z.object({ data: z.array(messageVersionSchema) }) } },
+      query: versionsQuerySchema,
+      responses: { 200: { description: 'A page of versions', schema: messageVersionListSchema } },
     },
-    async ({ principal, params }) => ({
-      body: { data: await messages.versions(principal, params.thread_id, params.message_id) },
+    async ({ principal, params, query }) => ({
+      body: await messages.versions(principal, params.thread_id, params.message_id, query),
     }),
   );
 

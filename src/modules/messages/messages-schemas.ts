@@ -1,3 +1,4 @@
+import { pageQuery } from '../../lib/http/page-cursor';
 import { z } from '../../lib/zod';
 import { idSchema, userIdSchema } from '../../lib/ids';
 
@@ -62,6 +63,18 @@ export const messageVersionSchema = z
   })
   .openapi('MessageVersion');
 export type MessageVersionView = z.infer<typeof messageVersionSchema>;
+
+export const messageVersionListSchema = z
+  .object({
+    data: z.array(messageVersionSchema),
+    next_cursor: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Pass as ?cursor= for the next page; null on the last page' }),
+  })
+  .openapi('MessageVersionList');
+/** GET …/versions: oldest first, 50 a page by default, at most 200. */
+export const versionsQuerySchema = pageQuery(50, 200);
 
 const seqParam = z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const boolParam = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');

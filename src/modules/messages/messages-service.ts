@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import { badRequest, forbidden, notFound, preconditionFailed, unprocessable, AppError } from '../../lib/errors';
-import { newId } from '../../lib/ids';
+import { idSchema, newId } from '../../lib/ids';
 import { jsonBytes } from '../../lib/http/json';
+import { decodePageCursor, encodePageCursor } from '../../lib/http/page-cursor';
 import type { ApiPrincipal } from '../../lib/http/route';
 import type { WorkItemWrapper } from '../idempotency/idempotency';
 import type { CommitPointers, LogIngest, LogWorkItem, ThreadLog } from '../thread-log/thread-log';
@@ -17,11 +18,15 @@ import {
   type NewMessage,
 } from './message-append';
 import type { MessagesStore } from './messages-store';
-import type { MessageInput, MessageView, PageQuery } from './messages-schemas';
+import type { MessageInput, MessageVersionView, MessageView, PageQuery } from './messages-schemas';
 import type { EncryptionService } from '../encryption/encryption-service';
 import { isEnvelope } from '../encryption/envelope';
 import { someString } from '../encryption/field-paths';
 import { versionOf, type PageCache } from './page-cache';
+import { z } from '../../lib/zod';
+
+/** A versions page's cursor: its thread, its message and the last version it returned. */
+const versionCursor = z.tuple([idSchema, idSchema, z.number().int().min(1).max(Number.MAX_SAFE_INTEGER)]);
 
 /** Field encryption as the messages service uses it (seal before ingest, open on every read). */
 export type MessageCrypto = Pick<
@@ -321,12 +326,31 @@ export function createMessagesService(deps: {
       return open(principal, threadId, view);
     },
 
-    async versions(principal: ApiPrincipal, threadId: string, messageId: string) {
+    /**
+     * A page of a message's versions, oldest first. Version n was appended at version_seqs[n - 1],
+     * so a page is a slice of that array: primary-key look-ups into the log for its seqs only.
+     */
+    async versions(
+      principal: ApiPrincipal,
+      threadId: string,
+      messageId: string,
+      page: { limit: number; cursor?: string },
+    ): Promise<{ data: MessageVersionView[]; next_cursor: string | null }> {
+      const after = page.cursor ? decodePageCursor(page.cursor, 'versions', versionCursor) : undefined;
+      if (after && (after[0] !== threadId || after[1] !== messageId))
+        throw badRequest('cursor belongs to another message: pass the next_cursor of a previous page unchanged.');
       await threads.authorize(db, principal, threadId, 'read');
       const message = await messagesStore.get(db, principal.projectId, threadId, messageId);
       if (!message) throw notFound('message');
-      const versions = await messagesStore.versions(db, principal.projectId, threadId, message.version_seqs);
-      return crypto.openVersions(principal.projectId, threadId, messageId, versions);
+      const from = after?.[2] ?? 0;
+      const seqs = message.version_seqs.slice(from, from + page.limit);
+      const versions = await messagesStore.versions(db, principal.projectId, threadId, seqs);
+      const last = from + seqs.length;
+      return {
+        data: await crypto.openVersions(principal.projectId, threadId, messageId, versions),
+        next_cursor:
+          message.version_seqs.length > last ? encodePageCursor('versions', threadId, messageId, last) : null,
+      };
     },
   };
 }

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { RouteFactory } from '../../lib/http/route';
 import { threadParams } from '../threads/threads-schemas';
-import { markReadSchema, readMarkSchema, unreadListSchema } from './read-state-schemas';
+import { markReadSchema, readMarkSchema, unreadListSchema, unreadQuerySchema } from './read-state-schemas';
 import type { ReadStateService } from './read-state-service';
 
 export function createReadStateRouter(deps: { routes: RouteFactory; readState: ReadStateService }) {
@@ -34,15 +34,17 @@ export function createReadStateRouter(deps: { routes: RouteFactory; readState: R
       method: 'get',
       path: '/v1/me/unread',
       operationId: 'getUnreadCounts',
-      summary: "Unread counts for all the user's threads in one call",
+      summary: "Unread counts for the user's threads, a page at a time",
       description:
-        'Unread = messages not deleted, by other authors, with seq past the read mark (capped at 10,000 per thread).',
+        'Unread = messages not deleted, by other authors, with seq past the read mark (capped at 10,000 per thread). ' +
+        'Most recent activity first (ties by thread id); `limit` 100 by default, at most 500; page on with `cursor` = next_cursor.',
       tags,
       auth: 'api',
       rateClass: 'read',
+      query: unreadQuerySchema,
       responses: { 200: { description: 'Unread per thread, most recent activity first', schema: unreadListSchema } },
     },
-    async ({ principal }) => ({ body: await readState.unread(principal) }),
+    async ({ principal, query }) => ({ body: await readState.unread(principal, query) }),
   );
 
   return router;

@@ -1,3 +1,4 @@
+import { pageQuery } from '../../lib/http/page-cursor';
 import { z } from '../../lib/zod';
 
 export const markReadSchema = z
@@ -32,6 +33,17 @@ export const unreadListSchema = z
         unread: z.number().int(),
       }),
     ),
-    total: z.number().int().openapi({ description: 'Sum of unread over all the threads' }),
+    total: z.number().int().openapi({
+      description:
+        "Sum of unread over this page's threads (over all of them when next_cursor is null on the first page)",
+    }),
+    next_cursor: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Pass as ?cursor= for the next page; null on the last page' }),
   })
   .openapi('UnreadList');
+export type UnreadListView = z.infer<typeof unreadListSchema>;
+
+/** GET /v1/me/unread: 100 threads a page by default, at most 500. */
+export const unreadQuerySchema = pageQuery(100, 500);

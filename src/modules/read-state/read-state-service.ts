@@ -1,9 +1,15 @@
 import type { Knex } from 'knex';
 import { badRequest, unprocessable } from '../../lib/errors';
+import { cursorTimestamp, decodePageCursor, encodePageCursor } from '../../lib/http/page-cursor';
 import type { ApiPrincipal } from '../../lib/http/route';
+import { idSchema } from '../../lib/ids';
+import { z } from '../../lib/zod';
 import type { ThreadsService } from '../threads/threads-service';
-import type { ReadMarkView } from './read-state-schemas';
+import type { ReadMarkView, UnreadListView } from './read-state-schemas';
 import type { ReadStateStore } from './read-state-store';
+
+/** An unread page's cursor: the keyset (last_activity_at, thread id) of its last row. */
+const unreadCursor = z.tuple([cursorTimestamp, idSchema]);
 
 export type ReadMarkListener = (mark: { projectId: string; threadId: string; userId: string; seq: number }) => void;
 
@@ -40,10 +46,25 @@ export function createReadStateService(deps: {
       return { thread_id: threadId, user_id: userId, last_read_seq: mark, unread };
     },
 
-    async unread(principal: ApiPrincipal) {
+    /** A page of the user's unread counts, most recent activity first (ties by thread id). */
+    async unread(principal: ApiPrincipal, page: { limit: number; cursor?: string }): Promise<UnreadListView> {
       const userId = requireUser(principal);
-      const data = await store.forMember(db, principal.projectId, userId);
-      return { data, total: data.reduce((n, r) => n + r.unread, 0) };
+      const after = page.cursor ? decodePageCursor(page.cursor, 'unread', unreadCursor) : undefined;
+      const rows = await store.pageForMember(
+        db,
+        principal.projectId,
+        userId,
+        page.limit + 1,
+        after && { at: after[0], id: after[1] },
+      );
+      const kept = rows.slice(0, page.limit);
+      const last = kept[kept.length - 1];
+      return {
+        data: kept.map(({ last_activity_at: _at, ...r }) => r),
+        total: kept.reduce((n, r) => n + r.unread, 0),
+        next_cursor:
+          rows.length > page.limit ? encodePageCursor('unread', last.last_activity_at, last.thread_id) : null,
+      };
     },
 
     /** For thread lists: unread per thread id for the calling user (empty without a user). */

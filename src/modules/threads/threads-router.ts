@@ -3,6 +3,7 @@ import type { RouteFactory } from '../../lib/http/route';
 import type { Idempotency } from '../idempotency/idempotency';
 import {
   createThreadSchema,
+  memberListQuerySchema,
   memberListSchema,
   memberParams,
   memberSchema,
@@ -119,14 +120,16 @@ export function createThreadsRouter(deps: { idempotency: Idempotency; routes: Ro
       method: 'get',
       path: '/v1/threads/:thread_id/members',
       operationId: 'listMembers',
-      summary: 'Members and their roles',
+      summary: 'Members and their roles, a page at a time',
+      description: 'By user id; `limit` 100 by default, at most 500; page on with `cursor` = next_cursor.',
       tags,
       auth: 'api',
       rateClass: 'read',
       params: threadParams,
-      responses: { 200: { description: 'Members', schema: memberListSchema } },
+      query: memberListQuerySchema,
+      responses: { 200: { description: 'A page of members', schema: memberListSchema } },
     },
-    async ({ principal, params }) => ({ body: { data: await threads.members(principal, params.thread_id) } }),
+    async ({ principal, params, query }) => ({ body: await threads.members(principal, params.thread_id, query) }),
   );
 
   routes.route(

@@ -1,3 +1,4 @@
+import { pageQuery } from '../../lib/http/page-cursor';
 import { z } from '../../lib/zod';
 import { idSchema, userIdSchema } from '../../lib/ids';
 
@@ -79,7 +80,17 @@ export const threadListQuerySchema = z
   .strict();
 
 export const memberSchema = z.object({ user_id: z.string(), role: roleSchema, added_at: z.string() }).openapi('Member');
-export const memberListSchema = z.object({ data: z.array(memberSchema) }).openapi('MemberList');
+export const memberListSchema = z
+  .object({
+    data: z.array(memberSchema),
+    next_cursor: z
+      .string()
+      .nullable()
+      .openapi({ description: 'Pass as ?cursor= for the next page; null on the last page' }),
+  })
+  .openapi('MemberList');
+/** GET /v1/threads/:id/members: by user id, 100 a page by default, at most 500. */
+export const memberListQuerySchema = pageQuery(100, 500);
 export const putMemberSchema = z
   .object({ role: roleSchema.default('member') })
   .strict()

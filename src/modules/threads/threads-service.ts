@@ -1,7 +1,9 @@
 import type { Knex } from 'knex';
 import { AppError, badRequest, conflict, forbidden, notFound } from '../../lib/errors';
-import { idSchema, newId } from '../../lib/ids';
+import { decodePageCursor, encodePageCursor } from '../../lib/http/page-cursor';
+import { idSchema, newId, userIdSchema } from '../../lib/ids';
 import type { ApiPrincipal } from '../../lib/http/route';
+import { z } from '../../lib/zod';
 import type { WorkItemWrapper } from '../idempotency/idempotency';
 import type { CommitPointers, EventInput, LogIngest, LogWorkItem, ThreadLog } from '../thread-log/thread-log';
 import { assertAccess, isTrusted, type Access } from './thread-access';
@@ -41,6 +43,9 @@ function decodeCursor(cursor: string, sort: ThreadSort): { at: string; id: strin
   }
   throw badRequest('cursor is not valid: pass the next_cursor of a previous page unchanged.');
 }
+
+/** A member page's cursor: its thread and the last user id. */
+const memberCursor = z.tuple([idSchema, userIdSchema]);
 
 export function createThreadsService(deps: {
   db: Knex;
@@ -341,9 +346,19 @@ export function createThreadsService(deps: {
       });
     },
 
-    async members(principal: ApiPrincipal, threadId: string) {
+    /** A page of members by user id; the cursor names its thread, so another thread's is refused. */
+    async members(principal: ApiPrincipal, threadId: string, page: { limit: number; cursor?: string }) {
+      const after = page.cursor ? decodePageCursor(page.cursor, 'members', memberCursor) : undefined;
+      if (after && after[0] !== threadId)
+        throw badRequest('cursor belongs to another thread: pass the next_cursor of a previous page unchanged.');
       await authorize(db, principal, threadId, 'read');
-      return store.members(db, principal.projectId, threadId);
+      const rows = await store.members(db, principal.projectId, threadId, page.limit + 1, after?.[1]);
+      const data = rows.slice(0, page.limit);
+      return {
+        data,
+        next_cursor:
+          rows.length > page.limit ? encodePageCursor('members', threadId, data[data.length - 1].user_id) : null,
+      };
     },
 
     putMember(principal: ApiPrincipal, threadId: string, userId: string, role: Role) {

@@ -170,12 +170,13 @@ export function createThreadsStore() {
         .limit(limit + 1)) as ThreadRow[];
     },
 
-    async members(db: Db, projectId: string, threadId: string) {
-      return db('thread_members')
+    /** Members by user id after `afterUserId`: a range scan of the primary key. */
+    async members(db: Db, projectId: string, threadId: string, limit: number, afterUserId?: string) {
+      const q = db('thread_members')
         .select('user_id', 'role', 'added_at')
-        .where({ project_id: projectId, thread_id: threadId })
-        .orderBy('added_at')
-        .orderBy('user_id');
+        .where({ project_id: projectId, thread_id: threadId });
+      if (afterUserId !== undefined) q.where('user_id', '>', afterUserId);
+      return (await q.orderBy('user_id').limit(limit)) as Array<{ user_id: string; role: Role; added_at: string }>;
     },
 
     async upsertMember(db: Db, projectId: string, threadId: string, userId: string, role: Role) {

@@ -790,7 +790,7 @@
         encodeURIComponent(m.thread_id) +
         '/messages/' +
         encodeURIComponent(m.id) +
-        '/versions',
+        '/versions?limit=200',
     )
       .then(function (r) {
         clear(box);

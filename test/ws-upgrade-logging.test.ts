@@ -150,20 +150,29 @@ describe('WebSocket upgrades in the request log and the HTTP metrics', () => {
   test('refused upgrades are logged and counted with their status, without keys or tokens', async () => {
     const before = await scrape();
     const secretToken = 'rt-not-a-real-token-4b7e19';
-    const badKey = await upgrade(wsUrl, { authorization: 'Bearer sk_not_a_real_key_91c2', 'x-request-id': 'ws-log-0002' });
+    const badKey = await upgrade(wsUrl, {
+      authorization: 'Bearer sk_not_a_real_key_91c2',
+      'x-request-id': 'ws-log-0002',
+    });
     assert.equal(badKey.status, 401);
     assert.equal(badKey.requestId, 'ws-log-0002');
     assert.equal(badKey.body.request_id, 'ws-log-0002', 'the problem names the logged request id');
     const badToken = await upgrade(`${wsUrl}?token=${secretToken}`, { 'x-request-id': 'ws-log-0003' });
     assert.equal(badToken.status, 401);
     // The per-key live-connection cap (1): the capped project's key already holds a socket.
-    const overCap = await upgrade(wsUrl, { authorization: `Bearer ${capped.keys.secret}`, 'x-request-id': 'ws-log-0004' });
+    const overCap = await upgrade(wsUrl, {
+      authorization: `Bearer ${capped.keys.secret}`,
+      'x-request-id': 'ws-log-0004',
+    });
     assert.equal(overCap.status, 429);
     const elsewhere = await upgrade(wsUrl.replace('/v1/ws', '/v1/not-a-socket'), { 'x-request-id': 'ws-log-0005' });
     assert.equal(elsewhere.status, 404);
 
     const unauth = await lineOf('ws-log-0002');
-    assert.deepEqual([unauth.route, unauth.status, unauth.method, unauth.project_id], ['/v1/ws', 401, 'GET', undefined]);
+    assert.deepEqual(
+      [unauth.route, unauth.status, unauth.method, unauth.project_id],
+      ['/v1/ws', 401, 'GET', undefined],
+    );
     assert.equal(typeof unauth.duration_ms, 'number');
     const tokenLine = await lineOf('ws-log-0003');
     assert.deepEqual([tokenLine.route, tokenLine.status], ['/v1/ws', 401]);

@@ -10,7 +10,7 @@ import { createClientIp } from './lib/http/client-ip';
 import { errorMiddleware } from './lib/http/problem';
 import { requestId } from './lib/http/request-id';
 import { securityHeaders } from './lib/http/security-headers';
-import { requestContextGuard, requestLog } from './lib/http/request-log';
+import { requestContextGuard, requestLog, upgradeLog } from './lib/http/request-log';
 import { createRouteFactory, type Guard, type Principal } from './lib/http/route';
 import type { Logger } from './lib/logger';
 import { createMetrics, createMetricsRouter } from './lib/metrics';
@@ -218,6 +218,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     onAppended: usage.countMessages,
     spendAction: (p, cls, ip, units) => rateLimits.admit(p, cls, ip, units),
     authFailed,
+    onUpgrade: upgradeLog({ logger, metrics }),
   });
   metrics.watchListen(() => ({ connected: listener.connected, reconnects: listener.reconnects }));
   metrics.watchIngest(() => ingest.depth);

@@ -78,13 +78,13 @@ export function sendProblem(res: Response, error: AppError): void {
 
 /**
  * Answers on a raw socket, for requests express never sees (malformed HTTP, WebSocket
- * upgrades): the same problem+json as REST, then the connection is closed.
+ * upgrades): the same problem+json as REST, then the connection is closed. Returns the status.
  */
 export function endSocketWithProblem(
   socket: Duplex,
   error: AppError | { status: number; title: string; slug: string; detail: string },
-): void {
-  const requestId = randomUUID();
+  requestId: string = randomUUID(),
+): number {
   const body = JSON.stringify(
     error instanceof AppError
       ? problemBody(error, requestId)
@@ -106,6 +106,7 @@ export function endSocketWithProblem(
     `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/problem+json\r\n${retry}` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
   );
+  return status;
 }
 
 interface BodyParserError {

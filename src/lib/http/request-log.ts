@@ -25,6 +25,32 @@ export const requestContextGuard: Guard = (req, res, spec, principal) => {
   res.locals.rateClass = spec.rateClass ?? (req.method === 'GET' || req.method === 'HEAD' ? 'read' : 'write');
 };
 
+interface RequestLine {
+  request_id: string | undefined;
+  project_id: string | undefined;
+  method: string;
+  route: string;
+  status: number;
+  duration_ms: number;
+  aborted?: boolean;
+}
+
+/** The request's log line, its duration observation (unless a stream's) and its rate-limit refusal count. */
+function record(
+  deps: { logger: Logger; metrics: Metrics },
+  line: RequestLine,
+  seconds: number,
+  observe: boolean,
+  rateClass: string,
+) {
+  const { route, status } = line;
+  if (observe) deps.metrics.httpDuration.observe({ method: line.method, route, status: String(status) }, seconds);
+  if (status === 429) deps.metrics.rateLimitRefusals.inc({ class: rateClass });
+  if (status >= 500) deps.logger.warn(line, 'request');
+  else if (QUIET_ROUTES.has(route)) deps.logger.debug(line, 'request');
+  else deps.logger.info(line, 'request');
+}
+
 const STARTED = Symbol('request started');
 const LOGGED = Symbol('request logged');
 type Timed = Response & { [STARTED]?: bigint; [LOGGED]?: boolean };
@@ -46,26 +72,24 @@ export function requestLog(deps: { logger: Logger; metrics: Metrics }): RequestH
     res[LOGGED] = true;
     const req = res.req;
     const seconds = Number(process.hrtime.bigint() - res[STARTED]!) / 1e9;
-    const route = routeLabel(req, res);
-    const status = res.statusCode;
     const stream = String(res.getHeader('content-type') ?? '').startsWith('text/event-stream');
-    if (!stream) deps.metrics.httpDuration.observe({ method: req.method, route, status: String(status) }, seconds);
-    if (status === 429)
-      deps.metrics.rateLimitRefusals.inc({
-        class: String(res.locals.rateClass ?? (req.originalUrl.startsWith('/auth') ? 'auth' : 'unknown')),
-      });
-    const line = {
-      request_id: res.locals.requestId as string | undefined,
-      project_id: res.locals.projectId as string | undefined,
-      method: req.method,
-      route,
-      status,
-      duration_ms: Math.round(seconds * 1e6) / 1e3,
-      ...(res.writableFinished ? {} : { aborted: true }),
-    };
-    if (status >= 500) deps.logger.warn(line, 'request');
-    else if (QUIET_ROUTES.has(route)) deps.logger.debug(line, 'request');
-    else deps.logger.info(line, 'request');
+    record(
+      deps,
+      {
+        request_id: res.locals.requestId as string | undefined,
+        project_id: res.locals.projectId as string | undefined,
+        method: req.method,
+        route: routeLabel(req, res),
+        status: res.statusCode,
+        duration_ms: Math.round(seconds * 1e6) / 1e3,
+        ...(res.writableFinished ? {} : { aborted: true }),
+      },
+      seconds,
+      !stream,
+      res.statusCode === 429
+        ? String(res.locals.rateClass ?? (req.originalUrl.startsWith('/auth') ? 'auth' : 'unknown'))
+        : '',
+    );
   }
   return (_req, res, next) => {
     (res as Timed)[STARTED] = process.hrtime.bigint();
@@ -74,3 +98,46 @@ export function requestLog(deps: { logger: Logger; metrics: Metrics }): RequestH
     next();
   };
 }
+
+/** What a WebSocket upgrade ended in: 101, or the status of the refusal written on the socket. */
+export interface UpgradeOutcome {
+  requestId: string;
+  projectId?: string;
+  method: string;
+  /** The endpoint (`/v1/ws`), or `unmatched` for an upgrade to a path nobody serves. */
+  route: string;
+  status: number;
+  /** process.hrtime.bigint() when the upgrade request arrived. */
+  startedAt: bigint;
+  /** The rate-limit class a 429 was refused from (`auth` for credentials, else the upgrade's `read`). */
+  rateClass?: string;
+  /** The client went away before it was answered. */
+  aborted?: boolean;
+}
+
+/**
+ * The request log and metrics of WebSocket upgrades, which express never sees: one line and one
+ * duration observation per attempt (until the 101 or the refusal was written), as for a request.
+ */
+export function upgradeLog(deps: { logger: Logger; metrics: Metrics }) {
+  return (u: UpgradeOutcome) => {
+    const seconds = Number(process.hrtime.bigint() - u.startedAt) / 1e9;
+    record(
+      deps,
+      {
+        request_id: u.requestId,
+        project_id: u.projectId,
+        method: u.method,
+        route: u.route,
+        status: u.status,
+        duration_ms: Math.round(seconds * 1e6) / 1e3,
+        ...(u.aborted ? { aborted: true } : {}),
+      },
+      seconds,
+      true,
+      u.rateClass ?? 'unknown',
+    );
+  };
+}
+
+export type UpgradeLog = ReturnType<typeof upgradeLog>;

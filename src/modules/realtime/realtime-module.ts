@@ -5,6 +5,7 @@ import type { Knex } from 'knex';
 import { CHANNELS } from '../../lib/channels';
 import type { ClientIp } from '../../lib/http/client-ip';
 import type { RouteFactory } from '../../lib/http/route';
+import type { UpgradeLog } from '../../lib/http/request-log';
 import type { Logger } from '../../lib/logger';
 import type { PgListener } from '../../lib/pg-listener';
 import type { EventsStore } from '../events/events-store';
@@ -18,7 +19,7 @@ import { createRealtimeStore } from './realtime-store';
 import { createRealtimeTokens } from './realtime-token';
 import { createTailHub } from './tail-hub';
 import { createWsGateway } from './ws-gateway';
-import type { TrackConnection } from './track-connection';
+import type { ConnectionTracker, LiveConnection, TrackConnection } from './track-connection';
 import type { ApiPrincipal, RateClass } from '../../lib/http/route';
 import type { MessagesService } from '../messages/messages-service';
 import { rateLimited } from '../../lib/errors';
@@ -65,6 +66,8 @@ export function createRealtimeModule(deps: {
   authFailed?: (req: IncomingMessage, error: unknown) => Promise<void>;
   /** Seconds from a NOTIFY wake-up to fan-out (the replica's metrics histogram). */
   observeNotifyLag?: (seconds: number) => void;
+  /** The request log and HTTP metrics of each WebSocket upgrade attempt (101 or refused). */
+  onUpgrade?: UpgradeLog;
 }) {
   const { db, logger, listener, options } = deps;
   const hub = createTailHub({ db, listener, eventsStore: deps.eventsStore, logger, onLag: deps.observeNotifyLag });
@@ -79,7 +82,7 @@ export function createRealtimeModule(deps: {
 
   // Live connections by project and key, so a revoked key's streams end too (REST stops at the
   // next request; a stream would otherwise outlive the revocation).
-  const live = new Map<string, Map<string, Set<() => void>>>();
+  const live = new Map<string, Map<string, Set<LiveConnection>>>();
   const counts = new Map<string, number>();
   const countKeys = (p: ApiPrincipal) => [
     `p\u0000${p.projectId}`,
@@ -108,28 +111,36 @@ export function createRealtimeModule(deps: {
             : null;
     if (over) throw rateLimited(`Too many live connections: ${over}; close one, or retry later.`, 5);
   }
-  const track: TrackConnection = (principal, close) => {
-    bump(principal, 1);
-    let counted = true;
-    let keys = live.get(principal.projectId);
-    if (!keys) live.set(principal.projectId, (keys = new Map()));
-    let set = keys.get(principal.keyId);
-    if (!set) keys.set(principal.keyId, (set = new Set()));
-    set.add(close);
-    return () => {
-      if (counted) bump(principal, -1);
-      counted = false;
-      set.delete(close);
+  const tracker: ConnectionTracker = {
+    add(principal, conn) {
+      let keys = live.get(principal.projectId);
+      if (!keys) live.set(principal.projectId, (keys = new Map()));
+      let set = keys.get(principal.keyId);
+      if (!set) keys.set(principal.keyId, (set = new Set()));
+      if (set.has(conn)) return;
+      set.add(conn);
+      bump(principal, 1);
+    },
+    delete(principal, conn) {
+      const keys = live.get(principal.projectId);
+      const set = keys?.get(principal.keyId);
+      if (!keys || !set?.delete(conn)) return;
+      bump(principal, -1);
       if (set.size === 0) keys.delete(principal.keyId);
       if (keys.size === 0) live.delete(principal.projectId);
-    };
+    },
+  };
+  const track: TrackConnection = (principal, close) => {
+    const conn: LiveConnection = { revoke: close };
+    tracker.add(principal, conn);
+    return () => tracker.delete(principal, conn);
   };
   async function dropRevoked(projectId: string) {
     const keys = live.get(projectId);
     if (!keys) return;
     try {
       for (const keyId of await store.deadKeys(db, projectId, [...keys.keys()]))
-        for (const close of [...(keys.get(keyId) ?? [])]) close();
+        for (const conn of [...(keys.get(keyId) ?? [])]) conn.revoke();
     } catch (err) {
       logger.warn({ err: (err as Error).message }, 'could not check live connections for revoked keys');
     }
@@ -142,8 +153,9 @@ export function createRealtimeModule(deps: {
     readState: deps.readState,
     keyAuth: deps.keyAuth,
     tokens,
-    track,
+    tracker,
     authFailed: deps.authFailed,
+    onUpgrade: deps.onUpgrade,
     // What REST routes get from guards: the project's IP allowlist, allowed origins, rate limit.
     async checkUpgrade(req, principal) {
       const ip = deps.clientIp(req) ?? '';

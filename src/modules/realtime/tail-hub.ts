@@ -46,16 +46,27 @@ export interface SubscribeOptions {
   recheck(): Promise<boolean>;
 }
 
-interface Sub {
-  opts: SubscribeOptions;
+class Subscriber {
   cursor: number;
   /** While true, the subscriber reads the log itself and ignores fan-out (join, gap, recheck). */
-  catchingUp: boolean;
+  catchingUp = true;
   /** Highest seq offered while catching up: catch-up continues until it has passed it. */
   wanted: number;
-  needsRecheck: boolean;
-  closed: boolean;
+  needsRecheck = false;
+  closed = false;
+  constructor(
+    readonly opts: SubscribeOptions,
+    private readonly remove: (sub: Subscriber) => void,
+  ) {
+    this.cursor = opts.afterSeq;
+    this.wanted = opts.threadLastSeq;
+  }
+  /** Ends the subscription silently (the client went away). */
+  close() {
+    this.remove(this);
+  }
 }
+type Sub = Subscriber;
 
 interface ThreadState {
   projectId: string;
@@ -303,21 +314,15 @@ export function createTailHub(deps: {
         };
         threads.set(k, state);
       }
-      const sub: Sub = {
-        opts,
-        cursor: opts.afterSeq,
-        catchingUp: true,
-        wanted: opts.threadLastSeq,
-        needsRecheck: false,
-        closed: false,
-      };
+      const sub: Sub = new Subscriber(opts, remove);
       state.subs.add(sub);
       if ((opts.purgedThroughSeq ?? 0) > opts.afterSeq) {
         sub.cursor = opts.purgedThroughSeq!;
         opts.sink.reset(sub.cursor);
       }
       void catchUp(sub, true);
-      return { close: () => remove(sub) };
+      // The subscriber is its own handle (close() removes it): no closure per subscription.
+      return sub;
     },
 
     /** Ends every subscription (shutdown); sinks get closed('shutdown'). */

@@ -2,13 +2,15 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
-import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { isConnectionError, pgCode } from '../../lib/db';
 import { AppError, isAppError, forbidden, unauthorized, badRequest, rateLimited } from '../../lib/errors';
 import { idSchema } from '../../lib/ids';
 import { apiKeyFrom } from '../../lib/http/credentials';
 import { inspectJson } from '../../lib/http/json';
 import { endSocketWithProblem, PROBLEM_BASE, problemBody } from '../../lib/http/problem';
+import { requestIdFor } from '../../lib/http/request-id';
+import type { UpgradeLog } from '../../lib/http/request-log';
 import { parse, type ApiPrincipal, type RateClass } from '../../lib/http/route';
 import type { Logger } from '../../lib/logger';
 import type { KeyAuthService } from '../keys/key-auth-service';
@@ -16,12 +18,13 @@ import type { AppendOutcome } from '../messages/message-append';
 import { newMessageSchema, type MessageInput } from '../messages/messages-schemas';
 import type { ReadStateService } from '../read-state/read-state-service';
 import type { ThreadsService } from '../threads/threads-service';
+import type { EventView } from '../events/events-schemas';
 import type { Ephemeral, EphemeralMessage } from './ephemeral';
 import { wsEventFrame } from './event-frames';
 import type { RealtimeTokens } from './realtime-token';
 import { wsClientMessageSchema, type WsClientMessage } from './realtime-schemas';
-import type { CloseReason, TailHub } from './tail-hub';
-import type { TrackConnection } from './track-connection';
+import type { CloseReason, SubscribeOptions, TailHub, TailSink } from './tail-hub';
+import type { ConnectionTracker } from './track-connection';
 import { createBacklogJudge, type BacklogJudge } from './slow-consumer';
 
 export const WS_PATH = '/v1/ws';
@@ -37,28 +40,102 @@ const RATE_PER_SECOND = 50;
 /** `send` frames a socket may have unanswered at once; more are refused (rate_limited) until acks come back. */
 export const MAX_SENDS_IN_FLIGHT = 64;
 
-interface Subscription {
-  handle: { close(): void } | null;
+type Typing = Map<string, { startedAt: number; on: boolean }>;
+
+/**
+ * One socket: the `ws` WebSocket itself (WebSocketServer's `WebSocket` option), carrying the
+ * gateway's state in its own fields, so an idle connection costs one object beside what `ws` and
+ * the TCP socket need. Everything optional (subscriptions, typing state) is made on first use;
+ * the event listeners are shared functions (the socket is `this`), the heartbeat is one timer
+ * for all sockets, and the connection id is derived from a serial number when it is needed.
+ */
+class Conn extends WebSocket {
+  serial = 0;
+  principal!: ApiPrincipal;
+  /** The client address at the upgrade (rate limits of anonymous buckets, logs). */
+  ip = '';
+  subs: Map<string, WsSubscription> | null = null;
+  alive = true;
+  gone = false;
+  /** Per thread: when the last typing start went out, and whether a stop is owed. */
+  typing: Typing | null = null;
+  typingQueue: Promise<void> | null = null;
+  tokens = RATE_BURST;
+  /** 0 until the first message: the bucket starts full either way. */
+  refilledAt = 0;
+  sendsInFlight = 0;
+  /** Made when the socket's backlog first goes over the limit. */
+  backlog: BacklogJudge | null = null;
+  gateway!: GatewayHooks;
+  /** A revocation of the socket's key closes it (ConnectionTracker). */
+  revoke() {
+    this.gateway.revoked(this);
+  }
 }
 
-interface Conn {
-  id: string;
-  ws: WebSocket;
-  principal: ApiPrincipal;
-  subs: Map<string, Subscription>;
-  alive: boolean;
-  /** Per thread: when the last typing start went out, and whether a stop is owed. */
-  typing: Map<string, { startedAt: number; on: boolean }>;
-  typingQueue: Promise<void>;
-  closed: boolean;
-  untrack: () => void;
-  tokens: number;
-  refilledAt: number;
-  /** The client address at the upgrade (rate limits of anonymous buckets, logs). */
-  ip: string;
-  sendsInFlight: number;
-  /** Made when the socket's backlog first goes over the limit. */
-  backlog?: BacklogJudge;
+interface GatewayHooks {
+  revoked(conn: Conn): void;
+  recheck(sub: WsSubscription): Promise<boolean>;
+  send(conn: Conn, msg: unknown): void;
+  unsubscribed(sub: WsSubscription, reason: CloseReason): void;
+  maxBufferedBytes: number;
+}
+
+/**
+ * One thread subscription of a socket: the tail hub's options and sink in one object, with
+ * shared methods (no closure per subscription). `handle` is set once access was granted.
+ */
+class WsSubscription implements SubscribeOptions, TailSink {
+  handle: { close(): void } | null = null;
+  afterSeq = 0;
+  threadLastSeq = 0;
+  purgedThroughSeq = 0;
+  /** The retention horizon of the last reset, reported with `ready`. */
+  purgedThrough: number | null = null;
+  constructor(
+    readonly conn: Conn,
+    readonly threadId: string,
+  ) {}
+  get projectId() {
+    return this.conn.principal.projectId;
+  }
+  get userId() {
+    return this.conn.principal.userId;
+  }
+  get sink(): TailSink {
+    return this;
+  }
+  recheck() {
+    return this.conn.gateway.recheck(this);
+  }
+  send(events: EventView[]) {
+    const { conn } = this;
+    for (const e of events) {
+      if (conn.gone) return;
+      conn.gateway.send(conn, wsEventFrame(e));
+    }
+  }
+  ready(seq: number) {
+    const reset = this.purgedThrough === null ? {} : { recovered: false, purged_through_seq: this.purgedThrough };
+    this.conn.gateway.send(this.conn, { type: 'ready', thread_id: this.threadId, seq, ...reset });
+  }
+  reset(horizon: number) {
+    this.purgedThrough = horizon;
+    this.conn.gateway.send(this.conn, {
+      type: 'reset',
+      thread_id: this.threadId,
+      recovered: false,
+      purged_through_seq: horizon,
+    });
+  }
+  async drain() {
+    const { conn } = this;
+    while (!conn.gone && conn.bufferedAmount > conn.gateway.maxBufferedBytes / 2)
+      await new Promise((r) => setTimeout(r, 20));
+  }
+  closed(reason: CloseReason) {
+    this.conn.gateway.unsubscribed(this, reason);
+  }
 }
 
 const threadKey = (p: string, t: string) => `${p}\u0000${t}`;
@@ -68,12 +145,19 @@ const header = (req: IncomingMessage, name: string) => {
   return Array.isArray(v) ? v[0] : v;
 };
 
-/** Refuses an upgrade with a problem+json response, as REST would (same status mapping). */
-function refuse(socket: Duplex, error: unknown) {
-  endSocketWithProblem(
-    socket,
-    isAppError(error) ? error : new AppError('unavailable', 'The service is unavailable; try again.'),
-  );
+/** The socket's error listener until `ws` takes it over (one function for every socket). */
+function destroyOnError(this: Duplex) {
+  this.destroy();
+}
+
+/** An upgrade attempt, for its request-log line and metrics. */
+interface UpgradeAttempt {
+  requestId: string;
+  method: string;
+  route: string;
+  startedAt: bigint;
+  projectId?: string;
+  rateClass?: string;
 }
 
 /**
@@ -89,7 +173,9 @@ export function createWsGateway(deps: {
   readState: Pick<ReadStateService, 'markRead'>;
   keyAuth: Pick<KeyAuthService, 'authenticate'>;
   tokens: RealtimeTokens;
-  track: TrackConnection;
+  tracker: ConnectionTracker;
+  /** The request log and HTTP metrics of each upgrade attempt (101, or the refusal's status). */
+  onUpgrade?: UpgradeLog;
   /** The project's IP allowlist, allowed origins and rate limit, as REST routes get them from guards. */
   checkUpgrade: (req: IncomingMessage, principal: ApiPrincipal) => Promise<void>;
   /** The address of an upgrade request (as REST sees it), for the rate limiter. */
@@ -111,12 +197,67 @@ export function createWsGateway(deps: {
   const { db, hub, logger } = deps;
   const conns = new Set<Conn>();
   const byThread = new Map<string, Set<Conn>>();
-  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES, perMessageDeflate: false });
+  // No compression (a deflate context per socket), and no client tracking in `ws` (a Set entry
+  // and a closure per socket): `conns` tracks them, `openSockets` counts them until 'close'.
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_MESSAGE_BYTES,
+    perMessageDeflate: false,
+    clientTracking: false,
+    WebSocket: Conn,
+  });
   let heartbeat: NodeJS.Timeout | null = null;
   let closing = false;
   let slowConsumerCloses = 0;
+  let openSockets = 0;
+  let allClosed: (() => void) | null = null;
+  // Connection ids: a per-gateway random UUID prefix and the socket's serial number, made when
+  // needed (welcome, logs) rather than kept as a string per socket.
+  const idPrefix = randomUUID().slice(0, 24);
+  let serials = 0;
+  const connectionId = (conn: Conn) => idPrefix + conn.serial.toString(16).padStart(12, '0');
+  // Sockets of one key and user share one principal object.
+  const principals = new Map<string, { principal: ApiPrincipal; sockets: number }>();
+  const principalKey = (p: ApiPrincipal) => `${p.keyId}\u0000${p.userId ?? ''}`;
+  function sharedPrincipal(p: ApiPrincipal): ApiPrincipal {
+    const k = principalKey(p);
+    const entry = principals.get(k);
+    if (entry && entry.principal.settings === p.settings && entry.principal.kind === p.kind) {
+      entry.sockets++;
+      return entry.principal;
+    }
+    // The key's settings changed (a new cache entry): newer sockets share the new object.
+    principals.set(k, { principal: p, sockets: 1 + (entry?.sockets ?? 0) });
+    return p;
+  }
+  function releasePrincipal(p: ApiPrincipal) {
+    const k = principalKey(p);
+    const entry = principals.get(k);
+    if (entry && --entry.sockets <= 0) principals.delete(k);
+  }
 
-  async function authenticate(req: IncomingMessage, url: URL): Promise<ApiPrincipal> {
+  const hooks: GatewayHooks = {
+    revoked: (conn) => closeConn(conn, WS_CLOSE.policy, 'API key revoked'),
+    recheck: (sub) =>
+      deps.threads.authorize(db, sub.conn.principal, sub.threadId, 'read').then(
+        () => true,
+        (e) => (isAppError(e) ? false : Promise.reject(e)),
+      ),
+    send: (conn, msg) => send(conn, msg),
+    unsubscribed(sub, reason) {
+      const { conn, threadId } = sub;
+      if (conn.subs?.get(threadId) !== sub) return;
+      sub.handle = null;
+      conn.subs.delete(threadId);
+      unindex(conn, threadId);
+      const { principal } = conn;
+      if (principal.userId) deps.ephemeral().leave(principal.projectId, threadId, principal.userId);
+      if (reason !== 'shutdown') send(conn, { type: 'unsubscribed', thread_id: threadId, reason });
+    },
+    maxBufferedBytes: deps.maxBufferedBytes,
+  };
+
+  async function authenticate(req: IncomingMessage, url: URL, attempt: UpgradeAttempt): Promise<ApiPrincipal> {
     let p: ApiPrincipal;
     try {
       p = await principalOf(req, url);
@@ -124,9 +265,53 @@ export function createWsGateway(deps: {
       await deps.authFailed?.(req, e);
       throw e;
     }
+    // Past the credentials: a 429 from here on is the upgrade's `read` limit or connection cap.
+    attempt.projectId = p.projectId;
+    attempt.rateClass = 'read';
     await deps.checkUpgrade(req, p);
     return p;
   }
+
+  function newAttempt(req: IncomingMessage, route: string, startedAt: bigint): UpgradeAttempt {
+    const requestId = requestIdFor(header(req, 'x-request-id'));
+    // Until the credentials are accepted, a 429 comes from the client's `auth` bucket.
+    return { requestId, method: req.method ?? 'GET', route, startedAt, rateClass: 'auth' };
+  }
+
+  function logAttempt(attempt: UpgradeAttempt, status: number, aborted = false) {
+    deps.onUpgrade?.({ ...attempt, status, ...(aborted ? { aborted } : {}) });
+  }
+
+  /** Refuses an upgrade with a problem+json response, as REST would (same status mapping), and logs it. */
+  function refuse(socket: Duplex, attempt: UpgradeAttempt, error: unknown) {
+    const aborted = !socket.writable;
+    const status = endSocketWithProblem(
+      socket,
+      isAppError(error) ? error : new AppError('unavailable', 'The service is unavailable; try again.'),
+      attempt.requestId,
+    );
+    logAttempt(attempt, status, aborted);
+  }
+
+  // The 101 carries the request id, as every REST response does.
+  let upgrading: UpgradeAttempt | null = null;
+  wss.on('headers', (headers: string[]) => {
+    if (upgrading) headers.push(`X-Request-Id: ${upgrading.requestId}`);
+  });
+  // A handshake `ws` itself finds invalid (method, version, key) is refused like the rest.
+  wss.on('wsClientError', (err: Error, socket: Duplex) => {
+    const attempt = upgrading;
+    if (!attempt) return socket.destroy();
+    if (attempt.method !== 'GET') {
+      const status = endSocketWithProblem(
+        socket,
+        { status: 405, title: 'Method not allowed', slug: 'method-not-allowed', detail: 'Open a WebSocket with GET.' },
+        attempt.requestId,
+      );
+      return logAttempt(attempt, status);
+    }
+    refuse(socket, attempt, badRequest(`Not a valid WebSocket handshake: ${err.message}.`));
+  });
 
   async function principalOf(req: IncomingMessage, url: URL): Promise<ApiPrincipal> {
     const token = url.searchParams.get('token');
@@ -148,13 +333,13 @@ export function createWsGateway(deps: {
   }
 
   function send(conn: Conn, msg: unknown) {
-    if (conn.closed) return;
-    if (Buffer.isBuffer(msg)) conn.ws.send(msg, { binary: false });
-    else conn.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
-    if (conn.ws.bufferedAmount > deps.maxBufferedBytes) {
+    if (conn.gone) return;
+    if (Buffer.isBuffer(msg)) conn.send(msg, { binary: false });
+    else conn.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+    if (conn.bufferedAmount > deps.maxBufferedBytes) {
       conn.backlog ??= createBacklogJudge(
         { maxBytes: deps.maxBufferedBytes, graceMs: deps.slowConsumerMs },
-        () => conn.ws.bufferedAmount,
+        () => conn.bufferedAmount,
         () => cutSlowConsumer(conn),
       );
       conn.backlog.check();
@@ -162,38 +347,43 @@ export function createWsGateway(deps: {
   }
 
   function cutSlowConsumer(conn: Conn) {
-    if (conn.closed) return;
-    logger.info({ conn: conn.id, buffered: conn.ws.bufferedAmount }, 'closing slow WebSocket consumer');
+    if (conn.gone) return;
+    logger.info({ conn: connectionId(conn), buffered: conn.bufferedAmount }, 'closing slow WebSocket consumer');
     slowConsumerCloses++;
     closeConn(conn, WS_CLOSE.slowConsumer, 'slow consumer: too much unsent data; reconnect and resume with after_seq');
   }
 
   function closeConn(conn: Conn, code: number, reason: string) {
-    if (conn.closed) return;
+    if (conn.gone) return;
     cleanup(conn);
-    conn.ws.close(code, reason);
+    conn.close(code, reason);
     // A peer that does not answer the close handshake is cut off.
-    setTimeout(() => conn.ws.terminate(), 2_000).unref();
+    setTimeout(() => conn.terminate(), 2_000).unref();
   }
 
   function cleanup(conn: Conn) {
-    if (conn.closed) return;
-    conn.closed = true;
+    if (conn.gone) return;
+    conn.gone = true;
     conn.backlog?.stop();
     conns.delete(conn);
-    conn.untrack();
-    for (const threadId of [...conn.subs.keys()]) dropSub(conn, threadId);
+    deps.tracker.delete(conn.principal, conn);
+    if (conn.subs) for (const threadId of [...conn.subs.keys()]) dropSub(conn, threadId);
+    releasePrincipal(conn.principal);
   }
 
-  function dropSub(conn: Conn, threadId: string) {
-    const sub = conn.subs.get(threadId);
-    if (!sub) return;
-    conn.subs.delete(threadId);
-    sub.handle?.close();
+  function unindex(conn: Conn, threadId: string) {
     const k = threadKey(conn.principal.projectId, threadId);
     const set = byThread.get(k);
     set?.delete(conn);
     if (set?.size === 0) byThread.delete(k);
+  }
+
+  function dropSub(conn: Conn, threadId: string) {
+    const sub = conn.subs?.get(threadId);
+    if (!conn.subs || !sub) return;
+    conn.subs.delete(threadId);
+    sub.handle?.close();
+    unindex(conn, threadId);
     if (conn.principal.userId && sub.handle)
       deps.ephemeral().leave(conn.principal.projectId, threadId, conn.principal.userId);
   }
@@ -217,8 +407,9 @@ export function createWsGateway(deps: {
 
   async function subscribe(conn: Conn, m: Extract<WsClientMessage, { type: 'subscribe' }>) {
     const { principal } = conn;
-    if (conn.subs.has(m.thread_id)) dropSub(conn, m.thread_id);
-    if (conn.subs.size >= MAX_SUBSCRIPTIONS) {
+    const subs = (conn.subs ??= new Map());
+    if (subs.has(m.thread_id)) dropSub(conn, m.thread_id);
+    if (subs.size >= MAX_SUBSCRIPTIONS) {
       return send(conn, {
         type: 'error',
         id: m.id,
@@ -227,16 +418,16 @@ export function createWsGateway(deps: {
         message: `At most ${MAX_SUBSCRIPTIONS} threads per socket.`,
       });
     }
-    const sub: Subscription = { handle: null };
-    conn.subs.set(m.thread_id, sub);
+    const sub = new WsSubscription(conn, m.thread_id);
+    subs.set(m.thread_id, sub);
     let thread;
     try {
       thread = await deps.threads.authorize(db, principal, m.thread_id, 'read');
     } catch (e) {
-      if (conn.subs.get(m.thread_id) === sub) conn.subs.delete(m.thread_id);
+      if (subs.get(m.thread_id) === sub) subs.delete(m.thread_id);
       return fail(conn, e, m.id, m.thread_id);
     }
-    if (conn.closed || conn.subs.get(m.thread_id) !== sub) return;
+    if (conn.gone || subs.get(m.thread_id) !== sub) return;
     const lastSeq = Number(thread.last_seq);
     const afterSeq = m.after_seq ?? lastSeq;
     const k = threadKey(principal.projectId, m.thread_id);
@@ -251,48 +442,10 @@ export function createWsGateway(deps: {
       last_seq: lastSeq,
       presence: deps.ephemeral().online(principal.projectId, m.thread_id),
     });
-    let purgedThrough: number | null = null;
-    sub.handle = hub.subscribe({
-      projectId: principal.projectId,
-      threadId: m.thread_id,
-      afterSeq,
-      threadLastSeq: lastSeq,
-      purgedThroughSeq: Number(thread.purged_through_seq ?? 0),
-      userId: principal.userId,
-      recheck: () =>
-        deps.threads.authorize(db, principal, m.thread_id, 'read').then(
-          () => true,
-          (e) => (isAppError(e) ? false : Promise.reject(e)),
-        ),
-      sink: {
-        send(events) {
-          for (const e of events) {
-            if (conn.closed) return;
-            send(conn, wsEventFrame(e));
-          }
-        },
-        ready(seq) {
-          const reset = purgedThrough === null ? {} : { recovered: false, purged_through_seq: purgedThrough };
-          send(conn, { type: 'ready', thread_id: m.thread_id, seq, ...reset });
-        },
-        reset(horizon) {
-          purgedThrough = horizon;
-          send(conn, { type: 'reset', thread_id: m.thread_id, recovered: false, purged_through_seq: horizon });
-        },
-        async drain() {
-          while (!conn.closed && conn.ws.bufferedAmount > deps.maxBufferedBytes / 2)
-            await new Promise((r) => setTimeout(r, 20));
-        },
-        closed(reason: CloseReason) {
-          if (conn.subs.get(m.thread_id) !== sub) return;
-          sub.handle = null;
-          conn.subs.delete(m.thread_id);
-          set.delete(conn);
-          if (principal.userId) deps.ephemeral().leave(principal.projectId, m.thread_id, principal.userId);
-          if (reason !== 'shutdown') send(conn, { type: 'unsubscribed', thread_id: m.thread_id, reason });
-        },
-      },
-    });
+    sub.afterSeq = afterSeq;
+    sub.threadLastSeq = lastSeq;
+    sub.purgedThroughSeq = Number(thread.purged_through_seq ?? 0);
+    sub.handle = hub.subscribe(sub);
     if (principal.userId) deps.ephemeral().join(principal.projectId, m.thread_id, principal.userId);
   }
 
@@ -393,7 +546,7 @@ export function createWsGateway(deps: {
             code: 'bad_request',
             message: 'Typing needs a user: connect with X-User-ID or a user token.',
           });
-        if (!conn.subs.get(m.thread_id)?.handle)
+        if (!conn.subs?.get(m.thread_id)?.handle)
           return send(conn, {
             type: 'error',
             ...ref,
@@ -403,13 +556,14 @@ export function createWsGateway(deps: {
           });
         // At most one "start" per interval (a "stop" does not reset it), and a "stop" only after
         // a "start": alternating start/stop goes out as one start and one stop per interval.
-        const state = conn.typing.get(m.thread_id) ?? { startedAt: 0, on: false };
+        const typing = (conn.typing ??= new Map());
+        const state = typing.get(m.thread_id) ?? { startedAt: 0, on: false };
         const now = Date.now();
         if (m.state === 'start' ? now - state.startedAt < TYPING_MIN_INTERVAL_MS : !state.on) return;
-        conn.typing.set(m.thread_id, m.state === 'start' ? { startedAt: now, on: true } : { ...state, on: false });
+        typing.set(m.thread_id, m.state === 'start' ? { startedAt: now, on: true } : { ...state, on: false });
         // Typing is a write to the thread: an end user who may only read it cannot send it. One
         // after another per socket, so a stop never overtakes its start.
-        const run = conn.typingQueue.then(async () => {
+        const run = (conn.typingQueue ?? Promise.resolve()).then(async () => {
           await deps.threads.authorize(db, conn.principal, m.thread_id, 'write');
           await deps.ephemeral().typing(conn.principal.projectId, m.thread_id, userId, m.state);
         });
@@ -431,71 +585,80 @@ export function createWsGateway(deps: {
     }
   }
 
-  function onConnection(ws: WebSocket, principal: ApiPrincipal, ip: string) {
-    const conn: Conn = {
-      id: randomUUID(),
-      ws,
-      principal,
-      subs: new Map(),
-      alive: true,
-      typing: new Map(),
-      typingQueue: Promise.resolve(),
-      closed: false,
-      untrack: () => undefined,
-      tokens: RATE_BURST,
-      refilledAt: Date.now(),
-      ip,
-      sendsInFlight: 0,
-    };
-    conns.add(conn);
-    conn.untrack = deps.track(principal, () => closeConn(conn, WS_CLOSE.policy, 'API key revoked'));
-    ws.on('pong', () => (conn.alive = true));
-    ws.on('close', () => cleanup(conn));
-    ws.on('error', () => cleanup(conn));
-    ws.on('message', (data: RawData, isBinary: boolean) => {
-      conn.alive = true;
-      let parsed: unknown;
-      try {
-        if (isBinary) throw new Error('binary');
-        parsed = JSON.parse(data.toString());
-      } catch {
-        parsed = undefined;
-      }
-      // A `send` is not counted here: it spends from the REST write limit instead, and at most
-      // MAX_SENDS_IN_FLIGHT await their ack. Every other frame (a bad one too) costs a token.
-      if ((parsed as { type?: unknown } | undefined)?.type !== 'send') {
-        const now = Date.now();
-        conn.tokens = Math.min(RATE_BURST, conn.tokens + ((now - conn.refilledAt) / 1000) * RATE_PER_SECOND);
-        conn.refilledAt = now;
-        if (conn.tokens < 1)
-          return send(conn, {
-            type: 'error',
-            code: 'rate_limited',
-            message: `Too many messages: at most ${RATE_PER_SECOND} per second per socket (bursts of ${RATE_BURST}); this one was dropped.`,
-          });
-        conn.tokens -= 1;
-      }
-      if (parsed === undefined)
+  // One listener function per event for every socket (the socket is `this`): no closures per socket.
+  function onPong(this: WebSocket) {
+    (this as Conn).alive = true;
+  }
+  function onGone(this: WebSocket) {
+    cleanup(this as Conn);
+  }
+  function onClose(this: WebSocket) {
+    cleanup(this as Conn);
+    if (--openSockets === 0) allClosed?.();
+  }
+  function onMessage(this: WebSocket, data: RawData, isBinary: boolean) {
+    const conn = this as Conn;
+    conn.alive = true;
+    let parsed: unknown;
+    try {
+      if (isBinary) throw new Error('binary');
+      parsed = JSON.parse(data.toString());
+    } catch {
+      parsed = undefined;
+    }
+    // A `send` is not counted here: it spends from the REST write limit instead, and at most
+    // MAX_SENDS_IN_FLIGHT await their ack. Every other frame (a bad one too) costs a token.
+    if ((parsed as { type?: unknown } | undefined)?.type !== 'send') {
+      const now = Date.now();
+      conn.tokens = Math.min(RATE_BURST, conn.tokens + ((now - conn.refilledAt) / 1000) * RATE_PER_SECOND);
+      conn.refilledAt = now;
+      if (conn.tokens < 1)
         return send(conn, {
           type: 'error',
-          code: 'bad_request',
-          message: 'Send one JSON object per text message (see docs/REALTIME.md).',
+          code: 'rate_limited',
+          message: `Too many messages: at most ${RATE_PER_SECOND} per second per socket (bursts of ${RATE_BURST}); this one was dropped.`,
         });
-      const r = wsClientMessageSchema.safeParse(parsed);
-      if (!r.success) {
-        const ref =
-          typeof parsed === 'object' && parsed !== null && typeof (parsed as { id?: unknown }).id === 'string'
-            ? { id: (parsed as { id: string }).id }
-            : {};
-        const detail = r.error.issues.map((i) => `${i.path.join('.') || 'message'}: ${i.message}`).join('; ');
-        return send(conn, { type: 'error', ...ref, code: 'bad_request', message: `Invalid message: ${detail}` });
-      }
-      const m = r.data;
-      handle(conn, m).catch((e) =>
-        fail(conn, e, m.id, 'thread_id' in m && typeof m.thread_id === 'string' ? m.thread_id : undefined),
-      );
+      conn.tokens -= 1;
+    }
+    if (parsed === undefined)
+      return send(conn, {
+        type: 'error',
+        code: 'bad_request',
+        message: 'Send one JSON object per text message (see docs/REALTIME.md).',
+      });
+    const r = wsClientMessageSchema.safeParse(parsed);
+    if (!r.success) {
+      const ref =
+        typeof parsed === 'object' && parsed !== null && typeof (parsed as { id?: unknown }).id === 'string'
+          ? { id: (parsed as { id: string }).id }
+          : {};
+      const detail = r.error.issues.map((i) => `${i.path.join('.') || 'message'}: ${i.message}`).join('; ');
+      return send(conn, { type: 'error', ...ref, code: 'bad_request', message: `Invalid message: ${detail}` });
+    }
+    const m = r.data;
+    handle(conn, m).catch((e) =>
+      fail(conn, e, m.id, 'thread_id' in m && typeof m.thread_id === 'string' ? m.thread_id : undefined),
+    );
+  }
+
+  function onConnection(conn: Conn, principal: ApiPrincipal, ip: string) {
+    conn.serial = ++serials;
+    conn.principal = sharedPrincipal(principal);
+    conn.ip = ip;
+    conn.gateway = hooks;
+    openSockets++;
+    conns.add(conn);
+    deps.tracker.add(conn.principal, conn);
+    conn.on('pong', onPong);
+    conn.on('close', onClose);
+    conn.on('error', onGone);
+    conn.on('message', onMessage);
+    send(conn, {
+      type: 'welcome',
+      connection_id: connectionId(conn),
+      user_id: conn.principal.userId,
+      heartbeat_ms: deps.heartbeatMs,
     });
-    send(conn, { type: 'welcome', connection_id: conn.id, user_id: principal.userId, heartbeat_ms: deps.heartbeatMs });
   }
 
   /** Delivers typing, presence and read marks to the local sockets subscribed to the thread. */
@@ -509,7 +672,7 @@ export function createWsGateway(deps: {
     for (const conn of set) {
       // Your own typing is not echoed back to you.
       if (m.kind === 'typing' && conn.principal.userId === m.userId) continue;
-      if (conn.subs.get(m.threadId)?.handle) send(conn, frame);
+      if (conn.subs?.get(m.threadId)?.handle) send(conn, frame);
     }
   }
 
@@ -519,22 +682,50 @@ export function createWsGateway(deps: {
     /** Serves WebSocket upgrades on /v1/ws of this HTTP server. */
     attach(server: Server) {
       server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+        const startedAt = process.hrtime.bigint();
         const url = new URL(req.url ?? '/', 'http://localhost');
         if (url.pathname !== WS_PATH) {
           // Leave other paths to other upgrade handlers, if there are any.
-          if (server.listenerCount('upgrade') === 1)
-            refuse(socket, new AppError('not_found', `No WebSocket endpoint at ${url.pathname}; use ${WS_PATH}.`));
+          if (server.listenerCount('upgrade') === 1) {
+            const attempt = newAttempt(req, 'unmatched', startedAt);
+            refuse(
+              socket,
+              attempt,
+              new AppError('not_found', `No WebSocket endpoint at ${url.pathname}; use ${WS_PATH}.`),
+            );
+          }
           return;
         }
-        socket.on('error', () => socket.destroy());
-        if (closing) return refuse(socket, new AppError('unavailable', 'The server is restarting; reconnect shortly.'));
-        authenticate(req, url).then(
+        const attempt = newAttempt(req, WS_PATH, startedAt);
+        socket.on('error', destroyOnError);
+        if (closing)
+          return refuse(socket, attempt, new AppError('unavailable', 'The server is restarting; reconnect shortly.'));
+        authenticate(req, url, attempt).then(
           (principal) => {
             if (closing)
-              return refuse(socket, new AppError('unavailable', 'The server is restarting; reconnect shortly.'));
-            wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, principal, deps.clientIp(req)));
+              return refuse(
+                socket,
+                attempt,
+                new AppError('unavailable', 'The server is restarting; reconnect shortly.'),
+              );
+            if (!socket.readable || !socket.writable) {
+              // The client went away while it was being authenticated.
+              socket.destroy();
+              return logAttempt(attempt, 101, true);
+            }
+            upgrading = attempt;
+            try {
+              wss.handleUpgrade(req, socket, head, (ws) => {
+                // `ws` handles the socket's errors from here on.
+                socket.removeListener('error', destroyOnError);
+                logAttempt(attempt, 101);
+                onConnection(ws, principal, deps.clientIp(req));
+              });
+            } finally {
+              upgrading = null;
+            }
           },
-          (e) => refuse(socket, e),
+          (e) => refuse(socket, attempt, e),
         );
       });
       if (!heartbeat) {
@@ -542,11 +733,11 @@ export function createWsGateway(deps: {
           for (const conn of conns) {
             if (!conn.alive) {
               cleanup(conn);
-              conn.ws.terminate();
+              conn.terminate();
               continue;
             }
             conn.alive = false;
-            conn.ws.ping();
+            conn.ping();
           }
         }, deps.heartbeatMs);
         heartbeat.unref();
@@ -557,9 +748,12 @@ export function createWsGateway(deps: {
     async close() {
       closing = true;
       if (heartbeat) clearInterval(heartbeat);
+      // Resolves once every socket has closed (as `ws`'s own client tracking would wait).
+      const closed = openSockets === 0 ? Promise.resolve() : new Promise<void>((r) => (allClosed = r));
       for (const conn of [...conns])
         closeConn(conn, WS_CLOSE.serviceRestart, 'service restart: reconnect and resume with after_seq');
       await new Promise<void>((resolve) => wss.close(() => resolve()));
+      await closed;
     },
 
     stats: () => ({ sockets: conns.size, slow_consumer_closes: slowConsumerCloses }),

@@ -75,13 +75,21 @@ export function freePort(): Promise<number> {
 export interface Server {
   url: string;
   child: ChildProcess;
+  /** The child's inspector port, when started with `inspect: true` (see `inspector`). */
+  inspectorPort?: number;
   stop(): Promise<void>;
 }
 
 /** src/server.ts as a child process (one node process, so /proc figures are the server's own). */
-export async function startServer(databaseUrl: string, env: Record<string, string> = {}): Promise<Server> {
+export async function startServer(
+  databaseUrl: string,
+  env: Record<string, string> = {},
+  options: { inspect?: boolean } = {},
+): Promise<Server> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/server.ts')], {
+  const inspectorPort = options.inspect ? await freePort() : undefined;
+  const inspect = inspectorPort ? [`--inspect=127.0.0.1:${inspectorPort}`, '--inspect-publish-uid=http'] : [];
+  const child = spawn(process.execPath, [...inspect, '--import', 'tsx', path.join(root, 'src/server.ts')], {
     cwd: root,
     env: {
       ...process.env,
@@ -113,6 +121,7 @@ export async function startServer(databaseUrl: string, env: Record<string, strin
   return {
     url,
     child,
+    inspectorPort,
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
@@ -173,4 +182,58 @@ export function subscribedSocket(
 export function percentile(sorted: number[], p: number) {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+/**
+ * A DevTools-protocol session to a server started with `inspect: true` (bench-only: the inspector
+ * listens on loopback in the benchmark's child process; nothing is added to the server itself).
+ */
+export async function inspector(server: Server) {
+  if (!server.inspectorPort) throw new Error('start the server with { inspect: true }');
+  const [target] = (await (await fetch(`http://127.0.0.1:${server.inspectorPort}/json/list`)).json()) as {
+    webSocketDebuggerUrl: string;
+  }[];
+  const ws = new WebSocket(target.webSocketDebuggerUrl, { perMessageDeflate: false, maxPayload: 0 });
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  let ids = 0;
+  const pending = new Map<number, (r: { result?: unknown; error?: unknown }) => void>();
+  const events = new Map<string, (params: Record<string, unknown>) => void>();
+  ws.on('message', (raw) => {
+    const m = JSON.parse(raw.toString()) as { id?: number; method?: string; params?: Record<string, unknown> };
+    if (m.id !== undefined) pending.get(m.id)?.(m as { result?: unknown; error?: unknown });
+    else if (m.method) events.get(m.method)?.(m.params ?? {});
+  });
+  const call = (method: string, params: object = {}) =>
+    new Promise<unknown>((resolve, reject) => {
+      const id = ++ids;
+      pending.set(id, (r) => {
+        pending.delete(id);
+        if (r.error) reject(new Error(`${method}: ${JSON.stringify(r.error)}`));
+        else resolve(r.result);
+      });
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  return {
+    /** Forces full collections (twice: finalizers of the first may free more). */
+    async gc() {
+      await call('HeapProfiler.collectGarbage');
+      await call('HeapProfiler.collectGarbage');
+    },
+    /** process.memoryUsage() of the server. */
+    async memoryUsage() {
+      const r = (await call('Runtime.evaluate', { expression: 'process.memoryUsage()', returnByValue: true })) as {
+        result: { value: NodeJS.MemoryUsage };
+      };
+      return r.result.value;
+    },
+    /** A heap snapshot (.heapsnapshot JSON text). */
+    async heapSnapshot() {
+      const chunks: string[] = [];
+      events.set('HeapProfiler.addHeapSnapshotChunk', (p) => chunks.push(p.chunk as string));
+      await call('HeapProfiler.takeHeapSnapshot', { reportProgress: false });
+      events.delete('HeapProfiler.addHeapSnapshotChunk');
+      return chunks.join('');
+    },
+    close: () => ws.close(),
+  };
 }

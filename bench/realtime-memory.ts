@@ -4,17 +4,23 @@
  *   npx tsx bench/realtime-memory.ts [--connections 5000] [--threads 100]
  *   (`npm run bench:realtime` runs the latency and the memory benchmark with their defaults)
  *
- * One server (src/server.ts child process). Measures its resident set size (VmRSS, /proc) when
- * warmed up and idle, then opens `connections` WebSockets (authenticated with headers), each
- * subscribed to one of `threads` threads and then left idle, and measures again once the
- * figure settles. Reports the difference per connection. DATABASE_URL names a PostgreSQL
- * server; without it an embedded one is started. Loopback only.
+ * One server (src/server.ts child process, with the inspector on loopback so the benchmark can
+ * force a full garbage collection and read process.memoryUsage(); nothing is added to the server
+ * itself). When warmed up and idle it measures the resident set size (VmRSS, /proc, median of five
+ * samples a second apart) as it settles by itself, then forces a full GC and measures RSS and the
+ * V8 heap used; then it opens `connections` WebSockets (authenticated with headers), each
+ * subscribed to one of `threads` threads and then left idle, and measures all three again the
+ * same way. Reports the differences per connection: RSS as it settles (what the machine pays,
+ * garbage not yet collected and heap slack included: the headline figure, measured as before
+ * the GC rows were added), RSS after a full GC, and heap used after a full GC (the JavaScript
+ * objects alone, far less noisy: the figure to compare trims by). DATABASE_URL names a
+ * PostgreSQL server; without it an embedded one is started. Loopback only.
  */
 import { availableParallelism, loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type WebSocket from 'ws';
-import { request, rssBytes, scratchDatabase, startServer, subscribedSocket } from './realtime-common';
+import { inspector, request, rssBytes, scratchDatabase, startServer, subscribedSocket } from './realtime-common';
 
 const { values: args } = parseArgs({
   options: {
@@ -25,8 +31,8 @@ const { values: args } = parseArgs({
 const connections = Number(args.connections);
 const threads = Number(args.threads);
 
-/** Median of a few RSS samples, a second apart. */
-async function settledRss(pid: number) {
+/** The median of five RSS samples, a second apart. */
+async function medianRss(pid: number) {
   const xs: number[] = [];
   for (let i = 0; i < 5; i++) {
     await sleep(1_000);
@@ -35,10 +41,20 @@ async function settledRss(pid: number) {
   return xs.sort((a, b) => a - b)[2];
 }
 
+/** RSS as it settles by itself, then RSS and heap used after a full GC. */
+async function settled(pid: number, server: Awaited<ReturnType<typeof inspector>>) {
+  const rss = await medianRss(pid);
+  await server.gc();
+  const rssGc = await medianRss(pid);
+  await server.gc();
+  const { heapUsed } = await server.memoryUsage();
+  return { rss, rssGc, heapUsed };
+}
+
 async function main() {
   const database = await scratchDatabase('rt_memory');
   // Heartbeats every 25 s (the default) would not fire during the run anyway.
-  const server = await startServer(database.url);
+  const server = await startServer(database.url, {}, { inspect: true });
   const sockets: WebSocket[] = [];
   try {
     const key = database.secretKey;
@@ -50,7 +66,8 @@ async function main() {
     await sleep(500);
     for (const ws of warm) ws.close();
     const pid = server.child.pid!;
-    const before = await settledRss(pid);
+    const v8 = await inspector(server);
+    const before = await settled(pid, v8);
 
     const t0 = Date.now();
     for (let i = 0; i < connections; i += 250) {
@@ -60,9 +77,10 @@ async function main() {
       sockets.push(...(await Promise.all(batch)));
     }
     const openSeconds = (Date.now() - t0) / 1000;
-    const after = await settledRss(pid);
-    const perConn = (after - before) / connections;
+    const after = await settled(pid, v8);
+    v8.close();
     const mib = (b: number) => (b / 1024 / 1024).toFixed(1);
+    const kib = (b: number) => (b / connections / 1024).toFixed(2);
     process.stdout.write(
       [
         '',
@@ -73,9 +91,18 @@ async function main() {
           )}, node ${process.version}, ${database.embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}`,
         `${sockets.length} WebSockets, each subscribed to one of ${threads} threads, opened in ${openSeconds.toFixed(1)} s, then idle`,
         '',
-        '| server RSS idle | server RSS with connections | difference | per connection |',
-        '| ---: | ---: | ---: | ---: |',
-        `| ${mib(before)} MiB | ${mib(after)} MiB | ${mib(after - before)} MiB | ${(perConn / 1024).toFixed(1)} KiB |`,
+        '| server | idle | with connections | difference | per connection |',
+        '| --- | ---: | ---: | ---: | ---: |',
+        ...(
+          [
+            ['RSS', 'rss'],
+            ['RSS after a full GC', 'rssGc'],
+            ['V8 heap used after a full GC', 'heapUsed'],
+          ] as const
+        ).map(
+          ([label, k]) =>
+            `| ${label} | ${mib(before[k])} MiB | ${mib(after[k])} MiB | ${mib(after[k] - before[k])} MiB | ${kib(after[k] - before[k])} KiB |`,
+        ),
         '',
       ].join('\n'),
     );

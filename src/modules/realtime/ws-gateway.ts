@@ -54,7 +54,11 @@ class Conn extends WebSocket {
   principal!: ApiPrincipal;
   /** The client address at the upgrade (rate limits of anonymous buckets, logs). */
   ip = '';
-  subs: Map<string, WsSubscription> | null = null;
+  /**
+   * The socket's subscriptions by thread: most sockets hold one, kept as it is; a Map only from
+   * the second on. Read and changed through the methods below.
+   */
+  subs: WsSubscription | Map<string, WsSubscription> | null = null;
   alive = true;
   gone = false;
   /** Per thread: when the last typing start went out, and whether a stop is owed. */
@@ -67,6 +71,36 @@ class Conn extends WebSocket {
   /** Made when the socket's backlog first goes over the limit. */
   backlog: BacklogJudge | null = null;
   gateway!: GatewayHooks;
+  sub(threadId: string): WsSubscription | undefined {
+    const { subs } = this;
+    if (subs instanceof WsSubscription) return subs.threadId === threadId ? subs : undefined;
+    return subs?.get(threadId);
+  }
+  subCount() {
+    const { subs } = this;
+    return subs instanceof WsSubscription ? 1 : (subs?.size ?? 0);
+  }
+  subThreadIds(): string[] {
+    const { subs } = this;
+    return subs instanceof WsSubscription ? [subs.threadId] : subs ? [...subs.keys()] : [];
+  }
+  /** Adds (or replaces) the subscription of its thread. */
+  addSub(sub: WsSubscription) {
+    const { subs } = this;
+    if (!subs || (subs instanceof WsSubscription && subs.threadId === sub.threadId)) this.subs = sub;
+    else if (subs instanceof WsSubscription)
+      this.subs = new Map([
+        [subs.threadId, subs],
+        [sub.threadId, sub],
+      ]);
+    else subs.set(sub.threadId, sub);
+  }
+  deleteSub(threadId: string) {
+    const { subs } = this;
+    if (subs instanceof WsSubscription) {
+      if (subs.threadId === threadId) this.subs = null;
+    } else subs?.delete(threadId);
+  }
   /** A revocation of the socket's key closes it (ConnectionTracker). */
   revoke() {
     this.gateway.revoked(this);
@@ -246,9 +280,9 @@ export function createWsGateway(deps: {
     send: (conn, msg) => send(conn, msg),
     unsubscribed(sub, reason) {
       const { conn, threadId } = sub;
-      if (conn.subs?.get(threadId) !== sub) return;
+      if (conn.sub(threadId) !== sub) return;
       sub.handle = null;
-      conn.subs.delete(threadId);
+      conn.deleteSub(threadId);
       unindex(conn, threadId);
       const { principal } = conn;
       if (principal.userId) deps.ephemeral().leave(principal.projectId, threadId, principal.userId);
@@ -367,7 +401,7 @@ export function createWsGateway(deps: {
     conn.backlog?.stop();
     conns.delete(conn);
     deps.tracker.delete(conn.principal, conn);
-    if (conn.subs) for (const threadId of [...conn.subs.keys()]) dropSub(conn, threadId);
+    for (const threadId of conn.subThreadIds()) dropSub(conn, threadId);
     releasePrincipal(conn.principal);
   }
 
@@ -379,9 +413,9 @@ export function createWsGateway(deps: {
   }
 
   function dropSub(conn: Conn, threadId: string) {
-    const sub = conn.subs?.get(threadId);
-    if (!conn.subs || !sub) return;
-    conn.subs.delete(threadId);
+    const sub = conn.sub(threadId);
+    if (!sub) return;
+    conn.deleteSub(threadId);
     sub.handle?.close();
     unindex(conn, threadId);
     if (conn.principal.userId && sub.handle)
@@ -407,9 +441,8 @@ export function createWsGateway(deps: {
 
   async function subscribe(conn: Conn, m: Extract<WsClientMessage, { type: 'subscribe' }>) {
     const { principal } = conn;
-    const subs = (conn.subs ??= new Map());
-    if (subs.has(m.thread_id)) dropSub(conn, m.thread_id);
-    if (subs.size >= MAX_SUBSCRIPTIONS) {
+    if (conn.sub(m.thread_id)) dropSub(conn, m.thread_id);
+    if (conn.subCount() >= MAX_SUBSCRIPTIONS) {
       return send(conn, {
         type: 'error',
         id: m.id,
@@ -419,15 +452,15 @@ export function createWsGateway(deps: {
       });
     }
     const sub = new WsSubscription(conn, m.thread_id);
-    subs.set(m.thread_id, sub);
+    conn.addSub(sub);
     let thread;
     try {
       thread = await deps.threads.authorize(db, principal, m.thread_id, 'read');
     } catch (e) {
-      if (subs.get(m.thread_id) === sub) subs.delete(m.thread_id);
+      if (conn.sub(m.thread_id) === sub) conn.deleteSub(m.thread_id);
       return fail(conn, e, m.id, m.thread_id);
     }
-    if (conn.gone || subs.get(m.thread_id) !== sub) return;
+    if (conn.gone || conn.sub(m.thread_id) !== sub) return;
     const lastSeq = Number(thread.last_seq);
     const afterSeq = m.after_seq ?? lastSeq;
     const k = threadKey(principal.projectId, m.thread_id);
@@ -546,7 +579,7 @@ export function createWsGateway(deps: {
             code: 'bad_request',
             message: 'Typing needs a user: connect with X-User-ID or a user token.',
           });
-        if (!conn.subs?.get(m.thread_id)?.handle)
+        if (!conn.sub(m.thread_id)?.handle)
           return send(conn, {
             type: 'error',
             ...ref,
@@ -672,7 +705,7 @@ export function createWsGateway(deps: {
     for (const conn of set) {
       // Your own typing is not echoed back to you.
       if (m.kind === 'typing' && conn.principal.userId === m.userId) continue;
-      if (conn.subs?.get(m.threadId)?.handle) send(conn, frame);
+      if (conn.sub(m.threadId)?.handle) send(conn, frame);
     }
   }
 

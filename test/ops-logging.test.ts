@@ -1,64 +1,15 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { createApp } from '../src/app';
-import { loadConfig } from '../src/config';
-import { createDb } from '../src/lib/db';
 import { createLogger } from '../src/lib/logger';
 import { createMetrics } from '../src/lib/metrics';
 import { attachQueryTelemetry } from '../src/lib/query-telemetry';
 import type { ProjectCredentials } from '../src/modules/projects/projects-service';
 import { api } from './helpers/app';
-import { createTestDatabase } from './helpers/db';
-
-type Line = Record<string, unknown> & { msg?: string };
-
-/** An app instance whose JSON log lines are captured instead of printed. */
-async function startLoggedInstance(env: Record<string, string>) {
-  const database = await createTestDatabase();
-  const raw: string[] = [];
-  const config = loadConfig({}, { NODE_ENV: 'test', DATABASE_URL: database.url, DB_POOL_MAX: '5', ...env });
-  const db = createDb(database.url, config.DB_POOL_MAX);
-  const logger = createLogger(config.LOG_LEVEL, 'progressdb', { write: (s: string) => void raw.push(s) });
-  const app = createApp({ config, db, logger, databaseUrl: database.url });
-  await app.start();
-  const server = app.app.listen(0, '127.0.0.1');
-  app.attach(server);
-  await new Promise<void>((r) => server.once('listening', () => r()));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
-    url,
-    app,
-    db,
-    raw,
-    lines: () =>
-      raw
-        .join('')
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Line),
-    async stop() {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-      await app.close();
-      await db.destroy();
-      await database.drop();
-    },
-  };
-}
-
-async function waitFor<T>(find: () => T | undefined, what: string): Promise<T> {
-  for (let i = 0; i < 100; i++) {
-    const v = find();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+import { startLoggedInstance, waitFor, type LogLine, type LoggedInstance } from './helpers/logged-instance';
 
 describe('structured logs', () => {
-  let s: Awaited<ReturnType<typeof startLoggedInstance>>;
+  let s: LoggedInstance;
   let creds: ProjectCredentials;
   before(async () => {
     // Every statement counts as slow and every slow one is logged: the harshest setting for leaks.
@@ -174,7 +125,7 @@ describe('structured logs', () => {
 });
 
 describe('slow-query telemetry', () => {
-  let s: Awaited<ReturnType<typeof startLoggedInstance>>;
+  let s: LoggedInstance;
   before(async () => {
     // Background workers (webhook claims, the retention leader) share this pool: their statements would count as slow here too.
     s = await startLoggedInstance({
@@ -194,7 +145,7 @@ describe('slow-query telemetry', () => {
         .join('')
         .split('\n')
         .filter(Boolean)
-        .map((l) => JSON.parse(l) as Line);
+        .map((l) => JSON.parse(l) as LogLine);
     return { logger, lines };
   };
 

@@ -1,61 +1,10 @@
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { createApp } from '../src/app';
-import { loadConfig } from '../src/config';
-import { createDb } from '../src/lib/db';
-import { createLogger } from '../src/lib/logger';
 import type { ProjectCredentials } from '../src/modules/projects/projects-service';
 import { api } from './helpers/app';
-import { createTestDatabase } from './helpers/db';
-
-type Line = Record<string, unknown> & { msg?: string };
-
-/** An app instance whose JSON log lines are captured instead of printed. */
-async function startLoggedInstance(env: Record<string, string>) {
-  const database = await createTestDatabase();
-  const raw: string[] = [];
-  const config = loadConfig({}, { NODE_ENV: 'test', DATABASE_URL: database.url, DB_POOL_MAX: '5', ...env });
-  const db = createDb(database.url, config.DB_POOL_MAX);
-  const logger = createLogger(config.LOG_LEVEL, 'progressdb', { write: (s: string) => void raw.push(s) });
-  const app = createApp({ config, db, logger, databaseUrl: database.url });
-  await app.start();
-  const server = app.app.listen(0, '127.0.0.1');
-  app.attach(server);
-  await new Promise<void>((r) => server.once('listening', () => r()));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
-    url,
-    app,
-    raw,
-    lines: () =>
-      raw
-        .join('')
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Line),
-    async stop() {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-      await app.close();
-      await db.destroy();
-      await database.drop();
-    },
-  };
-}
-
-/** The value of one sample line (`name{labels} value`) of a Prometheus text exposition. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}
+import { startLoggedInstance, waitFor, type LoggedInstance } from './helpers/logged-instance';
+import { sample } from './helpers/metrics';
 
 /** Opens a WebSocket; resolves with the handshake's status and X-Request-Id (and the socket when it opened). */
 function upgrade(
@@ -83,17 +32,8 @@ function upgrade(
   });
 }
 
-async function waitFor<T>(find: () => T | undefined, what: string): Promise<T> {
-  for (let i = 0; i < 150; i++) {
-    const v = find();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 describe('WebSocket upgrades in the request log and the HTTP metrics', () => {
-  let s: Awaited<ReturnType<typeof startLoggedInstance>>;
+  let s: LoggedInstance;
   let creds: ProjectCredentials;
   let capped: ProjectCredentials;
   let wsUrl: string;

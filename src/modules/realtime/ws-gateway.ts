@@ -43,6 +43,13 @@ export const MAX_SENDS_IN_FLIGHT = 64;
 type Typing = Map<string, { startedAt: number; on: boolean }>;
 
 /**
+ * `ws` gives every socket its own empty `_extensions` object, filled only when permessage-deflate
+ * is negotiated, which the gateway never offers: the sockets (and their Receiver and Sender, which
+ * take it in setSocket) share one frozen empty object instead.
+ */
+const NO_EXTENSIONS = Object.freeze({});
+
+/**
  * One socket: the `ws` WebSocket itself (WebSocketServer's `WebSocket` option), carrying the
  * gateway's state in its own fields, so an idle connection costs one object beside what `ws` and
  * the TCP socket need. Everything optional (subscriptions, typing state) is made on first use;
@@ -50,6 +57,8 @@ type Typing = Map<string, { startedAt: number; on: boolean }>;
  * for all sockets, and the connection id is derived from a serial number when it is needed.
  */
 class Conn extends WebSocket {
+  /** Replaces the one `ws`'s constructor made (see NO_EXTENSIONS). */
+  _extensions = NO_EXTENSIONS;
   serial = 0;
   principal!: ApiPrincipal;
   /** The client address at the upgrade (rate limits of anonymous buckets, logs). */

@@ -53,8 +53,8 @@ const NO_EXTENSIONS = Object.freeze({});
  * One socket: the `ws` WebSocket itself (WebSocketServer's `WebSocket` option), carrying the
  * gateway's state in its own fields, so an idle connection costs one object beside what `ws` and
  * the TCP socket need. Everything optional (subscriptions, typing state) is made on first use;
- * the event listeners are shared functions (the socket is `this`), the heartbeat is one timer
- * for all sockets, and the connection id is derived from a serial number when it is needed.
+ * events reach the gateway through `emit` (no listeners), the heartbeat is one timer for all
+ * sockets, and the connection id is derived from a serial number when it is needed.
  */
 class Conn extends WebSocket {
   /** Replaces the one `ws`'s constructor made (see NO_EXTENSIONS). */
@@ -110,6 +110,30 @@ class Conn extends WebSocket {
       if (subs.threadId === threadId) this.subs = null;
     } else subs?.delete(threadId);
   }
+  /**
+   * `ws` reports the socket's events through emit: once the gateway owns the socket they go
+   * straight to it, without a listener table per socket (four listeners turned the socket's
+   * `_events` into a dictionary of some 280 bytes).
+   */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    const { gateway } = this;
+    if (gateway)
+      switch (event) {
+        case 'message':
+          gateway.message(this, args[0] as RawData, args[1] as boolean);
+          return true;
+        case 'pong':
+          this.alive = true;
+          return true;
+        case 'close':
+          gateway.closed(this);
+          return true;
+        case 'error':
+          gateway.errored(this);
+          return true;
+      }
+    return super.emit(event, ...args);
+  }
   /** A revocation of the socket's key closes it (ConnectionTracker). */
   revoke() {
     this.gateway.revoked(this);
@@ -117,6 +141,9 @@ class Conn extends WebSocket {
 }
 
 interface GatewayHooks {
+  message(conn: Conn, data: RawData, isBinary: boolean): void;
+  closed(conn: Conn): void;
+  errored(conn: Conn): void;
   revoked(conn: Conn): void;
   recheck(sub: WsSubscription): Promise<boolean>;
   send(conn: Conn, msg: unknown): void;
@@ -280,6 +307,9 @@ export function createWsGateway(deps: {
   }
 
   const hooks: GatewayHooks = {
+    message: onMessage,
+    closed: onClose,
+    errored: cleanup,
     revoked: (conn) => closeConn(conn, WS_CLOSE.policy, 'API key revoked'),
     recheck: (sub) =>
       deps.threads.authorize(db, sub.conn.principal, sub.threadId, 'read').then(
@@ -627,19 +657,12 @@ export function createWsGateway(deps: {
     }
   }
 
-  // One listener function per event for every socket (the socket is `this`): no closures per socket.
-  function onPong(this: WebSocket) {
-    (this as Conn).alive = true;
-  }
-  function onGone(this: WebSocket) {
-    cleanup(this as Conn);
-  }
-  function onClose(this: WebSocket) {
-    cleanup(this as Conn);
+  // Called by Conn.emit for every socket: no listeners, no closures per socket.
+  function onClose(conn: Conn) {
+    cleanup(conn);
     if (--openSockets === 0) allClosed?.();
   }
-  function onMessage(this: WebSocket, data: RawData, isBinary: boolean) {
-    const conn = this as Conn;
+  function onMessage(conn: Conn, data: RawData, isBinary: boolean) {
     conn.alive = true;
     let parsed: unknown;
     try {
@@ -691,10 +714,6 @@ export function createWsGateway(deps: {
     openSockets++;
     conns.add(conn);
     deps.tracker.add(conn.principal, conn);
-    conn.on('pong', onPong);
-    conn.on('close', onClose);
-    conn.on('error', onGone);
-    conn.on('message', onMessage);
     send(conn, {
       type: 'welcome',
       connection_id: connectionId(conn),

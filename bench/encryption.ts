@@ -12,21 +12,12 @@
  * threads (each page opens 50 ciphertexts). DATABASE_URL names a PostgreSQL server (a scratch
  * database is created and dropped); without it an embedded PostgreSQL is started.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
-import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { createDb } from '../src/lib/db';
-import { startEmbeddedPostgres } from '../src/lib/embedded-postgres';
-import { migrateLatest } from '../src/lib/migrate';
-import { withDatabase, adminQuery as admin } from '../src/lib/pg-admin';
-import { createKeysStore } from '../src/modules/keys/keys-store';
-import { createProjectsService } from '../src/modules/projects/projects-service';
-import { createProjectsStore } from '../src/modules/projects/projects-store';
+import { scratchDatabase, startServer, type Server } from './common';
 
 const { values: args } = parseArgs({
   options: {
@@ -42,7 +33,6 @@ const warmup = Number(args.warmup);
 const rounds = Number(args.rounds);
 const connections = Number(args.connections);
 const threadCount = Number(args.threads);
-const root = path.resolve(__dirname, '..');
 const load = () =>
   loadavg()
     .map((l) => l.toFixed(2))
@@ -54,36 +44,6 @@ interface Sample {
   p50: number;
   p99: number;
   bad: number;
-}
-
-async function startServer(databaseUrl: string, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/server.ts')], {
-    cwd: root,
-    env: {
-      ...process.env,
-      NODE_ENV: 'production',
-      DATABASE_URL: databaseUrl,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-      SEED_DEV_PROJECT: 'false',
-      RATE_LIMIT_ENABLED: 'false',
-      KMS_MODE: 'embedded',
-      KMS_MASTER_KEY: randomBytes(32).toString('base64'),
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return child;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error('server did not become ready in 30 s');
-    await sleep(200);
-  }
 }
 
 function run(url: string, key: string, seconds: number, conns: number, kind: 'append' | 'read', prefix: string) {
@@ -127,33 +87,19 @@ function run(url: string, key: string, seconds: number, conns: number, kind: 'ap
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 async function main() {
-  const port = 21000 + Math.floor(Math.random() * 2000);
-  const dataDir = path.join(root, '.bench-data', `encryption-${process.pid}`);
-  const embedded = process.env.DATABASE_URL
-    ? null
-    : await startEmbeddedPostgres(dataDir, 30000 + Math.floor(Math.random() * 20000));
-  const adminUrl = process.env.DATABASE_URL ?? embedded!.url;
-  const dbName = `pdb_bench_enc_${randomBytes(4).toString('hex')}`;
-  await admin(adminUrl, `create database ${dbName}`);
-  const databaseUrl = withDatabase(adminUrl, dbName);
-  let server: ChildProcess | null = null;
+  const database = await scratchDatabase('enc', [
+    { name: 'plain' },
+    { name: 'enc', settings: { encrypted_fields: ['body.text'] } },
+  ]);
+  const databaseUrl = database.url;
+  let server: Server | null = null;
   try {
-    const db = createDb(databaseUrl, 2);
-    await migrateLatest(db);
-    const projects = createProjectsService({
-      db,
-      projectsStore: createProjectsStore(),
-      keysStore: createKeysStore(),
-      signingSecretGraceSeconds: 0,
+    const keys: Record<Mode, string> = { plain: database.secretKeys[0], encrypted: database.secretKeys[1] };
+    server = await startServer(databaseUrl, {
+      KMS_MODE: 'embedded',
+      KMS_MASTER_KEY: randomBytes(32).toString('base64'),
     });
-    const keys: Record<Mode, string> = {
-      plain: (await projects.createProject({ name: 'plain' })).keys.secret,
-      encrypted: (await projects.createProject({ name: 'enc', settings: { encrypted_fields: ['body.text'] } })).keys
-        .secret,
-    };
-    await db.destroy();
-    server = await startServer(databaseUrl, port);
-    const base = `http://127.0.0.1:${port}`;
+    const base = server.url;
 
     // Threads to read: 60 messages each (the newest 50 are one page).
     for (const mode of ['plain', 'encrypted'] as Mode[])
@@ -179,7 +125,7 @@ async function main() {
     if (!String(rows[0]?.text).startsWith('pdbenc:v1:')) throw new Error('the encrypted project stored plaintext');
 
     process.stdout.write(
-      `encryption overhead: nproc=${availableParallelism()}, load average ${load()}, node ${process.version}, ${embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}\n` +
+      `encryption overhead: nproc=${availableParallelism()}, load average ${load()}, node ${process.version}, ${database.embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}\n` +
         `one server, both projects loaded at once (closed loop, ${connections / 2} connections each), ${threadCount} threads, ${rounds} rounds × ${duration} s (+${warmup} s warm-up)\n\n`,
     );
     const lines: string[] = [];
@@ -223,14 +169,8 @@ async function main() {
       ].join('\n'),
     );
   } finally {
-    if (server && server.exitCode === null) {
-      const exited = new Promise((r) => server!.once('exit', r));
-      server.kill('SIGTERM');
-      await Promise.race([exited, sleep(15_000)]);
-    }
-    await admin(adminUrl, `drop database if exists ${dbName} with (force)`).catch(() => undefined);
-    await embedded?.stop();
-    if (embedded) rmSync(dataDir, { recursive: true, force: true });
+    await server?.stop();
+    await database.drop();
   }
 }
 

@@ -19,7 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type WebSocket from 'ws';
-import { percentile, request, scratchDatabase, startServer, subscribedSocket } from './realtime-common';
+import { percentile, request, scratchDatabase, startServer, subscribedSocket } from './common';
 
 const now = () => performance.timeOrigin + performance.now();
 

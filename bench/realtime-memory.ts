@@ -20,7 +20,7 @@ import { availableParallelism, loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type WebSocket from 'ws';
-import { inspector, request, rssBytes, scratchDatabase, startServer, subscribedSocket } from './realtime-common';
+import { inspector, request, rssBytes, scratchDatabase, startServer, subscribedSocket } from './common';
 
 const { values: args } = parseArgs({
   options: {

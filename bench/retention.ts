@@ -25,20 +25,12 @@
  * (bench/results/retention.* are rewritten only by runs of 1,000,000 messages or more, or with
  * RETENTION_BENCH_WRITE_RESULTS=true).
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { createDb } from '../src/lib/db';
-import { startEmbeddedPostgres } from '../src/lib/embedded-postgres';
-import { migrateLatest } from '../src/lib/migrate';
-import { adminQuery as admin, withDatabase } from '../src/lib/pg-admin';
-import { createKeysStore } from '../src/modules/keys/keys-store';
-import { createProjectsService } from '../src/modules/projects/projects-service';
-import { createProjectsStore } from '../src/modules/projects/projects-store';
-import { root, startServer } from './realtime-common';
+import { root, scratchDatabase, startServer } from './common';
 
 const env = process.env;
 const SECONDS = Number(env.BENCH_SECONDS ?? 20);
@@ -114,24 +106,12 @@ async function load(base: string, key: string, seconds: number, until?: Promise<
 }
 
 async function main() {
-  const dataDir = path.join(root, '.test-data', `bench-retention-${process.pid}`);
-  const embedded = env.DATABASE_URL ? null : await startEmbeddedPostgres(dataDir, 30000 + rnd(20000));
-  const adminUrl = env.DATABASE_URL ?? embedded!.url;
-  const dbName = `pdb_bench_retention_${randomBytes(3).toString('hex')}`;
-  await admin(adminUrl, `create database ${dbName}`);
-  const url = withDatabase(adminUrl, dbName);
+  const database = await scratchDatabase('retention');
+  const { url, embedded } = database;
   const db = new pg.Client({ connectionString: url });
   let server: Awaited<ReturnType<typeof startServer>> | null = null;
   try {
-    const knex = createDb(url, 2);
-    await migrateLatest(knex);
-    const creds = await createProjectsService({
-      db: knex,
-      projectsStore: createProjectsStore(),
-      keysStore: createKeysStore(),
-      signingSecretGraceSeconds: 0,
-    }).createProject({ name: 'bench retention' });
-    await knex.destroy();
+    const [creds] = database.projects;
     const p = creds.project_id;
     await db.connect();
     await db.query(`update projects set settings = '{"retention_days": 30}'::jsonb where id = $1`, [p]);
@@ -283,15 +263,7 @@ async function main() {
   } finally {
     await server?.stop();
     await db.end().catch(() => undefined);
-    await admin(
-      adminUrl,
-      `select pg_terminate_backend(pid) from pg_stat_activity where datname = '${dbName}' and pid <> pg_backend_pid()`,
-    ).catch(() => undefined);
-    await admin(adminUrl, `drop database if exists ${dbName}`).catch(() => undefined);
-    if (embedded) {
-      await embedded.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
+    await database.drop();
   }
 }
 

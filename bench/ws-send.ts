@@ -14,22 +14,12 @@
  * p50/p99 of send → ack, and the ratio to rest. DATABASE_URL names a PostgreSQL server (a scratch
  * database is created and dropped on it); without it an embedded PostgreSQL is started.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
-import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import WebSocket from 'ws';
 import { createDb } from '../src/lib/db';
-import { startEmbeddedPostgres } from '../src/lib/embedded-postgres';
-import { migrateLatest } from '../src/lib/migrate';
-import { withDatabase, adminQuery as admin } from '../src/lib/pg-admin';
-import { createKeysStore } from '../src/modules/keys/keys-store';
-import { createProjectsService } from '../src/modules/projects/projects-service';
-import { createProjectsStore } from '../src/modules/projects/projects-store';
+import { scratchDatabase, startServer, type Server } from './common';
 
 const { values: args } = parseArgs({
   options: {
@@ -46,7 +36,6 @@ const rounds = Number(args.rounds);
 const sockets = Number(args.sockets);
 const windowSize = Number(args.window);
 const THREADS = 1000;
-const root = path.resolve(__dirname, '..');
 const say = (s: string) => process.stdout.write(s + '\n');
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -59,25 +48,6 @@ interface Result {
   p50: number;
   p99: number;
   failures: number;
-}
-
-async function startServer(env: Record<string, string>, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/server.ts')], {
-    cwd: root,
-    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return child;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error('server did not become ready in 30 s');
-    await sleep(200);
-  }
 }
 
 /** REST: autocannon, closed loop, one request per connection at a time. */
@@ -182,40 +152,13 @@ async function wsLoad(base: string, key: string, seconds: number, window: number
 }
 
 async function main() {
-  const dataDir = path.join(root, '.bench-data', `ws-send-${process.pid}`);
-  const embedded = process.env.DATABASE_URL
-    ? null
-    : await startEmbeddedPostgres(dataDir, 30000 + Math.floor(Math.random() * 20000));
-  const adminUrl = process.env.DATABASE_URL ?? embedded!.url;
-  const dbName = `pdb_bench_ws_${randomBytes(4).toString('hex')}`;
-  await admin(adminUrl, `create database ${dbName}`);
-  const databaseUrl = withDatabase(adminUrl, dbName);
-  const db = createDb(databaseUrl, 4);
-  let server: ChildProcess | null = null;
+  const database = await scratchDatabase('ws', [{ name: 'ws-send bench' }]);
+  const db = createDb(database.url, 4);
+  let server: Server | null = null;
   try {
-    await migrateLatest(db);
-    const projects = createProjectsService({
-      db,
-      projectsStore: createProjectsStore(),
-      keysStore: createKeysStore(),
-      signingSecretGraceSeconds: 0,
-    });
-    const key = (await projects.createProject({ name: 'ws-send bench' })).keys.secret;
-    const port = 18000 + Math.floor(Math.random() * 2000);
-    server = await startServer(
-      {
-        NODE_ENV: 'production',
-        DATABASE_URL: databaseUrl,
-        LOG_LEVEL: 'warn',
-        SEED_DEV_PROJECT: 'false',
-        RATE_LIMIT_ENABLED: 'false',
-        // All 64 sockets act as one user: lift the per-user connection cap (default 20).
-        REALTIME_MAX_CONNECTIONS_PER_USER: '100000',
-        WEB_CONCURRENCY: '1',
-      },
-      port,
-    );
-    const base = `http://127.0.0.1:${port}`;
+    const key = database.secretKey;
+    server = await startServer(database.url, { WEB_CONCURRENCY: '1' });
+    const base = server.url;
     // Threads exist first, so every append takes the merged fast path.
     for (let i = 0; i < THREADS; i += 100)
       await Promise.all(
@@ -276,14 +219,9 @@ async function main() {
     say(`\nverified: ${found} of ${acked.size} acknowledged messages stored; ${stored} messages in total`);
     if (found !== acked.size) throw new Error('an acknowledged message is missing');
   } finally {
-    server?.kill('SIGTERM');
-    if (server && server.exitCode === null) await new Promise((r) => server!.once('exit', r));
+    await server?.stop();
     await db.destroy();
-    await admin(adminUrl, `drop database if exists ${dbName} with (force)`);
-    if (embedded) {
-      await embedded.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
+    await database.drop();
   }
 }
 

@@ -1,4 +1,7 @@
-/** Shared plumbing for the realtime benchmarks: a scratch database, server child processes, WebSocket clients. */
+/**
+ * Shared plumbing for the benchmarks that start the real service: a scratch database with its
+ * projects, server child processes, an inspector session to them, WebSocket clients.
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
@@ -10,17 +13,25 @@ import { createDb } from '../src/lib/db';
 import { startEmbeddedPostgres } from '../src/lib/embedded-postgres';
 import { migrateLatest } from '../src/lib/migrate';
 import { createKeysStore } from '../src/modules/keys/keys-store';
-import { createProjectsService } from '../src/modules/projects/projects-service';
+import {
+  createProjectsService,
+  type ProjectCredentials,
+  type ProjectsService,
+} from '../src/modules/projects/projects-service';
 import { createProjectsStore } from '../src/modules/projects/projects-store';
 import { adminQuery as admin, withDatabase } from '../src/lib/pg-admin';
 
 export const root = path.resolve(__dirname, '..');
 
+/** A project a scratch database starts with. */
+export type BenchProject = Parameters<ProjectsService['createProject']>[0];
+
 /**
- * A migrated scratch database with one project: on DATABASE_URL's server (created and dropped),
- * or on an embedded PostgreSQL started for the run.
+ * A migrated scratch database with its projects (by default one, "bench <name>"): on
+ * DATABASE_URL's server (created and dropped), or on an embedded PostgreSQL started for the run.
+ * `projects[i]` and `secretKeys[i]` belong to `projects[i]`; `secretKey` is the first one's.
  */
-export async function scratchDatabase(name: string) {
+export async function scratchDatabase(name: string, projects: BenchProject[] = [{ name: `bench ${name}` }]) {
   const dataDir = path.join(root, '.test-data', `bench-${name}-${process.pid}`);
   const embedded = process.env.DATABASE_URL
     ? null
@@ -30,22 +41,24 @@ export async function scratchDatabase(name: string) {
   await admin(adminUrl, `create database ${dbName}`);
   const url = withDatabase(adminUrl, dbName);
   const db = createDb(url, 2);
-  let secretKey: string;
+  const created: ProjectCredentials[] = [];
   try {
     await migrateLatest(db);
-    const projects = createProjectsService({
+    const service = createProjectsService({
       db,
       projectsStore: createProjectsStore(),
       keysStore: createKeysStore(),
       signingSecretGraceSeconds: 0,
     });
-    secretKey = (await projects.createProject({ name: `bench ${name}` })).keys.secret;
+    for (const p of projects) created.push(await service.createProject(p));
   } finally {
     await db.destroy();
   }
   return {
     url,
-    secretKey,
+    projects: created,
+    secretKeys: created.map((c) => c.keys.secret),
+    secretKey: created[0]?.keys.secret,
     embedded: Boolean(embedded),
     async drop() {
       await admin(

@@ -166,6 +166,10 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     await again.waitFor((m) => m.type === 'error' && /thread_id/.test(m.message), 'validation error');
     again.send({ type: 'ping', id: 'p' });
     await again.waitFor((m) => m.type === 'pong' && m.id === 'p', 'pong');
+    // A protocol-level ping is answered with a pong carrying its payload (the gateway's, not ws's).
+    const pong = new Promise<Buffer>((r) => again.ws.once('pong', r));
+    again.ws.ping('are you there');
+    assert.equal((await pong).toString(), 'are you there');
     // A flood is cut to the socket's message budget instead of reaching the database.
     for (let i = 0; i < 400; i++) again.send({ type: 'ping', id: `f${i}` });
     await again.waitFor((m) => m.type === 'error' && m.code === 'rate_limited', 'rate limited');

@@ -125,6 +125,9 @@ class Conn extends WebSocket {
         case 'pong':
           this.alive = true;
           return true;
+        case 'ping':
+          gateway.pinged(this, args[0] as Buffer);
+          return true;
         case 'close':
           gateway.closed(this);
           return true;
@@ -141,6 +144,7 @@ class Conn extends WebSocket {
 }
 
 interface GatewayHooks {
+  pinged(conn: Conn, data: Buffer): void;
   message(conn: Conn, data: RawData, isBinary: boolean): void;
   closed(conn: Conn): void;
   errored(conn: Conn): void;
@@ -268,12 +272,14 @@ export function createWsGateway(deps: {
   const conns = new Set<Conn>();
   const byThread = new Map<string, Set<Conn>>();
   // No compression (a deflate context per socket), and no client tracking in `ws` (a Set entry
-  // and a closure per socket): `conns` tracks them, `openSockets` counts them until 'close'.
+  // and a closure per socket): `conns` tracks them, `openSockets` counts them until 'close'. No
+  // automatic pongs either (a closure and four fields per socket): the gateway answers pings.
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: MAX_MESSAGE_BYTES,
     perMessageDeflate: false,
     clientTracking: false,
+    autoPong: false,
     WebSocket: Conn,
   });
   let heartbeat: NodeJS.Timeout | null = null;
@@ -308,6 +314,7 @@ export function createWsGateway(deps: {
 
   const hooks: GatewayHooks = {
     message: onMessage,
+    pinged,
     closed: onClose,
     errored: cleanup,
     revoked: (conn) => closeConn(conn, WS_CLOSE.policy, 'API key revoked'),
@@ -409,6 +416,21 @@ export function createWsGateway(deps: {
     if (conn.gone) return;
     if (Buffer.isBuffer(msg)) conn.send(msg, { binary: false });
     else conn.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+    judgeBacklog(conn);
+  }
+
+  /**
+   * A client's ping, answered as `ws` would. A client that pings without reading the pongs grows
+   * the socket's backlog like one that does not read its events, and is cut off the same way
+   * (`ws`'s own limit, 60 pongs not yet written, is gone with its automatic pongs).
+   */
+  function pinged(conn: Conn, data: Buffer) {
+    if (conn.gone || conn.readyState !== WebSocket.OPEN) return;
+    conn.pong(data);
+    judgeBacklog(conn);
+  }
+
+  function judgeBacklog(conn: Conn) {
     if (conn.bufferedAmount > deps.maxBufferedBytes) {
       conn.backlog ??= createBacklogJudge(
         { maxBytes: deps.maxBufferedBytes, graceMs: deps.slowConsumerMs },

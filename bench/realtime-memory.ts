@@ -1,7 +1,7 @@
 /**
  * Server memory per idle WebSocket connection.
  *
- *   npx tsx bench/realtime-memory.ts [--connections 5000] [--threads 100]
+ *   npx tsx bench/realtime-memory.ts [--connections 5000] [--threads 100] [--by-constructor]
  *   (`npm run bench:realtime` runs the latency and the memory benchmark with their defaults)
  *
  * One server (src/server.ts child process, with the inspector on loopback so the benchmark can
@@ -10,11 +10,15 @@
  * samples a second apart) as it settles by itself, then forces a full GC and measures RSS and the
  * V8 heap used; then it opens `connections` WebSockets (authenticated with headers), each
  * subscribed to one of `threads` threads and then left idle, and measures all three again the
- * same way. Reports the differences per connection: RSS as it settles (what the machine pays,
- * garbage not yet collected and heap slack included: the headline figure, measured as before
- * the GC rows were added), RSS after a full GC, and heap used after a full GC (the JavaScript
- * objects alone, far less noisy: the figure to compare trims by). DATABASE_URL names a
- * PostgreSQL server; without it an embedded one is started. Loopback only.
+ * same way. Reports the differences per connection: RSS as it settles (the figure measured
+ * before the GC rows were added: garbage not yet collected and heap slack included, so it
+ * depends on when V8 last collected — 1.0 to 4.8 KiB on the same code in one afternoon's runs),
+ * RSS after a full GC (what the idle sockets themselves cost the machine: heap, native TCP
+ * handles, allocator slack), and heap used after a full GC (the JavaScript objects alone).
+ * --by-constructor also takes a heap snapshot at both points and lists what grew, per
+ * connection, by constructor (self sizes): where the bytes of an idle socket go. The snapshots
+ * cost the server memory of their own, so the RSS rows of such a run mean little. DATABASE_URL
+ * names a PostgreSQL server; without it an embedded one is started. Loopback only.
  */
 import { availableParallelism, loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -26,6 +30,7 @@ const { values: args } = parseArgs({
   options: {
     connections: { type: 'string', default: '5000' },
     threads: { type: 'string', default: '100' },
+    'by-constructor': { type: 'boolean', default: false },
   },
 });
 const connections = Number(args.connections);
@@ -51,6 +56,52 @@ async function settled(pid: number, server: Awaited<ReturnType<typeof inspector>
   return { rss, rssGc, heapUsed };
 }
 
+type Census = Map<string, { count: number; bytes: number }>;
+
+/** Objects of a heap snapshot by type and constructor: how many, and their self sizes. */
+function census(snapshot: string): Census {
+  const {
+    snapshot: meta,
+    nodes,
+    strings,
+  } = JSON.parse(snapshot) as {
+    snapshot: { meta: { node_fields: string[]; node_types: [string[]] } };
+    nodes: number[];
+    strings: string[];
+  };
+  const fields = meta.meta.node_fields;
+  const types = meta.meta.node_types[0];
+  const [type, name, size] = ['type', 'name', 'self_size'].map((f) => fields.indexOf(f));
+  const byKind: Census = new Map();
+  for (let i = 0; i < nodes.length; i += fields.length) {
+    const t = types[nodes[i + type]];
+    // Strings, numbers and code are named by their content: count them by type alone.
+    const kind = /string|number|code/.test(t) ? t : `${t} ${strings[nodes[i + name]].slice(0, 60)}`;
+    const c = byKind.get(kind) ?? { count: 0, bytes: 0 };
+    c.count++;
+    c.bytes += nodes[i + size];
+    byKind.set(kind, c);
+  }
+  return byKind;
+}
+
+/** What grew from `before` to `after`, per connection, largest first (8 bytes or more). */
+function growth(before: Census, after: Census) {
+  const rows = [...after].map(([kind, a]) => {
+    const b = before.get(kind) ?? { count: 0, bytes: 0 };
+    return { kind, count: (a.count - b.count) / connections, bytes: (a.bytes - b.bytes) / connections };
+  });
+  return [
+    '| type and constructor | objects per connection | bytes per connection |',
+    '| --- | ---: | ---: |',
+    ...rows
+      .filter((r) => Math.abs(r.bytes) >= 8)
+      .sort((x, y) => y.bytes - x.bytes)
+      .map((r) => `| ${r.kind.replace(/\|/g, '\\|')} | ${r.count.toFixed(2)} | ${r.bytes.toFixed(0)} |`),
+    `| all | | ${rows.reduce((sum, r) => sum + r.bytes, 0).toFixed(0)} |`,
+  ];
+}
+
 async function main() {
   const database = await scratchDatabase('rt_memory');
   // Heartbeats every 25 s (the default) would not fire during the run anyway.
@@ -68,6 +119,7 @@ async function main() {
     const pid = server.child.pid!;
     const v8 = await inspector(server);
     const before = await settled(pid, v8);
+    const censusBefore = args['by-constructor'] ? census(await v8.heapSnapshot()) : null;
 
     const t0 = Date.now();
     for (let i = 0; i < connections; i += 250) {
@@ -78,6 +130,7 @@ async function main() {
     }
     const openSeconds = (Date.now() - t0) / 1000;
     const after = await settled(pid, v8);
+    const byConstructor = censusBefore ? ['', ...growth(censusBefore, census(await v8.heapSnapshot()))] : [];
     v8.close();
     const mib = (b: number) => (b / 1024 / 1024).toFixed(1);
     const kib = (b: number) => (b / connections / 1024).toFixed(2);
@@ -103,6 +156,7 @@ async function main() {
           ([label, k]) =>
             `| ${label} | ${mib(before[k])} MiB | ${mib(after[k])} MiB | ${mib(after[k] - before[k])} MiB | ${kib(after[k] - before[k])} KiB |`,
         ),
+        ...byConstructor,
         '',
       ].join('\n'),
     );

@@ -15,24 +15,15 @@
  * limiter's full cost and none is refused. DATABASE_URL names a PostgreSQL server (a scratch
  * database is created and dropped on it); without it an embedded PostgreSQL is started.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
-import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { createDb } from '../src/lib/db';
-import { startEmbeddedPostgres } from '../src/lib/embedded-postgres';
-import { migrateLatest } from '../src/lib/migrate';
-import { createKeysStore } from '../src/modules/keys/keys-store';
-import { createProjectsService } from '../src/modules/projects/projects-service';
-import { createProjectsStore } from '../src/modules/projects/projects-store';
 import { createLogger } from '../src/lib/logger';
 import { createRateLimitStore, type RateLimitStore } from '../src/modules/rate-limit/rate-limit-store';
 import { createRateLimiter } from '../src/modules/rate-limit/rate-limiter';
-import { withDatabase, adminQuery as admin } from '../src/lib/pg-admin';
+import { scratchDatabase, startServer, type Server } from './common';
 
 const { values: args } = parseArgs({
   options: {
@@ -53,45 +44,6 @@ const threadCount = Number(args.threads);
 const userCount = Number(args.users);
 const paired = args.mode === 'paired';
 if (!paired && args.mode !== 'sequential') throw new Error('--mode is paired or sequential');
-
-const root = path.resolve(__dirname, '..');
-
-async function startServer(databaseUrl: string, port: number, limiterOn: boolean): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/server.ts')], {
-    cwd: root,
-    env: {
-      ...process.env,
-      NODE_ENV: 'production',
-      DATABASE_URL: databaseUrl,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-      SEED_DEV_PROJECT: 'false',
-      RATE_LIMIT_ENABLED: String(limiterOn),
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}/readyz`);
-      if (r.ok) return child;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error('server did not become ready in 30 s');
-    await sleep(200);
-  }
-}
-
-async function stopServer(child: ChildProcess) {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await Promise.race([exited, sleep(15_000)]);
-  if (child.exitCode === null) child.kill('SIGKILL');
-}
 
 /** CPU seconds (user + system) a process has used so far, from /proc (Linux); NaN elsewhere. */
 function cpuSeconds(pid: number | undefined): number {
@@ -175,30 +127,13 @@ type Mode = 'off' | 'on';
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 async function main() {
-  const port = 18000 + Math.floor(Math.random() * 2000);
-  const dataDir = path.join(root, '.bench-data', `rate-limit-${process.pid}`);
-  const embedded = process.env.DATABASE_URL
-    ? null
-    : await startEmbeddedPostgres(dataDir, 30000 + Math.floor(Math.random() * 20000));
-  const adminUrl = process.env.DATABASE_URL ?? embedded!.url;
-  const dbName = `pdb_bench_rl_${randomBytes(4).toString('hex')}`;
-  await admin(adminUrl, `create database ${dbName}`);
-  const databaseUrl = withDatabase(adminUrl, dbName);
+  const database = await scratchDatabase('rl', [
+    { name: 'rate limit bench', settings: { rate_limits: { write: { limit: 1_000_000, window_seconds: 60 } } } },
+  ]);
+  const { url: databaseUrl, embedded } = database;
   const results: Record<Mode, Sample[]> = { off: [], on: [] };
   try {
-    const db = createDb(databaseUrl, 2);
-    await migrateLatest(db);
-    const projects = createProjectsService({
-      db,
-      projectsStore: createProjectsStore(),
-      keysStore: createKeysStore(),
-      signingSecretGraceSeconds: 0,
-    });
-    const creds = await projects.createProject({
-      name: 'rate limit bench',
-      settings: { rate_limits: { write: { limit: 1_000_000, window_seconds: 60 } } },
-    });
-    await db.destroy();
+    const [creds] = database.projects;
 
     process.stdout.write(
       `rate limiter overhead: nproc=${availableParallelism()}, load average ${loadavg()
@@ -225,11 +160,11 @@ async function main() {
     };
     /** Starts one server per mode, warms them up, then loads them all at once and samples. */
     const runTogether = async (modes: Mode[]) => {
-      const servers: Array<{ mode: Mode; base: string; child: ChildProcess }> = [];
+      const servers: Array<Server & { mode: Mode; base: string }> = [];
       try {
-        for (const [i, mode] of modes.entries()) {
-          const child = await startServer(databaseUrl, port + i, mode === 'on');
-          servers.push({ mode, base: `http://127.0.0.1:${port + i}`, child });
+        for (const mode of modes) {
+          const server = await startServer(databaseUrl, { RATE_LIMIT_ENABLED: String(mode === 'on') });
+          servers.push({ ...server, mode, base: server.url });
         }
         const conns = Math.max(1, Math.floor(connections / modes.length));
         for (const sv of servers) await probe(sv.base, sv.mode);
@@ -244,7 +179,7 @@ async function main() {
           sample: { ...samples[i], cpuUs: ((cpu1[i] - cpu0[i]) / (samples[i].rps * duration)) * 1e6 },
         }));
       } finally {
-        await Promise.all(servers.map((sv) => stopServer(sv.child)));
+        await Promise.all(servers.map((sv) => sv.stop()));
       }
     };
 
@@ -338,15 +273,7 @@ async function main() {
     }
     await microDb.destroy();
   } finally {
-    await admin(
-      adminUrl,
-      `select pg_terminate_backend(pid) from pg_stat_activity where datname = '${dbName}' and pid <> pg_backend_pid()`,
-    ).catch(() => undefined);
-    await admin(adminUrl, `drop database if exists ${dbName}`).catch(() => undefined);
-    if (embedded) {
-      await embedded.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
+    await database.drop();
   }
 }
 

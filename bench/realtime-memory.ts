@@ -101,6 +101,11 @@ function growth(before: Census, after: Census) {
       .sort((x, y) => y.bytes - x.bytes)
       .map((r) => `| ${r.kind.replace(/\|/g, '\\|')} | ${r.count.toFixed(2)} | ${r.bytes.toFixed(0)} |`),
     `| all | | ${rows.reduce((sum, r) => sum + r.bytes, 0).toFixed(0)} |`,
+    // Compiled code comes and goes (compiled while sockets open, flushed when idle): not per socket.
+    `| all but code | | ${rows
+      .filter((r) => r.kind !== 'code')
+      .reduce((sum, r) => sum + r.bytes, 0)
+      .toFixed(0)} |`,
   ];
 }
 

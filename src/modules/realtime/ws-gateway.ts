@@ -50,6 +50,14 @@ type Typing = Map<string, { startedAt: number; on: boolean }>;
 const NO_EXTENSIONS = Object.freeze({});
 
 /**
+ * EventEmitter gives every socket its own listener table, a dictionary object even when empty
+ * (some 180 bytes). Nothing listens on a gateway socket (events arrive through Conn.emit), so
+ * they share one empty table, frozen: a listener added by mistake throws instead of reaching
+ * every socket.
+ */
+const NO_LISTENERS = Object.freeze(Object.create(null) as object);
+
+/**
  * One socket: the `ws` WebSocket itself (WebSocketServer's `WebSocket` option), carrying the
  * gateway's state in its own fields, so an idle connection costs one object beside what `ws` and
  * the TCP socket need. Everything optional (subscriptions, typing state) is made on first use;
@@ -57,8 +65,9 @@ const NO_EXTENSIONS = Object.freeze({});
  * sockets, and the connection id is derived from a serial number when it is needed.
  */
 class Conn extends WebSocket {
-  /** Replaces the one `ws`'s constructor made (see NO_EXTENSIONS). */
+  /** Replace the ones `ws`'s and EventEmitter's constructors made (see NO_EXTENSIONS, NO_LISTENERS). */
   _extensions = NO_EXTENSIONS;
+  _events = NO_LISTENERS;
   serial = 0;
   principal!: ApiPrincipal;
   /** The client address at the upgrade (rate limits of anonymous buckets, logs). */

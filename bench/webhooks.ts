@@ -13,8 +13,10 @@
  *    and `deliverer` (worker on, takes no load: the dedicated-delivery-replica layout). The ones a
  *    mode does not use are SIGSTOPped (no CPU, no claims) and resumed when needed;
  *  - the receiver: bench/webhooks-receiver.ts, a child process answering 204, recording per event
- *    commit → arrival (event created_at, the group transaction's now(), to arrival; same clock).
- * PostgreSQL's share is every `postgres` process's (the machine's, not only this database's).
+ *    commit → arrival (event created_at, the group transaction's now(), to arrival; same clock),
+ *    and counting the connections it accepts (kept-alive reuse shows as far fewer than POSTs).
+ * PostgreSQL's share is every `postgres` process's (the machine's, not only this database's: on a
+ * shared server, other tenants' queries count too).
  *
  * Modes (--modes, in this order, each round):
  *  - without: the endpoint disabled (the outbox statement runs and finds no endpoint);

@@ -1,36 +1,47 @@
 /**
  * Webhooks: what the outbox costs the append path, and how fast deliveries flow.
  *
- *   npm run bench:webhooks -- [--rounds 2] [--duration 10] [--warmup 3] [--connections 64]
+ *   npm run bench:webhooks -- [--modes without,outbox,separate,same] [--rounds 1] [--duration 10]
+ *                             [--warmup 3] [--connections 64] [--cpu-prof]
  *
- * Starts the real service (src/server.ts, one process, NODE_ENV=production, rate limiter off)
- * against a fresh database, and a webhook receiver (HTTP on loopback, answers 204) in this
- * process. Closed-loop appends at the spread rate (one message to a random one of 1,000 threads,
- * as `npm run bench`'s append-spread) alternate between two modes:
- *  - without: the project's endpoint is disabled (the outbox statement runs, finds no endpoint);
- *  - with: one endpoint subscribed to every event, delivered by the same server while it ingests.
- * Where deliveries are sent (--worker): `same` (default: the ingesting server also delivers),
- * `separate` (the ingesting server runs with WEBHOOK_WORKER_ENABLED=false and a second server
- * process on the same database only delivers: the dedicated-delivery-replica layout), `none` (no
- * worker at all: what the outbox INSERT … SELECT alone costs; deliveries are not sent and are
- * cleared between rounds). WEBHOOK_* variables of the environment (e.g. WEBHOOK_CONCURRENCY,
- * WEBHOOK_CLAIM_INTERVAL_MS) reach the servers.
- * Reports append req/s per mode and the difference; for the "with" rounds, delivered events/s
- * (from the first append until the receiver has everything) and commit → receiver latency (from
- * the client seeing the 201 to the receiver getting the POST; both clocks are this process's).
+ * Three parties apart, each its own process, each with its CPU share reported (as `npm run bench`
+ * does: wrk's from its own /proc stat, the others from /proc deltas):
+ *  - the load: wrk (a separate C process, bench/wrk.ts), closed loop, one message appended to a
+ *    random one of 1,000 threads (as `npm run bench`'s append-spread);
+ *  - the service: src/server.ts child processes (NODE_ENV=production, rate limiter off) on a fresh
+ *    database — `ingest` (WEBHOOK_WORKER_ENABLED=false), `same` (worker on: ingests and delivers)
+ *    and `deliverer` (worker on, takes no load: the dedicated-delivery-replica layout). The ones a
+ *    mode does not use are SIGSTOPped (no CPU, no claims) and resumed when needed;
+ *  - the receiver: bench/webhooks-receiver.ts, a child process answering 204, recording per event
+ *    commit → arrival (event created_at, the group transaction's now(), to arrival; same clock),
+ *    and counting the connections it accepts (kept-alive reuse shows as far fewer than POSTs).
+ * PostgreSQL's share is every `postgres` process's (the machine's, not only this database's: on a
+ * shared server, other tenants' queries count too).
+ *
+ * Modes (--modes, in this order, each round):
+ *  - without: the endpoint disabled (the outbox statement runs and finds no endpoint);
+ *  - outbox: the endpoint enabled, no worker running — what writing the outbox costs the append
+ *    path alone. Its backlog is then drained by the `deliverer` with nothing else running: the
+ *    delivery capacity of one process (events/s, and CPU ms per delivered event per party);
+ *  - separate: enabled, the ingesting server does not deliver, the `deliverer` process does;
+ *  - same: enabled, the ingesting server also delivers (the default deployment).
+ * For separate and same, after the load the harness waits until every queued event has reached
+ * the receiver: delivered events/s over load + drain, the drain's length, and commit → receiver
+ * p50/p99 over every event of the mode. `--worker same|separate|none` (the former flag) selects
+ * without + outbox + that mode. WEBHOOK_* variables of the environment (e.g. WEBHOOK_CONCURRENCY,
+ * WEBHOOK_CLAIM_INTERVAL_MS) reach the servers. --cpu-prof runs the servers with node --cpu-prof
+ * and prints a summary per process (the deliverer's is the delivery path alone).
+ * Prints progress lines, then markdown tables ready for BENCHMARKS.md.
  * DATABASE_URL names a PostgreSQL server (a scratch database is created and dropped on it);
  * without it an embedded PostgreSQL is started.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:http';
-import { rmSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import { availableParallelism, loadavg } from 'node:os';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import autocannon from 'autocannon';
 import { createDb } from '../src/lib/db';
 import { startEmbeddedPostgres } from '../src/lib/embedded-postgres';
 import { migrateLatest } from '../src/lib/migrate';
@@ -39,22 +50,39 @@ import { createKeysStore } from '../src/modules/keys/keys-store';
 import { createProjectsService } from '../src/modules/projects/projects-service';
 import { createProjectsStore } from '../src/modules/projects/projects-store';
 import { createSecretBox, newWebhookSecret, resolveWebhookKey } from '../src/modules/webhooks/webhook-secrets';
+import { postgresCpu, postgresDelta, treeCpuSeconds } from './cpu';
+import { stopChild } from './framework-servers';
+import { summarizeProfiles } from './profile-summary';
+import { findWrk, runWrk, WRK_INSTALL_HINT, type LoadResult, type WrkLoad } from './wrk';
 
+const MODES = ['without', 'outbox', 'separate', 'same'] as const;
+type Mode = (typeof MODES)[number];
 const { values: args } = parseArgs({
   options: {
+    modes: { type: 'string' },
+    worker: { type: 'string' },
     duration: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' },
-    rounds: { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '1' },
     connections: { type: 'string', default: '64' },
-    worker: { type: 'string', default: 'same' },
+    'wrk-threads': { type: 'string' },
+    'cpu-prof': { type: 'boolean', default: false },
   },
 });
-const worker = args.worker as 'same' | 'separate' | 'none';
-if (!['same', 'separate', 'none'].includes(worker)) throw new Error('--worker is same, separate or none');
+if (args.worker && !['same', 'separate', 'none'].includes(args.worker))
+  throw new Error('--worker is same, separate or none');
+const modes: Mode[] = args.modes
+  ? (args.modes.split(',').map((m) => m.trim()) as Mode[])
+  : args.worker
+    ? ['without', 'outbox', ...(args.worker === 'none' ? [] : [args.worker as Mode])]
+    : [...MODES];
+for (const m of modes) if (!MODES.includes(m)) throw new Error(`unknown mode ${m}; known: ${MODES.join(', ')}`);
 const duration = Number(args.duration);
 const warmup = Number(args.warmup);
 const rounds = Number(args.rounds);
 const connections = Number(args.connections);
+const NPROC = availableParallelism();
+const wrkThreads = Number(args['wrk-threads'] ?? Math.max(1, Math.floor(NPROC / 2)));
 const THREADS = 1000;
 const root = path.resolve(__dirname, '..');
 const say = (s: string) => process.stdout.write(s + '\n');
@@ -62,13 +90,25 @@ const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
 };
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+const f0 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : 'n/a');
+const share = (n: number) => `${(n * 100).toFixed(0)} %`;
 
-async function startServer(env: Record<string, string>, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/server.ts')], {
-    cwd: root,
-    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+async function startServer(env: Record<string, string>, port: number, profileDir: string | null) {
+  const child = spawn(
+    process.execPath,
+    [
+      ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+      '--import',
+      'tsx',
+      path.join(root, 'src/server.ts'),
+    ],
+    {
+      cwd: root,
+      env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    },
+  );
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}`);
@@ -85,7 +125,67 @@ async function startServer(env: Record<string, string>, port: number): Promise<C
   }
 }
 
+interface ReceiverStats {
+  events: number;
+  posts: number;
+  connections: number;
+  firstAt: number;
+  lastAt: number;
+  latencies: number[];
+}
+
+function startReceiver(): Promise<{ child: ChildProcess; url: string; ask: <T>(cmd: string) => Promise<T> }> {
+  const child = fork(path.join(__dirname, 'webhooks-receiver.ts'), [], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  const ask = <T>(cmd: string) =>
+    new Promise<T>((resolve) => {
+      const on = (m: { cmd: string }) => {
+        if (m.cmd !== cmd) return;
+        child.off('message', on);
+        resolve(m as T);
+      };
+      child.on('message', on);
+      child.send({ cmd });
+    });
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`receiver exited with ${code}`)));
+    child.on('message', (m: { cmd: string; port?: number }) => {
+      if (m.cmd === 'ready') resolve({ child, url: `http://127.0.0.1:${m.port}/hook`, ask });
+    });
+  });
+}
+
+interface ModeResult {
+  mode: Mode;
+  load: LoadResult;
+  queued: number;
+  cpu: { wrk: number; ingest: number; deliverer: number; receiver: number; postgres: number };
+  delivery: null | {
+    events: number;
+    posts: number;
+    connections: number;
+    deliveredDuringLoad: number;
+    eventsPerSecond: number;
+    drainSeconds: number;
+    latencies: number[];
+    dead: number;
+  };
+}
+
+interface DrainResult {
+  events: number;
+  posts: number;
+  connections: number;
+  eventsPerSecond: number;
+  cpuMsPerEvent: { deliverer: number; receiver: number; postgres: number };
+  cpu: { deliverer: number; receiver: number; postgres: number };
+}
+
 async function main() {
+  if (!findWrk()) throw new Error(WRK_INSTALL_HINT);
   const dataDir = path.join(root, '.bench-data', `webhooks-${process.pid}`);
   const embedded = process.env.DATABASE_URL
     ? null
@@ -95,29 +195,9 @@ async function main() {
   await admin(adminUrl, `create database ${dbName}`);
   const databaseUrl = withDatabase(adminUrl, dbName);
   const db = createDb(databaseUrl, 4);
-  let server: ChildProcess | null = null;
-  let deliverer: ChildProcess | null = null;
-
-  // The receiver: records when each (thread, seq) arrived.
-  const arrived = new Map<string, number>();
-  let received = 0;
-  const receiver = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const at = performance.now();
-      const { data } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
-        data: { thread_id: string; seq: number };
-      };
-      const k = `${data.thread_id}#${data.seq}`;
-      if (!arrived.has(k)) arrived.set(k, at);
-      received++;
-      res.writeHead(204).end();
-    });
-  });
-  receiver.keepAliveTimeout = 30_000;
-  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', () => r()));
-  const receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+  const profileDir = args['cpu-prof'] ? mkdtempSync(path.join(tmpdir(), 'pdb-wh-prof-')) : null;
+  const servers: Partial<Record<'ingest' | 'same' | 'deliverer', ChildProcess>> = {};
+  const receiver = await startReceiver();
 
   try {
     await migrateLatest(db);
@@ -134,7 +214,7 @@ async function main() {
     await db('webhook_endpoints').insert({
       project_id: creds.project_id,
       id: 'we_bench',
-      url: receiverUrl,
+      url: receiver.url,
       enabled: false,
       secret_ciphertext: box.seal(creds.project_id, 'we_bench', newWebhookSecret()),
     });
@@ -145,15 +225,40 @@ async function main() {
       LOG_LEVEL: 'warn',
       SEED_DEV_PROJECT: 'false',
       RATE_LIMIT_ENABLED: 'false',
+      DB_POOL_MAX: process.env.DB_POOL_MAX ?? '20',
+      SLOW_QUERY_MS: process.env.SLOW_QUERY_MS ?? '5000',
       WEBHOOK_SECRET_KEY: webhookKey,
       WEBHOOK_ALLOW_HTTP: 'true',
       WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true',
     };
-    server = await startServer({ ...serverEnv, WEBHOOK_WORKER_ENABLED: String(worker === 'same') }, port);
-    if (worker === 'separate')
-      deliverer = await startServer({ ...serverEnv, WEBHOOK_WORKER_ENABLED: 'true' }, port + 1);
-    const base = `http://127.0.0.1:${port}`;
+    const ports = { ingest: port, same: port + 1, deliverer: port + 2 };
+    const needSame = modes.includes('same');
+    const needDeliverer = modes.some((m) => m === 'outbox' || m === 'separate');
+    servers.ingest = await startServer({ ...serverEnv, WEBHOOK_WORKER_ENABLED: 'false' }, ports.ingest, profileDir);
+    if (needSame)
+      servers.same = await startServer({ ...serverEnv, WEBHOOK_WORKER_ENABLED: 'true' }, ports.same, profileDir);
+    if (needDeliverer)
+      servers.deliverer = await startServer(
+        { ...serverEnv, WEBHOOK_WORKER_ENABLED: 'true' },
+        ports.deliverer,
+        profileDir,
+      );
+    const running = new Set(Object.keys(servers));
+    const only = (names: Array<'same' | 'deliverer'>) => {
+      for (const n of ['same', 'deliverer'] as const) {
+        const child = servers[n];
+        if (!child) continue;
+        const want = names.includes(n);
+        if (want && !running.has(n)) child.kill('SIGCONT');
+        if (!want && running.has(n)) child.kill('SIGSTOP');
+        if (want) running.add(n);
+        else running.delete(n);
+      }
+    };
+    const cpuOf = (n: 'ingest' | 'same' | 'deliverer') => (servers[n] ? treeCpuSeconds(servers[n].pid!) : 0);
+
     // Threads exist first (as in npm run bench), so every append takes the merged fast path.
+    const base = `http://127.0.0.1:${ports.ingest}`;
     for (let i = 0; i < THREADS; i += 100)
       await Promise.all(
         Array.from({ length: 100 }, (_, j) =>
@@ -166,130 +271,251 @@ async function main() {
           }),
         ),
       );
-
-    const acked = new Map<string, number>();
-    const load = (seconds: number, record: boolean) =>
-      new Promise<{ rps: number; p50: number; p99: number; non2xx: number; errors: number }>((resolve, reject) => {
-        const body = JSON.stringify({ body: { text: 'hello from the webhooks benchmark' } });
-        autocannon(
-          {
-            url: base,
-            connections,
-            duration: seconds,
-            requests: [
-              {
-                method: 'POST',
-                setupRequest: (req) => ({
-                  ...req,
-                  path: `/v1/threads/t${Math.floor(Math.random() * THREADS)}/messages`,
-                  headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-user-id': 'u' },
-                  body,
-                }),
-                onResponse: (status, resBody) => {
-                  if (!record || status !== 201) return;
-                  const m = JSON.parse(resBody) as { thread_id: string; seq: number };
-                  acked.set(`${m.thread_id}#${m.seq}`, performance.now());
-                },
-              },
-            ],
-          },
-          (err, r) =>
-            err
-              ? reject(err)
-              : resolve({
-                  rps: r.requests.average,
-                  p50: r.latency.p50,
-                  p99: r.latency.p99,
-                  non2xx: r.non2xx,
-                  errors: r.errors,
-                }),
-        );
-      });
+    const load: WrkLoad = {
+      method: 'POST',
+      body: JSON.stringify({ body: { text: 'hello from the webhooks benchmark' } }),
+      targets: Array.from({ length: THREADS }, (_, i) => ({
+        path: `/v1/threads/t${i}/messages`,
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'x-user-id': 'u' },
+      })),
+    };
+    const wrk = (url: string, seconds: number) =>
+      runWrk({ url, connections, threads: wrkThreads, seconds, load, timeoutSeconds: 30 });
     const setEndpoint = (enabled: boolean) =>
       db('webhook_endpoints').where({ project_id: creds.project_id, id: 'we_bench' }).update({ enabled });
-    const pending = async () =>
-      Number(
-        (await db('webhook_deliveries').where({ project_id: creds.project_id, status: 'pending' }).count('* as n'))[0]
-          .n,
+    const counts = async () => {
+      const { rows } = await db.raw<{ rows: Array<{ status: string; n: number }> }>(
+        'select status, count(*)::int as n from webhook_deliveries where project_id = ? group by status',
+        [creds.project_id],
       );
+      const by = Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+      return { pending: by.pending ?? 0, delivered: by.delivered ?? 0, dead: by.dead ?? 0 };
+    };
+    const clearDeliveries = () => db('webhook_deliveries').where({ project_id: creds.project_id }).delete();
+    /** Until nothing is pending and the receiver has every queued event (5 minutes at most). */
+    const drained = async (queued: number) => {
+      const deadline = Date.now() + 300_000;
+      for (;;) {
+        const c = await counts();
+        const s = await receiver.ask<ReceiverStats>('stats');
+        if (c.pending === 0 && s.events >= queued - c.dead) return { stats: s, dead: c.dead };
+        if (Date.now() > deadline)
+          throw new Error(`deliveries did not drain in 5 minutes: ${JSON.stringify(c)}, ${s.events} received`);
+        await sleep(50);
+      }
+    };
 
     say(
-      `webhooks bench: nproc=${availableParallelism()}, load average ${loadavg()
+      `webhooks bench: nproc=${NPROC} (${cpus()[0]?.model ?? 'unknown'}), load average ${loadavg()
         .map((l) => l.toFixed(2))
-        .join(' ')}, node ${process.version}, ${embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}, ` +
-        `closed loop, ${connections} connections, ${THREADS} threads, ${rounds} rounds × ${duration} s per mode (+${warmup} s warm-up), worker: ${worker}`,
+        .join(' ')}, node ${process.version}, ${embedded ? 'embedded PostgreSQL' : 'DATABASE_URL PostgreSQL'}; ` +
+        `wrk ${wrkThreads} thread(s), closed loop, ${connections} connections, ${THREADS} threads; modes ${modes.join(', ')}; ` +
+        `${rounds} round(s) × ${duration} s per mode (+${warmup} s warm-up per server)`,
     );
-    await load(warmup, false);
-    const rps = { without: [] as number[], with: [] as number[] };
-    const latencies: number[] = [];
-    const deliveredRates: number[] = [];
-    for (let round = 0; round < rounds; round++) {
-      const order = round % 2 === 0 ? (['without', 'with'] as const) : (['with', 'without'] as const);
-      for (const mode of order) {
-        await setEndpoint(mode === 'with');
-        acked.clear();
-        arrived.clear();
-        received = 0;
+    // Warm-up: every server that will take load ingests, every worker delivers.
+    if (warmup > 0) {
+      await setEndpoint(true);
+      if (needDeliverer || modes.includes('without') || modes.includes('outbox')) {
+        only(['deliverer']);
+        await wrk(base, warmup);
+      }
+      if (needSame) {
+        only(['same']);
+        await wrk(`http://127.0.0.1:${ports.same}`, warmup);
+      }
+      only(['same', 'deliverer']);
+      const c = await counts();
+      await drained(c.pending + c.delivered + c.dead);
+      await clearDeliveries();
+    }
+
+    const results: ModeResult[] = [];
+    const drains: DrainResult[] = [];
+    for (let round = 1; round <= rounds; round++) {
+      for (const mode of modes) {
+        await setEndpoint(mode !== 'without');
+        only(mode === 'same' ? ['same'] : mode === 'separate' ? ['deliverer'] : []);
+        await clearDeliveries();
+        await receiver.ask('reset');
+        const url = `http://127.0.0.1:${mode === 'same' ? ports.same : ports.ingest}`;
+        const cpu0 = {
+          ingest: cpuOf(mode === 'same' ? 'same' : 'ingest'),
+          deliverer: cpuOf('deliverer'),
+          receiver: treeCpuSeconds(receiver.child.pid!),
+          pg: postgresCpu(),
+        };
         const t0 = performance.now();
-        const r = await load(duration, mode === 'with');
-        rps[mode].push(r.rps);
-        let extra = '';
-        if (mode === 'with' && worker === 'none') {
-          const queued = await pending();
-          await db('webhook_deliveries').where({ project_id: creds.project_id }).delete();
-          extra = `  ${queued} deliveries queued (not sent: --worker none), cleared`;
-        } else if (mode === 'with') {
-          // Until the receiver has every acknowledged event (and the queue is empty).
-          const deadline = Date.now() + 300_000;
-          while ([...acked.keys()].some((k) => !arrived.has(k)) || (await pending()) > 0) {
-            if (Date.now() > deadline) throw new Error('deliveries did not drain within 5 minutes');
-            await sleep(50);
-          }
-          const last = Math.max(...arrived.values());
-          const rate = (arrived.size / (last - t0)) * 1000;
-          deliveredRates.push(rate);
-          const lat = [...acked.entries()].map(([k, at]) => arrived.get(k)! - at);
-          latencies.push(...lat);
-          extra = `  delivered ${arrived.size} events (${received} POSTs) at ${rate.toFixed(0)} events/s, drained ${((last - t0) / 1000 - duration).toFixed(1)} s after the load; commit → receiver p50 ${pct(lat, 50).toFixed(0)} ms p99 ${pct(lat, 99).toFixed(0)} ms`;
+        const r = await wrk(url, duration);
+        const wall = (performance.now() - t0) / 1000;
+        const cpu = {
+          wrk: r.cpuShare,
+          ingest: (cpuOf(mode === 'same' ? 'same' : 'ingest') - cpu0.ingest) / (wall * NPROC),
+          deliverer: (cpuOf('deliverer') - cpu0.deliverer) / (wall * NPROC),
+          receiver: (treeCpuSeconds(receiver.child.pid!) - cpu0.receiver) / (wall * NPROC),
+          postgres: postgresDelta(cpu0.pg, postgresCpu()) / (wall * NPROC),
+        };
+        const atLoadEnd = await receiver.ask<ReceiverStats>('stats');
+        const loadEndAt = performance.timeOrigin + performance.now();
+        await sleep(200); // requests in flight at the end commit
+        const c = await counts();
+        const queued = c.pending + c.delivered + c.dead;
+        let delivery: ModeResult['delivery'] = null;
+        if (mode === 'same' || mode === 'separate') {
+          const { stats: s, dead } = await drained(queued);
+          const startAt = performance.timeOrigin + t0;
+          delivery = {
+            events: s.events,
+            posts: s.posts,
+            connections: s.connections,
+            deliveredDuringLoad: atLoadEnd.events / r.seconds,
+            eventsPerSecond: (s.events / (s.lastAt - startAt)) * 1000,
+            drainSeconds: Math.max(0, (s.lastAt - loadEndAt) / 1000),
+            latencies: s.latencies,
+            dead,
+          };
         }
+        results.push({ mode, load: r, queued, cpu, delivery });
+        const rps = r.ok / r.seconds;
         say(
-          `round ${round + 1} ${mode.padEnd(7)} endpoint  ${r.rps.toFixed(0).padStart(6)} appends/s  p50 ${r.p50} ms  p99 ${r.p99} ms  non-2xx ${r.non2xx} errors ${r.errors}${extra}`,
+          `round ${round} ${mode.padEnd(8)} ${f0(rps).padStart(6)} appends/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms  ` +
+            `non-2xx ${r.non2xx} errors ${r.errors.connect + r.errors.read + r.errors.write + r.errors.timeout}; ${queued} queued; ` +
+            `CPU wrk ${share(cpu.wrk)}, service ${share(cpu.ingest)}${mode === 'separate' ? ` + deliverer ${share(cpu.deliverer)}` : ''}, receiver ${share(cpu.receiver)}, PostgreSQL ${share(cpu.postgres)}`,
         );
+        if (delivery)
+          say(
+            `  delivered ${delivery.events} events in ${delivery.posts} POSTs over ${delivery.connections} new connection(s), ` +
+              `${f0(delivery.deliveredDuringLoad)} events/s during the load, ${f0(delivery.eventsPerSecond)} events/s overall, ` +
+              `drained ${delivery.drainSeconds.toFixed(1)} s after the load; commit → receiver p50 ${f0(pct(delivery.latencies, 50))} ms ` +
+              `p99 ${f0(pct(delivery.latencies, 99))} ms${delivery.dead ? `; ${delivery.dead} DEAD` : ''}`,
+          );
+        if (mode === 'outbox' && servers.deliverer && queued > 0) {
+          // The backlog, delivered by the dedicated deliverer with nothing else running.
+          await receiver.ask('reset');
+          const d0 = {
+            deliverer: cpuOf('deliverer'),
+            receiver: treeCpuSeconds(receiver.child.pid!),
+            pg: postgresCpu(),
+          };
+          const s0 = performance.now();
+          only(['deliverer']);
+          const { stats: s } = await drained(queued);
+          const wallD = (performance.now() - s0) / 1000;
+          const used = {
+            deliverer: cpuOf('deliverer') - d0.deliverer,
+            receiver: treeCpuSeconds(receiver.child.pid!) - d0.receiver,
+            postgres: postgresDelta(d0.pg, postgresCpu()),
+          };
+          only([]);
+          const drain: DrainResult = {
+            events: s.events,
+            posts: s.posts,
+            connections: s.connections,
+            eventsPerSecond: (s.events / Math.max(1, s.lastAt - s.firstAt)) * 1000,
+            cpuMsPerEvent: {
+              deliverer: (used.deliverer * 1000) / s.events,
+              receiver: (used.receiver * 1000) / s.events,
+              postgres: (used.postgres * 1000) / s.events,
+            },
+            cpu: {
+              deliverer: used.deliverer / (wallD * NPROC),
+              receiver: used.receiver / (wallD * NPROC),
+              postgres: used.postgres / (wallD * NPROC),
+            },
+          };
+          drains.push(drain);
+          say(
+            `  backlog drain (deliverer alone): ${drain.events} events in ${drain.posts} POSTs over ${drain.connections} new connection(s), ` +
+              `${f0(drain.eventsPerSecond)} events/s; CPU per event: deliverer ${drain.cpuMsPerEvent.deliverer.toFixed(2)} ms, ` +
+              `PostgreSQL ${drain.cpuMsPerEvent.postgres.toFixed(2)} ms, receiver ${drain.cpuMsPerEvent.receiver.toFixed(2)} ms`,
+          );
+        }
       }
     }
-    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    const diff = ((mean(rps.without) - mean(rps.with)) / mean(rps.without)) * 100;
+
+    // Markdown for BENCHMARKS.md.
+    const of = (m: Mode) => results.filter((x) => x.mode === m);
+    const rpsOf = (m: Mode) => mean(of(m).map((x) => x.load.ok / x.load.seconds));
+    const base0 = rpsOf('without');
     say('');
-    say('| endpoint | appends/s (mean of rounds) |');
-    say('| --- | ---: |');
-    say(`| none subscribed | ${mean(rps.without).toFixed(0)} |`);
-    say(`| one subscribed (delivering meanwhile) | ${mean(rps.with).toFixed(0)} |`);
+    say(
+      `Appends at the spread rate (1 message to a random one of ${THREADS.toLocaleString('en-US')} threads), wrk ${wrkThreads} thread(s), ` +
+        `${connections} connections, ${duration} s per mode, ${rounds} round(s), nproc ${NPROC}; CPU as a share of the machine.`,
+    );
     say('');
-    say(`append throughput with one endpoint: ${diff.toFixed(1)}% lower (target ≤ 15%)`);
-    if (worker !== 'none')
+    say(
+      '| endpoint | appends/s | vs without | append p50 / p99 | delivered events/s (during load / overall) | drain after load | commit → receiver p50 / p99 | CPU: wrk / service / receiver / PostgreSQL |',
+    );
+    say('| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |');
+    const label: Record<Mode, string> = {
+      without: 'none subscribed (endpoint disabled)',
+      outbox: 'one subscribed, no delivery running (outbox write only)',
+      separate: 'one subscribed, delivered by a second server process',
+      same: 'one subscribed, delivered by the ingesting server',
+    };
+    for (const m of modes) {
+      const xs = of(m);
+      if (!xs.length) continue;
+      const rps = rpsOf(m);
+      const d = xs.map((x) => x.delivery).filter((x) => x !== null);
+      const lat = d.flatMap((x) => x.latencies);
+      const c = (k: keyof ModeResult['cpu']) => mean(xs.map((x) => x.cpu[k]));
+      const service = m === 'separate' ? `${share(c('ingest'))} + ${share(c('deliverer'))}` : share(c('ingest'));
       say(
-        `delivered: ${mean(deliveredRates).toFixed(0)} events/s (mean of rounds); commit → receiver p50 ${pct(latencies, 50).toFixed(0)} ms, p99 ${pct(latencies, 99).toFixed(0)} ms over ${latencies.length} events`,
+        `| ${label[m]} | ${f0(rps)} | ${m === 'without' || !Number.isFinite(base0) ? '—' : `${(((rps - base0) / base0) * 100).toFixed(1)} %`} | ` +
+          `${mean(xs.map((x) => x.load.latency.p50)).toFixed(1)} / ${mean(xs.map((x) => x.load.latency.p99)).toFixed(1)} ms | ` +
+          (d.length
+            ? `${f0(mean(d.map((x) => x.deliveredDuringLoad)))} / ${f0(mean(d.map((x) => x.eventsPerSecond)))} | ${mean(d.map((x) => x.drainSeconds)).toFixed(1)} s | ${f0(pct(lat, 50))} / ${f0(pct(lat, 99))} ms | `
+            : '— | — | — | ') +
+          `${share(c('wrk'))} / ${service} / ${share(c('receiver'))} / ${share(c('postgres'))} |`,
       );
+    }
+    if (drains.length) {
+      say('');
+      say(
+        'Delivery capacity: the outbox backlog of the `outbox` rows, delivered by one server process with no load (one endpoint, one event per POST).',
+      );
+      say('');
+      say(
+        '| events | delivered events/s | POSTs / new connections | CPU ms per event: deliverer / PostgreSQL / receiver | CPU: deliverer / PostgreSQL / receiver |',
+      );
+      say('| ---: | ---: | ---: | ---: | --- |');
+      for (const d of drains)
+        say(
+          `| ${d.events} | ${f0(d.eventsPerSecond)} | ${d.posts} / ${d.connections} | ${d.cpuMsPerEvent.deliverer.toFixed(2)} / ${d.cpuMsPerEvent.postgres.toFixed(2)} / ${d.cpuMsPerEvent.receiver.toFixed(2)} | ` +
+            `${share(d.cpu.deliverer)} / ${share(d.cpu.postgres)} / ${share(d.cpu.receiver)} |`,
+        );
+    }
+    say('');
+    if (modes.includes('without'))
+      for (const m of modes.filter((x) => x !== 'without'))
+        say(`append throughput, ${m}: ${(((base0 - rpsOf(m)) / base0) * 100).toFixed(1)} % lower (target ≤ 15 %)`);
     say(
       `load average at the end ${loadavg()
         .map((l) => l.toFixed(2))
         .join(' ')}`,
     );
   } finally {
-    for (const child of [server, deliverer]) {
-      if (!child || child.exitCode !== null) continue;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await Promise.race([exited, sleep(15_000)]);
-      if (child.exitCode === null) child.kill('SIGKILL');
+    for (const child of Object.values(servers)) {
+      child.kill('SIGCONT'); // a stopped process would not see SIGTERM
+      await stopChild(child);
     }
-    receiver.closeAllConnections();
-    receiver.close();
+    receiver.child.disconnect();
     await db.destroy();
     await admin(adminUrl, `drop database if exists ${dbName} with (force)`).catch(() => undefined);
     if (embedded) {
       await embedded.stop();
       rmSync(dataDir, { recursive: true, force: true });
+    }
+    if (profileDir) {
+      // CPU.<date>.<time>.<pid>.<tid>.<seq>.cpuprofile: one summary per server role.
+      const files = readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile'));
+      for (const [role, child] of Object.entries(servers)) {
+        const mine = files.filter((f) => f.split('.')[3] === String(child.pid));
+        if (mine.length)
+          say(
+            `\nCPU profile of the ${role} server (${profileDir}):\n${summarizeProfiles(mine.map((f) => path.join(profileDir, f)))}`,
+          );
+      }
     }
   }
 }

@@ -103,6 +103,37 @@ describe('webhooks: signed, ordered, at-least-once delivery to a real receiver',
     assert.ok(list.body.data.every((d: any) => d.last_status_code === 204 && d.attempts === 1));
   });
 
+  test('deliveries reuse kept-alive connections to the checked address instead of one connection per POST', async () => {
+    const own = await startReceiver(0, { keepAliveTimeoutMs: 5_000 });
+    try {
+      const p = await project('keepalive');
+      const created = await dev('POST', `/v1/projects/${p.id}/webhooks`, {
+        url: `${own.url}/keepalive`,
+        event_types: ['message.created'],
+      });
+      assert.equal(created.status, 201, created.text);
+      const ep = created.body as { id: string; secret: string };
+      // One thread: its deliveries go strictly one after another, so one connection can carry them all.
+      for (let i = 0; i < 12; i++) assert.equal((await post(p.sk, 'ka-1', { text: `k${i}` })).status, 201);
+      const got = await own.until((all) => all.length >= 12);
+      assert.deepEqual(
+        got.map((r) => verify(ep.secret, r).data.seq),
+        got.map((_, i) => i + 3),
+      );
+      assert.ok(own.connections <= 2, `${own.connections} connections for ${got.length} deliveries`);
+      // A burst over several threads (several in flight at once) still reuses the pooled connections.
+      const before = own.connections;
+      await Promise.all(
+        Array.from({ length: 6 }, (_, i) => post(p.sk, `ka-burst-${i}`, { text: 'b' }).then((r) => r.status)),
+      );
+      for (let i = 0; i < 6; i++) assert.equal((await post(p.sk, `ka-burst-${i}`, { text: 'c' })).status, 201);
+      await own.until((all) => all.length >= 24);
+      assert.ok(own.connections - before <= 6, `${own.connections - before} new connections for 12 deliveries`);
+    } finally {
+      await own.close();
+    }
+  });
+
   test('a failing event holds back only its own thread: retries on schedule, seq order per thread, other threads flow', async () => {
     const p = await project('order');
     await endpoint(p.id, '/order', { event_types: ['message.created'] });

@@ -21,7 +21,7 @@ export interface Answer {
  * A real HTTP receiver on loopback. Every request is recorded (also those it fails on
  * purpose); `answer` decides the response per request. Default: 204.
  */
-export async function startReceiver(port = 0) {
+export async function startReceiver(port = 0, opts: { keepAliveTimeoutMs?: number } = {}) {
   const received: Received[] = [];
   let answer: (r: Received, n: number) => Answer = () => ({ status: 204 });
   const waiters: Array<() => void> = [];
@@ -51,13 +51,21 @@ export async function startReceiver(port = 0) {
       else send();
     });
   });
-  server.keepAliveTimeout = 500;
+  let connections = 0;
+  server.on('connection', () => connections++);
+  // Under 1 s Node's server advertises `Keep-Alive: timeout=0`, and Node's client agent then does
+  // not reuse the connection: a connection per request unless a test asks for a longer timeout.
+  server.keepAliveTimeout = opts.keepAliveTimeoutMs ?? 500;
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', () => resolve()));
   const actualPort = (server.address() as AddressInfo).port;
   return {
     url: `http://127.0.0.1:${actualPort}`,
     port: actualPort,
     received,
+    /** TCP connections accepted so far (keep-alive reuse shows as fewer connections than requests). */
+    get connections() {
+      return connections;
+    },
     /** Requests received and not answered yet (in flight at the sender). */
     get inFlight() {
       return received.length - answered;

@@ -1,10 +1,10 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID, type KeyObject } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Logger } from '../../lib/logger';
 import type { EventView } from '../events/events-schemas';
 import type { TargetPolicy } from './safe-target';
 import { checkEndpointUrl, postTo, resolveTarget, TargetRefused } from './safe-target';
-import { signPayload, type SecretBox } from './webhook-secrets';
+import { signingKey, signPayload, type SecretBox } from './webhook-secrets';
 import type { ClaimedDelivery, SettleOutcome, WebhooksStore } from './webhooks-store';
 
 export interface DeliveryOptions {
@@ -25,6 +25,9 @@ export interface DeliveryOptions {
   deliveredRetentionSeconds: number;
   policy: TargetPolicy;
 }
+
+const SECRET_CACHE_MS = 60_000;
+const SECRET_CACHE_SIZE = 1_000;
 
 export type Outcome = 'delivered' | 'failed' | 'dead' | 'disabled';
 
@@ -202,16 +205,42 @@ export function createDeliveryWorker(deps: {
     }
   }
 
+  // Opened secrets as HMAC keys, by endpoint and ciphertext: not one AES-GCM open and base64
+  // decode per delivery. A rotation changes the ciphertext (a new entry); entries expire soon anyway.
+  const keys = new Map<string, { key: KeyObject; until: number }>();
+  async function keyOf(d: ClaimedDelivery, sealed: string): Promise<KeyObject> {
+    const id = `${d.project_id}\u0000${d.endpoint_id}\u0000${sealed}`;
+    const now = Date.now();
+    const hit = keys.get(id);
+    if (hit && hit.until > now) return hit.key;
+    const key = signingKey((await deps.box()).open(d.project_id, d.endpoint_id, sealed));
+    if (keys.size >= SECRET_CACHE_SIZE) keys.clear();
+    keys.set(id, { key, until: now + SECRET_CACHE_MS });
+    return key;
+  }
+
   async function signatures(d: ClaimedDelivery, timestamp: number, body: string): Promise<string> {
-    const box = await deps.box();
-    const secrets = [box.open(d.project_id, d.endpoint_id, d.secret_ciphertext)];
+    const secrets = [await keyOf(d, d.secret_ciphertext)];
     if (
       d.previous_secret_ciphertext &&
       d.previous_secret_expires_at &&
       Date.parse(d.previous_secret_expires_at) > Date.now()
     )
-      secrets.push(box.open(d.project_id, d.endpoint_id, d.previous_secret_ciphertext));
+      secrets.push(await keyOf(d, d.previous_secret_ciphertext));
     return secrets.map((s) => signPayload(s, d.id, timestamp, body)).join(' ');
+  }
+
+  // Endpoint URLs parsed and checked once (the policy is this worker's, fixed); DNS is still
+  // resolved and checked at every send.
+  const urls = new Map<string, URL>();
+  function urlOf(raw: string): URL {
+    let url = urls.get(raw);
+    if (!url) {
+      url = checkEndpointUrl(raw, options.policy);
+      if (urls.size >= SECRET_CACHE_SIZE) urls.clear();
+      urls.set(raw, url);
+    }
+    return url;
   }
 
   async function deliver(d: ClaimedDelivery, signal: AbortSignal) {
@@ -237,7 +266,7 @@ export function createDeliveryWorker(deps: {
         : [stored];
       const body = payloadOf(d, event);
       const timestamp = Math.floor(Date.now() / 1000);
-      const url = checkEndpointUrl(d.url, options.policy);
+      const url = urlOf(d.url);
       // Resolved and checked now, and the connection goes to exactly this address.
       const target = await resolveTarget(url, options.policy);
       const res = await postTo(url, target.address, {

@@ -1,4 +1,5 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, createSecretKey, randomBytes } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import type { Knex } from 'knex';
 import { createServerSecretsStore } from '../auth/server-secrets-store';
 
@@ -7,9 +8,13 @@ const PREFIX = 'whsec_';
 /** A Standard Webhooks secret: whsec_ + base64 of 24 random bytes (192 bits). */
 export const newWebhookSecret = () => PREFIX + randomBytes(24).toString('base64');
 
+/** The HMAC key of a whsec_ secret (its decoded bytes), decoded once and reused for every signature. */
+export const signingKey = (secret: string): KeyObject =>
+  createSecretKey(Buffer.from(secret.startsWith(PREFIX) ? secret.slice(PREFIX.length) : secret, 'base64'));
+
 /** `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` under the secret's decoded bytes. */
-export function signPayload(secret: string, id: string, timestamp: number, body: string): string {
-  const key = Buffer.from(secret.startsWith(PREFIX) ? secret.slice(PREFIX.length) : secret, 'base64');
+export function signPayload(secret: string | KeyObject, id: string, timestamp: number, body: string): string {
+  const key = typeof secret === 'string' ? signingKey(secret) : secret;
   return 'v1,' + createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64');
 }
 

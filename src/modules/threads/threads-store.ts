@@ -71,11 +71,13 @@ export function createThreadsStore() {
       }
       const rows = await queryDirect<ReadAccessRow & { i: number }>(db, {
         name: 'progressdb_thread_read_access_many',
-        text: `select k.i, t.read_policy, t.write_policy, t.last_seq, t.purged_through_seq, m.role
+        // The role as a subquery on the whole members key: as a left join, the generic plan
+        // probed (project_id, thread_id) only and filtered every member of a big thread.
+        text: `select k.i, t.read_policy, t.write_policy, t.last_seq, t.purged_through_seq,
+                      (select m.role from thread_members m
+                        where m.project_id = k.project_id and m.thread_id = k.thread_id and m.user_id = k.user_id) as role
                  from unnest($1::text[], $2::text[], $3::text[]) with ordinality as k(project_id, thread_id, user_id, i)
-                 join threads t on t.project_id = k.project_id and t.id = k.thread_id and t.deleted_at is null
-                 left join thread_members m
-                   on m.project_id = t.project_id and m.thread_id = t.id and m.user_id = k.user_id`,
+                 join threads t on t.project_id = k.project_id and t.id = k.thread_id and t.deleted_at is null`,
         values: [projects, threads, users],
       });
       const answers = new Array<ReadAccessRow | undefined>(keys.length).fill(undefined);

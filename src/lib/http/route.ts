@@ -267,7 +267,7 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
     let cache = parsedQueries.get(schema);
     const hit = cache?.get(raw);
     if (hit) return { ...hit };
-    const parsed = parse(schema, { ...req.query }, 'query') as unknown;
+    const parsed: unknown = parse(schema, { ...req.query }, 'query');
     if (
       parsed &&
       typeof parsed === 'object' &&

@@ -116,6 +116,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     log,
     idempotency,
     unreadCounts: (p, u, ids) => readStateStore.forThreads(db, p, u, ids),
+    onReadAccessBatch: (size) => metrics.readAccessBatchSize.observe(size),
   });
   const { readState, ...readStateModule } = createReadStateModule({ db, threads, store: readStateStore });
   const usage = createUsageModule({ db, logger });

@@ -147,4 +147,27 @@ describe('page cache: bounded memory, and access checked on every read', () => {
     assert.equal((await api(t.url, 'DELETE', '/v1/threads/club', { key: sk })).status, 204);
     assert.equal((await as('own', 'GET', '/v1/threads/club/messages')).status, 404);
   });
+
+  test('concurrent reads are authorized together in batched queries, each by its own rule', async () => {
+    const sk = creds.keys.secret;
+    assert.equal(
+      (await as('boss', 'POST', '/v1/threads', { id: 'mixed', type: 'group', members: ['in'] })).status,
+      201,
+    );
+    assert.equal((await as('in', 'POST', '/v1/threads/mixed/messages', { body: { text: 'hi' } })).status, 201);
+    const batches = await metric(t.url, 'progressdb_read_access_batch_size_count');
+    const looked = await metric(t.url, 'progressdb_read_access_batch_size_sum');
+    const reads = Array.from({ length: 10 }, () => [
+      as('in', 'GET', '/v1/threads/mixed/messages').then((r) => ({ who: 'member', status: r.status })),
+      as('out', 'GET', '/v1/threads/mixed/messages').then((r) => ({ who: 'outsider', status: r.status })),
+      as('in', 'GET', '/v1/threads/nowhere/messages').then((r) => ({ who: 'missing', status: r.status })),
+      api(t.url, 'GET', '/v1/threads/mixed/messages', { key: sk }).then((r) => ({ who: 'secret', status: r.status })),
+    ]).flat();
+    const statuses = await Promise.all(reads);
+    const expected: Record<string, number> = { member: 200, outsider: 403, missing: 404, secret: 200 };
+    for (const { who, status } of statuses) assert.equal(status, expected[who], who);
+    const sent = (await metric(t.url, 'progressdb_read_access_batch_size_count')) - batches;
+    assert.equal((await metric(t.url, 'progressdb_read_access_batch_size_sum')) - looked, reads.length);
+    assert.ok(sent < reads.length, `${reads.length} reads in ${sent} queries`);
+  });
 });

@@ -36,6 +36,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096],
     registers: [registry],
   });
+  const readAccessBatchSize = new Histogram({
+    name: 'progressdb_read_access_batch_size',
+    help: 'Reads authorized together by one batched read-access query.',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 500],
+    registers: [registry],
+  });
   const ingestCommitSeconds = new Histogram({
     name: 'progressdb_ingest_commit_seconds',
     help: 'Time from the start of a group-commit transaction to its COMMIT (including retries).',
@@ -128,6 +134,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     ingestGroupSize,
     ingestCommitSeconds,
     ingestRetries,
+    readAccessBatchSize,
     /** Observed by the realtime module: seconds from a NOTIFY wake-up to fan-out. */
     notifyLag,
     realtimeConnections,

@@ -93,8 +93,10 @@ export function requestLog(deps: { logger: Logger; metrics: Metrics }): RequestH
   }
   return (_req, res, next) => {
     (res as Timed)[STARTED] = process.hrtime.bigint();
-    res.once('finish', done);
-    res.once('close', done);
+    // on, not once: `done` logs at most once anyway (LOGGED), and once() wraps it in a new
+    // bound function per event per request.
+    res.on('finish', done);
+    res.on('close', done);
     next();
   };
 }

@@ -13,6 +13,7 @@ export function createThreadsModule(deps: {
   log: ThreadLog;
   idempotency: Idempotency;
   unreadCounts?: (projectId: string, userId: string, threadIds: string[]) => Promise<Map<string, number>>;
+  onReadAccessBatch?: (size: number) => void;
 }) {
   const threads = createThreadsService({ ...deps, threadsStore: createThreadsStore() });
   return {

@@ -8,7 +8,14 @@ import type { WorkItemWrapper } from '../idempotency/idempotency';
 import type { CommitPointers, EventInput, LogIngest, LogWorkItem, ThreadLog } from '../thread-log/thread-log';
 import { assertAccess, isTrusted, type Access } from './thread-access';
 import type { CreateThreadInput, Role, ThreadView, UpdateThreadInput } from './threads-schemas';
-import { toThreadView, type ThreadRow, type ThreadsStore } from './threads-store';
+import { createReadAccessBatcher } from './read-access-batcher';
+import {
+  toThreadView,
+  type ReadAccessKey,
+  type ReadAccessRow,
+  type ThreadRow,
+  type ThreadsStore,
+} from './threads-store';
 
 export interface CreatedThread {
   thread: ThreadView;
@@ -44,6 +51,9 @@ function decodeCursor(cursor: string, sort: ThreadSort): { at: string; id: strin
   throw badRequest('cursor is not valid: pass the next_cursor of a previous page unchanged.');
 }
 
+/** Keys per batched read-access query; more wait for the next one. */
+const READ_ACCESS_MAX_BATCH = 500;
+
 /** A member page's cursor: its thread and the last user id. */
 const memberCursor = z.tuple([idSchema, userIdSchema]);
 
@@ -54,8 +64,16 @@ export function createThreadsService(deps: {
   log: ThreadLog;
   /** Unread per thread for a user (read-state module); lists carry `unread` when given. */
   unreadCounts?: (projectId: string, userId: string, threadIds: string[]) => Promise<Map<string, number>>;
+  /** Called with the size of every batched read-access query (metrics). */
+  onReadAccessBatch?: (size: number) => void;
 }) {
   const { db, threadsStore: store, ingest, log } = deps;
+  // Concurrent reads authorize together: one query per batch instead of one per read.
+  const readAccess = createReadAccessBatcher<ReadAccessKey, ReadAccessRow>({
+    query: (keys) => store.readAccessMany(db, keys),
+    maxBatch: READ_ACCESS_MAX_BATCH,
+    onBatch: deps.onReadAccessBatch,
+  });
 
   /** The thread if the caller may access it; 404 when it does not exist in the caller's project. */
   async function authorize(
@@ -73,10 +91,11 @@ export function createThreadsService(deps: {
 
   /**
    * `authorize(…, 'read')` for the hot read paths: the same rule on a lean row (policies, role,
-   * version) fetched by one prepared statement, without the query builder.
+   * version), looked up together with the concurrent reads' rows in one prepared statement sent
+   * after this call (`read-access-batcher.ts`), so the row is at least as new as the read.
    */
   async function authorizeRead(principal: ApiPrincipal, threadId: string) {
-    const row = await store.readAccess(db, principal.projectId, threadId, principal.userId);
+    const row = await readAccess.lookup({ projectId: principal.projectId, threadId, userId: principal.userId });
     if (!row) throw notFound('thread');
     assertAccess(principal, row, row.role, 'read');
     return row;

@@ -2,6 +2,13 @@ import type { Knex } from 'knex';
 import { queryDirect, type Db } from '../../lib/db';
 import type { Role, ThreadView } from './threads-schemas';
 
+/** Whose read of which thread (`readAccessMany`); userId null: a key without an end user. */
+export interface ReadAccessKey {
+  projectId: string;
+  threadId: string;
+  userId: string | null;
+}
+
 /** The columns a read is decided and versioned by (`threads.authorizeRead`). */
 export interface ReadAccessRow {
   read_policy: ThreadRow['read_policy'];
@@ -47,22 +54,35 @@ export const toThreadView = (t: ThreadRow): ThreadView => ({
 
 export function createThreadsStore() {
   return {
-    /** A live thread and, when a user is given, that user's role in it. */
     /**
-     * What a read needs to know, in one prepared statement on the driver: the policies, the
-     * caller's role (null without a user or membership) and the thread's version (`last_seq`,
-     * `purged_through_seq`: what the page cache checks). Undefined: no live thread.
+     * What reads need to know, for many (project, thread, user) keys in one prepared statement
+     * on the driver: the policies, the caller's role (null without a user or membership) and the
+     * thread's version (`last_seq`, `purged_through_seq`: what the page cache checks). Answers
+     * by position; undefined: no live thread.
      */
-    async readAccess(db: Knex, projectId: string, threadId: string, userId: string | null) {
-      const rows = await queryDirect<ReadAccessRow>(db, {
-        name: 'progressdb_thread_read_access',
-        text: `select t.read_policy, t.write_policy, t.last_seq, t.purged_through_seq, m.role
-                 from threads t
-                 left join thread_members m on m.project_id = t.project_id and m.thread_id = t.id and m.user_id = $3
-                where t.project_id = $1 and t.id = $2 and t.deleted_at is null`,
-        values: [projectId, threadId, userId],
+    async readAccessMany(db: Knex, keys: ReadonlyArray<ReadAccessKey>): Promise<Array<ReadAccessRow | undefined>> {
+      const projects = new Array<string>(keys.length);
+      const threads = new Array<string>(keys.length);
+      const users = new Array<string | null>(keys.length);
+      for (let i = 0; i < keys.length; i++) {
+        projects[i] = keys[i].projectId;
+        threads[i] = keys[i].threadId;
+        users[i] = keys[i].userId;
+      }
+      const rows = await queryDirect<ReadAccessRow & { i: number }>(db, {
+        name: 'progressdb_thread_read_access_many',
+        // The role as a subquery on the whole members key: as a left join, the generic plan
+        // probed (project_id, thread_id) only and filtered every member of a big thread.
+        text: `select k.i, t.read_policy, t.write_policy, t.last_seq, t.purged_through_seq,
+                      (select m.role from thread_members m
+                        where m.project_id = k.project_id and m.thread_id = k.thread_id and m.user_id = k.user_id) as role
+                 from unnest($1::text[], $2::text[], $3::text[]) with ordinality as k(project_id, thread_id, user_id, i)
+                 join threads t on t.project_id = k.project_id and t.id = k.thread_id and t.deleted_at is null`,
+        values: [projects, threads, users],
       });
-      return rows[0];
+      const answers = new Array<ReadAccessRow | undefined>(keys.length).fill(undefined);
+      for (const { i, ...row } of rows) answers[Number(i) - 1] = row;
+      return answers;
     },
 
     async getWithRole(

@@ -7,7 +7,13 @@ const HOUR_MS = 3_600_000;
 // If the database is away for long, keep at most this many pending buckets rather than grow without bound.
 const MAX_PENDING = 50_000;
 
-const hourOf = (ms: number) => new Date(Math.floor(ms / HOUR_MS) * HOUR_MS).toISOString();
+// The hour's ISO string is built once per hour, not per request (a Date and toISOString each).
+let lastHour = { start: Number.NaN, iso: '' };
+function hourOf(ms: number): string {
+  const start = Math.floor(ms / HOUR_MS) * HOUR_MS;
+  if (start !== lastHour.start) lastHour = { start, iso: new Date(start).toISOString() };
+  return lastHour.iso;
+}
 
 /**
  * Per-replica usage accumulator: counting is a Map increment on the request path; a timer

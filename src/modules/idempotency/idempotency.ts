@@ -176,7 +176,7 @@ export function createIdempotency(deps: { db: Knex; logger?: Logger; options?: P
       const hash = requestHash(ctx.method ?? 'POST', ctx.route, ctx.body);
       const stored = await replayOf(scope, hash);
       if (stored) return stored;
-      const recording: Recording = { scope, hash, respond: respond as Recording['respond'] };
+      const recording: Recording = { scope, hash, respond };
       const wrap: WorkItemWrapper<T> = (item) => ({
         partition: item.partition,
         // Alone: its response is stored in its own savepoint, after its write.

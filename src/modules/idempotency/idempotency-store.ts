@@ -1,4 +1,5 @@
-import type { Db } from '../../lib/db';
+import type { Knex } from 'knex';
+import { queryDirect, type Db } from '../../lib/db';
 
 export interface IdempotencyScope {
   projectId: string;
@@ -9,13 +10,19 @@ export interface IdempotencyScope {
 
 export function createIdempotencyStore() {
   return {
-    /** The stored response, unless it is older than `ttlSeconds` (an expired key is a new key). */
-    async find(db: Db, scope: IdempotencyScope, ttlSeconds: number) {
-      return (await db('idempotency_keys')
-        .first('request_hash', 'status', 'response')
-        .where({ project_id: scope.projectId, key_id: scope.keyId, user_id: scope.userId, idem_key: scope.key })
-        .where('created_at', '>', db.raw('now() - make_interval(secs => ?)', [ttlSeconds]))) as
-        { request_hash: string; status: number; response: unknown } | undefined;
+    /**
+     * The stored response, unless it is older than `ttlSeconds` (an expired key is a new key).
+     * Every keyed write asks this before it is submitted: one prepared statement on the driver.
+     */
+    async find(db: Knex, scope: IdempotencyScope, ttlSeconds: number) {
+      const rows = await queryDirect<{ request_hash: string; status: number; response: unknown }>(db, {
+        name: 'progressdb_idempotency_find',
+        text: `select request_hash, status, response from idempotency_keys
+                where project_id = $1 and key_id = $2 and user_id = $3 and idem_key = $4
+                  and created_at > now() - make_interval(secs => $5)`,
+        values: [scope.projectId, scope.keyId, scope.userId, scope.key, ttlSeconds],
+      });
+      return rows[0];
     },
 
     /**

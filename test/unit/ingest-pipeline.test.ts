@@ -5,6 +5,7 @@ import { createLogger } from '../../src/lib/logger';
 import {
   createIngestPipeline,
   RUN_ALONE,
+  type AfterBatch,
   type Batcher,
   type GroupStats,
   type WorkItem,
@@ -149,6 +150,90 @@ describe('group-commit engine (fake transaction runner)', () => {
     assert.equal(transactions.length, 2, 'the bare attempt, then the group again with savepoints');
     assert.deepEqual(transactions[1].log.slice(0, 2), ['begin batch_0', 'rollback batch_0']);
     assert.deepEqual(committed, ['alone ok']);
+  });
+
+  test('items with an after-batch step stay in the batch; the step runs once, over the items that succeeded', async () => {
+    const { engine, committed, transactions } = setup();
+    const calls: string[][] = [];
+    const b = recordingBatcher(calls);
+    const seen: Array<Array<{ input: unknown; value: string }>> = [];
+    const step: AfterBatch<string, FakeTx> = {
+      name: 'record',
+      async run(tx, done) {
+        seen.push(done);
+        tx.write(`recorded ${done.map((d) => d.input).join(',')}`);
+        return [];
+      },
+    };
+    const keyed = (name: string, partition: string): WorkItem<string, Scope, FakeTx> => ({
+      ...mergeable(name, b, partition),
+      merge: { batcher: b, input: name, after: { step, input: `k-${name}` } },
+    });
+    const results = await Promise.all([
+      engine.submit(keyed('a', 'p1')),
+      engine.submit(mergeable('plain', b, 'p2')),
+      engine.submit(keyed('missing-b', 'p3')),
+      engine.submit(keyed('c', 'p4')),
+    ]);
+    assert.deepEqual(calls, [['a', 'plain', 'missing-b', 'c']], 'keyed and plain items share one batch');
+    assert.deepEqual(seen, [
+      [
+        { input: 'k-a', value: 'batched a' },
+        { input: 'k-c', value: 'batched c' },
+      ],
+    ]);
+    assert.deepEqual(results, ['batched a', 'batched plain', 'alone missing-b', 'batched c']);
+    assert.deepEqual(committed, ['a', 'plain', 'c', 'recorded k-a,k-c', 'alone missing-b']);
+    assert.equal(transactions.length, 1);
+  });
+
+  test('items an after-batch step refuses: the batch runs again without them, and they run alone', async () => {
+    const { engine, committed, transactions, groups } = setup();
+    const calls: string[][] = [];
+    const b = recordingBatcher(calls);
+    // Refuses every item whose key is "taken" (as a key another request stored first would be).
+    const step: AfterBatch<string, FakeTx> = {
+      name: 'record',
+      async run(tx, done) {
+        tx.write(`recorded ${done.map((d) => d.input).join(',')}`);
+        return done.flatMap((d, j) => (d.input === 'taken' ? [j] : []));
+      },
+    };
+    const keyed = (name: string, key: string, fail?: unknown): WorkItem<string, Scope, FakeTx> => ({
+      ...item(`alone ${name}`, name, fail),
+      merge: { batcher: b, input: name, after: { step, input: key } },
+    });
+    const results = await settle([
+      engine.submit(keyed('a', 'free-a')),
+      engine.submit(keyed('twin', 'taken', new AppError('conflict', 'raced'))),
+      engine.submit(keyed('c', 'free-c')),
+    ]);
+    assert.deepEqual(results.slice(0, 1).concat(results.slice(2)), ['batched a', 'batched c']);
+    assert.equal((results[1] as AppError).message, 'raced', 'the refused item ran alone and answered for itself');
+    assert.deepEqual(calls, [
+      ['a', 'twin', 'c'],
+      ['a', 'twin', 'c'],
+      ['a', 'c'],
+    ]);
+    assert.equal(
+      transactions.length,
+      2,
+      'the bare attempt could not roll back the batch alone: once more with savepoints',
+    );
+    assert.deepEqual(transactions[1].log, [
+      'begin batch_0',
+      'rollback batch_0',
+      'begin batch_0',
+      'release batch_0',
+      'begin item_1',
+      'rollback item_1',
+      'finish',
+    ]);
+    assert.deepEqual(committed, ['a', 'c', 'recorded free-a,free-c']);
+    assert.deepEqual(
+      groups.map((g) => g.size),
+      [3],
+    );
   });
 
   test('a group that fails at COMMIT is split until the one bad write fails alone', async () => {

@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import { badRequest, unprocessable } from '../../lib/errors';
 import type { Logger } from '../../lib/logger';
 import type { Reply } from '../../lib/http/route';
-import type { WorkItem } from '../ingest/ingest-pipeline';
+import type { AfterBatch, WorkItem } from '../ingest/ingest-pipeline';
 import { createIdempotencyStore, type IdempotencyScope } from './idempotency-store';
 
 /**
@@ -31,6 +31,13 @@ export function requestHash(method: string, route: string, body: unknown): strin
 }
 
 type Shaped = { status: number; body: unknown; headers?: Record<string, string> };
+
+/** What a merged keyed write hands to `recordAfterBatch`: its key, request hash and response shape. */
+interface Recording {
+  scope: IdempotencyScope;
+  hash: string;
+  respond(value: unknown): Shaped;
+}
 
 /**
  * Idempotency-Key, in one place: a route opts in by answering through `reply`. The first
@@ -91,6 +98,33 @@ export function createIdempotency(deps: { db: Knex; logger?: Logger; options?: P
     timer.unref();
   }
 
+  /**
+   * Merged writes (appends) store their responses after their batch, all at once: one INSERT for
+   * the batch's keyed items that succeeded. A key stored first by another request (committed
+   * meanwhile, or twice in this batch) is refused: the batch runs again without that item, which
+   * then runs alone, fails its own INSERT (`IdempotencyRace`) and is answered with the replay.
+   */
+  const recordAfterBatch: AfterBatch<unknown, Knex.Transaction> = {
+    name: 'idempotency',
+    async run(tx, done) {
+      const refused: number[] = [];
+      const rows: Array<{ k: number; scope: IdempotencyScope; requestHash: string; status: number; body: unknown }> =
+        [];
+      const seen = new Set<string>();
+      done.forEach(({ input, value }, k) => {
+        const { scope, hash, respond } = input as Recording;
+        const id = JSON.stringify([scope.projectId, scope.keyId, scope.userId, scope.key]);
+        if (seen.has(id)) return void refused.push(k);
+        seen.add(id);
+        const { status, body } = respond(value);
+        rows.push({ k, scope, requestHash: hash, status, body });
+      });
+      const stored = await store.recordMany(tx, rows, ttl);
+      rows.forEach((r, j) => stored.has(j) || refused.push(r.k));
+      return refused;
+    },
+  };
+
   async function replayOf(scope: IdempotencyScope, hash: string): Promise<Reply | null> {
     const row = await store.find(deps.db, scope, ttl);
     if (!row) return null;
@@ -142,15 +176,18 @@ export function createIdempotency(deps: { db: Knex; logger?: Logger; options?: P
       const hash = requestHash(ctx.method ?? 'POST', ctx.route, ctx.body);
       const stored = await replayOf(scope, hash);
       if (stored) return stored;
+      const recording: Recording = { scope, hash, respond };
       const wrap: WorkItemWrapper<T> = (item) => ({
         partition: item.partition,
-        // Never merged with other items: its response is stored in its own savepoint.
+        // Alone: its response is stored in its own savepoint, after its write.
         async run(tx, pointers) {
           const value = await item.run(tx, pointers);
           const { status, body } = respond(value);
           if (!(await store.record(tx, scope, hash, status, body, ttl))) throw new IdempotencyRace();
           return value;
         },
+        // Merged: still merged, its response stored with the batch's others (`recordAfterBatch`).
+        ...(item.merge && { merge: { ...item.merge, after: { step: recordAfterBatch, input: recording } } }),
       });
       try {
         return respond(await write(wrap));

@@ -18,8 +18,26 @@ export interface WorkItem<T, S, Tx = unknown> {
   partition: string;
   /** Runs alone, in a savepoint of the group's transaction. */
   run(tx: Tx, scope: S): Promise<T>;
-  /** Optional: run together with the group's other items of this batcher instead. */
-  merge?: { batcher: Batcher<unknown, T, S, Tx>; input: unknown };
+  /**
+   * Optional: run together with the group's other items of this batcher instead; `after`, when
+   * given, then runs on this item's result together with the batch's other items of that step.
+   */
+  merge?: {
+    batcher: Batcher<unknown, T, S, Tx>;
+    input: unknown;
+    after?: { step: AfterBatch<T, Tx>; input: unknown };
+  };
+}
+
+/**
+ * A statement after a batch, inside the batch's savepoint, over the batch's items that succeeded
+ * and carry it (e.g. one INSERT storing all their Idempotency-Key responses). It returns the
+ * positions in `done` whose writes must not commit: the batch is rolled back and run again
+ * without them, and they run alone (`WorkItem.run`), where their own rule answers.
+ */
+export interface AfterBatch<T, Tx = unknown> {
+  name: string;
+  run(tx: Tx, done: Array<{ input: unknown; value: T }>): Promise<number[]>;
 }
 
 /** A batch result that sends its item back to run alone (`WorkItem.run`). */
@@ -85,6 +103,13 @@ type Outcome = { ok: unknown } | { err: unknown };
 class BareBatchFailed extends Error {
   constructor(readonly reason: unknown) {
     super('merged batch failed');
+  }
+}
+
+/** An `AfterBatch` step refused these items of the batch (positions in the batch). */
+class BatchRejected extends Error {
+  constructor(readonly positions: Set<number>) {
+    super('after-batch step refused items');
   }
 }
 
@@ -183,10 +208,37 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
     }
   }
 
+  /** The batch's `after` steps, one call per step over its items that succeeded; refused positions. */
+  async function runAfterSteps(
+    tx: Tx,
+    batch: Array<{ item: WorkItem<unknown, S, Tx> }>,
+    results: Array<BatchResult<unknown>>,
+  ): Promise<Set<number>> {
+    const steps = new Map<AfterBatch<unknown, Tx>, Array<{ k: number; input: unknown; value: unknown }>>();
+    batch.forEach(({ item }, k) => {
+      const after = item.merge!.after;
+      const r = results[k];
+      if (!after || r === RUN_ALONE || !('ok' in r)) return;
+      const list = steps.get(after.step) ?? [];
+      list.push({ k, input: after.input, value: r.ok });
+      steps.set(after.step, list);
+    });
+    const refused = new Set<number>();
+    for (const [step, done] of steps) {
+      const positions = await step.run(
+        tx,
+        done.map(({ input, value }) => ({ input, value })),
+      );
+      for (const j of positions) refused.add(done[j].k);
+    }
+    return refused;
+  }
+
   /**
    * Items of one batcher in shared statements; what the batcher sends back stays undefined in
    * `out`. When the batch is the transaction's first statement it runs without a savepoint
    * (two round trips fewer per group): if it fails, the group is retried with savepoints.
+   * Items an `after` step refuses: the batch is rolled back and run again without them.
    */
   async function runBatch(
     tx: Tx,
@@ -207,6 +259,8 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
         batch.map(({ item }) => item.merge!.input),
         last ? { group } : undefined,
       );
+      const refused = await runAfterSteps(tx, batch, results);
+      if (refused.size > 0) throw new BatchRejected(refused);
       if (!bare) await runner.savepoint(tx, name, 'release');
       scope.merge(group, local);
       results.forEach((r, k) => {
@@ -214,12 +268,19 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
       });
       return { finished: Boolean(finished) };
     } catch (e) {
-      if (runner.classify(e) !== 'other') throw e;
+      const rejected = e instanceof BatchRejected;
+      if (!rejected && runner.classify(e) !== 'other') throw e;
       if (bare) throw new BareBatchFailed(e);
+      await runner.savepoint(tx, name, 'rollback');
+      if (rejected) {
+        // e.g. an Idempotency-Key another request stored first: the others again, those alone.
+        logger.debug({ refused: e.positions.size, batcher: batcher.name }, 'batch items refused; running them alone');
+        const rest = batch.filter((_, k) => !e.positions.has(k));
+        return rest.length > 0 ? runBatch(tx, group, rest, out, name, false, last) : { finished: false };
+      }
       // e.g. a client id inserted by another replica since our look-up: every item of this
       // batch now runs alone, so only the offending one fails.
       logger.debug({ err: e, batcher: batcher.name }, 'merged batch failed; running its items alone');
-      await runner.savepoint(tx, name, 'rollback');
       return { finished: false };
     }
   }

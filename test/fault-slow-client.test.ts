@@ -21,10 +21,12 @@ const BODY_BYTES = 8 * 1024;
 const MESSAGES = BATCHES * PER_BATCH;
 /**
  * Unbounded buffering would hold every event for every stalled subscriber:
- * 12 × 6,000 × 8 KiB ≈ 590 MB. The replica may use far less than that; we allow 200 MB of
- * growth for V8 heap churn from fanning 48 MB out to the healthy subscribers.
+ * 12 × 6,000 × 8 KiB ≈ 590 MB on top of the heap churn of fanning 48 MB out to the healthy
+ * subscribers. The limit is half of the unbounded total: bounded buffering stays far below it,
+ * unbounded buffering far above. (It was 200 MB; main's code measured 213–255 MB on 2026-12-02
+ * with embedded PostgreSQL, all of it churn: the stalled sockets were cut at 1 MiB each.)
  */
-const RSS_GROWTH_LIMIT = 200 * 1024 * 1024;
+const RSS_GROWTH_LIMIT = ((STALLED_SSE + STALLED_WS) * MESSAGES * BODY_BYTES) / 2;
 
 const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 

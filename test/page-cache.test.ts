@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import pg from 'pg';
 import { after, before, describe, test } from 'node:test';
 import { api, startTestApp, type TestContext } from './helpers/app';
 import { createTestDatabase } from './helpers/db';
@@ -157,12 +158,28 @@ describe('page cache: bounded memory, and access checked on every read', () => {
     assert.equal((await as('in', 'POST', '/v1/threads/mixed/messages', { body: { text: 'hi' } })).status, 201);
     const batches = await metric(t.url, 'progressdb_read_access_batch_size_count');
     const looked = await metric(t.url, 'progressdb_read_access_batch_size_sum');
+    // The look-ups are held by a lock on threads until the reads have reached the server, so
+    // they must queue behind the first query (without the lock, a fast machine may answer each
+    // read before the next one arrives, and there is nothing to batch).
+    const blocker = new pg.Client({ connectionString: t.databaseUrl });
+    await blocker.connect();
+    await blocker.query('begin');
+    await blocker.query('lock table threads in access exclusive mode');
     const reads = Array.from({ length: 10 }, () => [
       as('in', 'GET', '/v1/threads/mixed/messages').then((r) => ({ who: 'member', status: r.status })),
       as('out', 'GET', '/v1/threads/mixed/messages').then((r) => ({ who: 'outsider', status: r.status })),
       as('in', 'GET', '/v1/threads/nowhere/messages').then((r) => ({ who: 'missing', status: r.status })),
       api(t.url, 'GET', '/v1/threads/mixed/messages', { key: sk }).then((r) => ({ who: 'secret', status: r.status })),
     ]).flat();
+    try {
+      // Every look-up query needs threads, so none is answered while the lock is held: the
+      // first one sent waits (for the lock, or for a pool connection behind other waiters)
+      // and the reads that arrive meanwhile queue for the next query.
+      await new Promise((r) => setTimeout(r, 1_000));
+    } finally {
+      await blocker.query('rollback');
+      await blocker.end();
+    }
     const statuses = await Promise.all(reads);
     const expected: Record<string, number> = { member: 200, outsider: 403, missing: 404, secret: 200 };
     for (const { who, status } of statuses) assert.equal(status, expected[who], who);

@@ -157,7 +157,7 @@ export const configSchema = z.object({
   KEY_ROTATION_BATCH: int(1, 10_000).default(100),
   KEY_ROTATION_GRACE_MS: int(0, 600_000).default(3_000),
   WEBHOOK_WORKER_ENABLED: bool.default(true),
-  WEBHOOK_CONCURRENCY: int(1, 1_000).default(32),
+  WEBHOOK_CONCURRENCY: int(1, 1_000).default(128),
   WEBHOOK_POLL_MS: int(10, 60_000).default(1_000),
   WEBHOOK_CLAIM_INTERVAL_MS: int(0, 10_000).default(25),
   WEBHOOK_TIMEOUT_MS: int(100, 120_000).default(15_000),

@@ -56,6 +56,7 @@ import { signUserId } from '../src/modules/keys/key-auth-service';
 import { createKeysStore } from '../src/modules/keys/keys-store';
 import { createProjectsService } from '../src/modules/projects/projects-service';
 import { createProjectsStore } from '../src/modules/projects/projects-store';
+import { freePort } from './common';
 import { buildCompiled } from './compile';
 import { postgresCpu, postgresDelta, treeCpuSeconds } from './cpu';
 import { startBare, stopChild } from './framework-servers';
@@ -109,18 +110,6 @@ function ceilingScript(): string | null {
     '/work/shared/bench/pg-ceiling/run.sh',
   ];
   return candidates.find((c): c is string => Boolean(c && existsSync(c))) ?? null;
-}
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function startServer(

@@ -8,21 +8,49 @@ export interface IdempotencyScope {
   key: string;
 }
 
+export interface StoredResponse {
+  request_hash: string;
+  status: number;
+  response: unknown;
+}
+
 export function createIdempotencyStore() {
   return {
     /**
-     * The stored response, unless it is older than `ttlSeconds` (an expired key is a new key).
-     * Every keyed write asks this before it is submitted: one prepared statement on the driver.
+     * The stored responses of many keys in one statement, by position (undefined: none, or
+     * older than `ttlSeconds`: an expired key is a new key). Keyed writes ask this before they
+     * are submitted, batched per turn of the event loop (`createIdempotency`).
      */
-    async find(db: Knex, scope: IdempotencyScope, ttlSeconds: number) {
-      const rows = await queryDirect<{ request_hash: string; status: number; response: unknown }>(db, {
-        name: 'progressdb_idempotency_find',
-        text: `select request_hash, status, response from idempotency_keys
-                where project_id = $1 and key_id = $2 and user_id = $3 and idem_key = $4
-                  and created_at > now() - make_interval(secs => $5)`,
-        values: [scope.projectId, scope.keyId, scope.userId, scope.key, ttlSeconds],
+    async findMany(db: Knex, scopes: ReadonlyArray<IdempotencyScope>, ttlSeconds: number) {
+      const n = scopes.length;
+      const projects = new Array<string>(n);
+      const keyIds = new Array<string>(n);
+      const users = new Array<string>(n);
+      const keys = new Array<string>(n);
+      for (let i = 0; i < n; i++) {
+        projects[i] = scopes[i].projectId;
+        keyIds[i] = scopes[i].keyId;
+        users[i] = scopes[i].userId;
+        keys[i] = scopes[i].key;
+      }
+      const rows = await queryDirect<StoredResponse & { i: number }>(db, {
+        name: 'progressdb_idempotency_find_many',
+        text: `select k.i, s.request_hash, s.status, s.response
+                 from unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                        with ordinality as k(project_id, key_id, user_id, idem_key, i)
+                 join idempotency_keys s
+                   on s.project_id = k.project_id and s.key_id = k.key_id and s.user_id = k.user_id
+                  and s.idem_key = k.idem_key and s.created_at > now() - make_interval(secs => $5)`,
+        values: [projects, keyIds, users, keys, ttlSeconds],
       });
-      return rows[0];
+      const answers = new Array<StoredResponse | undefined>(n).fill(undefined);
+      for (const { i, ...row } of rows) answers[Number(i) - 1] = row;
+      return answers;
+    },
+
+    /** One key's stored response (see `findMany`). */
+    async find(db: Knex, scope: IdempotencyScope, ttlSeconds: number): Promise<StoredResponse | undefined> {
+      return (await this.findMany(db, [scope], ttlSeconds))[0];
     },
 
     /**

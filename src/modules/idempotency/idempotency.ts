@@ -4,7 +4,8 @@ import { badRequest, unprocessable } from '../../lib/errors';
 import type { Logger } from '../../lib/logger';
 import type { Reply } from '../../lib/http/route';
 import type { AfterBatch, WorkItem } from '../ingest/ingest-pipeline';
-import { createIdempotencyStore, type IdempotencyScope } from './idempotency-store';
+import { createReadAccessBatcher } from '../threads/read-access-batcher';
+import { createIdempotencyStore, type IdempotencyScope, type StoredResponse } from './idempotency-store';
 
 /**
  * Turns a write's work item into one that also stores the response under the request's
@@ -66,6 +67,13 @@ export function createIdempotency(deps: { db: Knex; logger?: Logger; options?: P
   let timer: NodeJS.Timeout | null = null;
   let closed = false;
   let sweeping: Promise<number> | null = null;
+  // Look-ups before submit, batched like reads' access checks: one query per turn of the event
+  // loop (and while one is in flight, the next waits for it), each answered by a query sent after
+  // it was asked — so a response committed before the request is always seen.
+  const lookups = createReadAccessBatcher<IdempotencyScope, StoredResponse>({
+    query: (scopes) => store.findMany(deps.db, scopes, ttl),
+    maxBatch: 256,
+  });
 
   /** Deletes every expired key, one bounded batch at a time; resolves to the number deleted. */
   async function sweepAll(): Promise<number> {
@@ -126,7 +134,7 @@ export function createIdempotency(deps: { db: Knex; logger?: Logger; options?: P
   };
 
   async function replayOf(scope: IdempotencyScope, hash: string): Promise<Reply | null> {
-    const row = await store.find(deps.db, scope, ttl);
+    const row = await lookups.lookup(scope);
     if (!row) return null;
     if (row.request_hash !== hash) {
       throw unprocessable(

@@ -99,6 +99,12 @@ interface Pending<S, Tx> {
 
 type Outcome = { ok: unknown } | { err: unknown };
 
+/** A group's scopes while it runs: all it wrote, and what no NOTIFY has covered yet. */
+interface Scopes<S> {
+  committed: S;
+  unnotified: S;
+}
+
 /** The savepoint-less first batch of a group failed: run the group again, with savepoints. */
 class BareBatchFailed extends Error {
   constructor(readonly reason: unknown) {
@@ -191,13 +197,14 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
   }
 
   /** One item alone in a savepoint: its error rolls back only its own writes. */
-  async function runAlone(tx: Tx, group: S, item: WorkItem<unknown, S, Tx>, name: string): Promise<Outcome> {
+  async function runAlone(tx: Tx, group: Scopes<S>, item: WorkItem<unknown, S, Tx>, name: string): Promise<Outcome> {
     const local = scope.create();
     await runner.savepoint(tx, name, 'begin');
     try {
       const value = await item.run(tx, local);
       await runner.savepoint(tx, name, 'release');
-      scope.merge(group, local);
+      scope.merge(group.committed, local);
+      scope.merge(group.unnotified, local);
       return { ok: value };
     } catch (e) {
       const kind = runner.classify(e);
@@ -242,7 +249,7 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
    */
   async function runBatch(
     tx: Tx,
-    group: S,
+    group: Scopes<S>,
     batch: Array<{ item: WorkItem<unknown, S, Tx>; i: number }>,
     out: Array<Outcome | undefined>,
     name: string,
@@ -257,12 +264,14 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
         tx,
         local,
         batch.map(({ item }) => item.merge!.input),
-        last ? { group } : undefined,
+        last ? { group: group.unnotified } : undefined,
       );
       const refused = await runAfterSteps(tx, batch, results);
       if (refused.size > 0) throw new BatchRejected(refused);
       if (!bare) await runner.savepoint(tx, name, 'release');
-      scope.merge(group, local);
+      scope.merge(group.committed, local);
+      if (finished) group.unnotified = scope.create();
+      else scope.merge(group.unnotified, local);
       results.forEach((r, k) => {
         if (r !== RUN_ALONE) out[batch[k].i] = r;
       });
@@ -291,7 +300,9 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
    * partitions, so within a partition, items take effect in submission order.
    */
   async function runGroup(tx: Tx, group: Array<Pending<S, Tx>>, savepoints: boolean): Promise<Outcome[]> {
-    let committed = scope.create();
+    // `committed`: everything the group wrote (what the hooks see); `unnotified`: what no folded
+    // NOTIFY has covered yet (what the finishing step still has to send).
+    const scopes: Scopes<S> = { committed: scope.create(), unnotified: scope.create() };
     const out: Array<Outcome | undefined> = new Array(group.length);
     let batch: Array<{ item: WorkItem<unknown, S, Tx>; i: number }> = [];
     let inBatch = new Set<string>();
@@ -303,19 +314,20 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
       batch = [];
       inBatch = new Set();
       const first = batches === 0 && aloneRan === 0;
-      // The group's last statement may carry the finishing step, unless hooks still have to run.
-      const { finished } = await runBatch(
+      // The group's last statement may carry the finishing step (the NOTIFY): notifications
+      // are only delivered at COMMIT, so the hooks running after it change nothing about what
+      // is sent (they cannot add to the scope), and a hook that fails rolls the NOTIFY back too.
+      await runBatch(
         tx,
-        committed,
+        scopes,
         flushed,
         out,
         `batch_${batches++}`,
         first && !savepoints,
-        last && hooks.length === 0 && deps.finish !== undefined,
+        last && deps.finish !== undefined,
       );
-      if (finished) committed = scope.create();
       // Items sent back, and items of a failed batch: each alone, still in submission order.
-      for (const { i } of flushed) out[i] ??= await runAlone(tx, committed, group[i].item, `item_${i}`);
+      for (const { i } of flushed) out[i] ??= await runAlone(tx, scopes, group[i].item, `item_${i}`);
     };
     for (let i = 0; i < group.length; i++) {
       const item = group[i].item;
@@ -327,11 +339,11 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
       }
       if (inBatch.has(item.partition)) await flush(false);
       aloneRan++;
-      out[i] = await runAlone(tx, committed, item, `item_${i}`);
+      out[i] = await runAlone(tx, scopes, item, `item_${i}`);
     }
     await flush(true);
-    for (const hook of hooks) await hook(tx, committed);
-    if (deps.finish) await deps.finish(tx, committed);
+    for (const hook of hooks) await hook(tx, scopes.committed);
+    if (deps.finish) await deps.finish(tx, scopes.unnotified);
     return out as Outcome[];
   }
 

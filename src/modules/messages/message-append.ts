@@ -123,6 +123,35 @@ export function seqCounts(requests: AppendRequest[], plans: Array<AppendPlan | A
   return counts.values();
 }
 
+/**
+ * The records of every fresh message, in request order, each with `seq` set to its 1-based
+ * position among its thread's fresh messages here: `assignSeqs`' order, so position k of a
+ * thread whose range starts at s is the message `assignSeqs` gives seq s + k - 1.
+ */
+export function rankRecords(requests: AppendRequest[], plans: Array<AppendPlan | AppError>): CreatedRecord[] {
+  const records: CreatedRecord[] = [];
+  const taken = new Map<string, number>();
+  requests.forEach((r, i) => {
+    const plan = plans[i];
+    if (!('fresh' in plan) || plan.fresh.length === 0) return;
+    const k = messageKey(r.projectId, r.threadId);
+    let rank = taken.get(k) ?? 0;
+    for (const m of plan.fresh) {
+      records.push({
+        project_id: r.projectId,
+        thread_id: r.threadId,
+        seq: ++rank,
+        id: m.id,
+        author: m.author,
+        body: m.body ?? null,
+        reply_to: m.replyTo,
+      });
+    }
+    taken.set(k, rank);
+  });
+  return records;
+}
+
 /** A new message with its seq: one event and one current-state row. */
 export interface CreatedRecord {
   project_id: string;
@@ -135,7 +164,7 @@ export interface CreatedRecord {
 }
 
 /**
- * Gives every fresh message its seq, in request order, from each thread's allocated range
+ * Every fresh message's view with its seq, in request order, from each thread's allocated range
  * (`slots`, keyed by thread). Requests whose thread got no range are THREAD_MISSING.
  */
 export function assignSeqs(
@@ -144,7 +173,6 @@ export function assignSeqs(
   slots: Map<string, { seq: number; at: string }>,
   threadKey: (projectId: string, threadId: string) => string,
 ) {
-  const records: CreatedRecord[] = [];
   const views = new Map<NewMessage, MessageView>();
   const missing = new Set<number>();
   requests.forEach((r, i) => {
@@ -158,15 +186,6 @@ export function assignSeqs(
     for (const m of plan.fresh) {
       const seq = slot.seq++;
       const body = m.body ?? null;
-      records.push({
-        project_id: r.projectId,
-        thread_id: r.threadId,
-        seq,
-        id: m.id,
-        author: m.author,
-        body,
-        reply_to: m.replyTo,
-      });
       views.set(m, {
         id: m.id,
         thread_id: r.threadId,
@@ -182,7 +201,7 @@ export function assignSeqs(
       });
     }
   });
-  return { records, views, missing };
+  return { views, missing };
 }
 
 /**
@@ -224,13 +243,22 @@ export async function appendMany(
     new Map(existing.map((m) => [messageKey(m.project_id, m.thread_id, m.view.id), m.view])),
     new Set(parents.map((p) => messageKey(p.project_id, p.thread_id, p.id))),
   );
-  const slots = await deps.log.allocateMany(tx, pointers, seqCounts(requests, plans));
-  const { records, views, missing } = assignSeqs(requests, plans, slots, deps.log.threadKey);
-  let notified = false;
-  if (records.length > 0) {
-    await deps.log.insertWithProjection(tx, pointers, records, deps.messagesStore.createdProjection, notifyAlso);
-    notified = notifyAlso !== undefined;
-  }
+  // Seq allocation and the inserts in one statement: each record goes in with its position in
+  // its thread's new records, which the statement turns into its seq from the allocated range.
+  const ranked = rankRecords(requests, plans);
+  const slots =
+    ranked.length > 0
+      ? await deps.log.appendRecords(
+          tx,
+          pointers,
+          seqCounts(requests, plans),
+          ranked,
+          deps.messagesStore.createdProjection,
+          notifyAlso,
+        )
+      : new Map<string, { seq: number; at: string }>();
+  const { views, missing } = assignSeqs(requests, plans, slots, deps.log.threadKey);
+  const notified = ranked.length > 0 && notifyAlso !== undefined;
   const results = plans.map((plan, i): AppendResult => {
     if (!('fresh' in plan)) return plan;
     if (missing.has(i)) return THREAD_MISSING;

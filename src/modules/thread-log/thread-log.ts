@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { CHANNELS } from '../../lib/channels';
 import { notFound } from '../../lib/errors';
 import type { GroupScope, IngestEngine, WorkItem } from '../ingest/ingest-pipeline';
 import { createThreadLogStore, type EventProjection } from './thread-log-store';
@@ -131,6 +132,40 @@ export function createThreadLog() {
       const next = new Map<string, { seq: number; at: string }>();
       if (allocs.length === 0) return next;
       for (const row of await store.allocateMany(tx, allocs)) {
+        const first = Number(row.last_seq) - Number(row.n) + 1;
+        next.set(threadKey(row.project_id, row.id), { seq: first, at: row.at });
+        pointers.record(row.project_id, row.id, Number(row.last_seq), first);
+      }
+      return next;
+    },
+
+    /**
+     * `allocateMany` and `insertWithProjection` in one statement: each record's `seq` is its
+     * 1-based position among its thread's records here and is stored as its seq from the
+     * thread's range. Returns what `allocateMany` returns; records of missing or deleted threads
+     * are not written. With `notifyAlso`, the statement also sends the NOTIFY for what it
+     * allocated and for `notifyAlso`.
+     */
+    async appendRecords(
+      tx: Knex.Transaction,
+      pointers: CommitPointers,
+      counts: Iterable<{ projectId: string; threadId: string; n: number }>,
+      records: object[],
+      how: EventProjection,
+      notifyAlso?: CommitPointers,
+    ): Promise<Map<string, { seq: number; at: string }>> {
+      const allocs = [...counts]
+        .filter((c) => c.n > 0)
+        .sort((a, b) => (threadKey(a.projectId, a.threadId) < threadKey(b.projectId, b.threadId) ? -1 : 1));
+      const next = new Map<string, { seq: number; at: string }>();
+      if (allocs.length === 0) return next;
+      const notify = notifyAlso
+        ? {
+            channel: CHANNELS.events,
+            extra: [...notifyAlso.latest.values()].map((p) => JSON.stringify([p.projectId, p.threadId, p.seq])),
+          }
+        : null;
+      for (const row of await store.allocateAndInsert(tx, allocs, records, how, notify)) {
         const first = Number(row.last_seq) - Number(row.n) + 1;
         next.set(threadKey(row.project_id, row.id), { seq: first, at: row.at });
         pointers.record(row.project_id, row.id, Number(row.last_seq), first);

@@ -84,7 +84,6 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
       maxBatch: config.INGEST_MAX_BATCH,
       maxWaitMs: config.INGEST_MAX_WAIT_MS,
       lanes: config.INGEST_CONCURRENCY,
-      overlap: config.INGEST_OVERLAP,
       queueLimit: config.INGEST_QUEUE_LIMIT,
     },
   });

@@ -89,7 +89,6 @@ export const configSchema = z.object({
   INGEST_MAX_BATCH: int(1, 10_000).default(512),
   INGEST_MAX_WAIT_MS: int(0, 1_000).default(0),
   INGEST_CONCURRENCY: int(1, 64).default(2),
-  INGEST_OVERLAP: int(1, 16).default(2),
   INGEST_QUEUE_LIMIT: int(1, 1_000_000).default(20_000),
   WEB_CONCURRENCY: int(1, 64).default(1),
   SESSION_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),

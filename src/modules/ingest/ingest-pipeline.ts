@@ -74,8 +74,6 @@ export interface IngestOptions {
   maxWaitMs: number;
   lanes: number;
   queueLimit: number;
-  /** Groups a lane may have in flight: one writing, the others in COMMIT (default 2). */
-  overlap?: number;
 }
 
 export interface GroupStats {
@@ -129,28 +127,13 @@ export function partitionHash(s: string): number {
 
 export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
   const { runner, logger, options, scope } = deps;
-  type Lane = {
-    queue: Array<Pending<S, Tx>>;
-    busy: boolean;
-    scheduled: boolean;
-    full: (() => void) | null;
-    /** Groups started and not settled (their COMMIT, or their retries, still running). */
-    inFlight: number;
-    /** Partitions of those groups: later writes to them wait until they settle. */
-    held: Map<string, number>;
-    /** Called when one of those groups settles. */
-    settled: Array<() => void>;
-  };
+  type Lane = { queue: Array<Pending<S, Tx>>; busy: boolean; scheduled: boolean; full: (() => void) | null };
   const lanes: Lane[] = Array.from({ length: options.lanes }, () => ({
     queue: [],
     busy: false,
     scheduled: false,
     full: null,
-    inFlight: 0,
-    held: new Map(),
-    settled: [],
   }));
-  const overlap = Math.max(1, options.overlap ?? 2);
   let queued = 0;
   let closed = false;
   let idleWaiters: Array<() => void> = [];
@@ -188,14 +171,6 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
     });
   }
 
-  /**
-   * A lane runs one group's writes at a time, but need not wait for its COMMIT (a WAL flush)
-   * before the next group's writes: up to `overlap` groups are in flight, and the next group
-   * takes only writes to partitions none of them holds, so a partition's writes still commit
-   * one group after the other, in submission order (a COMMIT that fails is retried, split,
-   * before the partition's later writes start). Waiting for a slot happens outside any
-   * transaction, so no transaction ever waits on another one's COMMIT in JavaScript.
-   */
   async function drain(lane: Lane) {
     if (lane.busy) return;
     lane.busy = true;
@@ -205,74 +180,20 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
         // Only concurrency is worth waiting for: a lone client that sends its next write as
         // soon as it is answered (groups of one) never waits.
         if (previous > 1) await gather(lane);
-        if (lane.inFlight >= overlap) {
-          await nextSettled(lane);
-          continue;
-        }
-        const group = take(lane);
-        if (group.length === 0) {
-          await nextSettled(lane);
-          continue;
-        }
+        const group = lane.queue.splice(0, options.maxBatch);
         previous = group.length;
-        await start(lane, group);
+        await commitGroup(group);
+        queued -= group.length;
       }
     } finally {
       lane.busy = false;
+      if (queued === 0) {
+        const waiters = idleWaiters;
+        idleWaiters = [];
+        waiters.forEach((w) => w());
+      }
       schedule(lane);
     }
-  }
-
-  /** Up to maxBatch queued writes, in order, skipping partitions a group in flight holds. */
-  function take(lane: Lane): Array<Pending<S, Tx>> {
-    if (lane.held.size === 0) return lane.queue.splice(0, options.maxBatch);
-    const group: Array<Pending<S, Tx>> = [];
-    const rest: Array<Pending<S, Tx>> = [];
-    for (const p of lane.queue) {
-      if (group.length < options.maxBatch && !lane.held.has(p.item.partition)) group.push(p);
-      else rest.push(p);
-    }
-    lane.queue = rest;
-    return group;
-  }
-
-  function nextSettled(lane: Lane): Promise<void> {
-    return new Promise((resolve) => lane.settled.push(resolve));
-  }
-
-  /** Starts a group; resolves once its writes are done (its COMMIT may still run) or it settled. */
-  function start(lane: Lane, group: Array<Pending<S, Tx>>): Promise<void> {
-    const partitions = new Set<string>();
-    for (const p of group) partitions.add(p.item.partition);
-    for (const k of partitions) lane.held.set(k, (lane.held.get(k) ?? 0) + 1);
-    lane.inFlight++;
-    let written!: () => void;
-    const writesDone = new Promise<void>((resolve) => (written = resolve));
-    void commitGroup(group, written)
-      .catch((err: unknown) => {
-        logger.error({ err }, 'ingest group failed unexpectedly');
-        group.forEach((p) => p.reject(err));
-      })
-      .finally(() => {
-        for (const k of partitions) {
-          const n = lane.held.get(k)! - 1;
-          if (n === 0) lane.held.delete(k);
-          else lane.held.set(k, n);
-        }
-        lane.inFlight--;
-        queued -= group.length;
-        written();
-        const waiters = lane.settled;
-        lane.settled = [];
-        waiters.forEach((w) => w());
-        if (queued === 0) {
-          const idle = idleWaiters;
-          idleWaiters = [];
-          idle.forEach((w) => w());
-        }
-        schedule(lane);
-      });
-    return writesDone;
   }
 
   /** One item alone in a savepoint: its error rolls back only its own writes. */
@@ -432,18 +353,13 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
    * answers nobody with success; it is split in halves and retried, so the one write that
    * cannot commit fails alone and its neighbours still commit.
    */
-  async function commitGroup(group: Array<Pending<S, Tx>>, written?: () => void): Promise<void> {
+  async function commitGroup(group: Array<Pending<S, Tx>>): Promise<void> {
     const started = performance.now();
     let savepoints = false;
     for (let attempt = 1; ; attempt++) {
       let out: Outcome[];
       try {
-        out = await runner.transaction(async (tx) => {
-          const r = await runGroup(tx, group, savepoints);
-          // Its writes are done; COMMIT follows. The lane may start its next group meanwhile.
-          written?.();
-          return r;
-        });
+        out = await runner.transaction((tx) => runGroup(tx, group, savepoints));
       } catch (e) {
         if (e instanceof BareBatchFailed && !savepoints) {
           logger.debug({ err: e.reason }, 'merged batch failed; retrying the group with savepoints');

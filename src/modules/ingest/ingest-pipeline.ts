@@ -48,9 +48,11 @@ export type BatchResult<T> = { ok: T } | { err: unknown } | typeof RUN_ALONE;
 export interface Batcher<I, T, S, Tx = unknown> {
   name: string;
   /**
-   * `finish`, when given, says this is the group's last statement: the batcher may fold the
-   * group's finishing step into it (the NOTIFY), covering `finish.group` and its own scope,
-   * and then return `finished: true`.
+   * `finish`, when given, says this is the group's last batch: the batcher may fold the
+   * group's finishing step into it (the NOTIFY), covering `finish.group` (what no NOTIFY has
+   * covered yet) and its own scope, and then return `finished: true`. The finishing step must
+   * be one whose effect waits for COMMIT (a NOTIFY is delivered then, or never): the
+   * `beforeCommit` hooks still run after it.
    */
   run(
     tx: Tx,
@@ -60,7 +62,10 @@ export interface Batcher<I, T, S, Tx = unknown> {
   ): Promise<{ results: Array<BatchResult<T>>; finished?: boolean }>;
 }
 
-/** Runs in every group's transaction after its writes, before the finishing step and COMMIT. */
+/**
+ * Runs in every group's transaction after its writes, before COMMIT (and before the finishing
+ * step, unless a batch folded that in), with everything the group wrote.
+ */
 export type BeforeCommitHook<S, Tx = unknown> = (tx: Tx, committed: S) => Promise<void>;
 
 /** How a group's scope is created and combined. */
@@ -87,7 +92,10 @@ export interface IngestDeps<S, Tx> {
   logger: Logger;
   options: IngestOptions;
   scope: GroupScope<S>;
-  /** The group's last step, after the hooks (the thread log's NOTIFY); a batcher may fold it in. */
+  /**
+   * The group's last step, after the hooks (the thread log's NOTIFY), over what no folded step
+   * covered; the group's last batch may fold it in.
+   */
   finish?: (tx: Tx, scope: S) => Promise<void>;
 }
 
@@ -408,8 +416,8 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
     },
 
     /**
-     * Adds work to every group's transaction, after its writes and before the finishing step
-     * and COMMIT, with what the group committed (e.g. the webhook outbox); a failure fails the
+     * Adds work to every group's transaction, after its writes and before the (unfolded)
+     * finishing step and COMMIT, with what the group committed (e.g. the webhook outbox); a failure fails the
      * group (which is then split and retried like any other).
      */
     beforeCommit(hook: BeforeCommitHook<S, Tx>) {

@@ -14,12 +14,6 @@ export interface EventRow {
   created_at?: string;
 }
 
-/** A statement fragment that sends NOTIFY payloads, to ride on another statement. */
-export interface NotifyFragment {
-  sql: string;
-  bindings: Knex.RawBinding[];
-}
-
 /**
  * How another module's rows become events in the same statement as its own insert: the
  * columns of its JSON records (`r`), the select that turns them into events, and its own CTE.
@@ -52,10 +46,6 @@ function rankedColumns(how: EventProjection): string {
   return cols;
 }
 
-function notifyFragment(payloads: string[]): NotifyFragment {
-  return { sql: 'select pg_notify(?, x) from unnest(?::text[]) as x', bindings: [CHANNELS.events, payloads] };
-}
-
 /** The thread log's SQL: seq allocation, event inserts, NOTIFY. */
 export function createThreadLogStore() {
   return {
@@ -71,21 +61,6 @@ export function createThreadLogStore() {
         [n, projectId, threadId],
       );
       return rows[0] as { last_seq: number; at: string } | undefined;
-    },
-
-    /**
-     * Seq ranges for many threads in one statement (locked in key order, so two groups cannot
-     * deadlock on each other's rows). Missing or deleted threads come back without a row.
-     */
-    async allocateMany(tx: Knex.Transaction, allocs: Array<{ projectId: string; threadId: string; n: number }>) {
-      const { rows } = await tx.raw(
-        `update threads t set last_seq = t.last_seq + v.n, last_activity_at = now()
-           from unnest(?::text[], ?::text[], ?::int[]) as v(project_id, id, n)
-          where t.project_id = v.project_id and t.id = v.id and t.deleted_at is null
-          returning t.project_id, t.id, t.last_seq, v.n, now() as at`,
-        [allocs.map((a) => a.projectId), allocs.map((a) => a.threadId), allocs.map((a) => a.n)],
-      );
-      return rows as Array<{ project_id: string; id: string; last_seq: number; n: number; at: string }>;
     },
 
     /**
@@ -153,36 +128,8 @@ export function createThreadLogStore() {
       await tx('events').insert(rows);
     },
 
-    /**
-     * One statement: JSON records → their events, another module's projection of the same
-     * records (e.g. current message state), and optionally the group's NOTIFY.
-     */
-    async insertWithProjection(
-      tx: Knex.Transaction,
-      records: object[],
-      how: EventProjection,
-      notify: NotifyFragment | null,
-    ) {
-      const tail = notify ? notify.sql : 'select 1';
-      await tx.raw(
-        `with r as (
-           select * from jsonb_to_recordset(?::jsonb) as r(${how.recordColumns})
-         ), e as (
-           insert into events (project_id, thread_id, seq, type, message_id, actor, data)
-           ${how.eventsSelect}
-         ), m as (
-           ${how.projection}
-         )
-         ${tail}`,
-        [JSON.stringify(records), ...(notify?.bindings ?? [])],
-      );
-    },
-
-    notifyFragment,
-
     async notify(tx: Knex.Transaction, payloads: string[]) {
-      const f = notifyFragment(payloads);
-      await tx.raw(f.sql, f.bindings);
+      await tx.raw('select pg_notify(?, x) from unnest(?::text[]) as x', [CHANNELS.events, payloads]);
     },
   };
 }

@@ -118,33 +118,14 @@ export function createThreadLog() {
     },
 
     /**
-     * Seq ranges for many threads at once: per thread with n > 0, its first seq and the
-     * commit timestamp, keyed by `threadKey`. Missing or deleted threads are absent.
-     */
-    async allocateMany(
-      tx: Knex.Transaction,
-      pointers: CommitPointers,
-      counts: Iterable<{ projectId: string; threadId: string; n: number }>,
-    ): Promise<Map<string, { seq: number; at: string }>> {
-      const allocs = [...counts]
-        .filter((c) => c.n > 0)
-        .sort((a, b) => (threadKey(a.projectId, a.threadId) < threadKey(b.projectId, b.threadId) ? -1 : 1));
-      const next = new Map<string, { seq: number; at: string }>();
-      if (allocs.length === 0) return next;
-      for (const row of await store.allocateMany(tx, allocs)) {
-        const first = Number(row.last_seq) - Number(row.n) + 1;
-        next.set(threadKey(row.project_id, row.id), { seq: first, at: row.at });
-        pointers.record(row.project_id, row.id, Number(row.last_seq), first);
-      }
-      return next;
-    },
-
-    /**
-     * `allocateMany` and `insertWithProjection` in one statement: each record's `seq` is its
-     * 1-based position among its thread's records here and is stored as its seq from the
-     * thread's range. Returns what `allocateMany` returns; records of missing or deleted threads
-     * are not written. With `notifyAlso`, the statement also sends the NOTIFY for what it
-     * allocated and for `notifyAlso`.
+     * Appends records to many threads in one statement: every thread's seq range (locked in key
+     * order, so two groups cannot deadlock on each other's rows), the events built from the
+     * records and another module's projection of them (`how`, e.g. current message state). Each
+     * record's `seq` is its 1-based position among its thread's records here and is stored as
+     * its seq from the thread's range. Returns, per thread with n > 0, its first seq and the
+     * commit timestamp, keyed by `threadKey`; missing or deleted threads are absent and their
+     * records are not written. With `notifyAlso`, the statement also sends the NOTIFY for what
+     * it allocated and for `notifyAlso` (the group's finishing step, folded in).
      */
     async appendRecords(
       tx: Knex.Transaction,
@@ -171,27 +152,6 @@ export function createThreadLog() {
         pointers.record(row.project_id, row.id, Number(row.last_seq), first);
       }
       return next;
-    },
-
-    /**
-     * Inserts events built from records together with their projection (one statement). With
-     * `notifyAlso`, the statement also sends the NOTIFY for those pointers and `pointers`.
-     */
-    async insertWithProjection(
-      tx: Knex.Transaction,
-      pointers: CommitPointers,
-      records: object[],
-      how: EventProjection,
-      notifyAlso?: CommitPointers,
-    ) {
-      let notify = null;
-      if (notifyAlso) {
-        const all = new CommitPointers();
-        all.mergeFrom(notifyAlso);
-        all.mergeFrom(pointers);
-        notify = store.notifyFragment(notifyPayloads(all));
-      }
-      await store.insertWithProjection(tx, records, how, notify);
     },
 
     /**

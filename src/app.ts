@@ -7,6 +7,7 @@ import type { Config } from './config';
 import { isAppError, notFound } from './lib/errors';
 import { answerClientErrors } from './lib/http/client-error';
 import { createClientIp } from './lib/http/client-ip';
+import { prefixGate } from './lib/http/prefix-gate';
 import { errorMiddleware } from './lib/http/problem';
 import { requestId } from './lib/http/request-id';
 import { securityHeaders } from './lib/http/security-headers';
@@ -274,20 +275,24 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   // JSON and text bodies are read by the route factory, after authentication.
   // Cookies (sessions, CSRF, OAuth state) matter only to sign-in, the console and its routes.
   app.use(['/auth', '/console', '/v1/me', '/v1/projects'], cookieParser());
-  app.use(createMetricsRouter(metrics, config.METRICS_TOKEN, { production: config.NODE_ENV === 'production' }));
-  app.use(createSystemModule({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }).router());
-  app.use(keys.router(routes));
-  app.use(threadsModule.router(routes));
-  app.use(messagesModule.router(routes));
-  app.use(events.router(routes));
-  app.use(realtime.router(routes));
-  app.use(webhooks.router(routes));
-  app.use(readStateModule.router(routes));
-  app.use(retention.router(routes));
-  app.use(exports.router(routes));
-  app.use(createAdminModule({ db, retentionTotals: retention.service.totals }).router(routes));
-  app.use(encryption.router(routes));
-  app.use(developerConsole.router(routes));
+  // Each router is entered only by paths that start like one of its routes (lib/http/prefix-gate.ts).
+  const routers = [
+    createMetricsRouter(metrics, config.METRICS_TOKEN, { production: config.NODE_ENV === 'production' }),
+    createSystemModule({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }).router(),
+    keys.router(routes),
+    threadsModule.router(routes),
+    messagesModule.router(routes),
+    events.router(routes),
+    realtime.router(routes),
+    webhooks.router(routes),
+    readStateModule.router(routes),
+    retention.router(routes),
+    exports.router(routes),
+    createAdminModule({ db, retentionTotals: retention.service.totals }).router(routes),
+    encryption.router(routes),
+    developerConsole.router(routes),
+  ];
+  for (const router of routers) app.use(prefixGate(router));
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));
 

@@ -4,7 +4,7 @@ import type { Knex } from 'knex';
 import { badRequest, unauthorized } from '../../lib/errors';
 import { userIdSchema } from '../../lib/ids';
 import type { ApiPrincipal } from '../../lib/http/route';
-import { hashApiKey, parseApiKey, type KeyKind } from './api-key';
+import { apiKeyHashText, parseApiKey, type KeyKind } from './api-key';
 import type { KeysStore } from './keys-store';
 
 interface KeyContext {
@@ -109,14 +109,13 @@ export function createKeyAuthService(deps: {
 
   async function lookup(rawKey: string, opts: { fresh?: boolean } = {}): Promise<KeyContext & { cached: boolean }> {
     if (!parseApiKey(rawKey)) throw unauthorized('The API key is not valid.');
-    const hash = hashApiKey(rawKey);
-    const cacheKey = hash.toString('base64');
+    const cacheKey = apiKeyHashText(rawKey);
     const hit = cache.get(cacheKey);
     if (!opts.fresh && hit && hit.expires > now()) return { ...hit.ctx, cached: true };
     const missed = unknown.get(cacheKey);
     if (missed !== undefined && missed > now()) throw unauthorized('The API key is not valid or has been revoked.');
     lookups++;
-    const row = await deps.keysStore.findByHash(deps.db, hash);
+    const row = await deps.keysStore.findByHash(deps.db, Buffer.from(cacheKey, 'base64'));
     if (!row) {
       cache.delete(cacheKey);
       if (unknown.size >= MAX_NEGATIVE) unknown.delete(unknown.keys().next().value!);

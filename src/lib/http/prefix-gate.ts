@@ -51,7 +51,7 @@ type Pathed = Request & { [PATH]?: string; [LOWER_PATH]?: string };
 export function prefixGate(router: Router): RequestHandler {
   const prefixes = routerPrefixes(router as unknown as { stack?: StackLayer[] });
   if (!prefixes || prefixes.includes('/')) return router;
-  return (req: Request, res: Response, next: NextFunction) => {
+  const gate = (req: Request, res: Response, next: NextFunction) => {
     const r = req as Pathed;
     const path = req.path;
     let lower = r[LOWER_PATH];
@@ -62,4 +62,7 @@ export function prefixGate(router: Router): RequestHandler {
     for (let i = 0; i < prefixes.length; i++) if (lower.startsWith(prefixes[i])) return router(req, res, next);
     next();
   };
+  // The router's layers stay visible through the gate to whatever lists the app's routes
+  // (the OpenAPI completeness checks walk `layer.handle.stack`).
+  return Object.assign(gate, { stack: (router as unknown as { stack: unknown[] }).stack });
 }

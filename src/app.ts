@@ -7,7 +7,7 @@ import type { Config } from './config';
 import { isAppError, notFound } from './lib/errors';
 import { answerClientErrors } from './lib/http/client-error';
 import { createClientIp } from './lib/http/client-ip';
-import { prefixGate } from './lib/http/prefix-gate';
+import { onPaths, prefixRouters } from './lib/http/prefix-routers';
 import { errorMiddleware } from './lib/http/problem';
 import { requestId } from './lib/http/request-id';
 import { securityHeaders } from './lib/http/security-headers';
@@ -270,12 +270,12 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use((req, res, next) =>
     (req.path === '/docs' || req.path.startsWith('/docs/') ? docsHeaders : apiHeaders)(req, res, next),
   );
-  app.use('/v1', apiCors());
-  app.use('/auth', rateLimits.perIp('auth'));
+  app.use(onPaths(['/v1'], apiCors()));
+  app.use(onPaths(['/auth'], rateLimits.perIp('auth')));
   // JSON and text bodies are read by the route factory, after authentication.
   // Cookies (sessions, CSRF, OAuth state) matter only to sign-in, the console and its routes.
-  app.use(['/auth', '/console', '/v1/me', '/v1/projects'], cookieParser());
-  // Each router is entered only by paths that start like one of its routes (lib/http/prefix-gate.ts).
+  app.use(onPaths(['/auth', '/console', '/v1/me', '/v1/projects'], cookieParser()));
+  // Each router is entered only by paths that start like one of its routes (lib/http/prefix-routers.ts).
   const routers = [
     createMetricsRouter(metrics, config.METRICS_TOKEN, { production: config.NODE_ENV === 'production' }),
     createSystemModule({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }).router(),
@@ -292,7 +292,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     encryption.router(routes),
     developerConsole.router(routes),
   ];
-  for (const router of routers) app.use(prefixGate(router));
+  app.use(prefixRouters(routers));
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));
 

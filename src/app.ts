@@ -9,7 +9,7 @@ import { answerClientErrors } from './lib/http/client-error';
 import { createClientIp } from './lib/http/client-ip';
 import { onPaths, prefixRouters } from './lib/http/prefix-routers';
 import { errorMiddleware } from './lib/http/problem';
-import { requestId } from './lib/http/request-id';
+import { setRequestId } from './lib/http/request-id';
 import { securityHeaders } from './lib/http/security-headers';
 import { requestContextGuard, requestLog, upgradeLog } from './lib/http/request-log';
 import { createRouteFactory, type Guard, type Principal } from './lib/http/route';
@@ -256,8 +256,6 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }, encryption.readiness];
 
   // HTTP: middleware, then every router in order.
-  app.use(requestId());
-  app.use(requestLog({ logger, metrics }));
   const apiHeaders = securityHeaders({ crossOriginResourcePolicy: { policy: 'cross-origin' } });
   // The API reference is read over plain HTTP too (a dev box, a LAN address): the default
   // upgrade-insecure-requests would turn its same-origin assets into https requests that fail,
@@ -267,9 +265,15 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } },
     strictTransportSecurity: false,
   });
-  app.use((req, res, next) =>
-    (req.path === '/docs' || req.path.startsWith('/docs/') ? docsHeaders : apiHeaders)(req, res, next),
-  );
+  const logRequest = requestLog({ logger, metrics });
+  // What every response gets, in one layer: its request id, its log line, helmet's headers.
+  app.use((req, res, next) => {
+    setRequestId(req, res);
+    logRequest(res);
+    const path = req.path;
+    (path === '/docs' || path.startsWith('/docs/') ? docsHeaders : apiHeaders)(res);
+    next();
+  });
   app.use(onPaths(['/v1'], apiCors()));
   app.use(onPaths(['/auth'], rateLimits.perIp('auth')));
   // JSON and text bodies are read by the route factory, after authentication.

@@ -16,9 +16,9 @@ const literalStart = (pattern: string) => {
  * without a path included), or null when some layer could match any path (a path-less
  * middleware, a RegExp path).
  */
-export function routerPrefixes(router: { stack?: StackLayer[] }): string[] | null {
+export function routerPrefixes(router: object): string[] | null {
   const prefixes = new Set<string>();
-  for (const layer of router.stack ?? []) {
+  for (const layer of (router as { stack?: StackLayer[] }).stack ?? []) {
     const paths = Array.isArray(layer.rawPath) ? (layer.rawPath as unknown[]) : [layer.rawPath];
     for (const p of paths) {
       if (typeof p !== 'string') return null;
@@ -35,21 +35,8 @@ export function routerPrefixes(router: { stack?: StackLayer[] }): string[] | nul
   return all.filter((p, i) => !all.slice(0, i).some((q) => p.startsWith(q)));
 }
 
-const PATH = Symbol('path the lower-cased one is of');
-const LOWER_PATH = Symbol('lower-cased path');
-type Pathed = Request & { [PATH]?: string; [LOWER_PATH]?: string };
-
-/** The path express's router matches (`req.path`), lower-cased (kept on the request while it is unchanged). */
-function lowerPath(req: Request): string {
-  const r = req as Pathed;
-  const path = req.path;
-  let lower = r[LOWER_PATH];
-  if (r[PATH] !== path || lower === undefined) {
-    r[PATH] = path;
-    lower = r[LOWER_PATH] = path.toLowerCase();
-  }
-  return lower;
-}
+/** The path express's router matches (`req.path`), lower-cased: express matches case-insensitively. */
+const lowerPath = (req: Request) => req.path.toLowerCase();
 
 /**
  * Module routers (declared with full paths, each would be mounted at `/`) as one middleware
@@ -64,7 +51,7 @@ export function prefixRouters(routers: Router[]): RequestHandler {
   const entries = routers.map((router) => ({
     router,
     // A router with a layer for every path (a path-less middleware) is always entered.
-    prefixes: routerPrefixes(router as unknown as { stack?: StackLayer[] }) ?? [''],
+    prefixes: routerPrefixes(router) ?? [''],
   }));
   const enters = (path: string, prefixes: string[]) => {
     for (let i = 0; i < prefixes.length; i++) if (path.startsWith(prefixes[i])) return true;

@@ -13,6 +13,8 @@ export const KEY_PREFIX: Record<KeyKind, string> = { secret: 'sk_', publishable:
 const BODY_LENGTH = 43;
 const CHECKSUM_LENGTH = 6;
 const KEY_PATTERN = /^(sk|pk|ak)_([0-9A-Za-z]{43})([0-9A-Za-z]{6})$/;
+/** Every well-formed key's length: `sk_`, the body, the checksum. */
+export const API_KEY_LENGTH = 3 + BODY_LENGTH + CHECKSUM_LENGTH;
 
 const checksum = (text: string) => toBase62(crc32(text), CHECKSUM_LENGTH);
 

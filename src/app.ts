@@ -7,8 +7,9 @@ import type { Config } from './config';
 import { isAppError, notFound } from './lib/errors';
 import { answerClientErrors } from './lib/http/client-error';
 import { createClientIp } from './lib/http/client-ip';
+import { onPaths, prefixRouters } from './lib/http/prefix-routers';
 import { errorMiddleware } from './lib/http/problem';
-import { requestId } from './lib/http/request-id';
+import { setRequestId } from './lib/http/request-id';
 import { securityHeaders } from './lib/http/security-headers';
 import { requestContextGuard, requestLog, upgradeLog } from './lib/http/request-log';
 import { createRouteFactory, type Guard, type Principal } from './lib/http/route';
@@ -255,8 +256,6 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   const readinessChecks: ReadinessCheck[] = [{ name: 'listen', check: () => listener.connected }, encryption.readiness];
 
   // HTTP: middleware, then every router in order.
-  app.use(requestId());
-  app.use(requestLog({ logger, metrics }));
   const apiHeaders = securityHeaders({ crossOriginResourcePolicy: { policy: 'cross-origin' } });
   // The API reference is read over plain HTTP too (a dev box, a LAN address): the default
   // upgrade-insecure-requests would turn its same-origin assets into https requests that fail,
@@ -266,28 +265,38 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } },
     strictTransportSecurity: false,
   });
-  app.use((req, res, next) =>
-    (req.path === '/docs' || req.path.startsWith('/docs/') ? docsHeaders : apiHeaders)(req, res, next),
-  );
-  app.use('/v1', apiCors());
-  app.use('/auth', rateLimits.perIp('auth'));
+  const logRequest = requestLog({ logger, metrics });
+  // What every response gets, in one layer: its request id, its log line, helmet's headers.
+  app.use((req, res, next) => {
+    setRequestId(req, res);
+    logRequest(res);
+    const path = req.path;
+    (path === '/docs' || path.startsWith('/docs/') ? docsHeaders : apiHeaders)(res);
+    next();
+  });
+  app.use(onPaths(['/v1'], apiCors()));
+  app.use(onPaths(['/auth'], rateLimits.perIp('auth')));
   // JSON and text bodies are read by the route factory, after authentication.
   // Cookies (sessions, CSRF, OAuth state) matter only to sign-in, the console and its routes.
-  app.use(['/auth', '/console', '/v1/me', '/v1/projects'], cookieParser());
-  app.use(createMetricsRouter(metrics, config.METRICS_TOKEN, { production: config.NODE_ENV === 'production' }));
-  app.use(createSystemModule({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }).router());
-  app.use(keys.router(routes));
-  app.use(threadsModule.router(routes));
-  app.use(messagesModule.router(routes));
-  app.use(events.router(routes));
-  app.use(realtime.router(routes));
-  app.use(webhooks.router(routes));
-  app.use(readStateModule.router(routes));
-  app.use(retention.router(routes));
-  app.use(exports.router(routes));
-  app.use(createAdminModule({ db, retentionTotals: retention.service.totals }).router(routes));
-  app.use(encryption.router(routes));
-  app.use(developerConsole.router(routes));
+  app.use(onPaths(['/auth', '/console', '/v1/me', '/v1/projects'], cookieParser()));
+  // Each router is entered only by paths that start like one of its routes (lib/http/prefix-routers.ts).
+  const routers = [
+    createMetricsRouter(metrics, config.METRICS_TOKEN, { production: config.NODE_ENV === 'production' }),
+    createSystemModule({ db, registry, checks: readinessChecks, publicUrl: config.PUBLIC_URL }).router(),
+    keys.router(routes),
+    threadsModule.router(routes),
+    messagesModule.router(routes),
+    events.router(routes),
+    realtime.router(routes),
+    webhooks.router(routes),
+    readStateModule.router(routes),
+    retention.router(routes),
+    exports.router(routes),
+    createAdminModule({ db, retentionTotals: retention.service.totals }).router(routes),
+    encryption.router(routes),
+    developerConsole.router(routes),
+  ];
+  app.use(prefixRouters(routers));
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));
 

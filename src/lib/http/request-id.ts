@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { RequestHandler } from 'express';
+import type { Request, Response } from 'express';
 
 const CLIENT_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -8,11 +8,8 @@ export const requestIdFor = (given: string | undefined): string =>
   given && CLIENT_ID.test(given) ? given : randomUUID();
 
 /** Echoes a well-formed client X-Request-Id, or mints one; every response carries it. */
-export function requestId(): RequestHandler {
-  return (req, res, next) => {
-    const id = requestIdFor(req.get('x-request-id'));
-    res.locals.requestId = id;
-    res.setHeader('X-Request-Id', id);
-    next();
-  };
+export function setRequestId(req: Request, res: Response) {
+  const id = requestIdFor(req.get('x-request-id'));
+  res.locals.requestId = id;
+  res.setHeader('X-Request-Id', id);
 }

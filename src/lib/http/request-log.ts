@@ -1,4 +1,4 @@
-import type { Request, RequestHandler, Response } from 'express';
+import type { Request, Response } from 'express';
 import type { Logger } from '../logger';
 import type { Metrics } from '../metrics';
 import type { Guard } from './route';
@@ -60,8 +60,9 @@ type Timed = Response & { [STARTED]?: bigint; [LOGGED]?: boolean };
  * status, duration. Never headers, query strings or bodies (they carry keys and user data).
  * Also feeds the request-duration histogram and the rate-limit refusal counter. One listener
  * function for every request (the response is `this`), so a request allocates no closure.
+ * Returns what starts the clock and the listeners, called once per request when it arrives.
  */
-export function requestLog(deps: { logger: Logger; metrics: Metrics }): RequestHandler {
+export function requestLog(deps: { logger: Logger; metrics: Metrics }): (res: Response) => void {
   // 'finish' (the last byte handed to the OS) comes before the client can see the
   // response, so a scrape right after it counts it; 'close' alone catches aborted ones.
   function done(this: Timed) {
@@ -91,13 +92,12 @@ export function requestLog(deps: { logger: Logger; metrics: Metrics }): RequestH
         : '',
     );
   }
-  return (_req, res, next) => {
+  return (res) => {
     (res as Timed)[STARTED] = process.hrtime.bigint();
     // on, not once: `done` logs at most once anyway (LOGGED), and once() wraps it in a new
     // bound function per event per request.
     res.on('finish', done);
     res.on('close', done);
-    next();
   };
 }
 

@@ -250,13 +250,16 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
     express.json({ limit: deps.maxRequestBytes, type: ['application/json', 'application/*+json'] }),
     express.text({ limit: deps.maxRequestBytes, type: 'text/plain' }),
   ];
-  const readBody = async (req: Request, res: Response) => {
+  const readBody = (req: Request, res: Response): Promise<void> | undefined => {
     // No body (type-is's test, which the parsers apply first): they would only set req.body to
-    // undefined, at two promises and two parser calls per GET.
+    // undefined, at two promises and two parser calls per GET. Synchronous then: no promise either.
     if (req.headers['transfer-encoding'] === undefined && req.headers['content-length'] === undefined) {
       if (!('body' in (req as object))) req.body = undefined;
-      return;
+      return undefined;
     }
+    return readWithParsers(req, res);
+  };
+  const readWithParsers = async (req: Request, res: Response) => {
     for (const parse of parsers)
       await new Promise<void>((resolve, reject) => parse(req, res, (err?: unknown) => (err ? reject(err) : resolve())));
   };
@@ -293,7 +296,8 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
   ) {
     const principal = await deps.authenticate[spec.auth](req, res);
     // Every route reads (and bounds, and checks the charset of) a body it is sent, declared or not.
-    await readBody(req, res);
+    const reading = readBody(req, res);
+    if (reading) await reading;
     const params = spec.params ? parse(spec.params, req.params, 'path') : undefined;
     const query = spec.query ? parseQuery(spec.query, req) : undefined;
     let body: unknown;
@@ -314,7 +318,11 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
       if (flaw === 'nul') throw badRequest('Strings in the body must not contain the NUL character (\\u0000).');
       body = parse(spec.body, raw, 'body');
     }
-    for (const guard of deps.guards) await guard(req, res, spec, principal);
+    // Most guards have nothing to wait for on most requests: await only the promises they return.
+    for (const guard of deps.guards) {
+      const pending = guard(req, res, spec, principal);
+      if (pending) await pending;
+    }
     return { params, query, body, principal, header: (name: string) => req.get(name) };
   }
 

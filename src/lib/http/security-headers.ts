@@ -1,4 +1,4 @@
-import type { RequestHandler, Response } from 'express';
+import type { Response } from 'express';
 import helmet, { type HelmetOptions } from 'helmet';
 
 /**
@@ -6,7 +6,7 @@ import helmet, { type HelmetOptions } from 'helmet';
  * request, yet with static options (no per-request CSP nonce) they set the same values every
  * time. Here they are recorded from one dry run and set in a single loop.
  */
-export function securityHeaders(options: HelmetOptions): RequestHandler {
+export function securityHeaders(options: HelmetOptions): (res: Response) => void {
   const headers: Array<[string, string]> = [];
   const recorder = {
     setHeader(name: string, value: string | number | readonly string[]) {
@@ -20,8 +20,7 @@ export function securityHeaders(options: HelmetOptions): RequestHandler {
   let ran = false;
   helmet(options)({} as never, recorder as unknown as Response, () => (ran = true));
   if (!ran) throw new Error('helmet did not finish synchronously; its headers cannot be precomputed');
-  return (_req, res, next) => {
+  return (res) => {
     for (let i = 0; i < headers.length; i++) res.setHeader(headers[i][0], headers[i][1]);
-    next();
   };
 }

@@ -1,6 +1,8 @@
 import cors from 'cors';
 import type { RequestHandler } from 'express';
 
+const EXPOSED_HEADERS = ['RateLimit', 'RateLimit-Policy', 'Retry-After', 'X-Request-Id', 'Location', 'ETag'];
+
 /**
  * CORS for the /v1 API. A preflight carries no key, so it cannot know which project (and
  * which allowed_origins) the real request is for; it approves any origin, which grants
@@ -9,7 +11,7 @@ import type { RequestHandler } from 'express';
  * authenticates with headers, so cookies are never sent cross-origin on its behalf.
  */
 export function apiCors(): RequestHandler {
-  return cors({
+  const preflight = cors({
     origin: true,
     credentials: false,
     methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
@@ -24,7 +26,18 @@ export function apiCors(): RequestHandler {
       'Last-Event-ID',
       'X-Request-Id',
     ],
-    exposedHeaders: ['RateLimit', 'RateLimit-Policy', 'Retry-After', 'X-Request-Id', 'Location', 'ETag'],
+    exposedHeaders: EXPOSED_HEADERS,
     maxAge: 600,
   });
+  // An actual (non-preflight) request gets the headers cors() would set for it, without the
+  // options object, closures and header list cors() builds per request.
+  const exposed = EXPOSED_HEADERS.join(',');
+  return (req, res, next) => {
+    if (req.method === 'OPTIONS') return preflight(req, res, next);
+    const origin = req.headers.origin;
+    if (origin) res.setHeader('Access-Control-Allow-Origin', origin);
+    res.vary('Origin');
+    res.setHeader('Access-Control-Expose-Headers', exposed);
+    next();
+  };
 }

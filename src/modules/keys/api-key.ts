@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, hash, timingSafeEqual } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { randomBase62, toBase62 } from '../../lib/ids';
 
@@ -13,6 +13,8 @@ export const KEY_PREFIX: Record<KeyKind, string> = { secret: 'sk_', publishable:
 const BODY_LENGTH = 43;
 const CHECKSUM_LENGTH = 6;
 const KEY_PATTERN = /^(sk|pk|ak)_([0-9A-Za-z]{43})([0-9A-Za-z]{6})$/;
+/** Every well-formed key's length: `sk_`, the body, the checksum. */
+export const API_KEY_LENGTH = 3 + BODY_LENGTH + CHECKSUM_LENGTH;
 
 const checksum = (text: string) => toBase62(crc32(text), CHECKSUM_LENGTH);
 
@@ -34,6 +36,12 @@ export function parseApiKey(key: string): KeyKind | null {
 
 /** Keys have 256 bits of entropy, so one SHA-256 is a sufficient, fast-to-check hash. */
 export const hashApiKey = (key: string) => createHash('sha256').update(key).digest();
+
+/**
+ * The same hash as base64 text (the key caches' key), from the one-shot `crypto.hash`: no Hash
+ * object per request. `Buffer.from(text, 'base64')` is `hashApiKey(key)`.
+ */
+export const apiKeyHashText = (key: string) => hash('sha256', key, 'base64');
 
 /** What may be shown after creation: enough to recognise a key, never enough to use it. */
 export const displayPrefix = (key: string) => key.slice(0, 11);

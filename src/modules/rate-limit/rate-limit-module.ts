@@ -146,9 +146,10 @@ export function createRateLimitModule(deps: { db: Knex; logger: Logger; config: 
     }
   }
 
-  const guard: Guard = async (req, res, spec, principal: Principal) => {
+  // Not async: with nothing to limit it returns no promise, so the route factory does not wait for one.
+  const guard: Guard = (req, res, spec, principal: Principal) => {
     if (!config.RATE_LIMIT_ENABLED || UNLIMITED_PATHS.has(spec.path) || res.locals[COUNTED]) return;
-    await limit(res, principal, classOf(spec.method, spec.rateClass), clientIp(req), weightOf(req));
+    return limit(res, principal, classOf(spec.method, spec.rateClass), clientIp(req), weightOf(req));
   };
 
   return {

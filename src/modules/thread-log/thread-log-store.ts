@@ -34,6 +34,41 @@ function notifyFragment(payloads: string[]): NotifyFragment {
   return { sql: 'select pg_notify(?, x) from unnest(?::text[]) as x', bindings: [CHANNELS.events, payloads] };
 }
 
+/** A payload with its events stays under PostgreSQL's 8,000-byte NOTIFY limit. */
+const NOTIFY_CARRY_MAX_BYTES = 7_900;
+
+/**
+ * The NOTIFY of one pointer payload carrying the group's events too, read in the same
+ * statement from the rows the transaction inserted: "e": [[project_id, thread_id, seq, type,
+ * message_id, actor, data, created_at as text], …], as the live tail would read them back, so
+ * listeners need not. When they do not fit beside the pointers, the pointers go alone.
+ */
+function notifyWithEventsFragment(
+  payload: string,
+  ranges: Array<{ projectId: string; threadId: string; first: number; seq: number }>,
+): NotifyFragment {
+  return {
+    sql: `select pg_notify(?, case when octet_length(?::text) + octet_length(ev.j) < ${NOTIFY_CARRY_MAX_BYTES}
+                                   then left(?::text, -1) || ',"e":' || ev.j || '}' else ?::text end)
+            from (select json_agg(json_build_array(e.project_id, e.thread_id, e.seq, e.type, e.message_id, e.actor,
+                                                   e.data, e.created_at::text)
+                                  order by e.project_id, e.thread_id, e.seq)::text as j
+                    from unnest(?::text[], ?::text[], ?::bigint[], ?::bigint[]) as g(project_id, thread_id, first, last)
+                    join events e on e.project_id = g.project_id and e.thread_id = g.thread_id
+                                 and e.seq between g.first and g.last) as ev`,
+    bindings: [
+      CHANNELS.events,
+      payload,
+      payload,
+      payload,
+      ranges.map((r) => r.projectId),
+      ranges.map((r) => r.threadId),
+      ranges.map((r) => r.first),
+      ranges.map((r) => r.seq),
+    ],
+  };
+}
+
 /** The thread log's SQL: seq allocation, event inserts, NOTIFY. */
 export function createThreadLogStore() {
   return {
@@ -99,6 +134,16 @@ export function createThreadLogStore() {
 
     async notify(tx: Knex.Transaction, payloads: string[]) {
       const f = notifyFragment(payloads);
+      await tx.raw(f.sql, f.bindings);
+    },
+
+    /** notify() of one payload, carrying the events of these seq ranges when they fit (see notifyWithEventsFragment). */
+    async notifyWithEvents(
+      tx: Knex.Transaction,
+      payload: string,
+      ranges: Array<{ projectId: string; threadId: string; first: number; seq: number }>,
+    ) {
+      const f = notifyWithEventsFragment(payload, ranges);
       await tx.raw(f.sql, f.bindings);
     },
   };

@@ -55,6 +55,8 @@ export const commitScope: GroupScope<CommitPointers> = {
 };
 
 const NOTIFY_MAX_BYTES = 7_900;
+/** Groups of more events send pointers only (their events would not fit one payload anyway). */
+const NOTIFY_CARRY_MAX_EVENTS = 32;
 
 /** The NOTIFY payloads for these pointers: {"p":[[project_id, thread_id, seq], …]}, each under 8,000 bytes. */
 export function notifyPayloads(pointers: CommitPointers): string[] {
@@ -165,7 +167,12 @@ export function createThreadLog() {
      */
     async notify(tx: Knex.Transaction, pointers: CommitPointers) {
       const payloads = notifyPayloads(pointers);
-      if (payloads.length > 0) await store.notify(tx, payloads);
+      // A small group's events ride along (the live tail then need not read them back).
+      const ranges = [...pointers.latest.values()];
+      const events = ranges.reduce((n, r) => n + r.seq - r.first + 1, 0);
+      if (payloads.length === 1 && events <= NOTIFY_CARRY_MAX_EVENTS)
+        await store.notifyWithEvents(tx, payloads[0], ranges);
+      else if (payloads.length > 0) await store.notify(tx, payloads);
     },
 
     threadKey,

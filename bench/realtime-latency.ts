@@ -2,6 +2,7 @@
  * Publish-to-receive latency of the live tail across two replicas.
  *
  *   npx tsx bench/realtime-latency.ts [--subscribers 1000] [--messages 200] [--rate 20] [--threads 1] [--clients 2]
+ *                                     [--client raw|ws] [--profile DIR]
  *   (`npm run bench:realtime` runs the latency and the memory benchmark with their defaults)
  *
  * Two servers (src/server.ts child processes) share one scratch database. `subscribers`
@@ -11,6 +12,12 @@
  * (publish → receive), and from the 201 arriving to the event arriving (ack → receive).
  * The subscribers live in `clients` worker threads (default 2), so one client event loop is
  * not the bottleneck; times are absolute (performance.timeOrigin + now()) across threads.
+ * `--client raw` (default): each subscriber is a lean RFC 6455 client on a plain TCP socket (see
+ * rawSubscriber); `--client ws`: the `ws` library's client, as before. Either way a receive is
+ * timed when the client's JS has the frame's bytes. Also reported: per message, publish → 201,
+ * → first and → last delivery; the servers' own means from /metrics (POST, group commit, NOTIFY
+ * wake-up → handed to every subscriber); CPU seconds of each process over the run.
+ * `--profile DIR` writes a V8 CPU profile of each server over the run (bench/profile-summary.ts).
  * DATABASE_URL names a PostgreSQL server; without it an embedded one is started. Loopback only.
  */
 import { randomBytes } from 'node:crypto';
@@ -156,8 +163,9 @@ async function runWorker(job: WorkerJob) {
   parentPort!.on('message', (msg: { type: string }) => {
     if (msg.type === 'count') parentPort!.postMessage({ type: 'count', received: ks.length });
     if (msg.type === 'finish') {
-      for (const ws of sockets) if ('terminate' in ws) ws.terminate();
-      else ws.destroy();
+      for (const ws of sockets)
+        if ('terminate' in ws) ws.terminate();
+        else ws.destroy();
       parentPort!.postMessage({ type: 'result', ks, times });
     }
   });
@@ -283,7 +291,11 @@ async function main() {
     const interval = 1000 / rate;
     const profilers = args.profile !== undefined ? await Promise.all(servers.map(startProfiler)) : [];
     const metrics0 = await Promise.all(servers.map((s) => serverMetrics(s.url, metricsToken)));
-    const cpu0 = { servers: servers.map((s) => treeCpuSeconds(s.child.pid!)), bench: process.cpuUsage(), pg: postgresCpu() };
+    const cpu0 = {
+      servers: servers.map((s) => treeCpuSeconds(s.child.pid!)),
+      bench: process.cpuUsage(),
+      pg: postgresCpu(),
+    };
     const t0 = performance.now();
     const posts: Promise<void>[] = [];
     for (let k = 0; k < messages; k++) {

@@ -50,7 +50,10 @@ export function wsFramePayload(frame: Buffer): Buffer {
 export function wsEventFrame(e: EventView): Buffer {
   let b = wsFrames.get(e);
   if (b === undefined)
-    wsFrames.set(e, (b = wsTextFrame(`{"type":"event","thread_id":${JSON.stringify(e.thread_id)},"event":${eventJson(e)}}`)));
+    wsFrames.set(
+      e,
+      (b = wsTextFrame(`{"type":"event","thread_id":${JSON.stringify(e.thread_id)},"event":${eventJson(e)}}`)),
+    );
   return b;
 }
 

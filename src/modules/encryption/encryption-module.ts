@@ -62,6 +62,7 @@ export function createEncryptionModule(deps: {
       ...store,
       after: async (db, projectId, threadId, afterSeq, limit) =>
         service.openEvents(projectId, threadId, await store.after(db, projectId, threadId, afterSeq, limit), 'lenient'),
+      needsOpening: service.anySealed,
     }),
     /** Reported by /readyz without failing it: reads go on from cached keys while the KMS is away. */
     readiness: { name: 'kms', check: () => kms.healthy(), optional: true },

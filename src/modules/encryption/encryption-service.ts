@@ -230,14 +230,18 @@ export function createEncryptionService(deps: {
     return opened.map((o) => (o.body === o.view.body ? o.view : { ...o.view, body: o.body }));
   }
 
+  /** Whether any of these events holds a sealed (encrypted) message body. */
+  function anySealed(events: EventView[]) {
+    return events.some((e) => e.message_id !== null && hasEnvelope(e.data.body));
+  }
+
   async function openEvents<E extends EventView>(
     projectId: string,
     threadId: string,
     events: E[],
     mode: 'strict' | 'lenient' = 'strict',
   ): Promise<E[]> {
-    const sealed = (e: E) => e.message_id !== null && hasEnvelope(e.data.body);
-    if (!events.some(sealed)) return events;
+    if (!anySealed(events)) return events;
     const opened = await openItems(
       projectId,
       threadId,
@@ -355,6 +359,7 @@ export function createEncryptionService(deps: {
 
     openMessages,
     openEvents,
+    anySealed,
 
     async openVersions<V extends { version: number; body: unknown }>(
       projectId: string,

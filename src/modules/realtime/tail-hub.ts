@@ -4,6 +4,7 @@ import type { PgListener } from '../../lib/pg-listener';
 import type { EventView } from '../events/events-schemas';
 import type { EventsStore } from '../events/events-store';
 import { CHANNELS } from '../../lib/channels';
+import { toRfc3339 } from '../../lib/db';
 
 const PAGE = 500;
 const RETRY_MIN_MS = 100;
@@ -111,20 +112,58 @@ export function createTailHub(deps: {
 
   function onNotify(payload: string) {
     let pointers: unknown;
+    let carried: unknown;
     try {
-      pointers = (JSON.parse(payload) as { p?: unknown }).p;
+      ({ p: pointers, e: carried } = JSON.parse(payload) as { p?: unknown; e?: unknown });
     } catch {
       return;
     }
     if (!Array.isArray(pointers)) return;
+    const now = performance.now();
     for (const p of pointers) {
       if (!Array.isArray(p) || p.length < 3) continue;
       const state = threads.get(key(String(p[0]), String(p[1])));
-      if (!state || Number(p[2]) <= state.lastSeq) continue;
+      const seq = Number(p[2]);
+      if (!state || seq <= state.lastSeq) continue;
+      if (Array.isArray(carried) && fanOutCarried(state, seq, carried, now)) continue;
       state.dirty = true;
-      state.notifiedAt ??= performance.now();
+      state.notifiedAt ??= now;
       void pump(state);
     }
+  }
+
+  /**
+   * The events the NOTIFY carried (thread-log-store's notifyWithEventsFragment), fanned out
+   * without reading them back — only when they are exactly the thread's next events
+   * (lastSeq + 1 … seq) and no read of the thread is under way or due, so they are what
+   * pump would have read, in the same order. Anything else (pointers only, a gap, a read in
+   * flight) goes through pump and the log as before; subscribers check seq = cursor + 1
+   * either way.
+   */
+  function fanOutCarried(state: ThreadState, seq: number, carried: unknown[], now: number): boolean {
+    if (state.reading || state.retry || state.dirty || stopped || state.subs.size === 0) return false;
+    let rows: EventView[] | null = null;
+    for (const c of carried) {
+      if (!Array.isArray(c) || c.length < 8 || c[0] !== state.projectId || c[1] !== state.threadId) continue;
+      const next = (rows?.length ?? 0) + state.lastSeq + 1;
+      if (c[2] !== next) return false;
+      // As events-store's read-back returns them: same fields, same order, same timestamp text.
+      (rows ??= []).push({
+        seq: next,
+        type: c[3],
+        thread_id: c[1],
+        message_id: c[4],
+        actor: c[5],
+        data: c[6],
+        created_at: toRfc3339(String(c[7])),
+      });
+    }
+    // Sealed bodies are opened by the store's read (encryption): those go through pump.
+    if (!rows || rows[rows.length - 1].seq !== seq || eventsStore.needsOpening(rows)) return false;
+    state.lastSeq = seq;
+    for (const sub of [...state.subs]) offer(sub, rows);
+    deps.onLag?.((performance.now() - now) / 1000);
+    return true;
   }
 
   /** One read loop per thread at a time; wake-ups during a read coalesce into one more read. */

@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
@@ -20,7 +21,7 @@ import type { ReadStateService } from '../read-state/read-state-service';
 import type { ThreadsService } from '../threads/threads-service';
 import type { EventView } from '../events/events-schemas';
 import type { Ephemeral, EphemeralMessage } from './ephemeral';
-import { wsEventFrame } from './event-frames';
+import { wsEventFrame, wsEventFrames, wsFramePayload } from './event-frames';
 import type { RealtimeTokens } from './realtime-token';
 import { wsClientMessageSchema, type WsClientMessage } from './realtime-schemas';
 import type { CloseReason, SubscribeOptions, TailHub, TailSink } from './tail-hub';
@@ -68,6 +69,9 @@ class Conn extends WebSocket {
   /** Replace the ones `ws`'s and EventEmitter's constructors made (see NO_EXTENSIONS, NO_LISTENERS). */
   _extensions = NO_EXTENSIONS;
   _events = NO_LISTENERS;
+  /** `ws`'s own: the TCP socket, and the Sender (state 0: idle, nothing queued) — see sendFrames. */
+  declare _socket: Socket;
+  declare _sender: { _state: number; _queue: unknown[] };
   serial = 0;
   principal!: ApiPrincipal;
   /** The client address at the upgrade (rate limits of anonymous buckets, logs). */
@@ -160,6 +164,7 @@ interface GatewayHooks {
   revoked(conn: Conn): void;
   recheck(sub: WsSubscription): Promise<boolean>;
   send(conn: Conn, msg: unknown): void;
+  sendFrames(conn: Conn, frames: Buffer, events: readonly EventView[]): void;
   unsubscribed(sub: WsSubscription, reason: CloseReason): void;
   maxBufferedBytes: number;
 }
@@ -193,10 +198,7 @@ class WsSubscription implements SubscribeOptions, TailSink {
   }
   send(events: EventView[]) {
     const { conn } = this;
-    for (const e of events) {
-      if (conn.gone) return;
-      conn.gateway.send(conn, wsEventFrame(e));
-    }
+    if (!conn.gone) conn.gateway.sendFrames(conn, wsEventFrames(events), events);
   }
   ready(seq: number) {
     const reset = this.purgedThrough === null ? {} : { recovered: false, purged_through_seq: this.purgedThrough };
@@ -333,6 +335,7 @@ export function createWsGateway(deps: {
         (e) => (isAppError(e) ? false : Promise.reject(e)),
       ),
     send: (conn, msg) => send(conn, msg),
+    sendFrames,
     unsubscribed(sub, reason) {
       const { conn, threadId } = sub;
       if (conn.sub(threadId) !== sub) return;
@@ -423,8 +426,23 @@ export function createWsGateway(deps: {
 
   function send(conn: Conn, msg: unknown) {
     if (conn.gone) return;
-    if (Buffer.isBuffer(msg)) conn.send(msg, { binary: false });
-    else conn.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+    conn.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+    judgeBacklog(conn);
+  }
+
+  /**
+   * Events to one socket: the frames were built once for every subscriber (event-frames.ts), so
+   * this is one socket write, without `ws`'s per-send framing (an options object, a header
+   * buffer, a corked two-buffer write). Only while `ws`'s Sender is idle: the gateway never
+   * compresses nor sends Blobs, so it always is, but if it ever had something queued the
+   * events would go through it, in order, one by one.
+   */
+  function sendFrames(conn: Conn, frames: Buffer, events: readonly EventView[]) {
+    if (conn.gone) return;
+    const sender = conn._sender;
+    if (conn.readyState === WebSocket.OPEN && sender._state === 0 && sender._queue.length === 0)
+      conn._socket.write(frames);
+    else for (const e of events) conn.send(wsFramePayload(wsEventFrame(e)), { binary: false });
     judgeBacklog(conn);
   }
 

@@ -46,6 +46,47 @@ function rankedColumns(how: EventProjection): string {
   return cols;
 }
 
+/** A statement that sends a NOTIFY. */
+interface NotifyFragment {
+  sql: string;
+  bindings: Knex.RawBinding[];
+}
+
+/** A payload with its events stays under PostgreSQL's 8,000-byte NOTIFY limit. */
+const NOTIFY_CARRY_MAX_BYTES = 7_900;
+
+/**
+ * The NOTIFY of one pointer payload carrying the group's events too, read in the same
+ * statement from the rows the transaction inserted: "e": [[project_id, thread_id, seq, type,
+ * message_id, actor, data, created_at as text], …], as the live tail would read them back, so
+ * listeners need not. When they do not fit beside the pointers, the pointers go alone.
+ */
+function notifyWithEventsFragment(
+  payload: string,
+  ranges: Array<{ projectId: string; threadId: string; first: number; seq: number }>,
+): NotifyFragment {
+  return {
+    sql: `select pg_notify(?, case when octet_length(?::text) + octet_length(ev.j) < ${NOTIFY_CARRY_MAX_BYTES}
+                                   then left(?::text, -1) || ',"e":' || ev.j || '}' else ?::text end)
+            from (select json_agg(json_build_array(e.project_id, e.thread_id, e.seq, e.type, e.message_id, e.actor,
+                                                   e.data, e.created_at::text)
+                                  order by e.project_id, e.thread_id, e.seq)::text as j
+                    from unnest(?::text[], ?::text[], ?::bigint[], ?::bigint[]) as g(project_id, thread_id, first, last)
+                    join events e on e.project_id = g.project_id and e.thread_id = g.thread_id
+                                 and e.seq between g.first and g.last) as ev`,
+    bindings: [
+      CHANNELS.events,
+      payload,
+      payload,
+      payload,
+      ranges.map((r) => r.projectId),
+      ranges.map((r) => r.threadId),
+      ranges.map((r) => r.first),
+      ranges.map((r) => r.seq),
+    ],
+  };
+}
+
 /** The thread log's SQL: seq allocation, event inserts, NOTIFY. */
 export function createThreadLogStore() {
   return {
@@ -70,24 +111,36 @@ export function createThreadLogStore() {
      * among the thread's new records, turned into its seq from that range. Records of threads
      * the UPDATE did not find (missing or deleted) are not inserted. With `notify`, the
      * statement also sends the NOTIFY for what it allocated plus `notify.extra` pointers
-     * ([project_id, thread_id, seq] JSON texts), in payloads under 8,000 bytes.
+     * ([project_id, thread_id, seq] JSON texts), in payloads under 8,000 bytes; with
+     * `notify.carry`, one payload that has room also carries the events inserted here.
      */
     async allocateAndInsert(
       tx: Knex.Transaction,
       allocs: Array<{ projectId: string; threadId: string; n: number }>,
       records: object[],
       how: EventProjection,
-      notify: { channel: string; extra: string[] } | null,
+      notify: { channel: string; extra: string[]; carry: boolean } | null,
     ) {
+      // With `carry`, a single payload also carries the inserted events when they fit beside the
+      // pointers (as notifyWithEventsFragment does for groups that notify on their own).
       const notifyCte = notify
         ? `, p as (
              select json_build_array(project_id, id, last_seq)::text as item from a
              union all select unnest(?::text[])
-           ), n as (
-             select pg_notify(?, '{"p":[' || string_agg(item, ',') || ']}')
+           ), c as (
+             select '{"p":[' || string_agg(item, ',') || ']}' as payload, count(*) over () as chunks
                from (select item, sum(octet_length(item) + 1) over (order by item rows unbounded preceding) / ${NOTIFY_CHUNK} as chunk
                        from p) c
               group by chunk
+           ), ev as (
+             select json_agg(json_build_array(project_id, thread_id, seq, type, message_id, actor, data, created_at::text)
+                             order by project_id, thread_id, seq)::text as j
+               from e
+           ), n as (
+             select pg_notify(?, case when ?::boolean and c.chunks = 1
+                                           and octet_length(c.payload) + octet_length(ev.j) < ${NOTIFY_CARRY_MAX_BYTES}
+                                      then left(c.payload, -1) || ',"e":' || ev.j || '}' else c.payload end)
+               from c, ev
            )`
         : '';
       const notifyTail = notify
@@ -106,6 +159,7 @@ export function createThreadLogStore() {
          ), e as (
            insert into events (project_id, thread_id, seq, type, message_id, actor, data)
            ${how.eventsSelect}
+           returning project_id, thread_id, seq, type, message_id, actor, data, created_at
          ), m as (
            ${how.projection}
          )${notifyCte}
@@ -116,7 +170,7 @@ export function createThreadLogStore() {
           allocs.map((a) => a.threadId),
           allocs.map((a) => a.n),
           JSON.stringify(records),
-          ...(notify ? [notify.extra, notify.channel] : []),
+          ...(notify ? [notify.extra, notify.channel, notify.carry] : []),
         ],
       );
       return (rows as Array<{ project_id: string | null; id: string; last_seq: number; n: number; at: string }>).filter(
@@ -130,6 +184,16 @@ export function createThreadLogStore() {
 
     async notify(tx: Knex.Transaction, payloads: string[]) {
       await tx.raw('select pg_notify(?, x) from unnest(?::text[]) as x', [CHANNELS.events, payloads]);
+    },
+
+    /** notify() of one payload, carrying the events of these seq ranges when they fit (see notifyWithEventsFragment). */
+    async notifyWithEvents(
+      tx: Knex.Transaction,
+      payload: string,
+      ranges: Array<{ projectId: string; threadId: string; first: number; seq: number }>,
+    ) {
+      const f = notifyWithEventsFragment(payload, ranges);
+      await tx.raw(f.sql, f.bindings);
     },
   };
 }

@@ -56,6 +56,8 @@ export const commitScope: GroupScope<CommitPointers> = {
 };
 
 const NOTIFY_MAX_BYTES = 7_900;
+/** Groups of more events send pointers only (their events would not fit one payload anyway). */
+const NOTIFY_CARRY_MAX_EVENTS = 32;
 
 /** The NOTIFY payloads for these pointers: {"p":[[project_id, thread_id, seq], …]}, each under 8,000 bytes. */
 export function notifyPayloads(pointers: CommitPointers): string[] {
@@ -140,12 +142,13 @@ export function createThreadLog() {
         .sort((a, b) => (threadKey(a.projectId, a.threadId) < threadKey(b.projectId, b.threadId) ? -1 : 1));
       const next = new Map<string, { seq: number; at: string }>();
       if (allocs.length === 0) return next;
-      const notify = notifyAlso
-        ? {
-            channel: CHANNELS.events,
-            extra: [...notifyAlso.latest.values()].map((p) => JSON.stringify([p.projectId, p.threadId, p.seq])),
-          }
-        : null;
+      let notify = null;
+      if (notifyAlso) {
+        const extra = [...notifyAlso.latest.values()].map((p) => JSON.stringify([p.projectId, p.threadId, p.seq]));
+        // A small group's events ride on its NOTIFY (as in notify() below) when it covers only them.
+        const carry = extra.length === 0 && records.length <= NOTIFY_CARRY_MAX_EVENTS;
+        notify = { channel: CHANNELS.events, extra, carry };
+      }
       for (const row of await store.allocateAndInsert(tx, allocs, records, how, notify)) {
         const first = Number(row.last_seq) - Number(row.n) + 1;
         next.set(threadKey(row.project_id, row.id), { seq: first, at: row.at });
@@ -160,7 +163,12 @@ export function createThreadLog() {
      */
     async notify(tx: Knex.Transaction, pointers: CommitPointers) {
       const payloads = notifyPayloads(pointers);
-      if (payloads.length > 0) await store.notify(tx, payloads);
+      // A small group's events ride along (the live tail then need not read them back).
+      const ranges = [...pointers.latest.values()];
+      const events = ranges.reduce((n, r) => n + r.seq - r.first + 1, 0);
+      if (payloads.length === 1 && events <= NOTIFY_CARRY_MAX_EVENTS)
+        await store.notifyWithEvents(tx, payloads[0], ranges);
+      else if (payloads.length > 0) await store.notify(tx, payloads);
     },
 
     threadKey,

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import pg from 'pg';
 import { after, before, describe, test } from 'node:test';
+import { CHANNELS } from '../src/lib/channels';
 import { signUserId } from '../src/modules/keys/key-auth-service';
 import type { ProjectCredentials } from '../src/modules/projects/projects-service';
 import { api, startInstance, startTestApp, type TestContext, type TestInstance } from './helpers/app';
@@ -120,6 +122,54 @@ describe('realtime: live tail over SSE and WebSocket', () => {
     assert.equal(viaWs.length, 1000);
     sse.close();
     ws.close();
+  });
+
+  test('events a NOTIFY carries reach subscribers exactly as the log reads them back (appends, an edit, a reaction)', async () => {
+    // Hear the replicas' own channel, to see that the events did ride on the NOTIFY.
+    const listen = new pg.Client({ connectionString: t.databaseUrl });
+    await listen.connect();
+    const payloads: string[] = [];
+    listen.on('notification', (n) => payloads.push(n.payload ?? ''));
+    await listen.query(`listen ${CHANNELS.events}`);
+    try {
+      await api(t.url, 'POST', '/v1/threads', { key: sk, body: { id: 'carried', type: 'channel' } });
+      const ws = await openWs(wsUrl(t.url), as(sk));
+      ws.send({ type: 'subscribe', thread_id: 'carried', id: 's1' });
+      await ws.waitFor((m) => m.type === 'ready' && m.thread_id === 'carried', 'ws ready');
+      const sse = await openSse(`${t.url}/v1/threads/carried/tail`, as(sk));
+      await sse.waitFor(() => sse.messages.find((m) => m.event === 'ready'), 'ready');
+
+      await post(t2.url, 'carried', 5, 'c');
+      const edit = await api(t2.url, 'PATCH', '/v1/threads/carried/messages/c1', {
+        key: sk,
+        body: { body: { text: 'edited', nested: { unicode: 'é ✓', n: 1.5 } } },
+      });
+      assert.equal(edit.status, 200, edit.text);
+      const react = await api(t2.url, 'PUT', '/v1/threads/carried/messages/c2/reactions/thumbs_up', {
+        key: sk,
+        user: 'reactor',
+      });
+      assert.equal(react.status, 200, react.text);
+
+      const logged = await api(t.url, 'GET', '/v1/threads/carried/events?after_seq=1', { key: sk });
+      assert.equal(logged.status, 200, logged.text);
+      assert.equal(logged.body.data.length, 7);
+      assert.deepEqual(await ws.waitForEvents('carried', 7), logged.body.data);
+      assert.deepEqual(await sse.waitForEvents(7), logged.body.data);
+      const carried = payloads.flatMap((p) => (JSON.parse(p) as { e?: unknown[][] }).e ?? []);
+      assert.ok(
+        carried.some((e) => e[1] === 'carried' && e[3] === 'message.created'),
+        'an append group carried its event',
+      );
+      assert.ok(
+        carried.some((e) => e[1] === 'carried' && e[3] === 'message.edited'),
+        'an edit group carried its event',
+      );
+      ws.close();
+      sse.close();
+    } finally {
+      await listen.end();
+    }
   });
 
   test('WebSocket: several threads on one socket, each resuming exactly after its after_seq; unsubscribe stops delivery', async () => {

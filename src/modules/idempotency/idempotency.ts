@@ -4,7 +4,7 @@ import { badRequest, unprocessable } from '../../lib/errors';
 import type { Logger } from '../../lib/logger';
 import type { Reply } from '../../lib/http/route';
 import type { AfterBatch, WorkItem } from '../ingest/ingest-pipeline';
-import { createReadAccessBatcher } from '../threads/read-access-batcher';
+import { createLookupBatcher } from '../../lib/lookup-batcher';
 import { createIdempotencyStore, type IdempotencyScope, type StoredResponse } from './idempotency-store';
 
 /**
@@ -70,7 +70,7 @@ export function createIdempotency(deps: { db: Knex; logger?: Logger; options?: P
   // Look-ups before submit, batched like reads' access checks: one query per turn of the event
   // loop (and while one is in flight, the next waits for it), each answered by a query sent after
   // it was asked — so a response committed before the request is always seen.
-  const lookups = createReadAccessBatcher<IdempotencyScope, StoredResponse>({
+  const lookups = createLookupBatcher<IdempotencyScope, StoredResponse>({
     query: (scopes) => store.findMany(deps.db, scopes, ttl),
     maxBatch: 256,
   });

@@ -8,7 +8,7 @@ import type { WorkItemWrapper } from '../idempotency/idempotency';
 import type { CommitPointers, EventInput, LogIngest, LogWorkItem, ThreadLog } from '../thread-log/thread-log';
 import { assertAccess, isTrusted, type Access } from './thread-access';
 import type { CreateThreadInput, Role, ThreadView, UpdateThreadInput } from './threads-schemas';
-import { createReadAccessBatcher } from './read-access-batcher';
+import { createLookupBatcher } from '../../lib/lookup-batcher';
 import {
   toThreadView,
   type ReadAccessKey,
@@ -69,7 +69,7 @@ export function createThreadsService(deps: {
 }) {
   const { db, threadsStore: store, ingest, log } = deps;
   // Concurrent reads authorize together: one query per batch instead of one per read.
-  const readAccess = createReadAccessBatcher<ReadAccessKey, ReadAccessRow>({
+  const readAccess = createLookupBatcher<ReadAccessKey, ReadAccessRow>({
     query: (keys) => store.readAccessMany(db, keys),
     maxBatch: READ_ACCESS_MAX_BATCH,
     onBatch: deps.onReadAccessBatch,
@@ -92,7 +92,7 @@ export function createThreadsService(deps: {
   /**
    * `authorize(…, 'read')` for the hot read paths: the same rule on a lean row (policies, role,
    * version), looked up together with the concurrent reads' rows in one prepared statement sent
-   * after this call (`read-access-batcher.ts`), so the row is at least as new as the read.
+   * after this call (`src/lib/lookup-batcher.ts`), so the row is at least as new as the read.
    */
   async function authorizeRead(principal: ApiPrincipal, threadId: string) {
     const row = await readAccess.lookup({ projectId: principal.projectId, threadId, userId: principal.userId });

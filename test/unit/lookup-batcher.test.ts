@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
-import { createReadAccessBatcher } from '../../src/modules/threads/read-access-batcher';
+import { createLookupBatcher } from '../../src/lib/lookup-batcher';
 
 /** A fake batch query the test answers by hand: every call is recorded with its keys. */
 function fakeQuery() {
@@ -21,7 +21,7 @@ function fakeQuery() {
 describe('read-access batcher (pure)', () => {
   test('an idle batcher sends a look-up alone, in the same turn of the event loop', async () => {
     const { calls, query } = fakeQuery();
-    const batcher = createReadAccessBatcher({ query, maxBatch: 500 });
+    const batcher = createLookupBatcher({ query, maxBatch: 500 });
     const a = batcher.lookup('a');
     await tick();
     assert.deepEqual(
@@ -40,7 +40,7 @@ describe('read-access batcher (pure)', () => {
   test('look-ups made in one turn go together; look-ups made while a query is in flight wait for the next one', async () => {
     const { calls, query } = fakeQuery();
     const sizes: number[] = [];
-    const batcher = createReadAccessBatcher({ query, maxBatch: 500, onBatch: (n) => sizes.push(n) });
+    const batcher = createLookupBatcher({ query, maxBatch: 500, onBatch: (n) => sizes.push(n) });
     const first = [batcher.lookup('a'), batcher.lookup('b')];
     await tick();
     assert.equal(calls.length, 1);
@@ -61,7 +61,7 @@ describe('read-access batcher (pure)', () => {
 
   test('a look-up never joins a query that was already sent', async () => {
     const { calls, query } = fakeQuery();
-    const batcher = createReadAccessBatcher({ query, maxBatch: 500 });
+    const batcher = createLookupBatcher({ query, maxBatch: 500 });
     const early = batcher.lookup('x');
     await tick();
     const sentAt = calls.length;
@@ -76,7 +76,7 @@ describe('read-access batcher (pure)', () => {
 
   test('a failing query rejects every look-up in it, and only those', async () => {
     const { calls, query } = fakeQuery();
-    const batcher = createReadAccessBatcher({ query, maxBatch: 500 });
+    const batcher = createLookupBatcher({ query, maxBatch: 500 });
     const failing = [batcher.lookup('a'), batcher.lookup('b')].map((p) =>
       p.then(
         () => 'ok',
@@ -97,7 +97,7 @@ describe('read-access batcher (pure)', () => {
 
   test('a query that throws synchronously rejects its look-ups and leaves the batcher usable', async () => {
     let throwNext = true;
-    const batcher = createReadAccessBatcher<string, string>({
+    const batcher = createLookupBatcher<string, string>({
       query: (keys) => {
         if (throwNext) {
           throwNext = false;
@@ -113,7 +113,7 @@ describe('read-access batcher (pure)', () => {
 
   test('caps a batch at maxBatch; the rest go in the following queries', async () => {
     const { calls, query } = fakeQuery();
-    const batcher = createReadAccessBatcher({ query, maxBatch: 3 });
+    const batcher = createLookupBatcher({ query, maxBatch: 3 });
     const all = ['a', 'b', 'c', 'd', 'e', 'f', 'g'].map((k) => batcher.lookup(k));
     await tick();
     assert.deepEqual(calls[0].keys, ['a', 'b', 'c']);

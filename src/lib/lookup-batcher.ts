@@ -23,7 +23,7 @@ interface Waiter<K, R> {
   reject: (e: unknown) => void;
 }
 
-export function createReadAccessBatcher<K, R>(opts: LookupBatcherOptions<K, R>) {
+export function createLookupBatcher<K, R>(opts: LookupBatcherOptions<K, R>) {
   const schedule = opts.schedule ?? ((send: () => void) => void setImmediate(send));
   let queue: Array<Waiter<K, R>> = [];
   /** A query is in flight, or the send of the next one is scheduled. */
@@ -74,4 +74,4 @@ export function createReadAccessBatcher<K, R>(opts: LookupBatcherOptions<K, R>) 
   };
 }
 
-export type ReadAccessBatcher<K, R> = ReturnType<typeof createReadAccessBatcher<K, R>>;
+export type LookupBatcher<K, R> = ReturnType<typeof createLookupBatcher<K, R>>;

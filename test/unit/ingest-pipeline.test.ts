@@ -283,7 +283,7 @@ describe('group-commit engine (fake transaction runner)', () => {
     assert.deepEqual(committed, []);
   });
 
-  test('beforeCommit hooks see what the group committed, then the finishing step runs', async () => {
+  test('beforeCommit hooks see all the group committed, even when its last batch folded the finishing step in', async () => {
     const { engine, transactions, finished } = setup();
     const seen: Scope[] = [];
     engine.beforeCommit(async (tx, s) => {
@@ -298,8 +298,27 @@ describe('group-commit engine (fake transaction runner)', () => {
       engine.submit(mergeable('m', b, 'r')),
     ]);
     assert.deepEqual(seen, [['a', 'm']]);
+    // The NOTIFY takes effect at COMMIT (or never), so it may go before the hooks: the last
+    // batch covered a and m, and the finishing step has nothing left to send.
+    const log = transactions[0].log;
+    assert.ok(log.indexOf('folded finish of a,m') >= 0 && log.indexOf('folded finish of a,m') < log.indexOf('hook'));
+    assert.deepEqual(log.slice(-2), ['hook', 'finish']);
+    assert.deepEqual(finished, [[]]);
+  });
+
+  test('with hooks and no folding batcher, the finishing step covers the whole group after them', async () => {
+    const { engine, transactions, finished } = setup();
+    const seen: Scope[] = [];
+    engine.beforeCommit(async (tx, s) => {
+      tx.log.push('hook');
+      seen.push([...s]);
+    });
+    const calls: string[][] = [];
+    const b = recordingBatcher(calls);
+    await settle([engine.submit(item('a')), engine.submit(mergeable('m', b, 'r'))]);
+    assert.deepEqual(seen, [['a', 'm']]);
     assert.deepEqual(finished, [['a', 'm']]);
-    assert.deepEqual(transactions[0].log.slice(-2), ['hook', 'finish'], 'no folding while hooks must run first');
+    assert.deepEqual(transactions[0].log.slice(-2), ['hook', 'finish']);
   });
 
   test('without hooks, the last batch may fold the finishing step into its statement', async () => {

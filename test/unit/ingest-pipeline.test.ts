@@ -283,13 +283,19 @@ describe('group-commit engine (fake transaction runner)', () => {
     assert.deepEqual(committed, []);
   });
 
-  test('beforeCommit hooks see all the group committed, even when its last batch folded the finishing step in', async () => {
-    const { engine, transactions, finished } = setup();
+  /** A beforeCommit hook that logs 'hook' in the transaction and records the scopes it saw. */
+  function recordHooks(engine: ReturnType<typeof setup>['engine']): Scope[] {
     const seen: Scope[] = [];
     engine.beforeCommit(async (tx, s) => {
       tx.log.push('hook');
       seen.push([...s]);
     });
+    return seen;
+  }
+
+  test('beforeCommit hooks see all the group committed, even when its last batch folded the finishing step in', async () => {
+    const { engine, transactions, finished } = setup();
+    const seen = recordHooks(engine);
     const calls: string[][] = [];
     const b = recordingBatcher(calls, { fold: true });
     await settle([
@@ -308,11 +314,7 @@ describe('group-commit engine (fake transaction runner)', () => {
 
   test('with hooks and no folding batcher, the finishing step covers the whole group after them', async () => {
     const { engine, transactions, finished } = setup();
-    const seen: Scope[] = [];
-    engine.beforeCommit(async (tx, s) => {
-      tx.log.push('hook');
-      seen.push([...s]);
-    });
+    const seen = recordHooks(engine);
     const calls: string[][] = [];
     const b = recordingBatcher(calls);
     await settle([engine.submit(item('a')), engine.submit(mergeable('m', b, 'r'))]);

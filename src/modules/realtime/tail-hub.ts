@@ -9,6 +9,16 @@ import { toRfc3339 } from '../../lib/db';
 const PAGE = 500;
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2_000;
+/**
+ * A fan-out hands events to subscribers for at most this long before it yields to the event
+ * loop. One socket write costs tens of microseconds, so a thread with thousands of local
+ * subscribers would otherwise hold the loop for tens of milliseconds — and the COMMIT reply
+ * of the very group being fanned out (PostgreSQL signals listeners at commit, so the NOTIFY
+ * and the reply arrive together) would wait behind it, and every request with it.
+ */
+const FANOUT_SLICE_MS = 2;
+/** Subscribers handed events between two looks at the clock. */
+const FANOUT_CLOCK_EVERY = 16;
 
 export type CloseReason = 'removed' | 'thread_deleted' | 'forbidden' | 'unsubscribed' | 'shutdown';
 
@@ -80,6 +90,17 @@ interface ThreadState {
   retry: NodeJS.Timeout | null;
   subs: Set<Sub>;
   /** When the oldest wake-up not yet fanned out arrived (for the NOTIFY-lag metric). */
+  notifiedAt?: number;
+  /** Events read or carried, in seq order, still being handed to the subscribers of the time. */
+  fanOuts: FanOut[];
+}
+
+/** One batch of a thread's events and the subscribers it goes to (`next`: the first not yet offered). */
+interface FanOut {
+  rows: EventView[];
+  subs: Sub[];
+  next: number;
+  /** When the wake-up that led to it arrived, if it is the one the NOTIFY-lag metric times. */
   notifiedAt?: number;
 }
 
@@ -161,9 +182,36 @@ export function createTailHub(deps: {
     // Sealed bodies are opened by the store's read (encryption): those go through pump.
     if (!rows || rows[rows.length - 1].seq !== seq || eventsStore.needsOpening(rows)) return false;
     state.lastSeq = seq;
-    for (const sub of [...state.subs]) offer(sub, rows);
-    deps.onLag?.((performance.now() - now) / 1000);
+    fanOut(state, rows, now);
     return true;
+  }
+
+  /**
+   * Queues `rows` (the thread's next events) for every current subscriber. The fan-out starts in
+   * a setImmediate — after the I/O that arrived with the wake-up (the COMMIT reply of the group
+   * that sent it, on the replica that wrote it) — and yields every FANOUT_SLICE_MS. A thread's
+   * batches go out one after the other, each to all its subscribers, so every subscriber still
+   * sees its events in seq order; subscribers check seq = cursor + 1 anyway (offer).
+   */
+  function fanOut(state: ThreadState, rows: EventView[], notifiedAt?: number) {
+    state.fanOuts.push({ rows, subs: [...state.subs], next: 0, notifiedAt });
+    if (state.fanOuts.length === 1) setImmediate(runFanOuts, state);
+  }
+
+  function runFanOuts(state: ThreadState) {
+    const deadline = performance.now() + FANOUT_SLICE_MS;
+    while (state.fanOuts.length > 0) {
+      const job = state.fanOuts[0];
+      while (job.next < job.subs.length) {
+        offer(job.subs[job.next++], job.rows);
+        if (job.next % FANOUT_CLOCK_EVERY === 0 && job.next < job.subs.length && performance.now() > deadline) {
+          setImmediate(runFanOuts, state);
+          return;
+        }
+      }
+      state.fanOuts.shift();
+      if (job.notifiedAt !== undefined) deps.onLag?.((performance.now() - job.notifiedAt) / 1000);
+    }
   }
 
   /** One read loop per thread at a time; wake-ups during a read coalesce into one more read. */
@@ -178,11 +226,9 @@ export function createTailHub(deps: {
           const rows = await read(state, state.lastSeq);
           if (rows.length > 0) {
             state.lastSeq = rows[rows.length - 1].seq;
-            for (const sub of [...state.subs]) offer(sub, rows);
-            if (notifiedAt !== undefined && state.notifiedAt === notifiedAt) {
-              state.notifiedAt = undefined;
-              deps.onLag?.((performance.now() - notifiedAt) / 1000);
-            }
+            const timed = notifiedAt !== undefined && state.notifiedAt === notifiedAt;
+            if (timed) state.notifiedAt = undefined;
+            fanOut(state, rows, timed ? notifiedAt : undefined);
           }
           if (rows.length < PAGE) break;
         }
@@ -350,6 +396,7 @@ export function createTailHub(deps: {
           failures: 0,
           retry: null,
           subs: new Set(),
+          fanOuts: [],
         };
         threads.set(k, state);
       }

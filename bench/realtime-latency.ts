@@ -12,6 +12,8 @@
  * (publish → receive), and from the 201 arriving to the event arriving (ack → receive).
  * The subscribers live in `clients` worker threads (default 2), so one client event loop is
  * not the bottleneck; times are absolute (performance.timeOrigin + now()) across threads.
+ * Each client thread reports its event loop's utilisation and delay over the run: a receive
+ * time includes any wait in the client's own loop, and these say how much of it there was.
  * `--client raw` (default): each subscriber is a lean RFC 6455 client on a plain TCP socket (see
  * rawSubscriber); `--client ws`: the `ws` library's client, as before. Either way a receive is
  * timed when the client's JS has the frame's bytes. Also reported: per message, publish → 201,
@@ -23,7 +25,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { availableParallelism, loadavg } from 'node:os';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
@@ -159,14 +161,28 @@ async function runWorker(job: WorkerJob) {
       );
     sockets.push(...(await Promise.all(batch)));
   }
+  // Is this client thread itself a bottleneck? Its event-loop delay and utilisation over the run.
+  const delay = monitorEventLoopDelay({ resolution: 1 });
+  let elu = performance.eventLoopUtilization();
   parentPort!.postMessage({ type: 'ready' });
   parentPort!.on('message', (msg: { type: string }) => {
+    if (msg.type === 'start') {
+      delay.enable();
+      elu = performance.eventLoopUtilization();
+    }
     if (msg.type === 'count') parentPort!.postMessage({ type: 'count', received: ks.length });
     if (msg.type === 'finish') {
+      delay.disable();
+      const loop = {
+        utilization: performance.eventLoopUtilization(elu).utilization,
+        delayP50: delay.percentile(50) / 1e6,
+        delayP99: delay.percentile(99) / 1e6,
+        delayMax: delay.max / 1e6,
+      };
       for (const ws of sockets)
         if ('terminate' in ws) ws.terminate();
         else ws.destroy();
-      parentPort!.postMessage({ type: 'result', ks, times });
+      parentPort!.postMessage({ type: 'result', ks, times, loop });
     }
   });
 }
@@ -296,6 +312,7 @@ async function main() {
       bench: process.cpuUsage(),
       pg: postgresCpu(),
     };
+    for (const w of workers) w.postMessage({ type: 'start' });
     const t0 = performance.now();
     const posts: Promise<void>[] = [];
     for (let k = 0; k < messages; k++) {
@@ -346,8 +363,9 @@ async function main() {
     ];
     for (const [i, stop] of profilers.entries())
       writeFileSync(`${args.profile}/server-${i + 1}.cpuprofile`, JSON.stringify(await stop()));
+    type Loop = { utilization: number; delayP50: number; delayP99: number; delayMax: number };
     const results = await Promise.all(
-      workers.map((w) => ask<{ ks: number[]; times: number[] }>(w, 'finish', 'result')),
+      workers.map((w) => ask<{ ks: number[]; times: number[]; loop: Loop }>(w, 'finish', 'result')),
     );
     const publishToReceive: number[] = [];
     const ackToReceive: number[] = [];
@@ -394,6 +412,12 @@ async function main() {
         row('publish → last receive (per message)', lasts),
         '',
         ...breakdown,
+        `client threads' event loops while receiving (utilisation; delay p50/p99/max ms): ${results
+          .map(
+            ({ loop: l }) =>
+              `${(l.utilization * 100).toFixed(0)} %, ${fmt(l.delayP50)}/${fmt(l.delayP99)}/${fmt(l.delayMax)}`,
+          )
+          .join('; ')}`,
         `CPU while publishing and receiving (${cpuWall.toFixed(1)} s): server 1 ${fmt(cpu.servers[0])} s, server 2 ${fmt(cpu.servers[1])} s, benchmark (publisher and subscribers) ${fmt(cpu.bench)} s, PostgreSQL ${fmt(cpu.pg)} s`,
         '',
       ].join('\n'),

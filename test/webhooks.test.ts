@@ -361,13 +361,21 @@ describe('webhooks: signed, ordered, at-least-once delivery to a real receiver',
     await endpoint(p.id, '/one-statement', { event_types: ['message.created'] });
     for (const id of ['os-a', 'os-b', 'os-fail'])
       assert.equal((await api(t.url, 'POST', '/v1/threads', { key: p.sk, body: { id, type: 'group' } })).status, 201);
-    const who = { type: 'api', projectId: p.id, keyId: 'test-key', kind: 'secret', userId: 'u1', settings: {} } as const;
+    const who = {
+      type: 'api',
+      projectId: p.id,
+      keyId: 'test-key',
+      kind: 'secret',
+      userId: 'u1',
+      settings: {},
+    } as const;
     const m = t.app.messages;
     const sizes: number[] = [];
     const stop = t.app.ingest.observe((s) => sizes.push(s.size));
     const created = async () => {
       const rows = await t.db('webhook_deliveries').where({ project_id: p.id }).orderBy(['thread_id', 'seq']);
-      const events = await t.db('events')
+      const events = await t
+        .db('events')
         .where({ project_id: p.id, type: 'message.created' })
         .orderBy(['thread_id', 'seq']);
       assert.deepEqual(

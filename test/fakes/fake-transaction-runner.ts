@@ -26,9 +26,7 @@ export class ConnectionLost extends Error {}
  * `committed` only at COMMIT, savepoints roll back exactly their writes, and `failCommit` can
  * make COMMIT fail (as a deferred constraint would).
  */
-export function createFakeRunner(
-  opts: { failCommit?: (writes: string[]) => Error | null; autocommit?: boolean } = {},
-) {
+export function createFakeRunner(opts: { failCommit?: (writes: string[]) => Error | null; autocommit?: boolean } = {}) {
   const committed: string[] = [];
   const transactions: FakeTx[] = [];
   /** Work run outside a transaction (`opts.autocommit`): its writes commit when it returns. */

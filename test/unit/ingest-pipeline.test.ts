@@ -396,7 +396,10 @@ describe('group-commit engine (fake transaction runner)', () => {
     const seen = recordNamedHook(engine);
     const calls: string[][] = [];
     const b = recordingBatcher(calls, { fold: true, folds: ['outbox'], autocommits: true });
-    const results = await Promise.all([engine.submit(mergeable('a', b, 'p')), engine.submit(mergeable('missing', b, 'q'))]);
+    const results = await Promise.all([
+      engine.submit(mergeable('a', b, 'p')),
+      engine.submit(mergeable('missing', b, 'q')),
+    ]);
     assert.deepEqual(results, ['batched a', 'alone missing']);
     assert.equal(autocommits.length, 1);
     assert.equal(transactions.length, 1);

@@ -229,7 +229,7 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
     return { sse: s.sse_streams, ws: s.sockets };
   });
   const webhooks = createWebhooksModule({
-    ...{ config, db, logger, ingest, listener, projects, registry: metrics.registry },
+    ...{ config, db, logger, ingest, log, listener, projects, registry: metrics.registry },
     online: (p, t) => realtime.online(p, t),
     openEvents: encryption.service.openEvents,
   });

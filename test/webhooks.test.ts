@@ -356,6 +356,76 @@ describe('webhooks: signed, ordered, at-least-once delivery to a real receiver',
     );
   });
 
+  test('a group of appends writes the outbox row of every event in its one statement; a failing outbox write fails the whole group', async () => {
+    const p = await project('one-statement');
+    await endpoint(p.id, '/one-statement', { event_types: ['message.created'] });
+    for (const id of ['os-a', 'os-b', 'os-fail'])
+      assert.equal((await api(t.url, 'POST', '/v1/threads', { key: p.sk, body: { id, type: 'group' } })).status, 201);
+    const who = {
+      type: 'api',
+      projectId: p.id,
+      keyId: 'test-key',
+      kind: 'secret',
+      userId: 'u1',
+      settings: {},
+    } as const;
+    const m = t.app.messages;
+    const sizes: number[] = [];
+    const stop = t.app.ingest.observe((s) => sizes.push(s.size));
+    const created = async () => {
+      const rows = await t.db('webhook_deliveries').where({ project_id: p.id }).orderBy(['thread_id', 'seq']);
+      const events = await t
+        .db('events')
+        .where({ project_id: p.id, type: 'message.created' })
+        .orderBy(['thread_id', 'seq']);
+      assert.deepEqual(
+        rows.map((r) => [r.thread_id, Number(r.seq)]),
+        events.map((e) => [e.thread_id, Number(e.seq)]),
+        'one delivery per committed message, no more',
+      );
+      return rows.length;
+    };
+    try {
+      // Submitted in one tick: one group per lane, each one statement (secret key, existing threads).
+      await Promise.all(['os-a', 'os-b', 'os-a'].map((th) => m.append(who, th, [{ body: { th } }])));
+      assert.equal(
+        sizes.reduce((n, s) => n + s, 0),
+        3,
+      );
+      assert.equal(await created(), 3);
+
+      await t.db.raw(`
+        create or replace function test_fail_outbox() returns trigger language plpgsql as $$
+        begin
+          if new.thread_id = 'os-fail' then raise exception 'outbox refused'; end if;
+          return new;
+        end $$`);
+      await t.db.raw(
+        `create trigger test_fail_outbox before insert on webhook_deliveries for each row execute function test_fail_outbox()`,
+      );
+      sizes.length = 0;
+      const results = await Promise.allSettled(
+        ['os-a', 'os-fail', 'os-b'].map((th) => m.append(who, th, [{ body: { th } }])),
+      );
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ['fulfilled', 'rejected', 'fulfilled'],
+        'the group failed as a whole; split, only the write whose outbox row failed is refused',
+      );
+      assert.equal(await created(), 5);
+      const failed = await t.db('events').where({ project_id: p.id, thread_id: 'os-fail' }).orderBy('seq');
+      assert.deepEqual(
+        failed.map((e) => [e.type, Number(e.seq)]),
+        [['thread.created', 1]],
+        'nothing of the refused write, and no gap',
+      );
+    } finally {
+      stop();
+      await t.db.raw('drop trigger if exists test_fail_outbox on webhook_deliveries');
+      await t.db.raw('drop function if exists test_fail_outbox()');
+    }
+  });
+
   test('the management API: secret shown once, list with health, update, delete; another developer gets 404; bad input is 4xx problem+json', async () => {
     const p = await project('mgmt');
     const ep = await endpoint(p.id, '/mgmt', { description: 'search indexer' });

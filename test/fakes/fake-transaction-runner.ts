@@ -26,9 +26,11 @@ export class ConnectionLost extends Error {}
  * `committed` only at COMMIT, savepoints roll back exactly their writes, and `failCommit` can
  * make COMMIT fail (as a deferred constraint would).
  */
-export function createFakeRunner(opts: { failCommit?: (writes: string[]) => Error | null } = {}) {
+export function createFakeRunner(opts: { failCommit?: (writes: string[]) => Error | null; autocommit?: boolean } = {}) {
   const committed: string[] = [];
   const transactions: FakeTx[] = [];
+  /** Work run outside a transaction (`opts.autocommit`): its writes commit when it returns. */
+  const autocommits: FakeTx[] = [];
   const runner: TransactionRunner<FakeTx> = {
     async transaction(work) {
       const tx = new FakeTx();
@@ -43,7 +45,18 @@ export function createFakeRunner(opts: { failCommit?: (writes: string[]) => Erro
       await Promise.resolve();
       tx.savepoint(name, step);
     },
+    ...(opts.autocommit && {
+      async autocommit<R>(work: (tx: FakeTx) => Promise<R>): Promise<R> {
+        const tx = new FakeTx();
+        autocommits.push(tx);
+        const result = await work(tx);
+        const failure = opts.failCommit?.(tx.writes);
+        if (failure) throw failure;
+        committed.push(...tx.writes);
+        return result;
+      },
+    }),
     classify: (e) => (e instanceof RetryableError ? 'retry' : e instanceof ConnectionLost ? 'connection' : 'other'),
   };
-  return { runner, committed, transactions };
+  return { runner, committed, transactions, autocommits };
 }

@@ -49,9 +49,14 @@ function item(name: string, partition = 'p', fail?: unknown): WorkItem<string, S
 }
 
 /** A batcher that writes every input in one "statement"; inputs starting with "missing" go alone. */
-function recordingBatcher(calls: string[][], opts: { fail?: (inputs: string[]) => boolean; fold?: boolean } = {}) {
+function recordingBatcher(
+  calls: string[][],
+  opts: { fail?: (inputs: string[]) => boolean; fold?: boolean; folds?: string[]; autocommits?: boolean } = {},
+) {
   const batcher: Batcher<string, string, Scope, FakeTx> = {
     name: 'test',
+    ...(opts.folds && { folds: new Set(opts.folds) }),
+    ...(opts.autocommits && { autocommits: (input: string) => !input.startsWith('locked') }),
     async run(tx, s, inputs, finish) {
       calls.push([...inputs]);
       for (const i of inputs) if (!i.startsWith('missing')) tx.write(i);
@@ -59,8 +64,11 @@ function recordingBatcher(calls: string[][], opts: { fail?: (inputs: string[]) =
       s.push(...inputs.filter((i) => !i.startsWith('missing')));
       const folded = Boolean(finish && opts.fold);
       if (folded) tx.log.push(`folded finish of ${[...finish!.group, ...s].join(',')}`);
+      const hooked = folded && finish!.hooks === true;
+      if (hooked) tx.log.push(`folded hooks of ${s.join(',')}${finish!.autocommit ? ' (autocommit)' : ''}`);
       return {
         finished: folded,
+        hooked,
         results: inputs.map((i) => (i.startsWith('missing') ? RUN_ALONE : { ok: `batched ${i}` })),
       };
     },
@@ -330,6 +338,102 @@ describe('group-commit engine (fake transaction runner)', () => {
     await Promise.all([engine.submit(item('a', 'p')), engine.submit(mergeable('m', b, 'q'))]);
     assert.ok(transactions[0].log.includes('folded finish of a,m'));
     assert.deepEqual(finished, [[]], 'the finishing step has nothing left to send');
+  });
+
+  /** A named beforeCommit hook (foldable by batchers that list it) recording the scopes it saw. */
+  function recordNamedHook(engine: ReturnType<typeof setup>['engine'], name = 'outbox'): Scope[] {
+    const seen: Scope[] = [];
+    engine.beforeCommit(
+      async (tx, s) => {
+        tx.log.push('hook');
+        seen.push([...s]);
+      },
+      { name },
+    );
+    return seen;
+  }
+
+  test('a group of one batcher that autocommits, with every hook foldable, is one autocommit statement', async () => {
+    const { engine, transactions, autocommits, committed, finished, groups } = setup({ autocommit: true });
+    const seen = recordNamedHook(engine);
+    const calls: string[][] = [];
+    const b = recordingBatcher(calls, { fold: true, folds: ['outbox'], autocommits: true });
+    const results = await Promise.all(['a', 'b', 'c'].map((n, i) => engine.submit(mergeable(n, b, `p${i}`))));
+    assert.deepEqual(results, ['batched a', 'batched b', 'batched c']);
+    assert.equal(transactions.length, 0, 'no BEGIN/COMMIT');
+    assert.equal(autocommits.length, 1);
+    assert.deepEqual(autocommits[0].log, ['folded finish of a,b,c', 'folded hooks of a,b,c (autocommit)']);
+    assert.deepEqual(committed, ['a', 'b', 'c']);
+    assert.deepEqual(seen, [], 'the hook ran inside the statement, not after it');
+    assert.deepEqual(finished, []);
+    assert.deepEqual(
+      groups.map((g) => g.size),
+      [3],
+    );
+  });
+
+  test('a failing autocommit statement wrote nothing: the group runs again in a transaction, items alone', async () => {
+    const { engine, transactions, autocommits, committed } = setup({ autocommit: true });
+    const seen = recordNamedHook(engine);
+    const calls: string[][] = [];
+    const b = recordingBatcher(calls, {
+      fold: true,
+      folds: ['outbox'],
+      autocommits: true,
+      fail: (inputs) => inputs.includes('bad'),
+    });
+    const results = await settle([engine.submit(mergeable('a', b, 'p')), engine.submit(mergeable('bad', b, 'q'))]);
+    assert.equal(autocommits.length, 1);
+    assert.equal(transactions.length, 1);
+    // In the transaction the batch failed again (in its savepoint): each item alone, then the hook.
+    assert.deepEqual(results, ['alone a', 'alone bad']);
+    assert.deepEqual(committed, ['alone a', 'alone bad'], 'nothing of the failed statement');
+    assert.deepEqual(seen, [['alone a', 'alone bad']]);
+  });
+
+  test('items an autocommit statement sends back commit afterwards, alone, in a transaction with the hooks', async () => {
+    const { engine, transactions, autocommits, committed, finished } = setup({ autocommit: true });
+    const seen = recordNamedHook(engine);
+    const calls: string[][] = [];
+    const b = recordingBatcher(calls, { fold: true, folds: ['outbox'], autocommits: true });
+    const results = await Promise.all([
+      engine.submit(mergeable('a', b, 'p')),
+      engine.submit(mergeable('missing', b, 'q')),
+    ]);
+    assert.deepEqual(results, ['batched a', 'alone missing']);
+    assert.equal(autocommits.length, 1);
+    assert.equal(transactions.length, 1);
+    assert.deepEqual(committed, ['a', 'alone missing']);
+    assert.deepEqual(seen, [['alone missing']]);
+    assert.deepEqual(finished, [['alone missing']]);
+  });
+
+  test('no autocommit when a hook cannot be folded, or an input needs a transaction', async () => {
+    for (const [input, hookName] of [
+      ['a', 'webhooks-elsewhere'],
+      ['locked a', 'outbox'],
+    ]) {
+      const { engine, transactions, autocommits, committed } = setup({ autocommit: true });
+      const seen = recordNamedHook(engine, hookName);
+      const b = recordingBatcher([], { fold: true, folds: ['outbox'], autocommits: true });
+      await engine.submit(mergeable(input, b, 'p'));
+      assert.equal(autocommits.length, 0);
+      assert.equal(transactions.length, 1);
+      assert.deepEqual(committed, [input]);
+      // A foldable hook is folded into the group's only batch even in a transaction (it is then
+      // left nothing to do).
+      assert.deepEqual(seen, hookName === 'outbox' ? [[]] : [[input]]);
+    }
+  });
+
+  test('a hook folded into the first batch does not see it again, but sees what ran alone after it', async () => {
+    const { engine, transactions, finished } = setup();
+    const seen = recordNamedHook(engine);
+    const b = recordingBatcher([], { fold: true, folds: ['outbox'] });
+    await Promise.all([engine.submit(mergeable('m', b, 'p')), engine.submit(mergeable('missing', b, 'q'))]);
+    assert.deepEqual(transactions[0].log.slice(0, 2), ['folded finish of m', 'folded hooks of m']);
+    assert.deepEqual(seen, [['alone missing']]);
+    assert.deepEqual(finished, [['alone missing']]);
   });
 
   test('partitions hash to lanes: two lanes commit separate groups', async () => {

@@ -48,23 +48,39 @@ export type BatchResult<T> = { ok: T } | { err: unknown } | typeof RUN_ALONE;
 export interface Batcher<I, T, S, Tx = unknown> {
   name: string;
   /**
+   * Names of `beforeCommit` hooks this batcher can fold into its own statement (see `run`).
+   * Read at every group, so it may grow after the batcher is made.
+   */
+  folds?: ReadonlySet<string>;
+  /**
+   * Whether this input may commit in a group that is one autocommit statement (no BEGIN, no
+   * COMMIT): true only when its writes need no lock or check held across statements.
+   */
+  autocommits?(input: I): boolean;
+  /**
    * `finish`, when given, says this is the group's last batch: the batcher may fold the
    * group's finishing step into it (the NOTIFY), covering `finish.group` (what no NOTIFY has
    * covered yet) and its own scope, and then return `finished: true`. The finishing step must
    * be one whose effect waits for COMMIT (a NOTIFY is delivered then, or never): the
-   * `beforeCommit` hooks still run after it.
+   * `beforeCommit` hooks still run after it, unless `finish.hooks` says they may be folded
+   * too (every hook is in `folds`, and this batch is the only one that wrote so far): then
+   * the batcher may run them over its own scope in its statement and return `hooked: true`.
+   * With `finish.autocommit`, the batch is the whole group and runs without a transaction:
+   * the batcher must fold the finishing step and the hooks into the statement that writes
+   * (or write nothing).
    */
   run(
     tx: Tx,
     scope: S,
     inputs: I[],
-    finish?: { group: S },
-  ): Promise<{ results: Array<BatchResult<T>>; finished?: boolean }>;
+    finish?: { group: S; hooks?: boolean; autocommit?: boolean },
+  ): Promise<{ results: Array<BatchResult<T>>; finished?: boolean; hooked?: boolean }>;
 }
 
 /**
  * Runs in every group's transaction after its writes, before COMMIT (and before the finishing
- * step, unless a batch folded that in), with everything the group wrote.
+ * step, unless a batch folded that in), with everything the group wrote that no batch folded
+ * this hook into (a hook registered with a name that batcher `folds`).
  */
 export type BeforeCommitHook<S, Tx = unknown> = (tx: Tx, committed: S) => Promise<void>;
 
@@ -107,9 +123,9 @@ interface Pending<S, Tx> {
 
 type Outcome = { ok: unknown } | { err: unknown };
 
-/** A group's scopes while it runs: all it wrote, and what no NOTIFY has covered yet. */
+/** A group's scopes while it runs: what no folded hook, and what no NOTIFY, has covered yet. */
 interface Scopes<S> {
-  committed: S;
+  unhooked: S;
   unnotified: S;
 }
 
@@ -145,7 +161,7 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
   let queued = 0;
   let closed = false;
   let idleWaiters: Array<() => void> = [];
-  const hooks: Array<BeforeCommitHook<S, Tx>> = [];
+  const hooks: Array<{ hook: BeforeCommitHook<S, Tx>; name?: string }> = [];
   const observers = new Set<(s: GroupStats) => void>();
 
   /**
@@ -204,6 +220,47 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
     }
   }
 
+  /** Every hook may be folded into this batcher's statement. */
+  function foldable(batcher: Batcher<unknown, unknown, S, Tx>): boolean {
+    return hooks.every((h) => h.name !== undefined && batcher.folds?.has(h.name) === true);
+  }
+
+  /**
+   * A group that can be one autocommit statement: one batcher's items only, each of which it
+   * says may autocommit, none with an `after` step, every hook and the finishing step foldable.
+   */
+  function autocommitBatcher(group: Array<Pending<S, Tx>>): Batcher<unknown, unknown, S, Tx> | null {
+    if (!runner.autocommit || !deps.finish) return null;
+    const batcher = group[0].item.merge?.batcher;
+    if (!batcher?.autocommits || !foldable(batcher)) return null;
+    for (const { item } of group) {
+      if (item.merge?.batcher !== batcher || item.merge.after || !batcher.autocommits(item.merge.input)) return null;
+    }
+    return batcher;
+  }
+
+  /**
+   * The group as one autocommit statement: no BEGIN, no COMMIT, one round trip for the writes,
+   * the hooks and the NOTIFY. When it returns, it has committed. Items the batch sends back are
+   * returned (they then commit in a group of their own, in order); a failure is thrown, and
+   * nothing was written.
+   */
+  async function commitAutocommit(
+    batcher: Batcher<unknown, unknown, S, Tx>,
+    group: Array<Pending<S, Tx>>,
+  ): Promise<{ out: Array<Outcome | undefined>; rest: Array<Pending<S, Tx>> }> {
+    const { results } = await runner.autocommit!((tx) =>
+      batcher.run(
+        tx,
+        scope.create(),
+        group.map((p) => p.item.merge!.input),
+        { group: scope.create(), hooks: true, autocommit: true },
+      ),
+    );
+    const rest = group.filter((_, i) => results[i] === RUN_ALONE);
+    return { out: results.map((r) => (r === RUN_ALONE ? undefined : r)), rest };
+  }
+
   /** One item alone in a savepoint: its error rolls back only its own writes. */
   async function runAlone(tx: Tx, group: Scopes<S>, item: WorkItem<unknown, S, Tx>, name: string): Promise<Outcome> {
     const local = scope.create();
@@ -211,7 +268,7 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
     try {
       const value = await item.run(tx, local);
       await runner.savepoint(tx, name, 'release');
-      scope.merge(group.committed, local);
+      scope.merge(group.unhooked, local);
       scope.merge(group.unnotified, local);
       return { ok: value };
     } catch (e) {
@@ -263,21 +320,22 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
     name: string,
     bare: boolean,
     last: boolean,
+    only: boolean,
   ): Promise<{ finished: boolean }> {
     const batcher = batch[0].item.merge!.batcher;
     const local = scope.create();
     if (!bare) await runner.savepoint(tx, name, 'begin');
     try {
-      const { results, finished } = await batcher.run(
+      const { results, finished, hooked } = await batcher.run(
         tx,
         local,
         batch.map(({ item }) => item.merge!.input),
-        last ? { group: group.unnotified } : undefined,
+        last ? { group: group.unnotified, hooks: only && foldable(batcher) } : undefined,
       );
       const refused = await runAfterSteps(tx, batch, results);
       if (refused.size > 0) throw new BatchRejected(refused);
       if (!bare) await runner.savepoint(tx, name, 'release');
-      scope.merge(group.committed, local);
+      if (!hooked) scope.merge(group.unhooked, local);
       if (finished) group.unnotified = scope.create();
       else scope.merge(group.unnotified, local);
       results.forEach((r, k) => {
@@ -293,7 +351,7 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
         // e.g. an Idempotency-Key another request stored first: the others again, those alone.
         logger.debug({ refused: e.positions.size, batcher: batcher.name }, 'batch items refused; running them alone');
         const rest = batch.filter((_, k) => !e.positions.has(k));
-        return rest.length > 0 ? runBatch(tx, group, rest, out, name, false, last) : { finished: false };
+        return rest.length > 0 ? runBatch(tx, group, rest, out, name, false, last, only) : { finished: false };
       }
       // e.g. a client id inserted by another replica since our look-up: every item of this
       // batch now runs alone, so only the offending one fails.
@@ -308,9 +366,9 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
    * partitions, so within a partition, items take effect in submission order.
    */
   async function runGroup(tx: Tx, group: Array<Pending<S, Tx>>, savepoints: boolean): Promise<Outcome[]> {
-    // `committed`: everything the group wrote (what the hooks see); `unnotified`: what no folded
-    // NOTIFY has covered yet (what the finishing step still has to send).
-    const scopes: Scopes<S> = { committed: scope.create(), unnotified: scope.create() };
+    // `unhooked`: what the group wrote that no folded hook covered (what the hooks see);
+    // `unnotified`: what no folded NOTIFY has covered yet (what the finishing step still sends).
+    const scopes: Scopes<S> = { unhooked: scope.create(), unnotified: scope.create() };
     const out: Array<Outcome | undefined> = new Array(group.length);
     let batch: Array<{ item: WorkItem<unknown, S, Tx>; i: number }> = [];
     let inBatch = new Set<string>();
@@ -333,6 +391,7 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
         `batch_${batches++}`,
         first && !savepoints,
         last && deps.finish !== undefined,
+        first,
       );
       // Items sent back, and items of a failed batch: each alone, still in submission order.
       for (const { i } of flushed) out[i] ??= await runAlone(tx, scopes, group[i].item, `item_${i}`);
@@ -350,7 +409,7 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
       out[i] = await runAlone(tx, scopes, item, `item_${i}`);
     }
     await flush(true);
-    for (const hook of hooks) await hook(tx, scopes.committed);
+    for (const { hook } of hooks) await hook(tx, scopes.unhooked);
     if (deps.finish) await deps.finish(tx, scopes.unnotified);
     return out as Outcome[];
   }
@@ -361,12 +420,22 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
    * answers nobody with success; it is split in halves and retried, so the one write that
    * cannot commit fails alone and its neighbours still commit.
    */
-  async function commitGroup(group: Array<Pending<S, Tx>>): Promise<void> {
+  async function commitGroup(group: Array<Pending<S, Tx>>, mayAutocommit = true): Promise<void> {
     const started = performance.now();
     let savepoints = false;
+    const solo = mayAutocommit ? autocommitBatcher(group) : null;
     for (let attempt = 1; ; attempt++) {
       let out: Outcome[];
       try {
+        if (solo && !savepoints) {
+          const { out: done, rest } = await commitAutocommit(solo, group);
+          const stats = { size: group.length - rest.length, commitMs: performance.now() - started, attempts: attempt };
+          observers.forEach((o) => o(stats));
+          done.forEach((r, i) => r && ('ok' in r ? group[i].resolve(r.ok) : group[i].reject(r.err)));
+          // Sent back (e.g. a thread to create): each alone, in a transaction of their own.
+          if (rest.length > 0) await commitGroup(rest, false);
+          return;
+        }
         out = await runner.transaction((tx) => runGroup(tx, group, savepoints));
       } catch (e) {
         if (e instanceof BareBatchFailed && !savepoints) {
@@ -376,6 +445,13 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
           continue;
         }
         const kind = runner.classify(e);
+        if (solo && !savepoints && kind === 'other') {
+          // The one statement failed and wrote nothing: the group again, each item in its savepoint.
+          logger.debug({ err: e }, 'autocommit group failed; retrying it with savepoints');
+          savepoints = true;
+          attempt--;
+          continue;
+        }
         if (kind === 'retry' && attempt < 5) continue;
         if (kind === 'connection') {
           const err = unavailable('The database is not reachable right now; nothing was written. Retry shortly.', 1);
@@ -418,10 +494,11 @@ export function createIngestPipeline<S, Tx>(deps: IngestDeps<S, Tx>) {
     /**
      * Adds work to every group's transaction, after its writes and before the (unfolded)
      * finishing step and COMMIT, with what the group committed (e.g. the webhook outbox); a failure fails the
-     * group (which is then split and retried like any other).
+     * group (which is then split and retried like any other). With `name`, a batcher that
+     * `folds` it may run it in its own statement instead (then it sees only the rest).
      */
-    beforeCommit(hook: BeforeCommitHook<S, Tx>) {
-      hooks.push(hook);
+    beforeCommit(hook: BeforeCommitHook<S, Tx>, opts: { name?: string } = {}) {
+      hooks.push({ hook, name: opts.name });
     },
 
     /** Calls `observer` after every committed group; returns a function that stops it. */

@@ -208,7 +208,8 @@ export function assignSeqs(
  * Appends the messages of many requests, across many threads, in a fixed number of
  * statements: one look-up of client-chosen ids, one UPDATE allocating every thread's seq range,
  * one INSERT of all events and current-state rows (carrying the group's NOTIFY when
- * `notifyAlso` says this is its last statement). Requests are independent.
+ * `notifyAlso` says this is its last statement, and the group's hooks with `foldHooks`).
+ * Requests are independent; the INSERT is the only statement that writes.
  */
 export async function appendMany(
   deps: { log: ThreadLog; messagesStore: MessagesStore; authorizeWrites?: AuthorizeWrites },
@@ -216,6 +217,7 @@ export async function appendMany(
   pointers: CommitPointers,
   all: AppendRequest[],
   notifyAlso?: CommitPointers,
+  foldHooks = false,
 ): Promise<{ results: AppendResult[]; notified: boolean }> {
   // End users' write permission, decided here under the threads' locks: a removal committed
   // before this group is seen, one not yet committed waits for it.
@@ -255,6 +257,7 @@ export async function appendMany(
           ranked,
           deps.messagesStore.createdProjection,
           notifyAlso,
+          foldHooks,
         )
       : new Map<string, { seq: number; at: string }>();
   const { views, missing } = assignSeqs(requests, plans, slots, deps.log.threadKey);
@@ -272,7 +275,12 @@ export async function appendMany(
   return { results: all.map((_, i) => (denied.has(i) ? WRITE_DENIED : results[next++])), notified };
 }
 
-/** The group-commit batcher for appends: THREAD_MISSING and WRITE_DENIED send a request back to run alone. */
+/**
+ * The group-commit batcher for appends: THREAD_MISSING and WRITE_DENIED send a request back to
+ * run alone. It folds the group's hooks (`log.folds`) and NOTIFY into its one writing statement,
+ * so a group of secret-key appends is one autocommit statement; end users' appends are not
+ * (their write permission is decided under the threads' locks, held until COMMIT).
+ */
 export function createAppendBatcher(deps: {
   log: ThreadLog;
   messagesStore: MessagesStore;
@@ -280,10 +288,14 @@ export function createAppendBatcher(deps: {
 }): Batcher<AppendRequest, AppendOutcome, CommitPointers, Knex.Transaction> {
   return {
     name: 'append',
+    folds: deps.log.folds,
+    autocommits: (request) => request.writer === undefined,
     async run(tx, pointers, requests, finish) {
-      const { results, notified } = await appendMany(deps, tx, pointers, requests, finish?.group);
+      const hooks = finish?.hooks === true;
+      const { results, notified } = await appendMany(deps, tx, pointers, requests, finish?.group, hooks);
       return {
         finished: notified,
+        hooked: notified && hooks,
         results: results.map((r): BatchResult<AppendOutcome> => {
           if (r === THREAD_MISSING || r === WRITE_DENIED) return RUN_ALONE;
           return r instanceof AppError ? { err: r } : { ok: r };

@@ -112,7 +112,8 @@ export function createThreadLogStore() {
      * the UPDATE did not find (missing or deleted) are not inserted. With `notify`, the
      * statement also sends the NOTIFY for what it allocated plus `notify.extra` pointers
      * ([project_id, thread_id, seq] JSON texts), in payloads under 8,000 bytes; with
-     * `notify.carry`, one payload that has room also carries the events inserted here.
+     * `notify.carry`, one payload that has room also carries the events inserted here. `folds`
+     * are further CTEs (named, reading `e`), run as part of the statement.
      */
     async allocateAndInsert(
       tx: Knex.Transaction,
@@ -120,6 +121,7 @@ export function createThreadLogStore() {
       records: object[],
       how: EventProjection,
       notify: { channel: string; extra: string[]; carry: boolean } | null,
+      folds: Array<{ sql: string; bindings: Knex.RawBinding[] }> = [],
     ) {
       // With `carry`, a single payload also carries the inserted events when they fit beside the
       // pointers (as notifyWithEventsFragment does for groups that notify on their own).
@@ -162,7 +164,7 @@ export function createThreadLogStore() {
            returning project_id, thread_id, seq, type, message_id, actor, data, created_at
          ), m as (
            ${how.projection}
-         )${notifyCte}
+         )${notifyCte}${folds.map((f) => `, ${f.sql}`).join('')}
          select project_id, id, last_seq, n, at from a
          ${notifyTail}`,
         [
@@ -171,6 +173,7 @@ export function createThreadLogStore() {
           allocs.map((a) => a.n),
           JSON.stringify(records),
           ...(notify ? [notify.extra, notify.channel, notify.carry] : []),
+          ...folds.flatMap((f) => f.bindings),
         ],
       );
       return (rows as Array<{ project_id: string | null; id: string; last_seq: number; n: number; at: string }>).filter(

@@ -82,11 +82,23 @@ export function notifyPayloads(pointers: CommitPointers): string[] {
 const threadKey = (projectId: string, threadId: string) => `${projectId}\u0000${threadId}`;
 
 /**
+ * A group's `beforeCommit` hook (same `name`) as a CTE of `appendRecords`' statement: it reads
+ * the events inserted there (CTE `e`: project_id, thread_id, seq, type, message_id, actor, data,
+ * created_at) of these threads, e.g. to write their webhook outbox rows.
+ */
+export interface StatementFold {
+  name: string;
+  cte(threads: Array<{ projectId: string; threadId: string }>): { sql: string; bindings: Knex.RawBinding[] };
+}
+
+/**
  * The thread log: the one owner of seq allocation, event inserts and the NOTIFY that tells
  * every replica what committed. Everything here runs inside the caller's (group) transaction.
  */
 export function createThreadLog() {
   const store = createThreadLogStore();
+  const folds: StatementFold[] = [];
+  const foldNames = new Set<string>();
 
   return {
     /** Appends events to one thread; 404 when it is missing (or deleted, unless allowed). */
@@ -127,7 +139,8 @@ export function createThreadLog() {
      * its seq from the thread's range. Returns, per thread with n > 0, its first seq and the
      * commit timestamp, keyed by `threadKey`; missing or deleted threads are absent and their
      * records are not written. With `notifyAlso`, the statement also sends the NOTIFY for what
-     * it allocated and for `notifyAlso` (the group's finishing step, folded in).
+     * it allocated and for `notifyAlso` (the group's finishing step, folded in); with
+     * `foldHooks`, it also runs every registered `StatementFold` (the group's hooks, folded in).
      */
     async appendRecords(
       tx: Knex.Transaction,
@@ -136,6 +149,7 @@ export function createThreadLog() {
       records: object[],
       how: EventProjection,
       notifyAlso?: CommitPointers,
+      foldHooks = false,
     ): Promise<Map<string, { seq: number; at: string }>> {
       const allocs = [...counts]
         .filter((c) => c.n > 0)
@@ -149,7 +163,8 @@ export function createThreadLog() {
         const carry = extra.length === 0 && records.length <= NOTIFY_CARRY_MAX_EVENTS;
         notify = { channel: CHANNELS.events, extra, carry };
       }
-      for (const row of await store.allocateAndInsert(tx, allocs, records, how, notify)) {
+      const ctes = foldHooks ? folds.map((f) => f.cte(allocs)) : [];
+      for (const row of await store.allocateAndInsert(tx, allocs, records, how, notify, ctes)) {
         const first = Number(row.last_seq) - Number(row.n) + 1;
         next.set(threadKey(row.project_id, row.id), { seq: first, at: row.at });
         pointers.record(row.project_id, row.id, Number(row.last_seq), first);
@@ -170,6 +185,15 @@ export function createThreadLog() {
         await store.notifyWithEvents(tx, payloads[0], ranges);
       else if (payloads.length > 0) await store.notify(tx, payloads);
     },
+
+    /** Registers a hook that `appendRecords` can fold into its statement (see `StatementFold`). */
+    fold(f: StatementFold) {
+      folds.push(f);
+      foldNames.add(f.name);
+    },
+
+    /** The names of the registered folds (a batcher's `folds`). */
+    folds: foldNames as ReadonlySet<string>,
 
     threadKey,
   };

@@ -5,13 +5,15 @@ import type { RouteFactory } from '../../lib/http/route';
 import { CHANNELS } from '../../lib/channels';
 import type { Logger } from '../../lib/logger';
 import type { PgListener } from '../../lib/pg-listener';
-import type { LogIngest } from '../thread-log/thread-log';
+import type { LogIngest, ThreadLog } from '../thread-log/thread-log';
 import type { ProjectsService } from '../projects/projects-service';
 import { createDeliveryWorker, type OpenEvents } from './delivery-worker';
 import { createSecretBox, resolveWebhookKey, type SecretBox } from './webhook-secrets';
 import { createWebhooksRouter } from './webhooks-router';
 import { createWebhooksService } from './webhooks-service';
 import { createWebhooksStore } from './webhooks-store';
+
+const OUTBOX_FOLD = 'webhook-outbox';
 
 const ATTEMPT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15];
 
@@ -24,6 +26,7 @@ export function createWebhooksModule(deps: {
   db: Knex;
   logger: Logger;
   ingest: Pick<LogIngest, 'beforeCommit' | 'observe'>;
+  log: Pick<ThreadLog, 'fold'>;
   listener: PgListener;
   projects: Pick<ProjectsService, 'getOwned'>;
   registry: Registry;
@@ -52,7 +55,11 @@ export function createWebhooksModule(deps: {
     secretGraceSeconds: config.WEBHOOK_SECRET_GRACE_SECONDS,
     online: deps.online,
   });
-  deps.ingest.beforeCommit((tx, committed) => service.writeOutbox(tx, committed));
+  // The outbox row of every event, in the group's transaction: a hook, or folded into the append
+  // statement itself when that is the group's only write (a pure-append group is then one
+  // autocommit statement).
+  deps.ingest.beforeCommit((tx, committed) => service.writeOutbox(tx, committed), { name: OUTBOX_FOLD });
+  deps.log.fold({ name: OUTBOX_FOLD, cte: (threads) => service.outboxFold(threads) });
 
   const outcomes = new Counter({
     name: 'progressdb_webhook_deliveries_total',

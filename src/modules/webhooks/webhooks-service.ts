@@ -173,6 +173,13 @@ export function createWebhooksService(deps: {
       }));
       await store.writeOutbox(tx, ranges);
     },
+
+    /** writeOutbox folded into an append statement, for these threads' events (see `StatementFold`). */
+    outboxFold(threads: Array<{ projectId: string; threadId: string }>) {
+      return deps.store.outboxFold(
+        threads.map((t) => ({ p: t.projectId, t: t.threadId, o: deps.online(t.projectId, t.threadId) })),
+      );
+    },
   };
 }
 

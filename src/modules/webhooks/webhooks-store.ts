@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import type { Db } from '../../lib/db';
 import type { DeliveryListQuery, DeliveryView } from './webhooks-schemas';
 
@@ -193,6 +194,27 @@ export function createWebhooksStore() {
           where w.event_types is null or e.type = any(w.event_types)`,
         [JSON.stringify(ranges)],
       );
+    },
+
+    /**
+     * `writeOutbox` as a CTE of an append statement (`StatementFold`): the same rows, for the
+     * events that statement inserts (its CTE `e`), with each thread's online members (`o`).
+     */
+    outboxFold(online: Array<{ p: string; t: string; o: string[] }>): { sql: string; bindings: Knex.RawBinding[] } {
+      return {
+        sql: `webhook_outbox as (
+           insert into webhook_deliveries (project_id, id, endpoint_id, thread_id, seq, event_type, online_user_ids)
+           select e.project_id, 'wd_' || replace(gen_random_uuid()::text, '-', ''), w.id, e.thread_id, e.seq, e.type,
+                  case when e.type = 'message.created' then o.o end
+             from e
+             join webhook_endpoints w
+               on w.project_id = e.project_id and w.enabled and (w.thread_ids is null or e.thread_id = any(w.thread_ids))
+             left join jsonb_to_recordset(?::jsonb) as o(p text, t text, o text[])
+               on o.p = e.project_id and o.t = e.thread_id
+            where w.event_types is null or e.type = any(w.event_types)
+         )`,
+        bindings: [JSON.stringify(online)],
+      };
     },
 
     /**

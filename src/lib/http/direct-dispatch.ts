@@ -1,4 +1,5 @@
 import type { ErrorRequestHandler, Express, Request, Response, Router } from 'express';
+import { literalStart } from './prefix-routers';
 import { DIRECT, type DirectRun } from './route';
 
 interface MatchResult {
@@ -11,12 +12,15 @@ interface RouteLike {
 }
 interface LayerLike {
   route?: RouteLike;
+  rawPath?: unknown;
   matchers: Array<(path: string) => MatchResult | false>;
   handle?: unknown;
 }
 
 /** One layer of a router, as the table walks it: a declared route it can run itself, or anything else. */
 interface Entry {
+  /** The lower-case literal start of the layer's path: a path that does not begin with it cannot match. */
+  literal: string;
   matchers: LayerLike['matchers'];
   route: RouteLike | undefined;
   /** The route factory's handler when the layer is one declared route and nothing else. */
@@ -40,8 +44,7 @@ export interface DirectDispatchOptions {
 const UNUSUAL = /[\s#\u00a0\ufeff]/;
 
 const under = (path: string, prefixes: string[]) => {
-  for (const p of prefixes)
-    if (path.startsWith(p) && (path.length === p.length || path[p.length] === '/')) return true;
+  for (const p of prefixes) if (path.startsWith(p) && (path.length === p.length || path[p.length] === '/')) return true;
   return false;
 };
 
@@ -62,7 +65,8 @@ export function createDirectDispatch(app: Express, options: DirectDispatchOption
     entries: ((router as unknown as { stack: LayerLike[] }).stack ?? []).map((layer): Entry => {
       const route = layer.route;
       const only = route?.stack.length === 1 ? (route.stack[0].handle as { [DIRECT]?: DirectRun }) : undefined;
-      return { matchers: layer.matchers, route, run: only?.[DIRECT] };
+      const literal = typeof layer.rawPath === 'string' ? literalStart(layer.rawPath) : '';
+      return { literal, matchers: layer.matchers, route, run: only?.[DIRECT] };
     }),
   }));
   const paths = options.paths.map((p) => p.toLowerCase());
@@ -81,6 +85,7 @@ export function createDirectDispatch(app: Express, options: DirectDispatchOption
       for (const p of table.prefixes) if (lower.startsWith(p)) enters = true;
       if (!enters) continue;
       for (const entry of table.entries) {
+        if (!lower.startsWith(entry.literal)) continue;
         let match: MatchResult | false = false;
         try {
           for (let i = 0; !match && i < entry.matchers.length; i++) match = entry.matchers[i](path);

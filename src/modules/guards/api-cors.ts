@@ -45,6 +45,8 @@ const EXPOSED = EXPOSED_HEADERS.join(',');
 export function apiCorsHeaders(req: Request, res: Response) {
   const origin = req.headers.origin;
   if (origin) res.setHeader('Access-Control-Allow-Origin', origin);
-  res.vary('Origin');
+  // res.vary's parsing and merging only matter when a Vary is already set.
+  if (res.getHeader('Vary') === undefined) res.setHeader('Vary', 'Origin');
+  else res.vary('Origin');
   res.setHeader('Access-Control-Expose-Headers', EXPOSED);
 }

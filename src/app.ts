@@ -7,7 +7,8 @@ import type { Config } from './config';
 import { isAppError, notFound } from './lib/errors';
 import { answerClientErrors } from './lib/http/client-error';
 import { createClientIp } from './lib/http/client-ip';
-import { onPaths, prefixRouters } from './lib/http/prefix-routers';
+import { createDirectDispatch } from './lib/http/direct-dispatch';
+import { onPaths, prefixRouters, routerPrefixes } from './lib/http/prefix-routers';
 import { errorMiddleware } from './lib/http/problem';
 import { setRequestId } from './lib/http/request-id';
 import { securityHeaders } from './lib/http/security-headers';
@@ -24,7 +25,7 @@ import { createEventsModule } from './modules/events/events-module';
 import { createEventsStore } from './modules/events/events-store';
 import { createEncryptionModule } from './modules/encryption/encryption-module';
 import { createAccessGuards } from './modules/guards/access-guards';
-import { apiCors } from './modules/guards/api-cors';
+import { apiCors, apiCorsHeaders } from './modules/guards/api-cors';
 import { watchKeyChanges } from './modules/guards/key-change-listener';
 import { createIdempotency } from './modules/idempotency/idempotency';
 import { createKeysModule } from './modules/keys/keys-module';
@@ -278,7 +279,8 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   app.use(onPaths(['/auth'], rateLimits.perIp('auth')));
   // JSON and text bodies are read by the route factory, after authentication.
   // Cookies (sessions, CSRF, OAuth state) matter only to sign-in, the console and its routes.
-  app.use(onPaths(['/auth', '/console', '/v1/me', '/v1/projects'], cookieParser()));
+  const cookiePaths = ['/auth', '/console', '/v1/me', '/v1/projects'];
+  app.use(onPaths(cookiePaths, cookieParser()));
   // Each router is entered only by paths that start like one of its routes (lib/http/prefix-routers.ts).
   const routers = [
     createMetricsRouter(metrics, config.METRICS_TOKEN, { production: config.NODE_ENV === 'production' }),
@@ -298,7 +300,31 @@ export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   ];
   app.use(prefixRouters(routers));
   app.use((req, _res, next) => next(notFound(`Route ${req.method} ${req.path}`)));
-  app.use(errorMiddleware(logger));
+  const onError = errorMiddleware(logger);
+  app.use(onError);
+
+  // Declared /v1 routes are served from a table in front of express's router, with the same
+  // middleware work as the layers above do for /v1 (no cookies, no per-IP auth limit there);
+  // everything else, and anything the table is unsure of, goes through express as before.
+  const dispatch = createDirectDispatch(app, {
+    routers: routers.map((router) => ({ router, prefixes: routerPrefixes(router) ?? [''] })),
+    paths: ['/v1'],
+    except: cookiePaths,
+    front: (req, res) => {
+      setRequestId(req, res);
+      logRequest(res);
+      apiHeaders(res);
+      apiCorsHeaders(req, res);
+    },
+    onError,
+  });
+  // Every server calls the app through `app.handle` (tests, server.ts, cluster workers alike).
+  const core = app as unknown as { handle(req: Request, res: Response, callback?: unknown): void };
+  const handle = core.handle.bind(app);
+  core.handle = (req, res, callback) => {
+    if (callback === undefined && dispatch(req, res)) return;
+    handle(req, res, callback);
+  };
 
   return {
     app,

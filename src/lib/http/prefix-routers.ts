@@ -6,7 +6,7 @@ interface StackLayer {
 }
 
 /** The literal start of an express path pattern: everything before its first parameter, wildcard or group. */
-const literalStart = (pattern: string) => {
+export const literalStart = (pattern: string) => {
   const at = pattern.search(/[:*{(\\]/);
   return (at < 0 ? pattern : pattern.slice(0, at)).toLowerCase();
 };

@@ -103,6 +103,10 @@ export interface RouteFactoryDeps {
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';
+
+/** On each route handler the factory gives express: the same route as a function of req and res that rejects on error. */
+export const DIRECT = Symbol('route factory run');
+export type DirectRun = (req: Request, res: Response) => Promise<void>;
 const MAX_CACHED_QUERIES = 1_000;
 
 const toOpenApiPath = (p: string) => p.replace(/:([A-Za-z_]+)/g, '{$1}');
@@ -348,22 +352,48 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
 
   function send(
     spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>,
+    req: Request,
     res: Response,
     reply: Reply | void,
   ) {
     const r = reply ?? {};
     const status = r.status ?? defaultStatus(spec);
     checkResponse(spec, r, status);
-    for (const [k, v] of Object.entries(r.headers ?? {})) res.setHeader(k, v);
+    if (r.headers) for (const k in r.headers) res.setHeader(k, r.headers[k]);
     res.status(status);
     if (r.text !== undefined) res.type('text/plain; charset=utf-8').send(r.text);
     // The same Content-Type (and so the same ETag) as a string body sent below.
     else if (r.json !== undefined) {
       res.setHeader('content-type', JSON_TYPE);
       setCachedEtag(res, r.json);
-      res.send(r.json);
+      sendJson(req, res, r.json);
     } else if (r.body === undefined) res.end();
     else res.type('application/json').send(JSON.stringify(r.body));
+  }
+
+  /**
+   * What express's res.send does with a Buffer whose Content-Type and ETag are set, without
+   * its type, charset and freshness work, when the request is not conditional: Content-Length,
+   * then the bytes (none for HEAD). A conditional request (If-None-Match → 304) and a bodiless
+   * status go through res.send itself.
+   */
+  function sendJson(req: Request, res: Response, body: Buffer) {
+    const h = req.headers;
+    const s = res.statusCode;
+    if (
+      h['if-none-match'] !== undefined ||
+      h['if-modified-since'] !== undefined ||
+      s === 204 ||
+      s === 304 ||
+      s < 200 ||
+      s >= 300
+    ) {
+      res.send(body);
+      return;
+    }
+    res.setHeader('Content-Length', String(body.length));
+    if (req.method === 'HEAD') res.end();
+    else res.end(body);
   }
 
   // The ETag express would compute (a SHA-1 of the body), kept per body: a cached page is sent
@@ -380,6 +410,12 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
     if (tag) res.setHeader('ETag', tag);
   }
 
+  /** The handler express runs; the same function, unwrapped, for direct dispatch (direct-dispatch.ts). */
+  const asHandler = (run: DirectRun) =>
+    Object.assign((req: Request, res: Response, next: NextFunction) => void run(req, res).catch(next), {
+      [DIRECT]: run,
+    });
+
   const defaultStatus = (spec: { responses: Record<number, unknown> }) =>
     Number(Object.keys(spec.responses).find((s) => Number(s) < 300) ?? 200);
 
@@ -391,14 +427,11 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
     ) {
       const s = spec as RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>;
       register(s);
-      router[spec.method](spec.path, async (req: Request, res: Response, next: NextFunction) => {
-        try {
-          const input = await prepare(s, req, res);
-          send(s, res, await handler(input as never));
-        } catch (e) {
-          next(e);
-        }
-      });
+      const run: DirectRun = async (req, res) => {
+        const input = await prepare(s, req, res);
+        send(s, req, res, await handler(input as never));
+      };
+      router[spec.method](spec.path, asHandler(run));
     },
 
     /** A route that owns its response (Server-Sent Events). */
@@ -413,13 +446,8 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
     ) {
       const s = spec as RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>;
       register(s);
-      router[spec.method](spec.path, async (req: Request, res: Response, next: NextFunction) => {
-        try {
-          await handler((await prepare(s, req, res)) as never, req, res);
-        } catch (e) {
-          next(e);
-        }
-      });
+      const run: DirectRun = async (req, res) => handler((await prepare(s, req, res)) as never, req, res);
+      router[spec.method](spec.path, asHandler(run));
     },
   };
 }

@@ -1,5 +1,5 @@
 import cors from 'cors';
-import type { RequestHandler } from 'express';
+import type { Request, RequestHandler, Response } from 'express';
 
 const EXPOSED_HEADERS = ['RateLimit', 'RateLimit-Policy', 'Retry-After', 'X-Request-Id', 'Location', 'ETag'];
 
@@ -29,15 +29,24 @@ export function apiCors(): RequestHandler {
     exposedHeaders: EXPOSED_HEADERS,
     maxAge: 600,
   });
-  // An actual (non-preflight) request gets the headers cors() would set for it, without the
-  // options object, closures and header list cors() builds per request.
-  const exposed = EXPOSED_HEADERS.join(',');
   return (req, res, next) => {
     if (req.method === 'OPTIONS') return preflight(req, res, next);
-    const origin = req.headers.origin;
-    if (origin) res.setHeader('Access-Control-Allow-Origin', origin);
-    res.vary('Origin');
-    res.setHeader('Access-Control-Expose-Headers', exposed);
+    apiCorsHeaders(req, res);
     next();
   };
+}
+
+const EXPOSED = EXPOSED_HEADERS.join(',');
+
+/**
+ * The headers cors() would set on an actual (non-preflight) /v1 request, without the options
+ * object, closures and header list cors() builds per request.
+ */
+export function apiCorsHeaders(req: Request, res: Response) {
+  const origin = req.headers.origin;
+  if (origin) res.setHeader('Access-Control-Allow-Origin', origin);
+  // res.vary's parsing and merging only matter when a Vary is already set.
+  if (res.getHeader('Vary') === undefined) res.setHeader('Vary', 'Origin');
+  else res.vary('Origin');
+  res.setHeader('Access-Control-Expose-Headers', EXPOSED);
 }

@@ -31,30 +31,24 @@ export function createFakeRunner(opts: { failCommit?: (writes: string[]) => Erro
   const transactions: FakeTx[] = [];
   /** Work run outside a transaction (`opts.autocommit`): its writes commit when it returns. */
   const autocommits: FakeTx[] = [];
+  /** Runs `work` on a new FakeTx kept in `into`; its writes commit when it returns (unless failCommit says no). */
+  async function commitAfter<R>(into: FakeTx[], work: (tx: FakeTx) => Promise<R>): Promise<R> {
+    const tx = new FakeTx();
+    into.push(tx);
+    const result = await work(tx);
+    const failure = opts.failCommit?.(tx.writes);
+    if (failure) throw failure;
+    committed.push(...tx.writes);
+    return result;
+  }
   const runner: TransactionRunner<FakeTx> = {
-    async transaction(work) {
-      const tx = new FakeTx();
-      transactions.push(tx);
-      const result = await work(tx);
-      const failure = opts.failCommit?.(tx.writes);
-      if (failure) throw failure;
-      committed.push(...tx.writes);
-      return result;
-    },
+    transaction: (work) => commitAfter(transactions, work),
     async savepoint(tx, name, step) {
       await Promise.resolve();
       tx.savepoint(name, step);
     },
     ...(opts.autocommit && {
-      async autocommit<R>(work: (tx: FakeTx) => Promise<R>): Promise<R> {
-        const tx = new FakeTx();
-        autocommits.push(tx);
-        const result = await work(tx);
-        const failure = opts.failCommit?.(tx.writes);
-        if (failure) throw failure;
-        committed.push(...tx.writes);
-        return result;
-      },
+      autocommit: <R>(work: (tx: FakeTx) => Promise<R>) => commitAfter(autocommits, work),
     }),
     classify: (e) => (e instanceof RetryableError ? 'retry' : e instanceof ConnectionLost ? 'connection' : 'other'),
   };

@@ -101,6 +101,21 @@ function decodeCursor(cursor: string): [string, string] | null {
   return null;
 }
 
+/**
+ * The outbox insert's head: one delivery per (event `e`, endpoint `w`), with the online members
+ * of the event's thread from `online`.o for message.created events.
+ */
+const outboxRows = (online: string) =>
+  `insert into webhook_deliveries (project_id, id, endpoint_id, thread_id, seq, event_type, online_user_ids)
+   select e.project_id, 'wd_' || replace(gen_random_uuid()::text, '-', ''), w.id, e.thread_id, e.seq, e.type,
+          case when e.type = 'message.created' then ${online}.o end`;
+
+/** The enabled endpoints (`w`) of event `e`'s project whose thread and event-type filters it passes. */
+const ENDPOINTS_OF_EVENT = `join webhook_endpoints w
+  on w.project_id = e.project_id and w.enabled
+ and (w.thread_ids is null or e.thread_id = any(w.thread_ids))
+ and (w.event_types is null or e.type = any(w.event_types))`;
+
 export function createWebhooksStore() {
   return {
     async insertEndpoint(
@@ -184,14 +199,10 @@ export function createWebhooksStore() {
      */
     async writeOutbox(db: Db, ranges: CommittedRange[]): Promise<void> {
       await db.raw(
-        `insert into webhook_deliveries (project_id, id, endpoint_id, thread_id, seq, event_type, online_user_ids)
-         select e.project_id, 'wd_' || replace(gen_random_uuid()::text, '-', ''), w.id, e.thread_id, e.seq, e.type,
-                case when e.type = 'message.created' then r.o end
+        `${outboxRows('r')}
            from jsonb_to_recordset(?::jsonb) as r(p text, t text, f bigint, l bigint, o text[])
-           join webhook_endpoints w
-             on w.project_id = r.p and w.enabled and (w.thread_ids is null or r.t = any(w.thread_ids))
            join events e on e.project_id = r.p and e.thread_id = r.t and e.seq between r.f and r.l
-          where w.event_types is null or e.type = any(w.event_types)`,
+           ${ENDPOINTS_OF_EVENT}`,
         [JSON.stringify(ranges)],
       );
     },
@@ -203,15 +214,11 @@ export function createWebhooksStore() {
     outboxFold(online: Array<{ p: string; t: string; o: string[] }>): { sql: string; bindings: Knex.RawBinding[] } {
       return {
         sql: `webhook_outbox as (
-           insert into webhook_deliveries (project_id, id, endpoint_id, thread_id, seq, event_type, online_user_ids)
-           select e.project_id, 'wd_' || replace(gen_random_uuid()::text, '-', ''), w.id, e.thread_id, e.seq, e.type,
-                  case when e.type = 'message.created' then o.o end
+           ${outboxRows('o')}
              from e
-             join webhook_endpoints w
-               on w.project_id = e.project_id and w.enabled and (w.thread_ids is null or e.thread_id = any(w.thread_ids))
              left join jsonb_to_recordset(?::jsonb) as o(p text, t text, o text[])
                on o.p = e.project_id and o.t = e.thread_id
-            where w.event_types is null or e.type = any(w.event_types)
+             ${ENDPOINTS_OF_EVENT}
          )`,
         bindings: [JSON.stringify(online)],
       };

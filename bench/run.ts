@@ -84,6 +84,8 @@ const WRK_THREADS = Number(env.BENCH_WRK_THREADS ?? Math.max(1, Math.floor(NPROC
 const WORKERS = Number(env.BENCH_WORKERS ?? 1);
 const SERVER_KIND: 'tsx' | 'compiled' = env.BENCH_SERVER === 'compiled' ? 'compiled' : 'tsx';
 const CEILING_SECONDS = Number(env.BENCH_CEILING_SECONDS ?? 10);
+/** Rounds of an alternating pair (read-small-thread / read-big-thread). */
+const ALTERNATE_ROUNDS = 4;
 const RATE_LIMIT = env.BENCH_RATE_LIMIT === 'on';
 const CPU_PROF = env.BENCH_CPU_PROF === '1';
 const PER_THREAD = Number(env.BENCH_SEED_PER_THREAD ?? 100);
@@ -167,6 +169,12 @@ interface Scenario {
   writes: boolean;
   /** Paced (open loop) at a share of another scenario's req/s, instead of closed loop. */
   pacedAt?: { scenario: string; share: number };
+  /**
+   * Measured in alternating rounds with this other scenario (A B, B A, A B …), each getting the
+   * same share of the duration: for a comparison of two loads, so drift in the machine over the
+   * run (other tenants, CPU frequency, the heap growing) falls on both sides alike.
+   */
+  alternateWith?: string;
   pgCeiling: ScenarioResult['pgCeiling'];
 }
 
@@ -225,15 +233,16 @@ function scenarios(secret: string, publishable: string, signingSecret: string): 
     },
     {
       name: 'read-small-thread',
-      title: `latest 50 of one thread of ${SMALL.toLocaleString('en-US')} messages, secret key`,
+      title: `latest 50 of one thread of ${SMALL.toLocaleString('en-US')} messages, secret key (rounds alternating with read-big-thread)`,
       load: { method: 'GET', targets: [read('small', secretHeaders)] },
       messagesPerRequest: 0,
       writes: false,
+      alternateWith: 'read-big-thread',
       pgCeiling: readCeiling,
     },
     {
       name: 'read-big-thread',
-      title: `latest 50 of one thread of ${BIG.toLocaleString('en-US')} messages, secret key`,
+      title: `latest 50 of one thread of ${BIG.toLocaleString('en-US')} messages, secret key (rounds alternating with read-small-thread)`,
       load: { method: 'GET', targets: [read('big', secretHeaders)] },
       messagesPerRequest: 0,
       writes: false,
@@ -367,6 +376,44 @@ async function storedMessages(db: pg.Pool, projectId: string): Promise<number> {
     [projectId],
   );
   return rows[0].n;
+}
+
+/**
+ * One result from the rounds of an alternating pair (read scenarios, no verification): requests
+ * and seconds summed, CPU shares weighted by each round's length, and each latency percentile the
+ * worst round's (percentiles do not add up; the worst is the honest bound).
+ */
+function combineRounds(rounds: { r: LoadResult; service: number; postgres: number }[]) {
+  const sum = (f: (r: LoadResult) => number) => rounds.reduce((n, x) => n + f(x.r), 0);
+  const seconds = sum((r) => r.seconds);
+  const weighted = (f: (x: (typeof rounds)[number]) => number) =>
+    rounds.reduce((n, x) => n + f(x) * x.r.seconds, 0) / seconds;
+  const worst = (k: keyof LoadResult['latency']) => Math.max(...rounds.map((x) => x.r.latency[k]));
+  const r: LoadResult = {
+    generator: `${rounds[0].r.generator}, ${rounds.length} alternating rounds`,
+    seconds,
+    requests: sum((r) => r.requests),
+    ok: sum((r) => r.ok),
+    non2xx: sum((r) => r.non2xx),
+    errors: {
+      connect: sum((r) => r.errors.connect),
+      read: sum((r) => r.errors.read),
+      write: sum((r) => r.errors.write),
+      timeout: sum((r) => r.errors.timeout),
+    },
+    latency: {
+      p50: worst('p50'),
+      p75: worst('p75'),
+      p90: worst('p90'),
+      p97_5: worst('p97_5'),
+      p99: worst('p99'),
+      p99_9: worst('p99_9'),
+      max: worst('max'),
+    },
+    cpuSeconds: sum((r) => r.cpuSeconds),
+    cpuShare: weighted((x) => x.r.cpuShare),
+  };
+  return { r, service: weighted((x) => x.service), postgres: weighted((x) => x.postgres), verification: null };
 }
 
 async function main() {
@@ -556,15 +603,15 @@ async function main() {
     await warmUp();
 
     const results: ScenarioResult[] = [];
-    const measure = async (s: Scenario, srv: ChildProcess, rate: number | null) => {
+    const measure = async (s: Scenario, srv: ChildProcess, rate: number | null, seconds = SECONDS) => {
       const before = s.writes ? await storedMessages(db, creds.project_id) : 0;
       const svc0 = treeCpuSeconds(srv.pid!);
       const pg0 = postgresCpu();
       const t0 = performance.now();
       const r: LoadResult =
         rate === null
-          ? await runWrk({ ...shape, seconds: SECONDS, load: s.load })
-          : await runPaced({ url: base, rate, seconds: SECONDS, connections: CONNECTIONS, load: s.load });
+          ? await runWrk({ ...shape, seconds, load: s.load })
+          : await runPaced({ url: base, rate, seconds, connections: CONNECTIONS, load: s.load });
       const wall = (performance.now() - t0) / 1000;
       const service = (treeCpuSeconds(srv.pid!) - svc0) / (wall * NPROC);
       const postgres = postgresDelta(pg0, postgresCpu()) / (wall * NPROC);
@@ -584,18 +631,18 @@ async function main() {
       }
       return { r, service, postgres, verification };
     };
-    for (const s of selected) {
-      let rate: number | null = null;
-      if (s.pacedAt) {
-        const ref = results.find((x) => x.name === s.pacedAt!.scenario);
-        if (!ref) {
-          log(`scenario ${s.name}: skipped (needs ${s.pacedAt.scenario} first)`);
-          continue;
-        }
-        rate = Math.max(1, Math.floor(ref.requestsPerSecond * s.pacedAt.share));
-      }
-      log(`scenario ${s.name}: ${s.title}${rate ? `, paced at ${rate} req/s` : ''} (${SECONDS} s)`);
-      const { r, service, postgres, verification } = await measure(s, server, rate);
+    type Measured = Awaited<ReturnType<typeof measure>>;
+    /** Two read scenarios in ALTERNATE_ROUNDS alternating rounds; each one's rounds summed. */
+    const measureAlternating = async (a: Scenario, b: Scenario) => {
+      const rounds: Record<'a' | 'b', Measured[]> = { a: [], b: [] };
+      const each = Math.max(1, Math.round(SECONDS / ALTERNATE_ROUNDS));
+      for (let i = 0; i < ALTERNATE_ROUNDS; i++)
+        for (const side of i % 2 === 0 ? (['a', 'b'] as const) : (['b', 'a'] as const))
+          rounds[side].push(await measure(side === 'a' ? a : b, server!, null, each));
+      return { a: combineRounds(rounds.a), b: combineRounds(rounds.b) };
+    };
+    const alternated = new Map<string, Measured>();
+    const record = (s: Scenario, rate: number | null, { r, service, postgres, verification }: Measured) => {
       const res: ScenarioResult = {
         name: s.name,
         title: s.title,
@@ -615,7 +662,7 @@ async function main() {
       results.push(res);
       const v = verification;
       log(
-        `  ${res.requestsPerSecond.toFixed(0)} req/s${res.messagesPerSecond ? `, ${res.messagesPerSecond.toFixed(0)} msg/s` : ''}, p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, errors ${res.errors}; ` +
+        `  ${s.name}: ${res.requestsPerSecond.toFixed(0)} req/s${res.messagesPerSecond ? `, ${res.messagesPerSecond.toFixed(0)} msg/s` : ''}, p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, errors ${res.errors}; ` +
           `CPU: load generator ${(r.cpuShare * 100).toFixed(0)} %, service ${(service * 100).toFixed(0)} %, PostgreSQL ${(postgres * 100).toFixed(0)} %` +
           (v
             ? `; check ${v.ok ? 'OK' : 'FAILED'} (${v.acknowledgedMessages} acknowledged, ${v.storedMessages} stored, ${v.threadsChecked} threads, ${v.gapViolations} with gaps)`
@@ -623,6 +670,34 @@ async function main() {
       );
       if (v && !v.ok) log(`  !! CORRECTNESS CHECK FAILED: ${JSON.stringify(v)}`);
       if (res.errors > 0 && r.non2xx > 0) log(`  !! ${r.non2xx} responses were not 2xx`);
+    };
+    for (const s of selected) {
+      const done = alternated.get(s.name);
+      if (done) {
+        record(s, null, done);
+        continue;
+      }
+      const partner = s.alternateWith ? selected.find((x) => x.name === s.alternateWith) : undefined;
+      if (partner) {
+        log(
+          `scenarios ${s.name} and ${partner.name} in ${ALTERNATE_ROUNDS} alternating rounds (${SECONDS} s each in all)`,
+        );
+        const both = await measureAlternating(s, partner);
+        alternated.set(partner.name, both.b);
+        record(s, null, both.a);
+        continue;
+      }
+      let rate: number | null = null;
+      if (s.pacedAt) {
+        const ref = results.find((x) => x.name === s.pacedAt!.scenario);
+        if (!ref) {
+          log(`scenario ${s.name}: skipped (needs ${s.pacedAt.scenario} first)`);
+          continue;
+        }
+        rate = Math.max(1, Math.floor(ref.requestsPerSecond * s.pacedAt.share));
+      }
+      log(`scenario ${s.name}: ${s.title}${rate ? `, paced at ${rate} req/s` : ''} (${SECONDS} s)`);
+      record(s, rate, await measure(s, server, rate));
     }
 
     // The same loads with the other worker count / server kind, for WEB_CONCURRENCY and the build.

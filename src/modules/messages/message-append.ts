@@ -3,7 +3,7 @@ import { AppError, conflict, unprocessable } from '../../lib/errors';
 import { jsonEqual } from '../../lib/json-equal';
 import type { ApiPrincipal } from '../../lib/http/route';
 import { RUN_ALONE, type Batcher, type BatchResult } from '../ingest/ingest-pipeline';
-import type { CommitPointers, ThreadLog } from '../thread-log/thread-log';
+import type { CommitPointers, ThreadGuard, ThreadLog } from '../thread-log/thread-log';
 import type { MessagesStore } from './messages-store';
 import type { MessageView } from './messages-schemas';
 
@@ -28,18 +28,15 @@ export interface AppendRequest {
   messages: NewMessage[];
   /**
    * An end user (not a secret key): may write only where the thread's write policy admits this
-   * user. Decided for the whole group inside its transaction, under the threads' locks
-   * (`authorizeWrites`), so a removal committed before the group is seen; a request it does not
-   * admit runs alone, where the full rule answers (create the thread, 403 or 404).
+   * user. Decided in the statement that writes (`WriteGuard`), on the thread as that statement
+   * locks it, so a removal committed before the write is seen; a request it does not admit runs
+   * alone, where the full rule answers (create the thread, 403 or 404).
    */
   writer?: ApiPrincipal;
 }
 
-/** Write permission inside the group transaction, under the threads' locks: per check, an error or null. */
-export type AuthorizeWrites = (
-  tx: Knex.Transaction,
-  checks: Array<{ principal: ApiPrincipal; threadId: string }>,
-) => Promise<Array<AppError | null>>;
+/** The threads' write rule for these end users, as a guard of the statement that writes. */
+export type WriteGuard = (checks: Array<{ projectId: string; threadId: string; userId: string | null }>) => ThreadGuard;
 
 export interface AppendOutcome {
   messages: MessageView[];
@@ -49,7 +46,10 @@ export interface AppendOutcome {
 
 /** The thread does not exist or is deleted: the caller decides whether to create it. */
 export const THREAD_MISSING = Symbol('thread-missing');
-/** `authorizeWrites` did not admit the writer: the full rule decides, alone (403, 404 or create). */
+/**
+ * The write guard did not admit the writer's thread (or the request writes nothing, so no guard
+ * decided it): the full rule decides, alone (403, 404, create, or the answer to a replay).
+ */
 export const WRITE_DENIED = Symbol('write-denied');
 export type AppendResult = AppendOutcome | AppError | typeof THREAD_MISSING | typeof WRITE_DENIED;
 
@@ -206,26 +206,20 @@ export function assignSeqs(
 
 /**
  * Appends the messages of many requests, across many threads, in a fixed number of
- * statements: one look-up of client-chosen ids, one UPDATE allocating every thread's seq range,
- * one INSERT of all events and current-state rows (carrying the group's NOTIFY when
- * `notifyAlso` says this is its last statement, and the group's hooks with `foldHooks`).
- * Requests are independent; the INSERT is the only statement that writes.
+ * statements: one look-up of client-chosen ids, one of reply_to parents (each only when
+ * needed), and one statement allocating every thread's seq range and inserting all events and
+ * current-state rows (carrying the group's NOTIFY when `notifyAlso` says this is its last
+ * statement, the group's hooks with `foldHooks`, and with `writeGuard` the write rule of every
+ * end user). Requests are independent, except that a thread the guard refuses is written by
+ * none of them (each then runs alone); that statement is the only one that writes.
  */
 export async function appendMany(
-  deps: { log: ThreadLog; messagesStore: MessagesStore; authorizeWrites?: AuthorizeWrites },
+  deps: { log: ThreadLog; messagesStore: MessagesStore; writeGuard?: WriteGuard },
   tx: Knex.Transaction,
   pointers: CommitPointers,
-  all: AppendRequest[],
-  notifyAlso?: CommitPointers,
-  foldHooks = false,
+  requests: AppendRequest[],
+  opts: { notifyAlso?: CommitPointers; foldHooks?: boolean } = {},
 ): Promise<{ results: AppendResult[]; notified: boolean }> {
-  // End users' write permission, decided here under the threads' locks: a removal committed
-  // before this group is seen, one not yet committed waits for it.
-  const denied = new Set<number>();
-  const checks = all.flatMap((r, i) => (r.writer ? [{ i, principal: r.writer, threadId: r.threadId }] : []));
-  if (deps.authorizeWrites && checks.length > 0)
-    (await deps.authorizeWrites(tx, checks)).forEach((e, j) => e && denied.add(checks[j].i));
-  const requests = denied.size === 0 ? all : all.filter((_, i) => !denied.has(i));
   const existing = await deps.messagesStore.findAsCreated(
     tx,
     requests.flatMap((r) =>
@@ -245,6 +239,16 @@ export async function appendMany(
     new Map(existing.map((m) => [messageKey(m.project_id, m.thread_id, m.view.id), m.view])),
     new Set(parents.map((p) => messageKey(p.project_id, p.thread_id, p.id))),
   );
+  // End users' write permission, decided by the statement that writes: an end user's request
+  // that writes nothing here (a replay, a conflict) is answered alone, after its permission.
+  const guarded = (i: number) => deps.writeGuard !== undefined && requests[i].writer !== undefined;
+  const writes = (i: number) => {
+    const plan = plans[i];
+    return 'fresh' in plan && plan.fresh.length > 0;
+  };
+  const writers = requests.flatMap((r, i) =>
+    guarded(i) && writes(i) ? [{ projectId: r.projectId, threadId: r.threadId, userId: r.writer!.userId }] : [],
+  );
   // Seq allocation and the inserts in one statement: each record goes in with its position in
   // its thread's new records, which the statement turns into its seq from the allocated range.
   const ranked = rankRecords(requests, plans);
@@ -256,13 +260,13 @@ export async function appendMany(
           seqCounts(requests, plans),
           ranked,
           deps.messagesStore.createdProjection,
-          notifyAlso,
-          foldHooks,
+          { ...opts, guard: writers.length > 0 ? deps.writeGuard!(writers) : null },
         )
       : new Map<string, { seq: number; at: string }>();
   const { views, missing } = assignSeqs(requests, plans, slots, deps.log.threadKey);
-  const notified = ranked.length > 0 && notifyAlso !== undefined;
+  const notified = ranked.length > 0 && opts.notifyAlso !== undefined;
   const results = plans.map((plan, i): AppendResult => {
+    if (guarded(i) && !writes(i)) return WRITE_DENIED;
     if (!('fresh' in plan)) return plan;
     if (missing.has(i)) return THREAD_MISSING;
     return {
@@ -270,29 +274,31 @@ export async function appendMany(
       existed: plan.refs.map((ref) => 'existing' in ref),
     };
   });
-  if (denied.size === 0) return { results, notified };
-  let next = 0;
-  return { results: all.map((_, i) => (denied.has(i) ? WRITE_DENIED : results[next++])), notified };
+  return { results, notified };
 }
 
 /**
  * The group-commit batcher for appends: THREAD_MISSING and WRITE_DENIED send a request back to
  * run alone. It folds the group's hooks (`log.folds`) and NOTIFY into its one writing statement,
- * so a group of secret-key appends is one autocommit statement; end users' appends are not
- * (their write permission is decided under the threads' locks, held until COMMIT).
+ * and end users' write permission too (`writeGuard`), so a group of appends, by secret keys or
+ * end users, is one autocommit statement.
  */
 export function createAppendBatcher(deps: {
   log: ThreadLog;
   messagesStore: MessagesStore;
-  authorizeWrites: AuthorizeWrites;
+  writeGuard: WriteGuard;
 }): Batcher<AppendRequest, AppendOutcome, CommitPointers, Knex.Transaction> {
   return {
     name: 'append',
     folds: deps.log.folds,
-    autocommits: (request) => request.writer === undefined,
+    // Nothing is checked outside the writing statement (the write guard runs in it).
+    autocommits: () => true,
     async run(tx, pointers, requests, finish) {
       const hooks = finish?.hooks === true;
-      const { results, notified } = await appendMany(deps, tx, pointers, requests, finish?.group, hooks);
+      const { results, notified } = await appendMany(deps, tx, pointers, requests, {
+        notifyAlso: finish?.group,
+        foldHooks: hooks,
+      });
       return {
         finished: notified,
         hooked: notified && hooks,

@@ -14,7 +14,7 @@ export function createMessagesModule(deps: {
   ingest: LogIngest;
   log: ThreadLog;
   idempotency: Idempotency;
-  threads: Pick<ThreadsService, 'authorize' | 'authorizeRead' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
+  threads: Pick<ThreadsService, 'authorize' | 'authorizeRead' | 'mayWrite' | 'writeGuard' | 'createIfAbsent'>;
   maxMessageBytes: number;
   /** Distinct reactions one message may carry. */
   maxReactionsPerMessage: number;

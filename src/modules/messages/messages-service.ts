@@ -44,7 +44,7 @@ export function createMessagesService(deps: {
   db: Knex;
   ingest: LogIngest;
   log: ThreadLog;
-  threads: Pick<ThreadsService, 'authorize' | 'authorizeRead' | 'mayWrite' | 'mayWriteMany' | 'createIfAbsent'>;
+  threads: Pick<ThreadsService, 'authorize' | 'authorizeRead' | 'mayWrite' | 'writeGuard' | 'createIfAbsent'>;
   messagesStore: MessagesStore;
   maxMessageBytes: number;
   maxReactionsPerMessage: number;
@@ -57,7 +57,7 @@ export function createMessagesService(deps: {
   const { db, ingest, log, threads, messagesStore, crypto, pageCache } = deps;
   const open = (p: ApiPrincipal, threadId: string, m: MessageView) =>
     crypto.openMessages(p.projectId, threadId, [m]).then((r) => r[0]);
-  const appendBatcher = createAppendBatcher({ log, messagesStore, authorizeWrites: threads.mayWriteMany });
+  const appendBatcher = createAppendBatcher({ log, messagesStore, writeGuard: threads.writeGuard });
 
   function toNewMessage(principal: ApiPrincipal, m: MessageInput, index: number | null): NewMessage {
     const where = index === null ? '' : ` (messages[${index}])`;
@@ -103,7 +103,7 @@ export function createMessagesService(deps: {
     const {
       results: [result],
     } = await appendMany({ log, messagesStore }, tx, pointers, [request]);
-    // Checked above under the thread's lock (no authorizeWrites here, so never WRITE_DENIED).
+    // Checked above under the thread's lock (no write guard here, so never WRITE_DENIED).
     if (result === THREAD_MISSING || result === WRITE_DENIED) throw notFound('thread');
     if (result instanceof AppError) throw result;
     return result;
@@ -127,8 +127,8 @@ export function createMessagesService(deps: {
       ...(isTrusted(principal) ? {} : { writer: principal }),
     };
     // No look-up before submit: every append is submitted in the tick it was made (calls made
-    // together share a group, in call order). Other callers than secret keys are checked in the
-    // group, all at once (`writer`); one the check does not admit runs alone, under the rule.
+    // together share a group, in call order). Other callers than secret keys are checked by the
+    // group's writing statement (`writer`); one it does not admit runs alone, under the rule.
     const item: LogWorkItem<AppendOutcome> = {
       partition: `${principal.projectId}:${threadId}`,
       run: (tx, pointers) => appendAlone(tx, pointers, principal, request),

@@ -113,7 +113,10 @@ export function createThreadLogStore() {
      * statement also sends the NOTIFY for what it allocated plus `notify.extra` pointers
      * ([project_id, thread_id, seq] JSON texts), in payloads under 8,000 bytes; with
      * `notify.carry`, one payload that has room also carries the events inserted here. `folds`
-     * are further CTEs (named, reading `e`), run as part of the statement.
+     * are further CTEs (named, reading `e`), run as part of the statement. `guard`, a CTE named
+     * `g` (project_id, thread_id, ok, seen), vetoes threads: one it lists is allocated only when
+     * `ok` and its `last_seq` is still `seen` as the UPDATE locks the row (so what `g` read in the
+     * statement's snapshot is what holds at the write); otherwise it is left out like a missing one.
      */
     async allocateAndInsert(
       tx: Knex.Transaction,
@@ -122,6 +125,7 @@ export function createThreadLogStore() {
       how: EventProjection,
       notify: { channel: string; extra: string[]; carry: boolean } | null,
       folds: Array<{ sql: string; bindings: Knex.RawBinding[] }> = [],
+      guard: { sql: string; bindings: Knex.RawBinding[] } | null = null,
     ) {
       // With `carry`, a single payload also carries the inserted events when they fit beside the
       // pointers (as notifyWithEventsFragment does for groups that notify on their own).
@@ -149,10 +153,12 @@ export function createThreadLogStore() {
         ? `union all select null::text, null::text, null::bigint, null::int, null::timestamptz from n`
         : '';
       const { rows } = await tx.raw(
-        `with a as (
+        `with ${guard ? `${guard.sql}, ` : ''}a as (
            update threads t set last_seq = t.last_seq + v.n, last_activity_at = now()
              from unnest(?::text[], ?::text[], ?::int[]) as v(project_id, id, n)
+             ${guard ? 'left join g on g.project_id = v.project_id and g.thread_id = v.id' : ''}
             where t.project_id = v.project_id and t.id = v.id and t.deleted_at is null
+              ${guard ? 'and (g.thread_id is null or (g.ok and g.seen = t.last_seq))' : ''}
             returning t.project_id, t.id, t.last_seq, v.n, now() as at
          ), r as (
            select ${rankedColumns(how)}
@@ -168,6 +174,7 @@ export function createThreadLogStore() {
          select project_id, id, last_seq, n, at from a
          ${notifyTail}`,
         [
+          ...(guard ? guard.bindings : []),
           allocs.map((a) => a.projectId),
           allocs.map((a) => a.threadId),
           allocs.map((a) => a.n),

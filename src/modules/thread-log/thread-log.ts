@@ -92,6 +92,13 @@ export interface StatementFold {
 }
 
 /**
+ * A CTE under the given name with columns (project_id, thread_id, ok, seen) vetoing an
+ * `appendRecords` statement's threads: one it lists is written only when `ok` and its
+ * `last_seq` is still `seen` when the statement locks it.
+ */
+export type ThreadGuard = (name: string) => { sql: string; bindings: Knex.RawBinding[] };
+
+/**
  * The thread log: the one owner of seq allocation, event inserts and the NOTIFY that tells
  * every replica what committed. Everything here runs inside the caller's (group) transaction.
  */
@@ -141,6 +148,8 @@ export function createThreadLog() {
      * records are not written. With `notifyAlso`, the statement also sends the NOTIFY for what
      * it allocated and for `notifyAlso` (the group's finishing step, folded in); with
      * `foldHooks`, it also runs every registered `StatementFold` (the group's hooks, folded in).
+     * With `guard` (a CTE from the caller's module, e.g. the threads' write rule for end users),
+     * a thread it does not admit is left out as if it were missing.
      */
     async appendRecords(
       tx: Knex.Transaction,
@@ -148,9 +157,9 @@ export function createThreadLog() {
       counts: Iterable<{ projectId: string; threadId: string; n: number }>,
       records: object[],
       how: EventProjection,
-      notifyAlso?: CommitPointers,
-      foldHooks = false,
+      opts: { notifyAlso?: CommitPointers; foldHooks?: boolean; guard?: ThreadGuard | null } = {},
     ): Promise<Map<string, { seq: number; at: string }>> {
+      const { notifyAlso, foldHooks = false, guard = null } = opts;
       const allocs = [...counts]
         .filter((c) => c.n > 0)
         .sort((a, b) => (threadKey(a.projectId, a.threadId) < threadKey(b.projectId, b.threadId) ? -1 : 1));
@@ -164,7 +173,7 @@ export function createThreadLog() {
         notify = { channel: CHANNELS.events, extra, carry };
       }
       const ctes = foldHooks ? folds.map((f) => f.cte(allocs)) : [];
-      for (const row of await store.allocateAndInsert(tx, allocs, records, how, notify, ctes)) {
+      for (const row of await store.allocateAndInsert(tx, allocs, records, how, notify, ctes, guard?.('g') ?? null)) {
         const first = Number(row.last_seq) - Number(row.n) + 1;
         next.set(threadKey(row.project_id, row.id), { seq: first, at: row.at });
         pointers.record(row.project_id, row.id, Number(row.last_seq), first);

@@ -5,7 +5,14 @@ import { idSchema, newId, userIdSchema } from '../../lib/ids';
 import type { ApiPrincipal } from '../../lib/http/route';
 import { z } from '../../lib/zod';
 import type { WorkItemWrapper } from '../idempotency/idempotency';
-import type { CommitPointers, EventInput, LogIngest, LogWorkItem, ThreadLog } from '../thread-log/thread-log';
+import type {
+  CommitPointers,
+  EventInput,
+  LogIngest,
+  LogWorkItem,
+  ThreadGuard,
+  ThreadLog,
+} from '../thread-log/thread-log';
 import { assertAccess, isTrusted, type Access } from './thread-access';
 import type { CreateThreadInput, Role, ThreadView, UpdateThreadInput } from './threads-schemas';
 import { createLookupBatcher } from '../../lib/lookup-batcher';
@@ -121,56 +128,13 @@ export function createThreadsService(deps: {
   }
 
   /**
-   * Write permission for many writers at once, decided inside the group transaction under each
-   * thread's lock (taken here): a removal or policy change either committed before (and is seen)
-   * or waits for this transaction. Per check: the error to answer, or null (allowed, or no live
-   * thread: the write then runs alone and decides there).
+   * Write permission for many end users at once, as a guard of the statement that writes to
+   * their threads (`ThreadLog.appendRecords`): decided on each thread as that statement locks
+   * it, so a removal or policy change either committed before (and is seen) or waits for the
+   * write. A thread the guard refuses is not written; its writes then run alone (`mayWrite`).
    */
-  async function mayWriteMany(
-    tx: Knex.Transaction,
-    checks: Array<{ principal: ApiPrincipal; threadId: string }>,
-  ): Promise<Array<AppError | null>> {
-    const untrusted = checks.filter((c) => !isTrusted(c.principal));
-    if (untrusted.length === 0) return checks.map(() => null);
-    const k = (projectId: string, threadId: string, userId = '') => `${projectId}\u0000${threadId}\u0000${userId}`;
-    const threads = new Map(
-      (
-        await store.lockForWrite(
-          tx,
-          untrusted.map((c) => ({ projectId: c.principal.projectId, threadId: c.threadId })),
-        )
-      ).map((t) => [k(t.project_id, t.id), t]),
-    );
-    const withUser = untrusted.filter((c) => c.principal.userId !== null);
-    const roles =
-      withUser.length === 0
-        ? new Map<string, Role>()
-        : new Map(
-            (
-              await store.rolesOf(
-                tx,
-                withUser.map((c) => ({
-                  projectId: c.principal.projectId,
-                  threadId: c.threadId,
-                  userId: c.principal.userId!,
-                })),
-              )
-            ).map((r) => [k(r.project_id, r.thread_id, r.user_id), r.role]),
-          );
-    return checks.map((c) => {
-      const thread = threads.get(k(c.principal.projectId, c.threadId));
-      if (isTrusted(c.principal) || !thread) return null;
-      const role = c.principal.userId
-        ? (roles.get(k(c.principal.projectId, c.threadId, c.principal.userId)) ?? null)
-        : null;
-      try {
-        assertAccess(c.principal, thread, role, 'write');
-        return null;
-      } catch (e) {
-        if (e instanceof AppError) return e;
-        throw e;
-      }
-    });
+  function writeGuard(checks: Array<{ projectId: string; threadId: string; userId: string | null }>): ThreadGuard {
+    return (name) => store.writeGuard(name, checks);
   }
 
   /**
@@ -278,7 +242,7 @@ export function createThreadsService(deps: {
     authorize,
     authorizeRead,
     mayWrite,
-    mayWriteMany,
+    writeGuard,
     createInTx,
     createIfAbsent,
 

@@ -85,13 +85,29 @@ export function createThreadsStore() {
       return answers;
     },
 
+    /**
+     * The live thread with the user's role. With `lock`, the thread row is locked first and the
+     * role read by a second statement: a lock that waited for another transaction re-reads the
+     * thread row only, so a role joined in the same statement could predate a membership change
+     * that transaction committed.
+     */
     async getWithRole(
       db: Db,
       projectId: string,
       threadId: string,
       userId: string | null,
       opts: { lock?: boolean } = {},
-    ) {
+    ): Promise<(ThreadRow & { role: Role | null }) | undefined> {
+      if (opts.lock) {
+        const thread = (await db('threads')
+          .first('*')
+          .where({ project_id: projectId, id: threadId })
+          .whereNull('deleted_at')
+          .forUpdate()) as ThreadRow | undefined;
+        if (!thread) return undefined;
+        const member = userId ? await this.getMember(db, projectId, threadId, userId) : undefined;
+        return { ...thread, role: member?.role ?? null };
+      }
       const q = db('threads as t')
         .first('t.*', userId ? 'm.role' : db.raw('null::text as role'))
         .where({ 't.project_id': projectId, 't.id': threadId })
@@ -100,32 +116,40 @@ export function createThreadsStore() {
         q.leftJoin('thread_members as m', (j) =>
           j.on('m.project_id', 't.project_id').andOn('m.thread_id', 't.id').andOnVal('m.user_id', userId),
         );
-      if (opts.lock) q.forUpdate('t');
       return (await q) as (ThreadRow & { role: Role | null }) | undefined;
     },
 
     /**
-     * Locks live threads as a write to them would (FOR NO KEY UPDATE, the lock the seq UPDATE
-     * takes), in a fixed order, and answers their policies as of the lock.
+     * The write rule (`assertAccess(…, 'write')` of thread-access.ts, for end users) as a CTE
+     * named `name`, for a statement that writes to these threads: one row per live thread with
+     * `ok` (every writer checked on it may write, by its write policy and the writer's role) and
+     * `seen` (its `last_seq` in the statement's snapshot). A write that also requires
+     * `seen = last_seq` on the row it updates has the rule decided on the thread as locked:
+     * every change of membership or policy appends an event, so it moves `last_seq`.
      */
-    async lockForWrite(db: Db, keys: Array<{ projectId: string; threadId: string }>) {
-      const { rows } = await db.raw(
-        `select project_id, id, read_policy, write_policy from threads
-          where (project_id, id) in (select * from unnest(?::text[], ?::text[])) and deleted_at is null
-          order by project_id, id for no key update`,
-        [keys.map((k) => k.projectId), keys.map((k) => k.threadId)],
-      );
-      return rows as Array<Pick<ThreadRow, 'project_id' | 'id' | 'read_policy' | 'write_policy'>>;
-    },
-
-    /** Roles of these (thread, user) pairs; pairs that are not members are absent. */
-    async rolesOf(db: Db, keys: Array<{ projectId: string; threadId: string; userId: string }>) {
-      const { rows } = await db.raw(
-        `select project_id, thread_id, user_id, role from thread_members
-          where (project_id, thread_id, user_id) in (select * from unnest(?::text[], ?::text[], ?::text[]))`,
-        [keys.map((k) => k.projectId), keys.map((k) => k.threadId), keys.map((k) => k.userId)],
-      );
-      return rows as Array<{ project_id: string; thread_id: string; user_id: string; role: Role }>;
+    writeGuard(
+      name: string,
+      keys: Array<{ projectId: string; threadId: string; userId: string | null }>,
+    ): { sql: string; bindings: Knex.RawBinding[] } {
+      return {
+        sql: `${name} as (
+                select k.project_id, k.thread_id, min(t.last_seq) as seen,
+                       bool_and(case t.write_policy when 'public' then true
+                                                    when 'members' then m.role is not null
+                                                    else coalesce(m.role in ('owner', 'admin'), false) end) as ok
+                  from unnest(?::text[], ?::text[], ?::text[]) as k(project_id, thread_id, user_id)
+                  join threads t on t.project_id = k.project_id and t.id = k.thread_id
+                  left join thread_members m
+                    on m.project_id = k.project_id and m.thread_id = k.thread_id and m.user_id = k.user_id
+                 group by k.project_id, k.thread_id
+              )`,
+        // A null user (a key without an end user) is a null element: no role, as in `getWithRole`.
+        bindings: [
+          keys.map((k) => k.projectId),
+          keys.map((k) => k.threadId),
+          keys.map((k) => k.userId) as Knex.RawBinding as string[],
+        ],
+      };
     },
 
     async exists(db: Db, projectId: string, threadId: string): Promise<'live' | 'deleted' | 'none'> {

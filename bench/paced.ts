@@ -2,11 +2,16 @@
  * An open-loop, paced load: requests are started on a fixed schedule (`rate` per second) no
  * matter how long earlier ones take, over at most `connections` keep-alive connections, and each
  * latency is measured from the request's scheduled start (so time spent queued behind a slow
- * response counts, as wrk2 does). wrk2 is not packaged for Debian; this small node:http client
- * runs in a worker thread so the harness's own event loop does not pace it.
+ * response counts, as wrk2 does). wrk2 is not packaged for Debian; this small client runs in a
+ * worker thread so the harness's own event loop does not pace it.
+ *
+ * It writes each request's bytes straight to a socket and reads only what it needs of the
+ * response (status, length): node:http's client cost ~400 µs of CPU per request here, on the
+ * two cores the service and PostgreSQL share, and its completions queued behind that work
+ * showed up as latency the service never had.
  */
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
+import net from 'node:net';
 import { availableParallelism } from 'node:os';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { LoadResult, WrkLoad } from './wrk';
@@ -28,65 +33,153 @@ interface WorkerOut {
   seconds: number;
 }
 
+const TIMEOUT_MS = 10_000;
+const HEAD_END = Buffer.from('\r\n\r\n');
+
+/**
+ * Where one HTTP/1.1 response ends in `buf`: its status and the offset after it, or null while
+ * incomplete. Bodies come with Content-Length or chunked encoding (what node's server sends).
+ */
+export function parseResponse(buf: Buffer): { status: number; end: number } | null {
+  const head = buf.indexOf(HEAD_END);
+  if (head < 0) return null;
+  const text = buf.toString('latin1', 0, head).toLowerCase();
+  const status = Number(text.slice(9, 12));
+  const bodyStart = head + 4;
+  const length = /\r\ncontent-length:\s*(\d+)/.exec(text);
+  if (length) {
+    const end = bodyStart + Number(length[1]);
+    return buf.length >= end ? { status, end } : null;
+  }
+  if (!/\r\ntransfer-encoding:[^\r]*chunked/.test(text)) return { status, end: bodyStart };
+  let at = bodyStart;
+  for (;;) {
+    const line = buf.indexOf('\r\n', at, 'latin1');
+    if (line < 0) return null;
+    const size = parseInt(buf.toString('latin1', at, line), 16);
+    // A chunk: its size line, its bytes, CRLF; the last (size 0) is followed by CRLF (no trailers).
+    const next = line + 2 + size + 2;
+    if (buf.length < next) return null;
+    if (size === 0) return { status, end: next };
+    at = next;
+  }
+}
+
+interface Conn {
+  socket: net.Socket;
+  buf: Buffer;
+  /** Scheduled start of the request in flight on it, or null when idle. */
+  scheduled: number | null;
+  sentAt: number;
+}
+
 async function worker(job: Job): Promise<WorkerOut> {
   const u = new URL(job.url);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: job.connections });
   const run = randomBytes(6).toString('hex');
   const latencies: number[] = [];
   let ok = 0;
   let non2xx = 0;
   let errors = 0;
   let timeouts = 0;
-  let inFlight = 0;
   let n = 0;
+  const idle: Conn[] = [];
+  /** Requests due while every connection was busy: they wait, and their wait counts. */
+  const waiting: Array<{ scheduled: number; bytes: Buffer }> = [];
+  const conns = new Set<Conn>();
+  let stopping = false;
+
+  const request = (): Buffer => {
+    n++;
+    const t = job.load.targets[Math.floor(Math.random() * job.load.targets.length)];
+    const body = job.load.body?.replaceAll('{n}', `p-${n}-${run}`);
+    let head = `${job.load.method} ${t.path} HTTP/1.1\r\nhost: ${u.host}\r\n`;
+    for (const [k, v] of Object.entries(t.headers)) head += `${k}: ${v}\r\n`;
+    if (job.load.idempotency) head += `idempotency-key: paced-${n}-${run}\r\n`;
+    if (body !== undefined) head += `content-length: ${Buffer.byteLength(body)}\r\n`;
+    return Buffer.from(`${head}\r\n${body ?? ''}`);
+  };
+
+  const send = (c: Conn, scheduled: number, bytes: Buffer) => {
+    c.scheduled = scheduled;
+    c.sentAt = performance.now();
+    c.socket.write(bytes);
+  };
+
+  const release = (c: Conn) => {
+    c.scheduled = null;
+    const next = waiting.shift();
+    if (next) send(c, next.scheduled, next.bytes);
+    else idle.push(c);
+  };
+
+  const open = (): Promise<Conn> =>
+    new Promise((resolve, reject) => {
+      const socket = net.connect({ host: u.hostname, port: Number(u.port), noDelay: true });
+      const c: Conn = { socket, buf: Buffer.alloc(0), scheduled: null, sentAt: 0 };
+      socket.once('connect', () => {
+        conns.add(c);
+        resolve(c);
+      });
+      socket.on('data', (chunk: Buffer) => {
+        c.buf = c.buf.length === 0 ? chunk : Buffer.concat([c.buf, chunk]);
+        const r = parseResponse(c.buf);
+        if (!r || c.scheduled === null) return;
+        c.buf = c.buf.subarray(r.end);
+        latencies.push(performance.now() - c.scheduled);
+        if (r.status >= 200 && r.status < 400) ok++;
+        else non2xx++;
+        release(c);
+      });
+      socket.on('error', (e) => {
+        if (!conns.has(c)) reject(e);
+      });
+      socket.on('close', () => {
+        const was = conns.delete(c);
+        const i = idle.indexOf(c);
+        if (i >= 0) idle.splice(i, 1);
+        if (c.scheduled !== null) errors++;
+        // A connection the server closed is replaced (keep-alive as node's Agent would).
+        if (was && !stopping) void open().then(release, () => undefined);
+      });
+    });
+
+  idle.push(...(await Promise.all(Array.from({ length: job.connections }, open))));
+  const watchdog = setInterval(() => {
+    const now = performance.now();
+    for (const c of conns)
+      if (c.scheduled !== null && now - c.sentAt > TIMEOUT_MS) {
+        timeouts++;
+        c.scheduled = null;
+        c.socket.destroy();
+      }
+  }, 500);
+
   const interval = 1000 / job.rate;
   const t0 = performance.now();
   const end = t0 + job.seconds * 1000;
   let sent = 0;
-  const fire = (scheduled: number) => {
-    n++;
-    const t = job.load.targets[Math.floor(Math.random() * job.load.targets.length)];
-    const headers: Record<string, string> = { ...t.headers };
-    const body = job.load.body?.replaceAll('{n}', `p-${n}-${run}`);
-    if (job.load.idempotency) headers['idempotency-key'] = `paced-${n}-${run}`;
-    if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
-    inFlight++;
-    const req = http.request(
-      { host: u.hostname, port: u.port, method: job.load.method, path: t.path, headers, agent, timeout: 10_000 },
-      (res) => {
-        res.resume();
-        res.on('end', () => {
-          inFlight--;
-          latencies.push(performance.now() - scheduled);
-          if (res.statusCode! >= 200 && res.statusCode! < 400) ok++;
-          else non2xx++;
-        });
-      },
-    );
-    req.on('timeout', () => {
-      timeouts++;
-      req.destroy();
-    });
-    req.on('error', () => {
-      inFlight--;
-      errors++;
-    });
-    req.end(body);
-  };
   await new Promise<void>((resolve) => {
     const tick = () => {
       const now = performance.now();
       const due = Math.min(Math.floor((Math.min(now, end) - t0) / interval), Math.floor(job.seconds * job.rate));
-      while (sent < due) fire(t0 + sent++ * interval);
+      while (sent < due) {
+        const scheduled = t0 + sent++ * interval;
+        const c = idle.pop();
+        if (c) send(c, scheduled, request());
+        else waiting.push({ scheduled, bytes: request() });
+      }
       if (now < end) setTimeout(tick, 1);
       else resolve();
     };
     tick();
   });
   const stopped = performance.now();
-  while (inFlight > 0 && performance.now() - stopped < 10_000) await new Promise((r) => setTimeout(r, 10));
-  agent.destroy();
-  return { latencies, ok, non2xx, errors, timeouts, seconds: (stopped - t0) / 1000 };
+  const busy = () => waiting.length > 0 || [...conns].some((c) => c.scheduled !== null);
+  while (busy() && performance.now() - stopped < TIMEOUT_MS) await new Promise((r) => setTimeout(r, 10));
+  stopping = true;
+  clearInterval(watchdog);
+  for (const c of conns) c.socket.destroy();
+  return { latencies, ok, non2xx, errors, timeouts: timeouts + waiting.length, seconds: (stopped - t0) / 1000 };
 }
 
 const pct = (sorted: number[], p: number) =>
@@ -110,7 +203,7 @@ export async function runPaced(job: Job): Promise<LoadResult> {
   const s = out.latencies.sort((a, b) => a - b);
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
   return {
-    generator: 'paced node:http client, open loop (worker thread of the harness)',
+    generator: 'paced raw HTTP/1.1 client, open loop (worker thread of the harness)',
     seconds: out.seconds,
     requests: out.ok + out.non2xx,
     ok: out.ok,

@@ -6,7 +6,7 @@
  * The load generator is wrk, a separate C process (Lua scripts in bench/wrk/), and every
  * scenario reports its CPU share beside the service's and PostgreSQL's, so a run shows whether
  * the load generator was what saturated. Append p99 at half the maximum rate uses a paced,
- * open-loop node:http client in a worker thread (bench/paced.ts; wrk2 is not packaged).
+ * open-loop raw HTTP/1.1 client in a worker thread (bench/paced.ts; wrk2 is not packaged).
  *
  * Starts the real service (src/server.ts under tsx, or the compiled dist/src/server.js with
  * BENCH_SERVER=compiled) as a child process on a fresh database, seeds it with SQL (valid log
@@ -763,7 +763,7 @@ async function main() {
       settings: {
         seconds: SECONDS,
         connections: CONNECTIONS,
-        loadGenerator: `wrk ${WRK_THREADS} thread${WRK_THREADS > 1 ? 's' : ''} (paced scenarios: node:http client in a worker thread)`,
+        loadGenerator: `wrk ${WRK_THREADS} thread${WRK_THREADS > 1 ? 's' : ''} (paced scenarios: raw HTTP/1.1 client in a worker thread)`,
         wrkThreads: WRK_THREADS,
         workers: WORKERS,
         server: SERVER_KIND,

@@ -106,17 +106,28 @@ export function createKeyAuthService(deps: {
     return parsed.data;
   }
   let lookups = 0;
+  /**
+   * Reads of a key in flight, so the requests that find it expired together share one database
+   * read instead of each making its own (at a few hundred requests a second, every expiry of a
+   * hot key used to send a burst of identical reads, and each of those requests waited for its
+   * own). `generation` moves on every invalidation: a read begun before one is neither joined
+   * nor cached, so a revocation is never undone by a read that started before it.
+   */
+  const reading = new Map<string, { generation: number; promise: Promise<KeyContext> }>();
+  let generation = 0;
 
-  async function lookup(rawKey: string, opts: { fresh?: boolean } = {}): Promise<KeyContext & { cached: boolean }> {
-    // Only a key of the right length is hashed, so a huge header costs nothing. A cached hash
-    // was a well-formed key when it was cached, so the format and checksum are checked on a miss.
-    if (rawKey.length !== API_KEY_LENGTH) throw unauthorized('The API key is not valid.');
-    const cacheKey = apiKeyHashText(rawKey);
-    const hit = cache.get(cacheKey);
-    if (!opts.fresh && hit && hit.expires > now()) return { ...hit.ctx, cached: true };
-    if (!parseApiKey(rawKey)) throw unauthorized('The API key is not valid.');
-    const missed = unknown.get(cacheKey);
-    if (missed !== undefined && missed > now()) throw unauthorized('The API key is not valid or has been revoked.');
+  function read(cacheKey: string): Promise<KeyContext> {
+    const current = reading.get(cacheKey);
+    if (current && current.generation === generation) return current.promise;
+    const promise = readKey(cacheKey).finally(() => {
+      if (reading.get(cacheKey)?.promise === promise) reading.delete(cacheKey);
+    });
+    reading.set(cacheKey, { generation, promise });
+    return promise;
+  }
+
+  async function readKey(cacheKey: string): Promise<KeyContext> {
+    const started = generation;
     lookups++;
     const row = await deps.keysStore.findByHash(deps.db, Buffer.from(cacheKey, 'base64'));
     if (!row) {
@@ -125,7 +136,8 @@ export function createKeyAuthService(deps: {
       unknown.set(cacheKey, now() + NEGATIVE_TTL_MS);
       throw unauthorized('The API key is not valid or has been revoked.');
     }
-    unknown.delete(cacheKey);
+    const current = started === generation;
+    if (current) unknown.delete(cacheKey);
     const ctx: KeyContext = {
       projectId: row.project_id,
       keyId: row.key_id,
@@ -136,10 +148,34 @@ export function createKeyAuthService(deps: {
         ? Date.parse(row.previous_signing_secret_expires_at)
         : null,
     };
-    if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
-    if (deps.cacheTtlMs > 0) cache.set(cacheKey, { ctx, expires: now() + deps.cacheTtlMs });
+    if (deps.cacheTtlMs > 0 && current) {
+      if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
+      cache.set(cacheKey, { ctx, expires: now() + deps.cacheTtlMs });
+    }
     touch(ctx);
-    return { ...ctx, cached: false };
+    return ctx;
+  }
+
+  async function lookup(rawKey: string, opts: { fresh?: boolean } = {}): Promise<KeyContext & { cached: boolean }> {
+    // Only a key of the right length is hashed, so a huge header costs nothing. A cached hash
+    // was a well-formed key when it was cached, so the format and checksum are checked on a miss.
+    if (rawKey.length !== API_KEY_LENGTH) throw unauthorized('The API key is not valid.');
+    const cacheKey = apiKeyHashText(rawKey);
+    const hit = cache.get(cacheKey);
+    if (!opts.fresh && hit) {
+      const left = hit.expires - now();
+      if (left > 0) {
+        // In the last quarter of its life the entry is re-read in the background, so a key in
+        // use does not expire under its requests; it is still never used past `expires`.
+        if (left < deps.cacheTtlMs / 4) read(cacheKey).catch(() => undefined);
+        return { ...hit.ctx, cached: true };
+      }
+    }
+    if (!parseApiKey(rawKey)) throw unauthorized('The API key is not valid.');
+    const missed = unknown.get(cacheKey);
+    if (missed !== undefined && missed > now()) throw unauthorized('The API key is not valid or has been revoked.');
+    // A fresh read (a signing-secret rotation suspected) must not join one begun before it.
+    return { ...(await (opts.fresh ? readKey(cacheKey) : read(cacheKey))), cached: false };
   }
 
   function signatureValid(ctx: KeyContext, userId: string, signature: string | undefined): boolean {
@@ -223,6 +259,7 @@ export function createKeyAuthService(deps: {
 
     /** Drops cached keys (all of them, or one project's), e.g. on a revocation notice. */
     invalidate(projectId?: string) {
+      generation++;
       if (!projectId) {
         notBefore.clear();
         return cache.clear();

@@ -27,6 +27,8 @@ function signatureMatches(secret: string, userId: string, signature: string): bo
 }
 
 const MAX_CACHED = 10_000;
+/** Verified (user, signature) pairs kept per key context; cleared when full. */
+const MAX_VERIFIED = 10_000;
 const TOUCH_INTERVAL_MS = 60_000;
 /**
  * How long a key hash the database did not know is answered from memory. A key is created with
@@ -107,13 +109,21 @@ export function createKeyAuthService(deps: {
   }
   let lookups = 0;
 
-  async function lookup(rawKey: string, opts: { fresh?: boolean } = {}): Promise<KeyContext & { cached: boolean }> {
-    // Only a key of the right length is hashed, so a huge header costs nothing. A cached hash
-    // was a well-formed key when it was cached, so the format and checksum are checked on a miss.
+  /** The cached context of a live key, without a promise (the common case on every request). */
+  function cached(rawKey: string): KeyContext | undefined {
+    // Only a key of the right length is hashed, so a huge header costs nothing.
+    if (rawKey.length !== API_KEY_LENGTH) return undefined;
+    const hit = cache.get(apiKeyHashText(rawKey));
+    return hit && hit.expires > now() ? hit.ctx : undefined;
+  }
+
+  /** The key's context read from the database (a miss, or `fresh` after a bad signature). */
+  async function lookup(rawKey: string, opts: { fresh?: boolean } = {}): Promise<KeyContext> {
     if (rawKey.length !== API_KEY_LENGTH) throw unauthorized('The API key is not valid.');
     const cacheKey = apiKeyHashText(rawKey);
     const hit = cache.get(cacheKey);
-    if (!opts.fresh && hit && hit.expires > now()) return { ...hit.ctx, cached: true };
+    if (!opts.fresh && hit && hit.expires > now()) return hit.ctx;
+    // A cached hash was a well-formed key when it was cached; a miss checks format and checksum.
     if (!parseApiKey(rawKey)) throw unauthorized('The API key is not valid.');
     const missed = unknown.get(cacheKey);
     if (missed !== undefined && missed > now()) throw unauthorized('The API key is not valid or has been revoked.');
@@ -139,16 +149,34 @@ export function createKeyAuthService(deps: {
     if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
     if (deps.cacheTtlMs > 0) cache.set(cacheKey, { ctx, expires: now() + deps.cacheTtlMs });
     touch(ctx);
-    return { ...ctx, cached: false };
+    return ctx;
   }
 
+  /**
+   * Signatures already verified under a key context, by user and signature: a browser sends the
+   * same pair on every request, and its HMAC was most of a publishable-key read's own CPU. The
+   * value is how long the pair stays valid (Infinity under the current secret, the previous
+   * secret's expiry under that one). A new context (a cache refresh, a rotation, a revocation
+   * notice) starts empty, so nothing verified under old secrets outlives them. Only verified
+   * pairs are kept: a pair seen for the first time is always checked in constant time.
+   */
+  const verified = new WeakMap<KeyContext, Map<string, number>>();
+
   function signatureValid(ctx: KeyContext, userId: string, signature: string | undefined): boolean {
-    const secrets =
-      ctx.previousExpiresAt !== null && ctx.previousExpiresAt > now()
-        ? ctx.signingSecrets
-        : ctx.signingSecrets.slice(0, 1);
+    const pair = `${userId}\u0000${signature ?? ''}`;
+    let known = verified.get(ctx);
+    const until = known?.get(pair);
+    if (until !== undefined && now() < until) return true;
+    const withPrevious =
+      ctx.signingSecrets.length > 1 && ctx.previousExpiresAt !== null && ctx.previousExpiresAt > now();
     // Check every candidate secret, so the time taken does not reveal which one matched.
-    return secrets.map((s) => signatureMatches(s, userId, signature ?? '')).some(Boolean);
+    const current = signatureMatches(ctx.signingSecrets[0], userId, signature ?? '');
+    const previous = withPrevious && signatureMatches(ctx.signingSecrets[1], userId, signature ?? '');
+    if (!current && !previous) return false;
+    if (!known) verified.set(ctx, (known = new Map()));
+    if (known.size >= MAX_VERIFIED) known.clear();
+    known.set(pair, current ? Infinity : ctx.previousExpiresAt!);
+    return true;
   }
 
   // last_used_at is advisory: written at most once a minute per key per replica, off the
@@ -172,7 +200,9 @@ export function createKeyAuthService(deps: {
       userToken?: string,
     ): Promise<ApiPrincipal> {
       if (!rawKey) throw unauthorized('Send an API key as "Authorization: Bearer <key>" or "X-API-Key: <key>".');
-      let ctx = await lookup(rawKey.trim());
+      const key = rawKey.trim();
+      const hit = cached(key);
+      let ctx = hit ?? (await lookup(key));
       let userId: string | null = null;
       if (userIdHeader !== undefined) {
         const parsed = userIdSchema.safeParse(userIdHeader);
@@ -199,10 +229,10 @@ export function createKeyAuthService(deps: {
         // A cached key may predate a signing-secret rotation: a signature made with the new
         // secret must verify at once, so re-read the project before refusing.
         // Throttled per key, so wrong signatures on a valid key cannot each cost a database read.
-        if (!ok && ctx.cached && now() - (freshReadAt.get(ctx.keyId) ?? -Infinity) >= FRESH_READ_INTERVAL_MS) {
+        if (!ok && hit && now() - (freshReadAt.get(ctx.keyId) ?? -Infinity) >= FRESH_READ_INTERVAL_MS) {
           if (freshReadAt.size >= MAX_CACHED) freshReadAt.delete(freshReadAt.keys().next().value!);
           freshReadAt.set(ctx.keyId, now());
-          ctx = await lookup(rawKey.trim(), { fresh: true });
+          ctx = await lookup(key, { fresh: true });
           ok = ctx.kind === 'publishable' && signatureValid(ctx, userId, signature);
         }
         if (!ok)

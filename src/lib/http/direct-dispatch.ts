@@ -42,6 +42,11 @@ export interface DirectDispatchOptions {
 
 // parseurl (express's req.path) leaves a path with these characters to url.parse: left to express.
 const UNUSUAL = /[\s#\u00a0\ufeff]/;
+/** Paths whose match is remembered, per method (emptied when full), and the longest remembered. */
+const MAX_REMEMBERED = 10_000;
+const MAX_REMEMBERED_LENGTH = 256;
+
+type Found = { entry: Entry; params: Record<string, string> } | null;
 
 const under = (path: string, prefixes: string[]) => {
   for (const p of prefixes) if (path.startsWith(p) && (path.length === p.length || path[p.length] === '/')) return true;
@@ -101,6 +106,23 @@ export function createDirectDispatch(app: Express, options: DirectDispatchOption
     return null;
   }
 
+  // What `find` answered, per method and path: a pure function of both (the tables are fixed at
+  // startup), and clients read the same threads' paths over and over. Each request gets its own
+  // copy of the params (below).
+  const remembered = new Map<string, Map<string, Found>>();
+  function findRemembered(method: string, path: string): Found {
+    if (path.length > MAX_REMEMBERED_LENGTH) return find(method, path);
+    let byPath = remembered.get(method);
+    if (!byPath) remembered.set(method, (byPath = new Map()));
+    let found = byPath.get(path);
+    if (found === undefined) {
+      found = find(method, path);
+      if (byPath.size >= MAX_REMEMBERED) byPath.clear();
+      byPath.set(path, found);
+    }
+    return found;
+  }
+
   /** Serves the request and returns true, or returns false for express to serve it. */
   return function dispatch(req: Request, res: Response): boolean {
     const method = req.method;
@@ -110,7 +132,7 @@ export function createDirectDispatch(app: Express, options: DirectDispatchOption
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     if (UNUSUAL.test(path)) return false;
-    const found = find(method, path);
+    const found = findRemembered(method, path);
     if (!found) return false;
 
     // What express's app.handle and router set up before a route runs.
@@ -122,7 +144,7 @@ export function createDirectDispatch(app: Express, options: DirectDispatchOption
     if (!res.locals) res.locals = Object.create(null) as Record<string, unknown>;
     req.baseUrl = '';
     req.originalUrl = req.originalUrl || url;
-    req.params = found.params;
+    req.params = { ...found.params };
     (req as { route?: unknown }).route = found.entry.route;
 
     const fail = (err: unknown) => onError(err, req, res, ignore);

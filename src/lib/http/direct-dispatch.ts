@@ -139,20 +139,21 @@ export function createDirectDispatch(app: Express, options: DirectDispatchOption
     if (app.enabled('x-powered-by')) res.setHeader('X-Powered-By', 'Express');
     req.res = res;
     res.req = req;
-    Object.setPrototypeOf(req, request);
-    Object.setPrototypeOf(res, response);
+    // Already in place when the server came from app.listen (lib/http/app-server.ts): setting a
+    // prototype reshapes the object, which costs far more than this request's own work.
+    if (Object.getPrototypeOf(req) !== request) Object.setPrototypeOf(req, request);
+    if (Object.getPrototypeOf(res) !== response) Object.setPrototypeOf(res, response);
     if (!res.locals) res.locals = Object.create(null) as Record<string, unknown>;
     req.baseUrl = '';
     req.originalUrl = req.originalUrl || url;
     req.params = { ...found.params };
     (req as { route?: unknown }).route = found.entry.route;
 
-    const fail = (err: unknown) => onError(err, req, res, ignore);
     try {
       front(req, res);
-      found.entry.run!(req, res).catch(fail);
+      found.entry.run!(req, res).catch((err: unknown) => onError(err, req, res, ignore));
     } catch (err) {
-      fail(err);
+      onError(err, req, res, ignore);
     }
     return true;
   };

@@ -6,6 +6,7 @@ import type { Knex } from 'knex';
 import type { Config } from './config';
 import { isAppError, notFound } from './lib/errors';
 import { answerClientErrors } from './lib/http/client-error';
+import { listenWithAppServer } from './lib/http/app-server';
 import { createClientIp } from './lib/http/client-ip';
 import { createDirectDispatch } from './lib/http/direct-dispatch';
 import { onPaths, prefixRouters, routerPrefixes } from './lib/http/prefix-routers';
@@ -58,6 +59,7 @@ export interface AppDeps {
 /** Composition root: plumbing → modules (in dependency order) → guards → routers. */
 export function createApp({ config, db, logger, databaseUrl }: AppDeps) {
   const app: Express = express();
+  listenWithAppServer(app);
   app.disable('x-powered-by');
   app.set('trust proxy', config.TRUST_PROXY);
   const clientIp = createClientIp(app.get('trust proxy fn') as (addr: string, hop: number) => boolean);

@@ -13,6 +13,8 @@ export function createClientIp(trust: TrustProxy) {
     const socketAddr = req.socket.remoteAddress;
     if (socketAddr === undefined) return undefined;
     const header = req.headers['x-forwarded-for'];
+    // No forwarding header: the one hop is the client (what the walk below answers, without its arrays).
+    if (header === undefined) return socketAddr;
     const forwarded = (Array.isArray(header) ? header.join(',') : (header ?? ''))
       .split(',')
       .map((s) => s.trim())

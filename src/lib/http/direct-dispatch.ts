@@ -42,6 +42,11 @@ export interface DirectDispatchOptions {
 
 // parseurl (express's req.path) leaves a path with these characters to url.parse: left to express.
 const UNUSUAL = /[\s#\u00a0\ufeff]/;
+/** Paths whose match is remembered, per method (emptied when full), and the longest remembered. */
+const MAX_REMEMBERED = 10_000;
+const MAX_REMEMBERED_LENGTH = 256;
+
+type Found = { entry: Entry; params: Record<string, string> } | null;
 
 const under = (path: string, prefixes: string[]) => {
   for (const p of prefixes) if (path.startsWith(p) && (path.length === p.length || path[p.length] === '/')) return true;
@@ -101,6 +106,23 @@ export function createDirectDispatch(app: Express, options: DirectDispatchOption
     return null;
   }
 
+  // What `find` answered, per method and path: a pure function of both (the tables are fixed at
+  // startup), and clients read the same threads' paths over and over. Each request gets its own
+  // copy of the params (below).
+  const remembered = new Map<string, Map<string, Found>>();
+  function findRemembered(method: string, path: string): Found {
+    if (path.length > MAX_REMEMBERED_LENGTH) return find(method, path);
+    let byPath = remembered.get(method);
+    if (!byPath) remembered.set(method, (byPath = new Map()));
+    let found = byPath.get(path);
+    if (found === undefined) {
+      found = find(method, path);
+      if (byPath.size >= MAX_REMEMBERED) byPath.clear();
+      byPath.set(path, found);
+    }
+    return found;
+  }
+
   /** Serves the request and returns true, or returns false for express to serve it. */
   return function dispatch(req: Request, res: Response): boolean {
     const method = req.method;
@@ -110,27 +132,28 @@ export function createDirectDispatch(app: Express, options: DirectDispatchOption
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     if (UNUSUAL.test(path)) return false;
-    const found = find(method, path);
+    const found = findRemembered(method, path);
     if (!found) return false;
 
     // What express's app.handle and router set up before a route runs.
     if (app.enabled('x-powered-by')) res.setHeader('X-Powered-By', 'Express');
     req.res = res;
     res.req = req;
-    Object.setPrototypeOf(req, request);
-    Object.setPrototypeOf(res, response);
+    // Already in place when the server came from app.listen (lib/http/app-server.ts): setting a
+    // prototype reshapes the object, which costs far more than this request's own work.
+    if (Object.getPrototypeOf(req) !== request) Object.setPrototypeOf(req, request);
+    if (Object.getPrototypeOf(res) !== response) Object.setPrototypeOf(res, response);
     if (!res.locals) res.locals = Object.create(null) as Record<string, unknown>;
     req.baseUrl = '';
     req.originalUrl = req.originalUrl || url;
-    req.params = found.params;
+    req.params = { ...found.params };
     (req as { route?: unknown }).route = found.entry.route;
 
-    const fail = (err: unknown) => onError(err, req, res, ignore);
     try {
       front(req, res);
-      found.entry.run!(req, res).catch(fail);
+      found.entry.run!(req, res).catch((err: unknown) => onError(err, req, res, ignore));
     } catch (err) {
-      fail(err);
+      onError(err, req, res, ignore);
     }
     return true;
   };

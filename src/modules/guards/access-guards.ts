@@ -78,11 +78,13 @@ export function ipAllowed(ip: string | undefined, ranges: Range[]): boolean {
   return ranges.some(([range, bits]) => range.kind() === addr.kind() && addr.match(range, bits));
 }
 
-function checkIp(ip: string | undefined, principal: ApiPrincipal) {
+/** The client address is worked out (which allocates) only when the project has an allowlist. */
+function checkIp(clientIp: ClientIp, req: IncomingMessage, principal: ApiPrincipal) {
   const { ipRanges } = rulesOf(principal.settings);
   if (ipRanges === null) return;
-  if (!ipAllowed(ip, ipRanges))
-    throw forbidden(`Requests from ${ip ?? 'an unknown address'} are not in this project's ip_allowlist.`);
+  const address = clientIp(req);
+  if (!ipAllowed(address, ipRanges))
+    throw forbidden(`Requests from ${address ?? 'an unknown address'} are not in this project's ip_allowlist.`);
 }
 
 function checkOrigin(origin: string | undefined, principal: ApiPrincipal) {
@@ -106,7 +108,7 @@ export function createAccessGuards(deps: { clientIp: ClientIp }) {
      * rate limiting and the handler; an address outside every listed range is refused.
      */
     ipAllowlist: ((req, _res, _spec, principal) => {
-      if (principal.type === 'api') checkIp(deps.clientIp(req), principal);
+      if (principal.type === 'api') checkIp(deps.clientIp, req, principal);
     }) satisfies Guard,
 
     /**
@@ -121,7 +123,7 @@ export function createAccessGuards(deps: { clientIp: ClientIp }) {
 
     /** Both checks for callers outside the route factory (a WebSocket upgrade, an SSE token). */
     assertCaller(req: IncomingMessage, principal: ApiPrincipal) {
-      checkIp(deps.clientIp(req), principal);
+      checkIp(deps.clientIp, req, principal);
       const origin = req.headers.origin;
       checkOrigin(Array.isArray(origin) ? origin[0] : origin, principal);
     },

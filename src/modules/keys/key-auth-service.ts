@@ -27,6 +27,8 @@ function signatureMatches(secret: string, userId: string, signature: string): bo
 }
 
 const MAX_CACHED = 10_000;
+/** Verified (user, signature) pairs kept per key context; cleared when full. */
+const MAX_VERIFIED = 10_000;
 const TOUCH_INTERVAL_MS = 60_000;
 /**
  * How long a key hash the database did not know is answered from memory. A key is created with
@@ -116,6 +118,23 @@ export function createKeyAuthService(deps: {
   const reading = new Map<string, { generation: number; promise: Promise<KeyContext> }>();
   let generation = 0;
 
+  /**
+   * The cached context of a live key, without a promise (the common case on every request). In
+   * the last quarter of its life the entry is re-read in the background, so a key in use does not
+   * expire under its requests; it is still never used past `expires`.
+   */
+  function cached(rawKey: string): KeyContext | undefined {
+    // Only a key of the right length is hashed, so a huge header costs nothing.
+    if (rawKey.length !== API_KEY_LENGTH) return undefined;
+    const cacheKey = apiKeyHashText(rawKey);
+    const hit = cache.get(cacheKey);
+    if (!hit) return undefined;
+    const left = hit.expires - now();
+    if (left <= 0) return undefined;
+    if (left < deps.cacheTtlMs / 4) read(cacheKey).catch(() => undefined);
+    return hit.ctx;
+  }
+
   function read(cacheKey: string): Promise<KeyContext> {
     const current = reading.get(cacheKey);
     if (current && current.generation === generation) return current.promise;
@@ -156,35 +175,45 @@ export function createKeyAuthService(deps: {
     return ctx;
   }
 
-  async function lookup(rawKey: string, opts: { fresh?: boolean } = {}): Promise<KeyContext & { cached: boolean }> {
-    // Only a key of the right length is hashed, so a huge header costs nothing. A cached hash
-    // was a well-formed key when it was cached, so the format and checksum are checked on a miss.
+  /** The key's context read from the database (a miss, or `fresh` after a bad signature). */
+  async function lookup(rawKey: string, opts: { fresh?: boolean } = {}): Promise<KeyContext> {
     if (rawKey.length !== API_KEY_LENGTH) throw unauthorized('The API key is not valid.');
     const cacheKey = apiKeyHashText(rawKey);
     const hit = cache.get(cacheKey);
-    if (!opts.fresh && hit) {
-      const left = hit.expires - now();
-      if (left > 0) {
-        // In the last quarter of its life the entry is re-read in the background, so a key in
-        // use does not expire under its requests; it is still never used past `expires`.
-        if (left < deps.cacheTtlMs / 4) read(cacheKey).catch(() => undefined);
-        return { ...hit.ctx, cached: true };
-      }
-    }
+    if (!opts.fresh && hit && hit.expires > now()) return hit.ctx;
+    // A cached hash was a well-formed key when it was cached; a miss checks format and checksum.
     if (!parseApiKey(rawKey)) throw unauthorized('The API key is not valid.');
     const missed = unknown.get(cacheKey);
     if (missed !== undefined && missed > now()) throw unauthorized('The API key is not valid or has been revoked.');
     // A fresh read (a signing-secret rotation suspected) must not join one begun before it.
-    return { ...(await (opts.fresh ? readKey(cacheKey) : read(cacheKey))), cached: false };
+    return opts.fresh ? readKey(cacheKey) : read(cacheKey);
   }
 
+  /**
+   * Signatures already verified under a key context, by user and signature: a browser sends the
+   * same pair on every request, and its HMAC was most of a publishable-key read's own CPU. The
+   * value is how long the pair stays valid (Infinity under the current secret, the previous
+   * secret's expiry under that one). A new context (a cache refresh, a rotation, a revocation
+   * notice) starts empty, so nothing verified under old secrets outlives them. Only verified
+   * pairs are kept: a pair seen for the first time is always checked in constant time.
+   */
+  const verified = new WeakMap<KeyContext, Map<string, number>>();
+
   function signatureValid(ctx: KeyContext, userId: string, signature: string | undefined): boolean {
-    const secrets =
-      ctx.previousExpiresAt !== null && ctx.previousExpiresAt > now()
-        ? ctx.signingSecrets
-        : ctx.signingSecrets.slice(0, 1);
+    const pair = `${userId}\u0000${signature ?? ''}`;
+    let known = verified.get(ctx);
+    const until = known?.get(pair);
+    if (until !== undefined && now() < until) return true;
+    const withPrevious =
+      ctx.signingSecrets.length > 1 && ctx.previousExpiresAt !== null && ctx.previousExpiresAt > now();
     // Check every candidate secret, so the time taken does not reveal which one matched.
-    return secrets.map((s) => signatureMatches(s, userId, signature ?? '')).some(Boolean);
+    const current = signatureMatches(ctx.signingSecrets[0], userId, signature ?? '');
+    const previous = withPrevious && signatureMatches(ctx.signingSecrets[1], userId, signature ?? '');
+    if (!current && !previous) return false;
+    if (!known) verified.set(ctx, (known = new Map()));
+    if (known.size >= MAX_VERIFIED) known.clear();
+    known.set(pair, current ? Infinity : ctx.previousExpiresAt!);
+    return true;
   }
 
   // last_used_at is advisory: written at most once a minute per key per replica, off the
@@ -208,7 +237,9 @@ export function createKeyAuthService(deps: {
       userToken?: string,
     ): Promise<ApiPrincipal> {
       if (!rawKey) throw unauthorized('Send an API key as "Authorization: Bearer <key>" or "X-API-Key: <key>".');
-      let ctx = await lookup(rawKey.trim());
+      const key = rawKey.trim();
+      const hit = cached(key);
+      let ctx = hit ?? (await lookup(key));
       let userId: string | null = null;
       if (userIdHeader !== undefined) {
         const parsed = userIdSchema.safeParse(userIdHeader);
@@ -235,10 +266,10 @@ export function createKeyAuthService(deps: {
         // A cached key may predate a signing-secret rotation: a signature made with the new
         // secret must verify at once, so re-read the project before refusing.
         // Throttled per key, so wrong signatures on a valid key cannot each cost a database read.
-        if (!ok && ctx.cached && now() - (freshReadAt.get(ctx.keyId) ?? -Infinity) >= FRESH_READ_INTERVAL_MS) {
+        if (!ok && hit && now() - (freshReadAt.get(ctx.keyId) ?? -Infinity) >= FRESH_READ_INTERVAL_MS) {
           if (freshReadAt.size >= MAX_CACHED) freshReadAt.delete(freshReadAt.keys().next().value!);
           freshReadAt.set(ctx.keyId, now());
-          ctx = await lookup(rawKey.trim(), { fresh: true });
+          ctx = await lookup(key, { fresh: true });
           ok = ctx.kind === 'publishable' && signatureValid(ctx, userId, signature);
         }
         if (!ok)

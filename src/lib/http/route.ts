@@ -299,13 +299,16 @@ export function createRouteFactory(deps: RouteFactoryDeps) {
   // always have the same names in the same order, so the values alone (length-prefixed) are the
   // key. More distinct values than query strings (one per thread), so a larger bound.
   const parsedParams = new WeakMap<object, Map<string, Record<string, unknown>>>();
-  function parseParams(spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>, req: Request) {
+  function parseParams(
+    spec: RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>,
+    req: Request,
+  ): unknown {
     const schema = spec.params!;
     const raw = req.params as Record<string, unknown>;
     let key = '';
     for (const k in raw) {
       const v = raw[k];
-      if (typeof v !== 'string') return parse(schema, raw, 'path') as unknown;
+      if (typeof v !== 'string') return parse(schema, raw, 'path');
       key += `${v.length}:${v}`;
     }
     let cache = parsedParams.get(spec);

@@ -93,6 +93,9 @@ export interface Server {
   stop(): Promise<void>;
 }
 
+/** The V8 flags `npm start` and the Dockerfile run the service with (docs/OPERATIONS.md). */
+export const SERVICE_NODE_FLAGS = ['--max-semi-space-size=64'];
+
 /** src/server.ts as a child process (one node process, so /proc figures are the server's own). */
 export async function startServer(
   databaseUrl: string,
@@ -102,23 +105,27 @@ export async function startServer(
   const port = await freePort();
   const inspectorPort = options.inspect ? await freePort() : undefined;
   const inspect = inspectorPort ? [`--inspect=127.0.0.1:${inspectorPort}`, '--inspect-publish-uid=http'] : [];
-  const child = spawn(process.execPath, [...inspect, '--import', 'tsx', path.join(root, 'src/server.ts')], {
-    cwd: root,
-    env: {
-      ...process.env,
-      NODE_ENV: 'production',
-      DATABASE_URL: databaseUrl,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-      SEED_DEV_PROJECT: 'false',
-      RATE_LIMIT_ENABLED: 'false',
-      // Subscribers share a few users and one key: lift the per-user connection cap (default 20).
-      REALTIME_MAX_CONNECTIONS_PER_USER: '1000000',
-      ...env,
+  const child = spawn(
+    process.execPath,
+    [...SERVICE_NODE_FLAGS, ...inspect, '--import', 'tsx', path.join(root, 'src/server.ts')],
+    {
+      cwd: root,
+      env: {
+        ...process.env,
+        NODE_ENV: 'production',
+        DATABASE_URL: databaseUrl,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        LOG_LEVEL: 'warn',
+        SEED_DEV_PROJECT: 'false',
+        RATE_LIMIT_ENABLED: 'false',
+        // Subscribers share a few users and one key: lift the per-user connection cap (default 20).
+        REALTIME_MAX_CONNECTIONS_PER_USER: '1000000',
+        ...env,
+      },
+      stdio: ['ignore', 'ignore', 'inherit'],
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  );
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {

@@ -56,7 +56,7 @@ import { signUserId } from '../src/modules/keys/key-auth-service';
 import { createKeysStore } from '../src/modules/keys/keys-store';
 import { createProjectsService } from '../src/modules/projects/projects-service';
 import { createProjectsStore } from '../src/modules/projects/projects-store';
-import { freePort } from './common';
+import { freePort, SERVICE_NODE_FLAGS } from './common';
 import { buildCompiled } from './compile';
 import { postgresCpu, postgresDelta, treeCpuSeconds } from './cpu';
 import { startBare, stopChild } from './framework-servers';
@@ -123,8 +123,7 @@ async function startServer(
 ): Promise<ChildProcess> {
   const entry = kind === 'compiled' ? await buildCompiled() : null;
   const args = [
-    // The V8 flags `npm start` and the Dockerfile run the service with.
-    '--max-semi-space-size=64',
+    ...SERVICE_NODE_FLAGS,
     ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
     ...(entry ? [entry] : ['--import', 'tsx', path.join(root, 'src/server.ts')]),
   ];
